@@ -1,0 +1,46 @@
+"""User-facing errors: each carries one paragraph that names what is wrong and how to fix it.
+
+Every error a user can cause (a bad model file, a wrong YAML key, data of the wrong shape, an eval
+function that raises) is raised as a subclass of :class:`LpotError`. The CLI prints ``str(error)``
+and exits with code 2, without a traceback; the Python API lets it propagate.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LpotError",
+    "ModelLoadError",
+    "ConfigError",
+    "DataError",
+    "EvaluationError",
+    "ConversionError",
+    "QuantizationError",
+]
+
+
+class LpotError(Exception):
+    """Base class of every error caused by user input. ``str(err)`` is a complete paragraph."""
+
+
+class ModelLoadError(LpotError):
+    """A model path or object that cannot be loaded (missing, not ONNX, truncated, invalid)."""
+
+
+class ConfigError(LpotError):
+    """A YAML file or configuration object that does not fit the schema."""
+
+
+class DataError(LpotError):
+    """Calibration or evaluation data that does not fit the model (shape, rank, dtype, missing input)."""
+
+
+class EvaluationError(LpotError):
+    """A user's eval function or metric that raised or returned something unusable."""
+
+
+class ConversionError(LpotError):
+    """A framework model that the frontend cannot convert (names the op and the framework's name)."""
+
+
+class QuantizationError(LpotError):
+    """A quantization request that cannot be satisfied (e.g. a recipe that does not fit the model)."""

@@ -1,0 +1,339 @@
+"""Load, normalize, save and traverse models in lpot-ir's IR (the ONNX project's ``onnx_ir``).
+
+Every model that enters lpot-ir goes through :func:`load_model`, so later passes see one dialect:
+
+* opsets older than the target (default 17) are converted up with ONNX's version converter;
+* graph inputs that are really initializers (old exporters list them) are removed from the inputs;
+* every node in every graph (If/Loop/Scan bodies included) gets a unique, deterministic name that
+  survives a save/load round trip;
+* shapes and types are inferred.
+
+:func:`save_model` is atomic: the model (and its external data, for models over 2 GB) is written to a
+temporary file in the destination folder and renamed into place, so no half-written model is ever seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from lpot_ir.errors import ModelLoadError
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ModelSource",
+    "load_model",
+    "save_model",
+    "to_proto",
+    "from_proto",
+    "clone_model",
+    "upgrade_opset",
+    "normalize_initializer_inputs",
+    "assign_node_names",
+    "infer_shapes",
+    "all_graphs",
+    "all_nodes",
+    "model_digest",
+    "opset_version",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+_TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
+"""Anything :func:`load_model` accepts."""
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    target_opset: int | None = DEFAULT_OPSET,
+    check: bool = True,
+    infer: bool = True,
+) -> ir.Model:
+    """Load a model from a path, bytes, an ``onnx.ModelProto`` or an ``onnx_ir.Model`` and normalize it.
+
+    Args:
+        source: the model. A path may point to a model with external data beside it.
+        target_opset: convert the default-domain opset up to this version (never down). ``None`` keeps it.
+        check: run ``onnx.checker`` and raise :class:`ModelLoadError` when the model is invalid.
+        infer: run ONNX shape inference so values carry shapes and types.
+
+    Returns:
+        The normalized ``onnx_ir.Model`` (a new object; ``source`` is never modified).
+
+    Raises:
+        ModelLoadError: the file is missing, is not an ONNX model, is truncated, or fails the checker.
+    """
+    label, proto = _read_proto(source)
+    if check:
+        _check(proto, label)
+    proto = normalize_initializer_inputs(proto)
+    if target_opset is not None:
+        proto = upgrade_opset(proto, target_opset, label=label)
+    if infer:
+        proto = infer_shapes(proto)
+    model = ir.serde.deserialize_model(proto)
+    assign_node_names(model)
+    return model
+
+
+def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
+    """Return a label for messages and a ModelProto (a copy when given a proto)."""
+    if isinstance(source, ir.Model):
+        return "the given onnx_ir.Model", to_proto(source)
+    if isinstance(source, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(source)
+        return "the given onnx.ModelProto", copy
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "the given bytes", _parse(bytes(source), "the given bytes")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = f"'{path}'"
+        if not path.exists():
+            raise ModelLoadError(
+                f"Model file {label} does not exist. Check the path (relative paths are resolved from "
+                f"'{Path.cwd()}') and pass the .onnx file itself."
+            )
+        if path.is_dir():
+            raise ModelLoadError(
+                f"{label} is a folder, not an ONNX model file. Pass the path of the .onnx file; a TensorFlow "
+                "SavedModel folder needs the TensorFlow frontend (install lpot-ir[tensorflow])."
+            )
+        proto = _parse(path.read_bytes(), label)
+        if _has_external_data(proto):
+            try:
+                onnx.load_external_data_for_model(proto, str(path.parent))
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"Model {label} stores weights in external data files that cannot be read ({exc}). "
+                    "Keep the external data files beside the model file, with the names the model records."
+                ) from None
+        return label, proto
+    raise ModelLoadError(
+        f"Cannot load a model from an object of type {type(source).__name__}. Pass a path to an .onnx file, "
+        "its bytes, an onnx.ModelProto or an onnx_ir.Model (framework models go through lpot_ir.frontends)."
+    )
+
+
+def _parse(data: bytes, label: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{label} is not a readable ONNX model: protobuf could not parse it ({exc}). The file may be "
+            "truncated (an interrupted download or copy) or not an ONNX file at all; re-export or re-copy it."
+        ) from None
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise ModelLoadError(
+            f"{label} is not an ONNX model: it has no graph or no opset_import. If it is truncated, "
+            "re-export or re-copy it; if it is another format, convert it to ONNX first."
+        )
+    return proto
+
+
+def _has_external_data(proto: onnx.ModelProto) -> bool:
+    return any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
+    )
+
+
+def _check(proto: onnx.ModelProto, label: str) -> None:
+    try:
+        if proto.ByteSize() < _TWO_GB:
+            onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"{label} fails the ONNX checker: {first}. The model is not valid ONNX; re-export it with a "
+            "current exporter, or fix the reported node, then load it again."
+        ) from None
+
+
+def normalize_initializer_inputs(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop graph inputs that only exist because an old exporter listed every initializer as an input.
+
+    Such inputs let a caller override weights at run time, which blocks constant folding and fusion.
+    The IR version is raised to at least 4 (the first that allows initializers that are not inputs).
+    """
+    init_names = {t.name for t in proto.graph.initializer}
+    if not init_names:
+        return proto
+    kept = [i for i in proto.graph.input if i.name not in init_names]
+    if len(kept) == len(proto.graph.input):
+        return proto
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    proto.ir_version = max(proto.ir_version, 4)
+    return proto
+
+
+def opset_version(model: onnx.ModelProto | ir.Model, domain: str = "") -> int | None:
+    """Return the model's opset version for ``domain`` (the default domain unless given)."""
+    if isinstance(model, ir.Model):
+        return model.opset_imports.get(domain)
+    for entry in model.opset_import:
+        if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return entry.version
+    return None
+
+
+def upgrade_opset(
+    proto: onnx.ModelProto, target: int = DEFAULT_OPSET, *, label: str = "the model"
+) -> onnx.ModelProto:
+    """Convert the default-domain opset up to ``target`` (never down).
+
+    If ONNX's version converter cannot convert some node, the model keeps its opset and a warning
+    names the reason: passes still work on it, only with fewer fusions.
+    """
+    current = opset_version(proto)
+    if current is None or current >= target:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, target)
+    except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
+        logger.warning(
+            "Could not convert %s from opset %d to %d (%s); keeping opset %d.", label, current, target, exc, current
+        )
+        return proto
+    # The converter does not raise the IR version it requires for the new opset.
+    required = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
+    converted.ir_version = max(converted.ir_version, required)
+    return converted
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Run ONNX shape inference (with data propagation); on failure return the model unchanged."""
+    if proto.ByteSize() >= _TWO_GB:
+        return proto
+    try:
+        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # inference fails on custom ops; the model is still usable
+        logger.info("Shape inference incomplete: %s", exc)
+        return proto
+
+
+def assign_node_names(model: ir.Model) -> int:
+    """Give every unnamed or duplicate-named node a unique, deterministic name; return how many changed.
+
+    Names are ``{op_type}_{n}`` in graph order, prefixed by the owning node's name in subgraphs, so the
+    same model always gets the same names, and saved names survive a load.
+    """
+    seen: set[str] = set()
+    changed = 0
+    for graph in all_graphs(model):
+        for node in graph:
+            if node.name and node.name not in seen:
+                seen.add(node.name)
+                continue
+            prefix = f"{graph.name}/" if graph is not model.graph and graph.name else ""
+            base = node.name or f"{prefix}{node.op_type}"
+            index = 0
+            candidate = base if node.name and base not in seen else f"{base}_{index}"
+            while candidate in seen:
+                index += 1
+                candidate = f"{base}_{index}"
+            node.name = candidate
+            seen.add(candidate)
+            changed += 1
+    return changed
+
+
+def all_graphs(model_or_graph: ir.Model | ir.Graph) -> Iterator[ir.Graph]:
+    """Yield the main graph and every subgraph (If/Loop/Scan bodies), depth first, in node order."""
+    root = model_or_graph.graph if isinstance(model_or_graph, ir.Model) else model_or_graph
+    stack = [root]
+    while stack:
+        graph = stack.pop()
+        yield graph
+        subgraphs: list[ir.Graph] = []
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.GRAPH:
+                    subgraphs.append(attr.as_graph())
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    subgraphs.extend(attr.as_graphs())
+        stack.extend(reversed(subgraphs))
+
+
+def all_nodes(model_or_graph: ir.Model | ir.Graph) -> Iterator[ir.Node]:
+    """Yield every node of the main graph and of every subgraph."""
+    for graph in all_graphs(model_or_graph):
+        yield from graph
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialize an IR model to an ``onnx.ModelProto`` (in memory; use :func:`save_model` for > 2 GB)."""
+    return ir.serde.serialize_model(model)
+
+
+def from_proto(proto: onnx.ModelProto) -> ir.Model:
+    """Deserialize a ModelProto to the IR without normalization (use :func:`load_model` to normalize)."""
+    return ir.serde.deserialize_model(proto)
+
+
+def clone_model(model: ir.Model) -> ir.Model:
+    """Return an independent deep copy of ``model`` (node metadata is not copied)."""
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+def _initializer_bytes(model: ir.Model) -> int:
+    total = 0
+    for graph in all_graphs(model):
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+    return total
+
+
+def save_model(
+    model: ir.Model | onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+) -> Path:
+    """Save ``model`` to ``path`` atomically and return the path.
+
+    The model is written to a temporary file in the destination folder and renamed into place, so a
+    crash or a full disk never leaves a half-written model where the user's file was.
+
+    Args:
+        model: an IR model or a ModelProto.
+        path: destination ``.onnx`` path. Parent folders are created.
+        external_data: store weights in ``<name>.data`` beside the model. ``None`` (default) does so only
+            when the weights exceed protobuf's 2 GB limit.
+    """
+    if isinstance(model, onnx.ModelProto):
+        model = from_proto(model)
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = _initializer_bytes(model) >= _TWO_GB
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        tmp_model = Path(tmp) / dest.name
+        if external_data:
+            data_name = f"{dest.name}.data"
+            ir.save(model, tmp_model, external_data=data_name)
+            os.replace(Path(tmp) / data_name, dest.parent / data_name)
+        else:
+            ir.save(model, tmp_model)
+        os.replace(tmp_model, dest)
+    return dest
+
+
+def model_digest(model: ir.Model | onnx.ModelProto) -> str:
+    """Return a content hash of the model (sha256 of its deterministic serialization), for caches."""
+    proto = model if isinstance(model, onnx.ModelProto) else to_proto(model)
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()

@@ -1,0 +1,497 @@
+"""The quantization vocabulary every layer shares: specs, tuning configurations and annotations.
+
+All of it is typed, frozen data that round-trips to plain dicts (and so to JSON and YAML):
+
+* :class:`QuantSpec` says how one tensor is quantized (dtype, scheme, granularity, algorithm).
+* :class:`OpQuantConfig` says how one node is quantized (an activation spec and a weight spec).
+* :class:`TuningConfig` says how a whole model is quantized: the approach and format, a global
+  setting, and scoped overrides with one precedence: **global < op type < node-name regex < node name**.
+  A scope may switch a node to FP32 or change single fields of its specs (field-by-field merge).
+  Strategies only ever edit ``TuningConfig`` data.
+* :class:`QuantAnnotation` is what annotators write into ``node.meta[ANNOTATION_KEY]`` for the generic
+  Q/DQ insertion pass: per input/output index, a :class:`QuantSpec`, a :class:`SharedQuantSpec`
+  ("same scale as that value") or a :class:`DerivedBiasSpec` ("int32, scale = act scale x weight scale").
+* :class:`Fp32Reason` explains why a node stays FP32 (``node.meta[FP32_REASON_KEY]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = [
+    "ANNOTATION_KEY",
+    "FP32_REASON_KEY",
+    "DType",
+    "Scheme",
+    "Granularity",
+    "CalibAlgorithm",
+    "Approach",
+    "QuantFormat",
+    "ScopeKind",
+    "QuantSpec",
+    "SpecOverride",
+    "OpQuantConfig",
+    "OpOverride",
+    "ScopedOverride",
+    "TuningConfig",
+    "SharedQuantSpec",
+    "DerivedBiasSpec",
+    "TensorQuantSpec",
+    "QuantAnnotation",
+    "Fp32Category",
+    "Fp32Reason",
+    "FP32",
+    "TensorRange",
+]
+
+ANNOTATION_KEY = "lpot_ir.quant"
+FP32_REASON_KEY = "lpot_ir.fp32_reason"
+
+
+class DType(str, enum.Enum):
+    """Element type of a quantized tensor (``fp32`` means "not quantized")."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FP32 = "fp32"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Scheme(str, enum.Enum):
+    """Symmetric (zero point 0, or 128 for uint8) or asymmetric (zero point from the range)."""
+
+    SYM = "sym"
+    ASYM = "asym"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Granularity(str, enum.Enum):
+    """One scale per tensor, or one per output channel (weights only; needs opset 13)."""
+
+    PER_TENSOR = "per_tensor"
+    PER_CHANNEL = "per_channel"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CalibAlgorithm(str, enum.Enum):
+    """How a tensor's range is chosen from calibration statistics."""
+
+    MINMAX = "minmax"
+    KL = "kl"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Approach(str, enum.Enum):
+    """LPOT's quantization approaches."""
+
+    STATIC = "post_training_static_quant"
+    DYNAMIC = "post_training_dynamic_quant"
+    QAT = "quant_aware_training"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class QuantFormat(str, enum.Enum):
+    """QDQ (QuantizeLinear/DequantizeLinear around float ops) or QOperator (QLinearConv, ...)."""
+
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ScopeKind(str, enum.Enum):
+    """Where a scoped override applies, in increasing precedence."""
+
+    OP_TYPE = "op_type"
+    NAME_REGEX = "name_regex"
+    NODE_NAME = "node_name"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_PRECEDENCE = {ScopeKind.OP_TYPE: 0, ScopeKind.NAME_REGEX: 1, ScopeKind.NODE_NAME: 2}
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one tensor is quantized.
+
+    Attributes:
+        dtype: ``int8`` or ``uint8``.
+        scheme: ``sym`` or ``asym``.
+        granularity: ``per_tensor`` or ``per_channel`` (weights; activations are per tensor).
+        algorithm: how the range is chosen (activations: any; weights: ``minmax``).
+        reduce_range: use 7 bits, for CPUs without VNNI where u8 x s8 products can saturate.
+    """
+
+    dtype: DType = DType.UINT8
+    scheme: Scheme = Scheme.ASYM
+    granularity: Granularity = Granularity.PER_TENSOR
+    algorithm: CalibAlgorithm = CalibAlgorithm.MINMAX
+    reduce_range: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", DType(self.dtype))
+        object.__setattr__(self, "scheme", Scheme(self.scheme))
+        object.__setattr__(self, "granularity", Granularity(self.granularity))
+        object.__setattr__(self, "algorithm", CalibAlgorithm(self.algorithm))
+        if self.dtype is DType.FP32:
+            raise ValueError("QuantSpec.dtype is int8 or uint8; FP32 is expressed by OpQuantConfig.fp32")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype.value,
+            "scheme": self.scheme.value,
+            "granularity": self.granularity.value,
+            "algorithm": self.algorithm.value,
+            "reduce_range": self.reduce_range,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantSpec:
+        return cls(**dict(data))
+
+    def merged(self, override: SpecOverride | None) -> QuantSpec:
+        """Return this spec with the fields set in ``override`` replaced."""
+        if override is None:
+            return self
+        changes = {k: v for k, v in override.to_dict().items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True)
+class SpecOverride:
+    """A partial :class:`QuantSpec`: only the fields that are not ``None`` override."""
+
+    dtype: DType | None = None
+    scheme: Scheme | None = None
+    granularity: Granularity | None = None
+    algorithm: CalibAlgorithm | None = None
+    reduce_range: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name, enum_type in (
+            ("dtype", DType),
+            ("scheme", Scheme),
+            ("granularity", Granularity),
+            ("algorithm", CalibAlgorithm),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, enum_type(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpecOverride:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class OpQuantConfig:
+    """How one node is quantized. ``fp32=True`` means the node is left in floating point."""
+
+    activation: QuantSpec = field(default_factory=QuantSpec)
+    weight: QuantSpec = field(
+        default_factory=lambda: QuantSpec(DType.INT8, Scheme.SYM, Granularity.PER_CHANNEL, CalibAlgorithm.MINMAX)
+    )
+    fp32: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.fp32:
+            return {"fp32": True}
+        return {"activation": self.activation.to_dict(), "weight": self.weight.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpQuantConfig:
+        if data.get("fp32"):
+            return cls(fp32=True)
+        return cls(
+            activation=QuantSpec.from_dict(data.get("activation", {})),
+            weight=QuantSpec.from_dict(data.get("weight", {})),
+        )
+
+
+FP32 = OpQuantConfig(fp32=True)
+
+
+@dataclass(frozen=True)
+class OpOverride:
+    """A partial :class:`OpQuantConfig`: ``fp32`` (if not None) and per-field spec overrides."""
+
+    fp32: bool | None = None
+    activation: SpecOverride | None = None
+    weight: SpecOverride | None = None
+
+    def apply(self, config: OpQuantConfig) -> OpQuantConfig:
+        """Return ``config`` with this override applied field by field."""
+        fp32 = config.fp32 if self.fp32 is None else self.fp32
+        return OpQuantConfig(
+            activation=config.activation.merged(self.activation),
+            weight=config.weight.merged(self.weight),
+            fp32=fp32,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.fp32 is not None:
+            out["fp32"] = self.fp32
+        if self.activation is not None:
+            out["activation"] = self.activation.to_dict()
+        if self.weight is not None:
+            out["weight"] = self.weight.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpOverride:
+        return cls(
+            fp32=data.get("fp32"),
+            activation=SpecOverride.from_dict(data["activation"]) if data.get("activation") is not None else None,
+            weight=SpecOverride.from_dict(data["weight"]) if data.get("weight") is not None else None,
+        )
+
+    @classmethod
+    def from_config(cls, config: OpQuantConfig) -> OpOverride:
+        """A full override that sets every field of ``config``."""
+        if config.fp32:
+            return cls(fp32=True)
+        return cls(
+            fp32=False,
+            activation=SpecOverride(**config.activation.to_dict()),
+            weight=SpecOverride(**config.weight.to_dict()),
+        )
+
+
+@dataclass(frozen=True)
+class ScopedOverride:
+    """An :class:`OpOverride` that applies to the nodes a scope selects."""
+
+    kind: ScopeKind
+    key: str
+    override: OpOverride
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ScopeKind(self.kind))
+        if self.kind is ScopeKind.NAME_REGEX:
+            try:
+                re.compile(self.key)
+            except re.error as exc:
+                raise ValueError(f"Invalid node-name regex {self.key!r}: {exc}") from None
+
+    def selects(self, node_name: str, op_type: str, aliases: tuple[str, ...] = ()) -> bool:
+        names = (node_name, *aliases)
+        if self.kind is ScopeKind.OP_TYPE:
+            return op_type == self.key
+        if self.kind is ScopeKind.NODE_NAME:
+            return self.key in names
+        pattern = re.compile(self.key)
+        return any(pattern.fullmatch(n) for n in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "key": self.key, "override": self.override.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScopedOverride:
+        return cls(ScopeKind(data["kind"]), data["key"], OpOverride.from_dict(data["override"]))
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """How a whole model is quantized: approach, format, a global setting and scoped overrides.
+
+    Precedence (documented, the only one): global < op type < node-name regex < node name. Within one
+    kind, later overrides win. ``aliases`` passed to :meth:`resolve` are other names of the node (for
+    example the framework's module path), so scopes can be written with the names users know.
+
+    Attributes:
+        approach: static or dynamic post-training quantization (QAT shares static's format).
+        format: ``qdq`` (standard ops, portable) or ``qoperator`` (QLinearConv and friends).
+        global_config: the default for every quantizable node.
+        overrides: scoped overrides; build them with :meth:`with_override` / :meth:`with_node`.
+        calib_sampling_size: how many calibration samples (static approach).
+    """
+
+    approach: Approach = Approach.STATIC
+    format: QuantFormat = QuantFormat.QDQ
+    global_config: OpQuantConfig = field(default_factory=OpQuantConfig)
+    overrides: tuple[ScopedOverride, ...] = ()
+    calib_sampling_size: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "approach", Approach(self.approach))
+        object.__setattr__(self, "format", QuantFormat(self.format))
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+
+    def resolve(self, node_name: str, op_type: str, aliases: tuple[str, ...] = ()) -> OpQuantConfig:
+        """Return the effective configuration of one node."""
+        config = self.global_config
+        ordered = sorted(
+            (o for o in self.overrides if o.selects(node_name, op_type, aliases)),
+            key=lambda o: _PRECEDENCE[o.kind],
+        )  # sorted() is stable: within one kind, later overrides still win
+        for scoped in ordered:
+            config = scoped.override.apply(config)
+        return config
+
+    def with_override(self, kind: ScopeKind | str, key: str, override: OpOverride) -> TuningConfig:
+        """Return a copy with one more scoped override (replacing an identical scope's previous one)."""
+        kind = ScopeKind(kind)
+        kept = tuple(o for o in self.overrides if not (o.kind is kind and o.key == key))
+        return dataclasses.replace(self, overrides=(*kept, ScopedOverride(kind, key, override)))
+
+    def with_node(self, node_name: str, config: OpQuantConfig) -> TuningConfig:
+        """Return a copy where ``node_name`` uses exactly ``config`` (``FP32`` to fall back)."""
+        return self.with_override(ScopeKind.NODE_NAME, node_name, OpOverride.from_config(config))
+
+    def with_nodes_fp32(self, node_names: tuple[str, ...] | list[str]) -> TuningConfig:
+        """Return a copy with each of ``node_names`` kept in FP32."""
+        config = self
+        for name in node_names:
+            config = config.with_node(name, FP32)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "approach": self.approach.value,
+            "format": self.format.value,
+            "global": self.global_config.to_dict(),
+            "overrides": [o.to_dict() for o in self.overrides],
+            "calib_sampling_size": self.calib_sampling_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TuningConfig:
+        return cls(
+            approach=Approach(data.get("approach", Approach.STATIC.value)),
+            format=QuantFormat(data.get("format", QuantFormat.QDQ.value)),
+            global_config=OpQuantConfig.from_dict(data.get("global", {})),
+            overrides=tuple(ScopedOverride.from_dict(o) for o in data.get("overrides", ())),
+            calib_sampling_size=int(data.get("calib_sampling_size", 100)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TuningConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> TuningConfig:
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    def key(self) -> str:
+        """A content hash: equal configurations have equal keys (for caches and 'never evaluate twice')."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """The calibrated real-valued range [lo, hi] of one tensor (always contains 0 once quantized)."""
+
+    lo: float
+    hi: float
+
+    def to_list(self) -> list[float]:
+        return [float(self.lo), float(self.hi)]
+
+    @classmethod
+    def from_list(cls, data: list[float] | tuple[float, float]) -> TensorRange:
+        return cls(float(data[0]), float(data[1]))
+
+
+@dataclass(frozen=True)
+class SharedQuantSpec:
+    """Quantize with the same scale and zero point as ``value_name`` (data-movement ops)."""
+
+    value_name: str
+
+
+@dataclass(frozen=True)
+class DerivedBiasSpec:
+    """Bias as int32, zero point 0, scale = scale(activation) x scale(weight) (per channel if the weight is)."""
+
+    activation_value: str
+    weight_value: str
+
+
+TensorQuantSpec = Union[QuantSpec, SharedQuantSpec, DerivedBiasSpec]
+
+
+@dataclass(frozen=True)
+class QuantAnnotation:
+    """What an annotator decided for one node; consumed by the generic Q/DQ insertion pass.
+
+    Attributes:
+        inputs: (input index, spec) pairs for the inputs to quantize.
+        outputs: (output index, spec) pairs for the outputs to quantize.
+        dynamic: activations are quantized at run time (dynamic approach), not from calibration.
+    """
+
+    inputs: tuple[tuple[int, TensorQuantSpec], ...] = ()
+    outputs: tuple[tuple[int, TensorQuantSpec], ...] = ()
+    dynamic: bool = False
+
+    def input_spec(self, index: int) -> TensorQuantSpec | None:
+        return dict(self.inputs).get(index)
+
+    def output_spec(self, index: int) -> TensorQuantSpec | None:
+        return dict(self.outputs).get(index)
+
+
+class Fp32Category(str, enum.Enum):
+    """Why a node stays in FP32."""
+
+    UNSUPPORTED = "unsupported"  # no integer kernel / Q/DQ fusion for this op or these inputs
+    USER_EXCLUDED = "user_excluded"  # the configuration says fp32 for it
+    TUNING_FALLBACK = "tuning_fallback"  # a strategy reverted it to meet the accuracy goal
+    NOT_BENEFICIAL = "not_beneficial"  # quantizing it would only add Q/DQ pairs (e.g. isolated data movement)
+    NO_RANGE = "no_range"  # calibration saw no values for an input
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Fp32Reason:
+    """Why one node stays FP32, for reports (``node.meta[FP32_REASON_KEY]``)."""
+
+    category: Fp32Category
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.category.value}: {self.detail}"
