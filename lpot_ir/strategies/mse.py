@@ -1,0 +1,33 @@
+"""LPOT's mse strategy: fall back ops one at a time, in the order of their measured INT8 error.
+
+Phase 1 is basic's (model-wise candidates, fastest expected first, stop at the first that meets the
+goal). Then the per-node error between FP32 and INT8 tensors is measured once on the most accurate
+phase-1 configuration (``context.op_sensitivity``: one instrumented run, not one trial per op), and
+fallback groups are reverted to FP32 one at a time in that order, accumulating, until the goal is met.
+No re-ranking, no batches, no shrinking of the FP32 set: the predictable LPOT behaviour.
+
+Trials: one per model-wise candidate tried, then ``k`` where ``k`` is the rank of the last group that
+must stay FP32.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from lpot_ir.strategies.base import register_strategy
+from lpot_ir.strategies.basic import BasicStrategy
+
+__all__ = ["MseStrategy"]
+
+
+@register_strategy("mse")
+class MseStrategy(BasicStrategy):
+    """Basic's phase 1, then accumulative one-by-one fallback in measured-error order.
+
+    Options:
+        max_model_wise: try at most this many model-wise configurations, fastest expected first,
+            before falling back (0: all). Default 8.
+    """
+
+    default_options = MappingProxyType({"max_model_wise": 8})
+    fixed_options = MappingProxyType({"growth": 1.0, "rerank": False, "reenable": False})
