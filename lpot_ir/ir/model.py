@@ -76,16 +76,77 @@ def load_model(
         ModelLoadError: the file is missing, is not an ONNX model, is truncated, or fails the checker.
     """
     label, proto = _read_proto(source)
-    if check:
-        _check(proto, label)
     proto = normalize_initializer_inputs(proto)
+    # The checker, the version converter and shape inference each serialize the whole model; with
+    # ~100 MB of weights that costs seconds. They only need the weights' names, types and shapes, so
+    # they run on a light copy whose large initializers are declared as graph inputs instead.
+    light, large = _split_large_initializers(proto)
+    if check:
+        _check(light, label)
     if target_opset is not None:
-        proto = upgrade_opset(proto, target_opset, label=label)
+        light = upgrade_opset(light, target_opset, label=label)
     if infer:
-        proto = infer_shapes(proto)
-    model = ir.serde.deserialize_model(proto)
+        light = infer_shapes(light)
+    model = ir.serde.deserialize_model(_restore_large_initializers(light, large))
     assign_node_names(model)
     return model
+
+
+_LARGE_TENSOR_BYTES = 4096
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count * 8  # an upper bound for typed fields; only the order of magnitude matters here
+
+
+def _split_large_initializers(
+    proto: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
+    """Return a copy of ``proto`` whose large main-graph initializers are graph inputs, and those tensors."""
+    large = [t for t in proto.graph.initializer if _tensor_nbytes(t) > _LARGE_TENSOR_BYTES]
+    if not large:
+        return proto, []
+    light = onnx.ModelProto()
+    graph = proto.graph
+    proto.ClearField("graph")
+    light.CopyFrom(proto)  # everything but the graph: cheap
+    proto.graph.CopyFrom(graph)  # restore the caller-visible proto (it is our own copy anyway)
+    large_names = {t.name for t in large}
+    light_graph = light.graph
+    light_graph.name = graph.name
+    light_graph.doc_string = graph.doc_string
+    light_graph.node.extend(graph.node)
+    light_graph.input.extend(graph.input)
+    input_names = {i.name for i in graph.input}
+    light_graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in large
+        if t.name not in input_names
+    )
+    light_graph.initializer.extend(t for t in graph.initializer if t.name not in large_names)
+    light_graph.sparse_initializer.extend(graph.sparse_initializer)
+    light_graph.output.extend(graph.output)
+    light_graph.value_info.extend(graph.value_info)
+    light_graph.quantization_annotation.extend(graph.quantization_annotation)
+    light_graph.metadata_props.extend(graph.metadata_props)
+    return light, large
+
+
+def _restore_large_initializers(light: onnx.ModelProto, large: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """Undo :func:`_split_large_initializers` on the (possibly converted and inferred) light copy."""
+    if not large:
+        return light
+    names = {t.name for t in large}
+    kept = [i for i in light.graph.input if i.name not in names]
+    del light.graph.input[:]
+    light.graph.input.extend(kept)
+    light.graph.initializer.extend(large)
+    return light
 
 
 def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
@@ -152,8 +213,7 @@ def _has_external_data(proto: onnx.ModelProto) -> bool:
 
 def _check(proto: onnx.ModelProto, label: str) -> None:
     try:
-        if proto.ByteSize() < _TWO_GB:
-            onnx.checker.check_model(proto)
+        onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -216,8 +276,6 @@ def upgrade_opset(
 
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Run ONNX shape inference (with data propagation); on failure return the model unchanged."""
-    if proto.ByteSize() >= _TWO_GB:
-        return proto
     try:
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception as exc:  # inference fails on custom ops; the model is still usable
@@ -328,7 +386,7 @@ def save_model(
             ir.save(model, tmp_model, external_data=data_name)
             os.replace(Path(tmp) / data_name, dest.parent / data_name)
         else:
-            ir.save(model, tmp_model)
+            tmp_model.write_bytes(to_proto(model).SerializeToString())  # faster than ir.save for < 2 GB
         os.replace(tmp_model, dest)
     return dest
 

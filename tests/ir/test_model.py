@@ -205,11 +205,13 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypatc
     dest = tmp_path / "keep.onnx"
     dest.write_bytes(b"the user's previous file")
 
-    def failing_save(*args: object, **kwargs: object) -> None:
-        Path(args[1]).write_bytes(b"half")  # a partial write, then the disk fills up
+    real_write_bytes = Path.write_bytes
+
+    def failing_write(self: Path, data: bytes) -> int:
+        real_write_bytes(self, data[: len(data) // 2])  # a partial write, then the disk fills up
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(ir, "save", failing_save)
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
     with pytest.raises(OSError):
         save_model(load_model(_mlp()), dest)
     assert dest.read_bytes() == b"the user's previous file"
