@@ -108,6 +108,7 @@ def _split_large_initializers(
     proto: onnx.ModelProto,
 ) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """Return a copy of ``proto`` whose large main-graph initializers are graph inputs, and those tensors."""
+    _lift_large_constants(proto)
     large = [t for t in proto.graph.initializer if _tensor_nbytes(t) > _LARGE_TENSOR_BYTES]
     if not large:
         return proto, []
@@ -135,6 +136,33 @@ def _split_large_initializers(
     light_graph.quantization_annotation.extend(graph.quantization_annotation)
     light_graph.metadata_props.extend(graph.metadata_props)
     return light, large
+
+
+def _lift_large_constants(proto: onnx.ModelProto) -> None:
+    """Turn main-graph ``Constant`` nodes that hold large tensors into initializers (old exporters' weights)."""
+    graph = proto.graph
+    outputs = {o.name for o in graph.output}
+    kept: list[onnx.NodeProto] = []
+    lifted = 0
+    for node in graph.node:
+        attr = node.attribute[0] if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(
+            node.attribute
+        ) == 1 else None
+        if (
+            attr is not None
+            and attr.name == "value"
+            and node.output[0] not in outputs
+            and _tensor_nbytes(attr.t) > _LARGE_TENSOR_BYTES
+        ):
+            tensor = graph.initializer.add()
+            tensor.CopyFrom(attr.t)
+            tensor.name = node.output[0]
+            lifted += 1
+        else:
+            kept.append(node)
+    if lifted:
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _restore_large_initializers(light: onnx.ModelProto, large: list[onnx.TensorProto]) -> onnx.ModelProto:
