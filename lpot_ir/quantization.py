@@ -1,0 +1,341 @@
+"""LPOT's ``Quantization`` API: accuracy-driven INT8 quantization configured by YAML and Python objects.
+
+The three LPOT usages all work::
+
+    # 1. everything in the YAML (dataloaders, metric), three lines of code
+    quantizer = Quantization("conf.yaml")
+    quantizer.model = "model.onnx"
+    q_model = quantizer.fit()
+
+    # 2. dataloaders in code, a built-in metric
+    quantizer.calib_dataloader = common.DataLoader(calib_dataset, batch_size=10)
+    quantizer.eval_dataloader = common.DataLoader(eval_dataset, batch_size=100)
+    quantizer.metric = "topk"          # or {"topk": 1}, or common.Metric(MyMetric)
+
+    # 3. a calibration dataloader and your own evaluation function
+    quantizer.calib_dataloader = common.DataLoader(calib_dataset, batch_size=10)
+    quantizer.eval_func = my_eval      # receives an onnx.ModelProto, returns the accuracy
+
+and LPOT 1.0's call style: ``quantizer(model, q_dataloader=..., eval_dataloader=..., eval_func=...)``.
+
+For an ONNX model, ``eval_func`` receives an ``onnx.ModelProto``, as LPOT and Intel Neural Compressor
+pass it. For a PyTorch / TensorFlow / MXNet model (converted to ONNX by :mod:`lpot_ir.frontends`),
+it receives a framework-native object running the candidate in ONNX Runtime (an ``nn.Module`` for
+PyTorch), so evaluation code written for the framework model works unchanged.
+
+``fit()`` returns the best :class:`~lpot_ir.quantizer.QuantizedModel` (``.model`` is the
+``onnx.ModelProto``, ``.save(path)`` writes it with its recipe); it never returns ``None``: if no
+configuration meets the accuracy criterion, the most accurate one is returned with a warning.
+Details of the run (trials, report files) are in :attr:`Quantization.outcome`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from lpot_ir.errors import ConfigError
+
+__all__ = ["Quantization"]
+
+logger = logging.getLogger(__name__)
+
+_ONNX_SUFFIXES = (".onnx",)
+
+
+def _is_onnx_source(model: Any) -> bool:
+    if isinstance(model, (onnx.ModelProto, ir.Model, bytes, bytearray)):
+        return True
+    if isinstance(model, (str, os.PathLike)):
+        return str(model).lower().endswith(_ONNX_SUFFIXES)
+    return False
+
+
+class Quantization:
+    """Accuracy-driven post-training quantization, LPOT style.
+
+    Args:
+        conf_fname_or_obj: a YAML file path, YAML text, a dict, or a :class:`~lpot_ir.config.Config`
+            (``None``: all defaults).
+
+    Raises:
+        ConfigError: the configuration does not fit the schema.
+    """
+
+    def __init__(self, conf_fname_or_obj: Any = None) -> None:
+        from lpot_ir.config import load_config
+
+        self.conf = load_config(conf_fname_or_obj)
+        self._model: Any = None
+        self._calib_dataloader: Iterable[Any] | None = None
+        self._eval_dataloader: Iterable[Any] | None = None
+        self._metric: Any = None
+        self._postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None
+        self._eval_func: Callable[[Any], Any] | None = None
+        self._q_func: Callable[[Any], Any] | None = None
+        self.outcome: Any = None
+        self.progress = True
+
+    # -- LPOT's properties -----------------------------------------------------------------------
+
+    @property
+    def model(self) -> Any:
+        """The FP32 model: a path (``.onnx``, or a framework model file/folder), ``onnx.ModelProto``,
+        ``onnx_ir.Model``, bytes, or a framework object (``torch.nn.Module``, ``keras.Model``, ...)."""
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        inner = getattr(value, "model", None)
+        if inner is not None and type(value).__name__ == "Model" and not _is_onnx_source(value):
+            value = inner  # LPOT's common.Model wrapper
+        self._model = value
+
+    @property
+    def calib_dataloader(self) -> Iterable[Any] | None:
+        """Calibration batches, ``(inputs, labels)`` or bare inputs (default: the YAML's calibration dataloader)."""
+        return self._calib_dataloader
+
+    @calib_dataloader.setter
+    def calib_dataloader(self, value: Iterable[Any] | None) -> None:
+        _check_iterable(value, "calib_dataloader")
+        self._calib_dataloader = value
+
+    @property
+    def eval_dataloader(self) -> Iterable[Any] | None:
+        """Evaluation batches of ``(inputs, labels)`` (default: the YAML's evaluation dataloader)."""
+        return self._eval_dataloader
+
+    @eval_dataloader.setter
+    def eval_dataloader(self, value: Iterable[Any] | None) -> None:
+        _check_iterable(value, "eval_dataloader")
+        self._eval_dataloader = value
+
+    @property
+    def metric(self) -> Any:
+        """A built-in metric name (``"topk"``), YAML spec (``{"topk": 1}``), ``common.Metric`` or metric object."""
+        return self._metric
+
+    @metric.setter
+    def metric(self, value: Any) -> None:
+        self._metric = value
+
+    @property
+    def postprocess(self) -> Callable[[Any, Any], tuple[Any, Any]] | None:
+        """``(preds, labels) -> (preds, labels)`` before the metric (or a YAML ``transform`` mapping)."""
+        return self._postprocess
+
+    @postprocess.setter
+    def postprocess(self, value: Any) -> None:
+        if isinstance(value, dict):
+            from lpot_ir.data import create_postprocess
+
+            value = create_postprocess(value.get("transform", value))
+        elif value is not None and not callable(value):
+            raise ConfigError(
+                f"postprocess must be callable (preds, labels) -> (preds, labels) or a transform mapping, got "
+                f"{type(value).__name__}."
+            )
+        self._postprocess = value
+
+    @property
+    def eval_func(self) -> Callable[[Any], Any] | None:
+        """``f(model) -> accuracy``; for ONNX models the model is an ``onnx.ModelProto``."""
+        return self._eval_func
+
+    @eval_func.setter
+    def eval_func(self, value: Callable[[Any], Any] | None) -> None:
+        if value is not None and not callable(value):
+            raise ConfigError(f"eval_func must be callable (model -> accuracy), got {type(value).__name__}.")
+        self._eval_func = value
+
+    @property
+    def q_func(self) -> Callable[[Any], Any] | None:
+        """The training function of quantization-aware training (framework models only; see docs/usage.md)."""
+        return self._q_func
+
+    @q_func.setter
+    def q_func(self, value: Callable[[Any], Any] | None) -> None:
+        if value is not None and not callable(value):
+            raise ConfigError(f"q_func must be callable (model -> None), got {type(value).__name__}.")
+        self._q_func = value
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        model: Any = None,
+        q_dataloader: Iterable[Any] | None = None,
+        q_func: Callable[[Any], Any] | None = None,
+        eval_dataloader: Iterable[Any] | None = None,
+        eval_func: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Run tuning; LPOT 1.0's call style (arguments given here override the properties)."""
+        if model is not None:
+            self.model = model
+        if q_dataloader is not None:
+            self.calib_dataloader = q_dataloader
+        if q_func is not None:
+            self.q_func = q_func
+        if eval_dataloader is not None:
+            self.eval_dataloader = eval_dataloader
+        if eval_func is not None:
+            self.eval_func = eval_func
+        return self.fit()
+
+    def fit(self) -> Any:
+        """Tune and return the best quantized model (a ``QuantizedModel``; never ``None``).
+
+        Raises:
+            ConfigError: no model, quantization-aware training without ``q_func`` (or on an ONNX model),
+                or a configuration the run cannot use.
+            EvaluationError: the evaluation raised on the FP32 model.
+        """
+        from lpot_ir.config.schema import framework_target
+        from lpot_ir.ir.quant import Approach
+        from lpot_ir.quantizer import ModelQuantizer
+        from lpot_ir.tuning import tune
+
+        conf = self.conf
+        if self._model is None:
+            raise ConfigError(
+                "Quantization has no model. Set quantizer.model = 'model.onnx' (or an onnx.ModelProto, or a "
+                "framework model object) before calling fit(), or pass it: quantizer(model, ...)."
+            )
+        calib = self._calib_dataloader
+        if calib is None and conf.quantization.calibration.dataloader is not None:
+            from lpot_ir.data import create_dataloader
+
+            calib = create_dataloader(conf.quantization.calibration.dataloader)
+        approach = conf.quantization.approach
+        target = framework_target(conf.model.framework)
+        source_framework = target.source if target is not None else None
+        model, name_map, framework, original = self._convert(source_framework, calib)
+        if approach is Approach.QAT:
+            self._run_q_func(framework, original)
+            if framework != "onnx":
+                model, name_map, framework, original = self._convert(source_framework, calib)
+        evaluator = self._evaluator(framework, original)
+        quantizer = ModelQuantizer(
+            model,
+            calib,
+            approach=Approach.STATIC if approach is Approach.QAT else approach,
+            workspace=conf.tuning.workspace.path,
+            name_map=name_map,
+        )
+        original_proto = model if isinstance(model, onnx.ModelProto) else None
+        self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
+        return self.outcome.model
+
+    def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
+        """(model for the quantizer, name map, source framework, the user's original model)."""
+        model = self._model
+        if _is_onnx_source(model) and framework in (None, "onnx"):
+            if isinstance(model, (str, os.PathLike)):
+                from lpot_ir.ir.model import load_model, to_proto
+
+                model = to_proto(load_model(model, target_opset=None, infer=False))
+            elif isinstance(model, ir.Model):
+                from lpot_ir.ir.model import to_proto
+
+                model = to_proto(model)
+            elif isinstance(model, (bytes, bytearray)):
+                model = onnx.load_from_string(bytes(model))
+            return model, None, "onnx", self._model
+        from lpot_ir.frontends import to_onnx
+
+        example = _first_inputs(calib)
+        conf = self.conf
+        converted = to_onnx(
+            model,
+            framework=framework,
+            example_inputs=example,
+            inputs=list(conf.model.inputs) or None,
+            outputs=list(conf.model.outputs) or None,
+        )
+        name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
+        return converted.model, name_map, converted.framework, self._model
+
+    def _run_q_func(self, framework: str, original: Any) -> None:
+        if self._q_func is None:
+            raise ConfigError(
+                "quantization.approach is quant_aware_training, which needs q_func (your training loop); none was "
+                "given. Set quantizer.q_func = train(model), or use post_training_static_quant."
+            )
+        if framework == "onnx":
+            raise ConfigError(
+                "Quantization-aware training needs a trainable framework model (e.g. a torch.nn.Module); an ONNX "
+                "model cannot be trained by lpot-ir. Pass the framework model, or use post_training_static_quant."
+            )
+        logger.warning(
+            "quant_aware_training: lpot-ir runs your q_func on the FP32 %s model, then quantizes the trained model "
+            "post-training with accuracy-driven tuning (no fake-quant modules are inserted during training).",
+            framework,
+        )
+        self._q_func(original)
+
+    def _evaluator(self, framework: str, original: Any) -> Any:
+        from lpot_ir.tuning import Evaluator
+
+        conf = self.conf
+        accuracy = conf.evaluation.accuracy
+        eval_func = self._eval_func
+        if eval_func is not None:
+            if framework != "onnx":
+                from lpot_ir.frontends import wrap_for_eval
+
+                user_func = eval_func
+
+                def eval_func(proto: onnx.ModelProto) -> Any:
+                    return user_func(wrap_for_eval(proto, framework, like=original))
+
+                eval_func.__qualname__ = getattr(user_func, "__qualname__", "eval_func")
+                eval_func.__module__ = getattr(user_func, "__module__", __name__)
+            return Evaluator(eval_func=eval_func)
+        dataloader = self._eval_dataloader
+        if dataloader is None and accuracy is not None and accuracy.dataloader is not None:
+            from lpot_ir.data import create_dataloader
+
+            dataloader = create_dataloader(accuracy.dataloader)
+        metric = self._metric
+        if metric is None and accuracy is not None and accuracy.metric is not None:
+            metric = dict(accuracy.metric)
+        postprocess = self._postprocess
+        if postprocess is None and accuracy is not None and accuracy.postprocess is not None:
+            from lpot_ir.data import create_postprocess
+
+            postprocess = create_postprocess(accuracy.postprocess.transform)
+        if dataloader is None and metric is None:
+            return None  # LPOT: no evaluation at all -> quantize without accuracy tuning
+        if dataloader is None or metric is None:
+            missing = "an evaluation dataloader" if dataloader is None else "a metric"
+            raise ConfigError(
+                f"Evaluation needs both a dataloader and a metric, but {missing} is missing. Set "
+                "quantizer.eval_dataloader / quantizer.metric (or evaluation.accuracy.dataloader / .metric in the "
+                "YAML), or give quantizer.eval_func instead."
+            )
+        iteration = accuracy.iteration if accuracy is not None else -1
+        return Evaluator(dataloader=dataloader, metric=metric, postprocess=postprocess, iteration=iteration)
+
+
+def _check_iterable(value: Any, name: str) -> None:
+    if value is not None and not hasattr(value, "__iter__"):
+        raise ConfigError(
+            f"{name} must be an iterable of batches (e.g. lpot_ir.common.DataLoader), got {type(value).__name__}."
+        )
+
+
+def _first_inputs(dataloader: Iterable[Any] | None) -> Any:
+    """The inputs of the first batch (for exporting framework models), or ``None``."""
+    if dataloader is None:
+        return None
+    for batch in dataloader:
+        if isinstance(batch, tuple) and len(batch) == 2:
+            return batch[0]
+        return batch
+    return None

@@ -1,0 +1,163 @@
+"""The tuning objectives and how candidates that meet the accuracy goal are ranked.
+
+* ``performance``: the candidate's median latency (seconds per batch) on one fixed batch of real
+  input, one intra-op thread, a few warmup runs then ``iterations`` timed runs.
+* ``modelsize``: the serialized model's size in bytes.
+* ``footprint``: the growth of the process's resident memory while an ONNX Runtime session for the
+  candidate is created and run once (bytes; ``psutil``). It is a measurement of the real allocator, so
+  it is approximate: memory freed by earlier trials may be reused.
+
+Every objective is "smaller is better". With several objectives, a candidate's score is the weighted
+sum of its values relative to the FP32 model's (``sum(w_i * v_i / fp32_i)``), so different units
+combine. Scores within :data:`TIE_TOLERANCE` of each other tie; ties are broken by the first objective,
+then the next (each again within the tolerance), then by higher accuracy, then by the earlier trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from lpot_ir.strategies.base import TrialResult
+
+__all__ = [
+    "OBJECTIVES",
+    "TIE_TOLERANCE",
+    "ObjectiveMeter",
+    "measure_latency",
+    "measure_footprint",
+    "model_size",
+    "weighted_score",
+    "ranking_key",
+]
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("performance", "modelsize", "footprint")
+"""The objective names (``tuning.objective`` values)."""
+
+TIE_TOLERANCE = 0.02
+"""Relative difference under which two scores (or objective values) count as equal: latency noise."""
+
+
+def model_size(model: onnx.ModelProto | bytes) -> float:
+    """Serialized size in bytes."""
+    if isinstance(model, (bytes, bytearray)):
+        return float(len(model))
+    return float(model.ByteSize())
+
+
+def measure_latency(model: bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20) -> float:
+    """Median seconds per run of ``model`` on ``feed`` (one intra-op thread)."""
+    from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
+    from lpot_ir.backends.onnxruntime.session import make_session
+
+    session = make_session(model, intra_op_threads=1, inter_op_threads=1)
+    seconds, _ = time_feeds(session, [dict(feed)], warmup=warmup, iterations=iterations)
+    return float(np.median(seconds))
+
+
+def _release_freed_memory() -> None:
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def measure_footprint(model: bytes, feed: Mapping[str, np.ndarray]) -> float:
+    """Resident-memory growth (bytes) while a session for ``model`` is created and run once."""
+    import psutil
+
+    from lpot_ir.backends.onnxruntime.session import make_session
+
+    process = psutil.Process()
+    _release_freed_memory()
+    before = process.memory_info().rss
+    session = make_session(model, intra_op_threads=1, inter_op_threads=1)
+    session.run(None, dict(feed))
+    after = process.memory_info().rss
+    del session
+    _release_freed_memory()
+    return float(max(after - before, 0))
+
+
+@dataclass
+class ObjectiveMeter:
+    """Measures the configured objectives of one candidate.
+
+    Args:
+        names: the objectives to measure (from ``tuning.objective``).
+        feed: the fixed input batch (``{input name: array}``) latency and footprint are measured on.
+        warmup: untimed runs before timing.
+        iterations: timed runs (the median is kept).
+    """
+
+    names: Sequence[str]
+    feed: Mapping[str, np.ndarray] | None
+    warmup: int = 3
+    iterations: int = 20
+
+    def __call__(self, model: onnx.ModelProto) -> dict[str, float]:
+        data = model.SerializeToString()
+        out: dict[str, float] = {}
+        for name in self.names:
+            if name == "modelsize":
+                out[name] = model_size(data)
+            elif self.feed is None:
+                continue  # nothing to run it on (no calibration or evaluation batch)
+            elif name == "performance":
+                out[name] = measure_latency(data, self.feed, warmup=self.warmup, iterations=self.iterations)
+            elif name == "footprint":
+                out[name] = measure_footprint(data, self.feed)
+        return out
+
+
+def weighted_score(
+    objectives: Mapping[str, float], weights: Sequence[tuple[str, float]], baseline: Mapping[str, float]
+) -> float:
+    """``sum(w * value / baseline value)`` over the weighted objectives (smaller is better; inf if missing)."""
+    score = 0.0
+    for name, weight in weights:
+        value = objectives.get(name)
+        if value is None or not math.isfinite(value):
+            return math.inf
+        reference = baseline.get(name) or 1.0
+        score += weight * value / reference
+    return score
+
+
+def _band(value: float, reference: float) -> int:
+    """Quantize ``value`` into bands of ``TIE_TOLERANCE x reference`` so near-equal values tie."""
+    if not math.isfinite(value):
+        return 2**62
+    scale = TIE_TOLERANCE * (abs(reference) or 1.0)
+    return int(math.floor(value / scale + 0.5))
+
+
+def ranking_key(
+    result: TrialResult,
+    weights: Sequence[tuple[str, float]],
+    baseline: Mapping[str, float],
+    *,
+    higher_is_better: bool = True,
+) -> tuple[Any, ...]:
+    """Sort key of a goal-meeting trial: smaller is better.
+
+    ``(score band, first objective band, next objective band, ..., -accuracy, index)``.
+    """
+    score = weighted_score(result.objectives, weights, baseline)
+    key: list[Any] = [_band(score, 1.0)]
+    for name, _weight in weights:
+        key.append(_band(result.objectives.get(name, math.inf), baseline.get(name) or 1.0))
+    accuracy = result.accuracy if result.accuracy is not None else -math.inf
+    key.append(-accuracy if higher_is_better else accuracy)
+    key.append(result.index)
+    return tuple(key)

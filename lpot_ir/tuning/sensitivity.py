@@ -1,0 +1,297 @@
+"""Per-node quantization sensitivity: ``StrategyContext.op_sensitivity`` of the tuning loop.
+
+For a candidate configuration, :class:`SensitivityMeter` measures how much error each quantized node
+brings in, without a trial (no accuracy evaluation):
+
+1. The candidate is quantized (cheap: calibration is cached; in Q/DQ form even when the target format
+   is QOperator, which is a lowering of the same numerics) and run with the FP32 model on up to
+   ``max_samples`` calibration samples; the ``top_k`` samples whose final outputs disagree most
+   (normalized squared difference) are kept.
+2. One instrumented run of the INT8 model and one of the FP32 model on those samples expose every
+   intermediate float tensor.
+3. Each QuantizeLinear -> DequantizeLinear pair's error is the per-channel normalized squared error
+   ``mean_c(mse_c / var_c)`` between its dequantized output and its float input (for weights and
+   biases, the FP32 model's constant). A pair's error is charged to the node that produced the
+   tensor (and, through a fused Relu/Clip, to the node before it) and to every node that reads the
+   dequantized value: both ends of a badly quantized tensor show up.
+4. A node's score is the largest error charged to it, plus ``output_share`` x the error it adds: how
+   much further its output drifts from the FP32 model's than its inputs already did (amplification).
+
+Per-channel normalization matters: a tensor with one outlier channel quantized per tensor keeps its
+overall error small while every other channel is destroyed; the per-channel mean sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from lpot_ir.ir.quant import QuantFormat, TuningConfig
+
+__all__ = ["SensitivityMeter", "normalized_error"]
+
+logger = logging.getLogger(__name__)
+
+_FUSED = ("Relu", "Clip")
+
+
+def normalized_error(actual: np.ndarray, reference: np.ndarray, axis: int | None = None) -> float:
+    """Mean over channels (``axis``) of ``mse_c / var_c`` between ``actual`` and ``reference``.
+
+    ``axis=None`` picks the channel axis of an activation: 1 for rank 2, 4 and 5 ([N, C, ...]), the last
+    axis for rank 3 ([batch, tokens, features]); rank 0/1 tensors are one channel.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape or a.size == 0:
+        return 0.0
+    if axis is None:
+        axis = -1 if r.ndim == 3 else (1 if r.ndim >= 2 else None)
+    if axis is None or r.ndim < 2:
+        var = float(r.var())
+        mse = float(np.mean((a - r) ** 2))
+        return mse / (var + 1e-12) if var > 0 else (0.0 if mse == 0 else 1.0)
+    axis = axis % r.ndim
+    moved_a = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+    moved_r = np.moveaxis(r, axis, 0).reshape(r.shape[axis], -1)
+    mse = np.mean((moved_a - moved_r) ** 2, axis=1)
+    var = moved_r.var(axis=1)
+    eps = 1e-6 * float(var.mean()) + 1e-12
+    return float(np.mean(mse / (var + eps)))
+
+
+def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str]]:
+    """The model with every float node output exposed as a graph output, and those names."""
+    graph_model = ir.serde.deserialize_model(model)
+    graph = graph_model.graph
+    existing = {v.name for v in graph.outputs}
+    names: list[str] = []
+    for node in graph:
+        for value in node.outputs:
+            if value.name and value.name not in existing and value.dtype == ir.DataType.FLOAT:
+                graph.outputs.append(value)
+                existing.add(value.name)
+                names.append(value.name)
+    for value in graph.outputs:
+        if value.name not in names:
+            names.append(value.name)
+    return ir.serde.serialize_model(graph_model).SerializeToString(), names
+
+
+def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from lpot_ir.backends.onnxruntime.session import make_session
+
+    session = make_session(model_bytes, intra_op_threads=1)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, dict(feed)), strict=True))
+
+
+class SensitivityMeter:
+    """Implements ``op_sensitivity(config) -> {node name: score}`` for the tuning loop.
+
+    Args:
+        fp32_model: the FP32 model the quantizer starts from (its node names are the INT8 model's).
+        quantize: ``config -> onnx.ModelProto`` of the INT8 candidate.
+        feeds: input batches (``{input name: array}``) to choose samples from.
+        max_samples: how many samples to compare FP32 and INT8 on.
+        top_k: how many of the most disagreeing samples the instrumented runs use.
+        output_share: weight of a node's output error against FP32 in its score.
+    """
+
+    def __init__(
+        self,
+        fp32_model: onnx.ModelProto,
+        quantize: Callable[[TuningConfig], onnx.ModelProto],
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        *,
+        max_samples: int = 64,
+        top_k: int = 8,
+        output_share: float = 0.02,
+    ) -> None:
+        self.fp32_model = fp32_model
+        self.quantize = quantize
+        self.top_k = int(top_k)
+        self.output_share = float(output_share)
+        self.units = _sample_units(feeds, max_samples, split=_dynamic_batch(fp32_model))
+        self._fp32_bytes = fp32_model.SerializeToString()
+        self._fp32_outputs: list[list[np.ndarray]] | None = None
+        self._fp32_instrumented: tuple[bytes, list[str]] | None = None
+        self._fp32_graph = ir.serde.deserialize_model(fp32_model).graph
+        self.calls = 0
+
+    def __call__(self, config: TuningConfig) -> dict[str, float]:
+        if not self.units:
+            return {}
+        self.calls += 1
+        # QOperator is a lowering of the same Q/DQ numerics; measure on the Q/DQ form, whose float
+        # tensors can be compared with the FP32 model's
+        int8 = self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ))
+        feed = self._disagreeing_feed(int8.SerializeToString())
+        int8_bytes, _ = _instrumented(int8)
+        int8_values = _run_all(int8_bytes, feed)
+        if self._fp32_instrumented is None:
+            self._fp32_instrumented = _instrumented(self.fp32_model)
+        fp32_values = _run_all(self._fp32_instrumented[0], feed)
+        return self._scores(int8, int8_values, fp32_values)
+
+    # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
+
+    def _disagreeing_feed(self, int8_bytes: bytes) -> dict[str, np.ndarray]:
+        from lpot_ir.backends.onnxruntime.session import make_session
+
+        if self._fp32_outputs is None:
+            session = make_session(self._fp32_bytes, intra_op_threads=1)
+            self._fp32_outputs = [session.run(None, dict(u)) for u in self.units]
+        session = make_session(int8_bytes, intra_op_threads=1)
+        scores = []
+        for unit, reference in zip(self.units, self._fp32_outputs, strict=True):
+            outputs = session.run(None, dict(unit))
+            scores.append(sum(normalized_error(o, r, axis=None) for o, r in zip(outputs, reference, strict=True)))
+        order = sorted(range(len(self.units)), key=lambda i: (-scores[i], i))[: max(1, self.top_k)]
+        chosen = [self.units[i] for i in sorted(order)]
+        return _concat(chosen)
+
+    # -- steps 3 and 4 ----------------------------------------------------------------------------
+
+    def _scores(
+        self, int8: onnx.ModelProto, values: Mapping[str, np.ndarray], fp32_values: Mapping[str, np.ndarray]
+    ) -> dict[str, float]:
+        graph = ir.serde.deserialize_model(int8).graph
+        fp32_nodes = {n.name: n for n in self._fp32_graph}
+        charged: dict[str, float] = {}
+
+        def charge(node: ir.Node | None, error: float) -> None:
+            if node is None or not node.name or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                return
+            charged[node.name] = max(charged.get(node.name, 0.0), error)
+
+        for node in graph:
+            if node.op_type != "DequantizeLinear" or not node.outputs[0].name:
+                continue
+            out = node.outputs[0]
+            dequantized = values.get(out.name)
+            if dequantized is None:
+                continue
+            source = node.inputs[0]
+            producer = source.producer() if source is not None else None
+            consumers = list(out.consumers())
+            if producer is not None and producer.op_type == "QuantizeLinear":
+                x = producer.inputs[0]
+                reference = values.get(x.name) if x is not None else None
+                if reference is None:
+                    continue
+                error = normalized_error(dequantized, reference)
+                origin = x.producer()  # type: ignore[union-attr]
+                charge(origin, error)
+                if origin is not None and origin.op_type in _FUSED and origin.inputs and origin.inputs[0] is not None:
+                    charge(origin.inputs[0].producer(), error)
+            else:  # a constant (weight or bias) stored quantized: compare with the FP32 constant
+                axis = node.attributes.get_int("axis", 0) if dequantized.ndim > 1 else None
+                error = 0.0
+                for consumer in consumers:
+                    reference = _fp32_constant(fp32_nodes.get(consumer.name or ""), consumer, out)
+                    if reference is not None and reference.shape == dequantized.shape:
+                        error = max(error, normalized_error(dequantized, reference, axis=axis))
+            for consumer in consumers:
+                charge(consumer, error)
+
+        drift: dict[str, float] = {}
+
+        def drift_of(value: ir.Value | None) -> float:
+            name = value.name if value is not None else None
+            if not name:
+                return 0.0
+            if name not in drift:
+                a, r = values.get(name), fp32_values.get(name)
+                drift[name] = normalized_error(a, r) if a is not None and r is not None else 0.0
+            return drift[name]
+
+        scores: dict[str, float] = {}
+        for node in self._fp32_graph:
+            name = node.name or ""
+            output_error = max((drift_of(v) for v in node.outputs), default=0.0)
+            input_error = max((drift_of(v) for v in node.inputs), default=0.0)
+            added = max(0.0, output_error - input_error)
+            score = charged.get(name, 0.0) + self.output_share * added
+            if name and (name in charged or added > 0):
+                scores[name] = score if math.isfinite(score) else 1e9
+        return scores
+
+
+def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Value) -> np.ndarray | None:
+    """The FP32 constant the INT8 node reads at the input where it now reads ``value``."""
+    if fp32_node is None:
+        return None
+    for index, given in enumerate(int8_node.inputs):
+        if given is value and index < len(fp32_node.inputs):
+            original = fp32_node.inputs[index]
+            if original is not None and original.const_value is not None:
+                return np.asarray(original.const_value.numpy(), dtype=np.float32)
+    return None
+
+
+def _dynamic_batch(model: onnx.ModelProto) -> bool:
+    """True if no input has a fixed first dimension other than 1 (so batches can be split into samples)."""
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value != 1:
+            return False
+    return True
+
+
+def _sample_units(
+    feeds: Iterable[Mapping[str, np.ndarray]], max_samples: int, *, split: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """Split batches into single samples where every input has the same first-axis length; else keep them."""
+    units: list[dict[str, np.ndarray]] = []
+    for feed in feeds:
+        arrays = {k: np.asarray(v) for k, v in feed.items()}
+        sizes = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
+        if split and len(sizes) == 1 and (n := sizes.pop()) > 1:
+            for i in range(n):
+                units.append({k: a[i : i + 1] for k, a in arrays.items()})
+                if len(units) >= max_samples:
+                    return units
+        else:
+            units.append(arrays)
+        if len(units) >= max_samples:
+            break
+    return units
+
+
+def _concat(units: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One feed from several units (concatenated on the first axis when the shapes allow, else the first)."""
+    if len(units) == 1:
+        return dict(units[0])
+    try:
+        return {k: np.concatenate([u[k] for u in units], axis=0) for k in units[0]}
+    except ValueError:
+        return dict(units[0])
+
+
+def feeds_from_batches(batches: Iterable[Any], model: onnx.ModelProto, limit: int) -> list[dict[str, np.ndarray]]:
+    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples."""
+    from lpot_ir.backends.onnxruntime.session import input_specs, make_feed
+    from lpot_ir.calibration.collector import split_batch
+
+    specs = input_specs(model)
+    feeds: list[dict[str, np.ndarray]] = []
+    seen = 0
+    for batch in batches:
+        feed = make_feed(specs, split_batch(batch, len(specs)))
+        feeds.append(feed)
+        first = next(iter(feed.values()))
+        seen += int(first.shape[0]) if first.ndim else 1
+        if seen >= limit:
+            break
+    return feeds
