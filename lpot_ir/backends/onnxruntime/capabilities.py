@@ -1,0 +1,417 @@
+"""What ONNX Runtime can run in INT8: one declarative table, and which nodes of a model it covers.
+
+:data:`CAPABILITIES` maps an ONNX op type to an :class:`OpCapability`: its category (which annotator
+handles it), which approaches it supports, which inputs are activations / weights / bias, the weight's
+output-channel axis, and the QOperator op that ONNX Runtime fuses it into. Everything else in
+lpot-ir (annotators, the tuning space, reports) reads this table; nothing hard-codes op lists.
+
+:func:`quantizable_nodes` answers, for one model, which nodes can be quantized and with which choices
+(:class:`QuantizableNode`), and why the others that the table covers cannot (:class:`Fp32Reason`).
+
+:func:`default_op_config` picks safe defaults from the CPU's features, as ONNX Runtime documents them:
+with VNNI (or on ARM), u8 activations x s8 weights; on x86 without VNNI, u8 x s8 products can saturate
+the 16-bit intermediate of ``vpmaddubsw``, so weights are quantized with ``reduce_range`` (7 bits).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+
+from lpot_ir.ir.model import all_nodes
+from lpot_ir.ir.quant import (
+    Approach,
+    CalibAlgorithm,
+    DType,
+    Fp32Category,
+    Fp32Reason,
+    Granularity,
+    OpQuantConfig,
+    QuantSpec,
+    Scheme,
+)
+
+__all__ = [
+    "OpCategory",
+    "OpCapability",
+    "SpecChoices",
+    "QuantizableNode",
+    "CpuFeatures",
+    "CAPABILITIES",
+    "PER_CHANNEL_MIN_OPSET",
+    "cpu_features",
+    "default_op_config",
+    "quantizable_nodes",
+    "constant_value",
+]
+
+logger = logging.getLogger(__name__)
+
+PER_CHANNEL_MIN_OPSET = 13
+"""QuantizeLinear/DequantizeLinear got the ``axis`` attribute (per-channel) in opset 13."""
+
+
+class OpCategory(str, enum.Enum):
+    """Which annotator handles an op (one annotator per category)."""
+
+    COMPUTE = "compute"  # activation x weight (+ int32 bias): Conv, ConvTranspose, MatMul, Gemm
+    EMBEDDING = "embedding"  # Gather from a constant table: the table is stored int8
+    BINARY = "binary"  # Add, Mul: each input and the output with its own scale
+    DATA_MOVEMENT = "data_movement"  # outputs share input 0's scale: INT8 flows through unchanged
+    FUSED_ACTIVATION = "fused_activation"  # Relu, Clip: absorbed by the producer's requantization
+    ACTIVATION = "activation"  # LeakyRelu, Sigmoid, Softmax: own output scale (table-lookup kernels)
+    POOL = "pool"  # AveragePool, GlobalAveragePool: own output scale
+    CONCAT = "concat"  # inputs requantized to the output's scale
+    RECURRENT = "recurrent"  # LSTM, GRU: weights int8 (dynamic approach)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_STATIC = frozenset({Approach.STATIC, Approach.QAT})
+_BOTH = frozenset({Approach.STATIC, Approach.QAT, Approach.DYNAMIC})
+_DYNAMIC = frozenset({Approach.DYNAMIC})
+
+
+@dataclass(frozen=True)
+class OpCapability:
+    """What ONNX Runtime can do with one op type in INT8.
+
+    Attributes:
+        op_type: the ONNX op type (default domain).
+        category: the annotator that handles it.
+        approaches: the approaches with an integer kernel or Q/DQ fusion.
+        activation_inputs: input indices quantized as activations (``()`` for data-movement ops: input 0).
+        weight_inputs: input indices that must be constants and are stored quantized.
+        bias_input: input index of a bias stored as int32 (scale = activation x weight), if any.
+        channel_axis: the weight's output-channel axis for per-channel quantization (negative: from the end).
+        transposed_channel_axis: the axis when ``transB=1`` (Gemm), else unused.
+        per_channel: per-channel weights are supported.
+        qoperator: the QOperator op ONNX Runtime runs (``QLinearConv``, ...), ``None`` if Q/DQ only.
+        dynamic_kernel: the integer op used by the dynamic approach (``MatMulInteger``, ...).
+        float_output_kernel: ONNX Runtime also fuses ``DQ -> op`` with a float output (MatMulIntegerToFloat,
+            QGemm), so the output is quantized only when a quantized consumer reads it.
+    """
+
+    op_type: str
+    category: OpCategory
+    approaches: frozenset[Approach] = _STATIC
+    activation_inputs: tuple[int, ...] = (0,)
+    weight_inputs: tuple[int, ...] = ()
+    bias_input: int | None = None
+    channel_axis: int = 0
+    transposed_channel_axis: int | None = None
+    per_channel: bool = False
+    qoperator: str | None = None
+    dynamic_kernel: str | None = None
+    float_output_kernel: bool = False
+
+
+def _cap(op_type: str, category: OpCategory, **kw: object) -> tuple[str, OpCapability]:
+    return op_type, OpCapability(op_type, category, **kw)  # type: ignore[arg-type]
+
+
+_C = OpCategory
+CAPABILITIES: Mapping[str, OpCapability] = dict(
+    [
+        _cap("Conv", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), bias_input=2, channel_axis=0,
+             per_channel=True, qoperator="QLinearConv", dynamic_kernel="ConvInteger"),
+        _cap("ConvTranspose", _C.COMPUTE, weight_inputs=(1,), bias_input=2, channel_axis=1, per_channel=True,
+             qoperator="QLinearConvTranspose"),
+        _cap("MatMul", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), channel_axis=-1, per_channel=True,
+             qoperator="QLinearMatMul", dynamic_kernel="MatMulInteger", float_output_kernel=True),
+        _cap("Gemm", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), bias_input=2, channel_axis=1,
+             transposed_channel_axis=0, per_channel=True, qoperator="QGemm", dynamic_kernel="MatMulInteger",
+             float_output_kernel=True),
+        _cap("Gather", _C.EMBEDDING, approaches=_BOTH, activation_inputs=(), weight_inputs=(0,)),
+        _cap("Add", _C.BINARY, activation_inputs=(0, 1), qoperator="QLinearAdd"),
+        _cap("Mul", _C.BINARY, activation_inputs=(0, 1), qoperator="QLinearMul"),
+        _cap("Concat", _C.CONCAT, activation_inputs=(), qoperator="QLinearConcat"),
+        _cap("MaxPool", _C.DATA_MOVEMENT, qoperator="MaxPool"),
+        _cap("AveragePool", _C.POOL, qoperator="QLinearAveragePool"),
+        _cap("GlobalAveragePool", _C.POOL, qoperator="QLinearGlobalAveragePool"),
+        _cap("Relu", _C.FUSED_ACTIVATION),
+        _cap("Clip", _C.FUSED_ACTIVATION),
+        _cap("LeakyRelu", _C.ACTIVATION, qoperator="QLinearLeakyRelu"),
+        _cap("Sigmoid", _C.ACTIVATION, qoperator="QLinearSigmoid"),
+        _cap("Softmax", _C.ACTIVATION, qoperator="QLinearSoftmax"),
+        _cap("Resize", _C.DATA_MOVEMENT, qoperator="Resize"),
+        _cap("Pad", _C.DATA_MOVEMENT, qoperator="Pad"),
+        _cap("Reshape", _C.DATA_MOVEMENT, qoperator="Reshape"),
+        _cap("Transpose", _C.DATA_MOVEMENT, qoperator="Transpose"),
+        _cap("Squeeze", _C.DATA_MOVEMENT, qoperator="Squeeze"),
+        _cap("Unsqueeze", _C.DATA_MOVEMENT, qoperator="Unsqueeze"),
+        _cap("Flatten", _C.DATA_MOVEMENT, qoperator="Flatten"),
+        _cap("Slice", _C.DATA_MOVEMENT, qoperator="Slice"),
+        _cap("Split", _C.DATA_MOVEMENT, qoperator="Split"),
+        _cap("Expand", _C.DATA_MOVEMENT, qoperator="Expand"),
+        _cap("DepthToSpace", _C.DATA_MOVEMENT, qoperator="DepthToSpace"),
+        _cap("SpaceToDepth", _C.DATA_MOVEMENT, qoperator="SpaceToDepth"),
+        _cap("Tile", _C.DATA_MOVEMENT, qoperator="Tile"),
+        _cap("LSTM", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2),
+             dynamic_kernel="DynamicQuantizeLSTM"),
+        _cap("GRU", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2)),
+        _cap("RNN", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2)),
+    ]
+)
+"""op_type -> what ONNX Runtime can do with it in INT8 (the one table)."""
+
+
+@dataclass(frozen=True)
+class SpecChoices:
+    """The values each field of a :class:`QuantSpec` may take for one tensor of one node."""
+
+    dtypes: tuple[DType, ...]
+    schemes: tuple[Scheme, ...]
+    granularities: tuple[Granularity, ...]
+    algorithms: tuple[CalibAlgorithm, ...]
+    reduce_range: tuple[bool, ...] = (False, True)
+
+    def allows(self, spec: QuantSpec) -> bool:
+        """True if every field of ``spec`` is one of the choices."""
+        return (
+            spec.dtype in self.dtypes
+            and spec.scheme in self.schemes
+            and spec.granularity in self.granularities
+            and spec.algorithm in self.algorithms
+            and spec.reduce_range in self.reduce_range
+        )
+
+
+_ALL_ALGORITHMS = tuple(CalibAlgorithm)
+_STATIC_ACTIVATION = SpecChoices(
+    (DType.UINT8, DType.INT8), (Scheme.ASYM, Scheme.SYM), (Granularity.PER_TENSOR,), _ALL_ALGORITHMS, (False,)
+)
+_DYNAMIC_ACTIVATION = SpecChoices(  # DynamicQuantizeLinear produces uint8 from the run-time min/max
+    (DType.UINT8,), (Scheme.ASYM,), (Granularity.PER_TENSOR,), (CalibAlgorithm.MINMAX,), (False,)
+)
+
+
+def _weight_choices(per_channel: bool) -> SpecChoices:
+    granularities = (Granularity.PER_CHANNEL, Granularity.PER_TENSOR) if per_channel else (Granularity.PER_TENSOR,)
+    return SpecChoices((DType.INT8, DType.UINT8), (Scheme.SYM, Scheme.ASYM), granularities, (CalibAlgorithm.MINMAX,))
+
+
+@dataclass(frozen=True)
+class QuantizableNode:
+    """One node of a model that can be quantized, and the choices it allows.
+
+    Attributes:
+        name: the node's name (unique in the model).
+        op_type: its op type.
+        aliases: other names of the node (the framework's module or op names).
+        weight_inputs: input indices holding constant weights.
+        activation_choices: allowed activation spec values.
+        weight_choices: allowed weight spec values (``None``: the node has no weights).
+        category: the annotator category.
+    """
+
+    name: str
+    op_type: str
+    aliases: tuple[str, ...] = ()
+    weight_inputs: tuple[int, ...] = ()
+    activation_choices: SpecChoices = _STATIC_ACTIVATION
+    weight_choices: SpecChoices | None = None
+    category: OpCategory = OpCategory.COMPUTE
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU features that decide ONNX Runtime's fastest safe INT8 format."""
+
+    arch: str = field(default_factory=platform.machine)
+    vnni: bool = False
+    avx512: bool = False
+    avx2: bool = False
+
+    @property
+    def is_x86(self) -> bool:
+        return self.arch.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+    @property
+    def needs_reduce_range(self) -> bool:
+        """u8 x s8 without VNNI can saturate on x86 (``vpmaddubsw``); VNNI and ARM cannot."""
+        return self.is_x86 and not self.vnni
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """Return this machine's CPU features (from ``/proc/cpuinfo`` on Linux; conservative elsewhere)."""
+    arch = platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return CpuFeatures(arch=arch, vnni=vnni, avx512="avx512f" in flags, avx2="avx2" in flags)
+
+
+def default_op_config(features: CpuFeatures | None = None) -> OpQuantConfig:
+    """The safe default per-node configuration for ``features`` (this CPU's when ``None``).
+
+    u8 asymmetric activations (min/max) and s8 symmetric per-channel weights; without VNNI on x86 the
+    weights use 7 bits (``reduce_range``), as ONNX Runtime's quantization guide recommends.
+    """
+    features = features or cpu_features()
+    weight = QuantSpec(
+        DType.INT8, Scheme.SYM, Granularity.PER_CHANNEL, CalibAlgorithm.MINMAX, reduce_range=features.needs_reduce_range
+    )
+    return OpQuantConfig(activation=QuantSpec(DType.UINT8, Scheme.ASYM), weight=weight)
+
+
+def constant_value(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """Return the constant tensor behind ``value`` (an initializer or a ``Constant`` node), else ``None``."""
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input():
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.as_tensor()
+    return None
+
+
+_FLOAT = ir.DataType.FLOAT
+
+
+def _is_float(value: ir.Value | None) -> bool | None:
+    """True/False when the element type is known, ``None`` when it is not."""
+    if value is None:
+        return None
+    if value.dtype is not None:
+        return value.dtype == _FLOAT
+    tensor = constant_value(value)
+    if tensor is not None:
+        return tensor.dtype == _FLOAT
+    return None
+
+
+def _unsupported(detail: str) -> Fp32Reason:
+    return Fp32Reason(Fp32Category.UNSUPPORTED, detail)
+
+
+def _check_node(node: ir.Node, cap: OpCapability, approach: Approach, opset: int) -> QuantizableNode | Fp32Reason:
+    """Return the node's choices, or why it cannot be quantized."""
+    dynamic = approach is Approach.DYNAMIC
+    if approach not in cap.approaches:
+        kind = "dynamic" if dynamic else "static"
+        return _unsupported(f"ONNX Runtime has no {kind} INT8 kernel or Q/DQ fusion for {node.op_type}")
+    inputs = node.inputs
+    activation_choices = _DYNAMIC_ACTIVATION if dynamic else _STATIC_ACTIVATION
+    category = cap.category
+    weight_inputs = tuple(i for i in cap.weight_inputs if i < len(inputs) and inputs[i] is not None)
+
+    if category is OpCategory.EMBEDDING:
+        table = constant_value(inputs[0]) if inputs else None
+        if table is None or table.dtype != _FLOAT:
+            if dynamic or _is_float(inputs[0] if inputs else None) is False:
+                return _unsupported("Gather of a non-constant or non-float table has nothing to quantize")
+            # a Gather on float activations moves data: INT8 flows through it
+            return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, OpCategory.DATA_MOVEMENT)
+        return QuantizableNode(node.name, node.op_type, (), (0,), activation_choices, _weight_choices(False), category)
+
+    if category is OpCategory.COMPUTE:
+        if node.op_type == "Gemm" and dynamic and node.attributes.get_int("transA", 0):
+            return _unsupported("dynamic Gemm with transA=1 has no integer kernel")
+        w = inputs[1] if len(inputs) > 1 else None
+        w_const = constant_value(w)
+        if _is_float(inputs[0]) is False:
+            return _unsupported(f"input {inputs[0].name!r} is not float32")
+        if w_const is None:
+            if node.op_type != "MatMul":
+                return _unsupported(f"weight input {w.name if w else '?'!r} is not a constant")
+            if _is_float(w) is False:
+                return _unsupported(f"input {w.name if w else '?'!r} is not float32")
+            # MatMul of two activations (attention scores): both inputs are activations
+            return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, category)
+        if w_const.dtype != _FLOAT:
+            return _unsupported(f"weight {w.name!r} is {w_const.dtype}, not float32")
+        per_channel = cap.per_channel and opset >= PER_CHANNEL_MIN_OPSET and not (dynamic and node.op_type == "Conv")
+        if node.op_type == "MatMul" and len(w_const.shape) != 2:
+            per_channel = False
+        return QuantizableNode(
+            node.name, node.op_type, (), (1,), activation_choices, _weight_choices(per_channel), category
+        )
+
+    if category is OpCategory.RECURRENT:
+        if any(constant_value(inputs[i]) is None for i in weight_inputs):
+            return _unsupported(f"{node.op_type} weights W and R must be constants to be stored int8")
+        return QuantizableNode(
+            node.name, node.op_type, (), weight_inputs, activation_choices, _weight_choices(False), category
+        )
+
+    # activation-only categories: every float input/output
+    first = inputs[0] if inputs else None
+    if first is None or _is_float(first) is False:
+        return _unsupported(f"input {first.name if first else '?'!r} is not float32")
+    if category is OpCategory.BINARY:
+        if len(inputs) < 2 or _is_float(inputs[1]) is False:
+            return _unsupported("second input is not float32")
+    if category is OpCategory.CONCAT and any(_is_float(v) is False for v in inputs):
+        return _unsupported("an input is not float32")
+    return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, category)
+
+
+def quantizable_nodes(
+    model: ir.Model,
+    approach: Approach | str = Approach.STATIC,
+    *,
+    name_map: Mapping[str, str | Sequence[str]] | None = None,
+) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
+    """Return the nodes of ``model`` that can be quantized, and why each other covered node cannot.
+
+    Args:
+        model: the (FP32 optimized) model.
+        approach: static or dynamic.
+        name_map: optional node name -> framework name(s), recorded as :attr:`QuantizableNode.aliases`.
+
+    Returns:
+        ``(nodes, unsupported)``: quantizable nodes in graph order, and node name -> :class:`Fp32Reason`
+        for every node whose op type is in :data:`CAPABILITIES` but that cannot be quantized.
+    """
+    approach = Approach(approach)
+    opset = model.opset_imports.get("", 0)
+    nodes: list[QuantizableNode] = []
+    unsupported: dict[str, Fp32Reason] = {}
+    for node in all_nodes(model):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        cap = CAPABILITIES.get(node.op_type)
+        if cap is None:
+            continue
+        name = node.name or ""
+        if node.graph is not model.graph:
+            unsupported[name] = _unsupported(
+                "inside a control-flow subgraph (If/Loop/Scan body); lpot-ir quantizes the main graph only, "
+                "because a subgraph's ranges depend on which branch or iteration ran"
+            )
+            continue
+        result = _check_node(node, cap, approach, opset)
+        if isinstance(result, Fp32Reason):
+            unsupported[name] = result
+            continue
+        aliases: tuple[str, ...] = ()
+        if name_map is not None and name in name_map:
+            alias = name_map[name]
+            aliases = (alias,) if isinstance(alias, str) else tuple(alias)
+        if aliases:
+            result = QuantizableNode(
+                result.name, result.op_type, aliases, result.weight_inputs, result.activation_choices,
+                result.weight_choices, result.category,
+            )
+        nodes.append(result)
+    return nodes, unsupported
