@@ -234,29 +234,16 @@ class Quantization:
 
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""
-        model = self._model
-        if _is_onnx_source(model) and framework in (None, "onnx"):
-            if isinstance(model, (str, os.PathLike)):
-                from lpot_ir.ir.model import load_model, to_proto
+        from lpot_ir.frontends import resolve_model
 
-                model = to_proto(load_model(model, target_opset=None, infer=False))
-            elif isinstance(model, ir.Model):
-                from lpot_ir.ir.model import to_proto
-
-                model = to_proto(model)
-            elif isinstance(model, (bytes, bytearray)):
-                model = onnx.load_from_string(bytes(model))
-            return model, None, "onnx", self._model
-        from lpot_ir.frontends import to_onnx
-
-        example = _first_inputs(calib)
         conf = self.conf
-        converted = to_onnx(
-            model,
+        converted = resolve_model(
+            self._model,
             framework=framework,
-            example_inputs=example,
+            calib_dataloader=calib,
             inputs=list(conf.model.inputs) or None,
             outputs=list(conf.model.outputs) or None,
+            params=conf.model.params,
         )
         name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
         return converted.model, name_map, converted.framework, self._model
@@ -328,14 +315,3 @@ def _check_iterable(value: Any, name: str) -> None:
         raise ConfigError(
             f"{name} must be an iterable of batches (e.g. lpot_ir.common.DataLoader), got {type(value).__name__}."
         )
-
-
-def _first_inputs(dataloader: Iterable[Any] | None) -> Any:
-    """The inputs of the first batch (for exporting framework models), or ``None``."""
-    if dataloader is None:
-        return None
-    for batch in dataloader:
-        if isinstance(batch, tuple) and len(batch) == 2:
-            return batch[0]
-        return batch
-    return None

@@ -87,6 +87,7 @@ class NodeDecision:
         config: its effective configuration (``None`` when it cannot be quantized at all).
         reason: why it stays FP32 (``None`` when quantized).
         note: adjustments made to fit what the node supports (e.g. per_channel -> per_tensor).
+        aliases: the framework's name(s) for the node (e.g. the PyTorch module path ``layer1.0.conv1``).
     """
 
     name: str
@@ -95,9 +96,12 @@ class NodeDecision:
     config: OpQuantConfig | None = None
     reason: Fp32Reason | None = None
     note: str = ""
+    aliases: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "quantized": self.quantized}
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
         if self.config is not None:
             out["config"] = self.config.to_dict()
         if self.reason is not None:
@@ -234,6 +238,33 @@ class QuantizedModel:
         self.recipe.save(recipe_path_for(dest))
         return dest
 
+    def export(self, target: str = "onnx", path: str | os.PathLike[str] | None = None) -> Any:
+        """Export the quantized model for another runtime.
+
+        Args:
+            target: ``"onnx"`` (the portable Q/DQ model; :meth:`save`), ``"pytorch"`` (a ``torch.nn.Module``
+                that runs without ONNX Runtime) or ``"tensorflow"`` (a SavedModel folder).
+            path: where to write (required for ``onnx`` and ``tensorflow``; ignored for ``pytorch``).
+
+        Returns:
+            The written path, or the ``torch.nn.Module`` for ``pytorch``.
+        """
+        from lpot_ir import frontends
+
+        kind = target.lower()
+        if kind == "pytorch":
+            return frontends.export_to_pytorch(self.model)
+        if kind not in ("onnx", "tensorflow"):
+            raise QuantizationError(
+                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module) or "
+                "'tensorflow' (a SavedModel folder)."
+            )
+        if path is None:
+            raise QuantizationError(f"export({target!r}) writes files: pass path=..., e.g. export({target!r}, 'out').")
+        if kind == "onnx":
+            return self.save(path)
+        return frontends.export_to_tensorflow(self.model, path)
+
 
 class ModelQuantizer:
     """Quantizes one FP32 model under many configurations, computing the expensive parts once.
@@ -278,6 +309,12 @@ class ModelQuantizer:
         self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
         self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
         self.nodes, self.unsupported = self.nodes_for(self.approach)
+
+    def _aliases(self, name: str) -> tuple[str, ...]:
+        alias = (self.name_map or {}).get(name)
+        if alias is None:
+            return ()
+        return (alias,) if isinstance(alias, str) else tuple(alias)
 
     def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
         """Quantizable nodes and unsupported reasons for ``approach`` (cached)."""
@@ -373,11 +410,11 @@ class ModelQuantizer:
             reason = dropped.get(name) or result.fp32.get(name)
             decisions[name] = NodeDecision(
                 name, qnode.op_type, name in quantized, result.configs.get(name),
-                None if name in quantized else reason, result.notes.get(name, ""),
+                None if name in quantized else reason, result.notes.get(name, ""), qnode.aliases,
             )
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
-            decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason)
+            decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
         recipe = Recipe(self.fp32_digest, config, used)
         return QuantizedModel(proto, config, recipe, decisions)
 
@@ -420,16 +457,26 @@ def quantize(
     """Quantize ``model`` under ``config`` (this CPU's safe default when ``None``).
 
     Args:
-        model: a path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``.
+        model: a path (``.onnx`` or a framework model file or folder), bytes, ``onnx.ModelProto``,
+            ``onnx_ir.Model``, or a framework object (``torch.nn.Module``, ``keras.Model``, ...).
         config: the :class:`TuningConfig`.
-        calib_dataloader: calibration batches (static approach).
-        **kwargs: passed to :class:`ModelQuantizer` (``workspace``, ``name_map``, ``optimize``, ``progress``).
+        calib_dataloader: calibration batches (static approach; also the example inputs for exporting a
+            framework model).
+        **kwargs: ``framework``, ``params`` (MXNet), ``inputs``/``outputs`` (frozen TensorFlow graphs) for
+            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``).
 
     Returns:
-        The :class:`QuantizedModel`.
+        The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
     """
+    from lpot_ir.frontends import resolve_model
+
     approach = config.approach if config is not None else kwargs.pop("approach", Approach.STATIC)
     kwargs.pop("approach", None)
+    frontend_options = {k: kwargs.pop(k) for k in ("framework", "params", "inputs", "outputs") if k in kwargs}
+    converted = resolve_model(model, calib_dataloader=calib_dataloader, **frontend_options)
+    if converted.framework != "onnx":
+        model = converted.model
+        kwargs.setdefault("name_map", {k: v for k, v in converted.name_map.items() if v and v != k} or None)
     quantizer = ModelQuantizer(model, calib_dataloader, approach=approach, **kwargs)
     return quantizer.quantize(config or default_config(approach))
 

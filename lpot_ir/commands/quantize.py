@@ -42,7 +42,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="quantize a model with one configuration (no tuning)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("model", help="the FP32 .onnx model")
+    parser.add_argument(
+        "model", help="the FP32 model: .onnx, a TorchScript file, a SavedModel folder, a frozen .pb, .keras/.h5, "
+        "or an MXNet -symbol.json"
+    )
+    parser.add_argument("--framework", help="override framework detection (onnx, pytorch, tensorflow, keras, mxnet)")
+    parser.add_argument("--params", help="MXNet: the .params file (default: <prefix>-0000.params beside the symbol)")
     parser.add_argument("-c", "--config", help="LPOT YAML or TuningConfig YAML/JSON (default: this CPU's safe default)")
     parser.add_argument("-o", "--output", required=True, help="where to write the quantized .onnx (recipe beside it)")
     parser.add_argument("--calib", help="calibration data: .npy, .npz or a folder of them (static approach)")
@@ -56,11 +61,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot quantize``; return the exit code (LpotErrors propagate to the CLI, which prints them)."""
     from lpot_ir.calibration import load_calibration_files
+    from lpot_ir.frontends import resolve_model
     from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
     output = Path(args.output)
+    example = [_first_sample(args.calib)] if args.calib else None
+    converted = resolve_model(args.model, framework=args.framework, calib_dataloader=example, params=args.params)
+    model = converted.model
+    name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
+    if converted.framework != "onnx":
+        print(f"Converted the {converted.framework} model to ONNX: " + "; ".join(converted.notes))
     if args.recipe:
-        qmodel = apply_recipe(args.model, args.recipe)
+        qmodel = apply_recipe(model, args.recipe, name_map=name_map)
     else:
         config = load_tuning_config(args.config) if args.config else default_config()
         overrides: dict[str, Any] = {}
@@ -70,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["format"] = QuantFormat(args.format)
         if overrides:
             config = TuningConfig(**{**_fields(config), **overrides})
-        quantizer = ModelQuantizer(args.model, approach=config.approach, progress=True)
+        quantizer = ModelQuantizer(model, approach=config.approach, progress=True, name_map=name_map)
         if config.approach is not Approach.DYNAMIC:
             if not args.calib:
                 raise ConfigError(
@@ -88,6 +100,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... and {len(fp32) - 20} more (see the decisions in the Python API)")
     print(f"Wrote {path} and {path.with_name(path.stem + '.recipe.json')}")
     return 0
+
+
+def _first_sample(path: str) -> Any:
+    """One sample of the calibration data (the example input a framework exporter needs), or ``None``."""
+    import numpy as np
+
+    root = Path(path)
+    files = sorted(root.glob("*.np[yz]")) if root.is_dir() else [root]
+    if not files or not files[0].is_file():
+        return None
+    data = np.load(files[0])
+    if isinstance(data, np.ndarray):
+        return data[:1]
+    with data:
+        arrays = tuple(data[key][:1] for key in data.files)
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def _fields(config: TuningConfig) -> dict[str, Any]:

@@ -196,12 +196,14 @@ class ModelSection(_Section):
         framework: LPOT's framework name; ``None`` = detected from the model.
         inputs: input names (needed for some TensorFlow graphs).
         outputs: output names (needed for some TensorFlow graphs).
+        params: MXNet: the ``.params`` file (default: ``<prefix>-0000.params`` beside the symbol file).
     """
 
     name: str = "default_model_name"
     framework: Framework | None = None
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    params: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ __all__ = [
     "detect_framework",
     "normalize_framework_name",
     "to_onnx",
+    "resolve_model",
+    "first_batch_inputs",
     "wrap_for_eval",
     "export_to_pytorch",
     "export_to_tensorflow",
@@ -111,6 +113,36 @@ def to_onnx(
     raise ConversionError(f"No frontend for framework {kind!r}.")  # detect_framework only returns FRAMEWORKS
 
 
+def resolve_model(
+    model: Any,
+    *,
+    framework: str | None = None,
+    calib_dataloader: Any = None,
+    inputs: Sequence[str] | None = None,
+    outputs: Sequence[str] | None = None,
+    params: str | Path | None = None,
+) -> ConvertedModel:
+    """Turn whatever the user gave as "the model" into ONNX: the one entry point of every API and command.
+
+    ONNX sources are read as they are; framework models are converted with :func:`to_onnx`, taking
+    example inputs from the first batch of ``calib_dataloader`` (only read when a framework needs it).
+    """
+    kind = detect_framework(model, framework)
+    example = None if kind == "onnx" else first_batch_inputs(calib_dataloader)
+    return to_onnx(model, framework=framework, example_inputs=example, inputs=inputs, outputs=outputs, params=params)
+
+
+def first_batch_inputs(dataloader: Any) -> Any:
+    """The inputs of the first batch of ``dataloader`` (``(inputs, labels)`` or bare inputs), or ``None``."""
+    if dataloader is None:
+        return None
+    for batch in dataloader:
+        if isinstance(batch, tuple) and len(batch) == 2:
+            return batch[0]
+        return batch
+    return None
+
+
 def _is_keras(model: Any) -> bool:
     try:
         return detect_framework(model) == "keras"
@@ -119,19 +151,9 @@ def _is_keras(model: Any) -> bool:
 
 
 def _from_onnx(model: Any) -> ConvertedModel:
-    if isinstance(model, onnx.ModelProto):
-        proto = model
-    elif isinstance(model, (bytes, bytearray)):
-        proto = onnx.load_from_string(bytes(model))
-    elif hasattr(model, "graph") and type(model).__module__.startswith("onnx_ir"):
-        import onnx_ir as ir
+    from lpot_ir.ir.model import read_model_proto
 
-        proto = ir.serde.serialize_model(model)
-    else:
-        try:
-            proto = onnx.load(str(model))
-        except Exception as exc:
-            raise ModelLoadError(f"{str(model)!r} could not be read as an ONNX model ({exc}).") from None
+    proto = model if isinstance(model, onnx.ModelProto) else read_model_proto(model)
     ins, outs = graph_io_names(proto)
     return ConvertedModel(
         model=proto,

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "ModelSource",
     "load_model",
+    "read_model_proto",
     "save_model",
     "to_proto",
     "from_proto",
@@ -175,6 +176,15 @@ def _restore_large_initializers(light: onnx.ModelProto, large: list[onnx.TensorP
     light.graph.input.extend(kept)
     light.graph.initializer.extend(large)
     return light
+
+
+def read_model_proto(source: ModelSource) -> onnx.ModelProto:
+    """Read ``source`` as an ``onnx.ModelProto`` as it is (a copy; no normalization, no check).
+
+    Raises:
+        ModelLoadError: the file is missing, a folder, not ONNX, or truncated.
+    """
+    return _read_proto(source)[1]
 
 
 def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
