@@ -57,6 +57,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "constant-folding",
         "remove-identity",
         "remove-noop-chains",
+        "canonicalize",
         "fuse-batchnorm",
         "fuse-matmul-add",
         "remove-unused",

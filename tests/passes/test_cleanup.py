@@ -311,3 +311,22 @@ def test_registered_cleanup_steps_are_in_place_passes() -> None:
 @pytest.mark.parametrize("name", ["remove-identity", "remove-noop-chains"])
 def test_rule_sets_resolve_by_name(name: str) -> None:
     assert get_pass(name).rule_set.name == name
+
+
+# ---- canonicalize --------------------------------------------------------------------------------
+
+
+def test_sum_of_two_becomes_add_and_sum_of_one_disappears() -> None:
+    from lpot_ir.passes.cleanup import canonicalize_rules
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Sum", ["x", "r"], ["s"], name="residual"),
+        helper.make_node("Sum", ["s"], ["t"], name="lone"),
+        helper.make_node("Sum", ["t", "x", "r"], ["y"], name="three"),
+    ]
+    model = build(nodes, _x(), [vi("y")])
+    rewrite_and_compare(
+        model, canonicalize_rules(), {"x": X},
+        counts={"SumOfTwoToAdd": 1, "SumOfOneToInput": 1}, ops={"Relu": 1, "Add": 1, "Sum": 1},
+    )
