@@ -33,7 +33,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lpot_ir.fileio import atomic_write
 
 __all__ = [
     "VERSION",
@@ -233,20 +234,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     import io
 
@@ -396,11 +383,11 @@ def build_digits_example(folder: str | os.PathLike[str]) -> DigitsExample:
         "torch": torch.__version__,
         "samples": {"train": TRAIN_SAMPLES, "eval": EVAL_SAMPLES, "calib": CALIB_SAMPLES},
     }
-    _atomic_write(folder / "eval_data.npy", _npy_bytes(splits["eval_x"]))
-    _atomic_write(folder / "eval_labels.npy", _npy_bytes(splits["eval_y"]))
-    _atomic_write(folder / "calib_data.npy", _npy_bytes(splits["calib_x"]))
-    _atomic_write(folder / "calib_labels.npy", _npy_bytes(splits["calib_y"]))
-    _atomic_write(folder / "model.onnx", model_bytes)
-    _atomic_write(folder / "info.json", json.dumps(info, indent=2).encode())  # last: marks the folder complete
+    atomic_write(folder / "eval_data.npy", _npy_bytes(splits["eval_x"]))
+    atomic_write(folder / "eval_labels.npy", _npy_bytes(splits["eval_y"]))
+    atomic_write(folder / "calib_data.npy", _npy_bytes(splits["calib_x"]))
+    atomic_write(folder / "calib_labels.npy", _npy_bytes(splits["calib_y"]))
+    atomic_write(folder / "model.onnx", model_bytes)
+    atomic_write(folder / "info.json", json.dumps(info, indent=2).encode())  # last: marks the folder complete
     logger.info("built the digits example in %.1f s (FP32 accuracy %.4f) in %s", train_seconds, accuracy, folder)
     return _describe(folder)

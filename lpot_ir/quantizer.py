@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     quantizable_nodes,
 )
 from lpot_ir.errors import LpotError, QuantizationError
+from lpot_ir.fileio import atomic_write
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     Approach,
@@ -167,7 +167,7 @@ class Recipe:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the recipe as JSON, atomically."""
-        return _atomic_write_text(Path(path), self.to_json() + "\n")
+        return atomic_write(Path(path), self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Recipe:
@@ -191,19 +191,6 @@ def recipe_path_for(model_path: str | os.PathLike[str]) -> Path:
     """The recipe file saved beside a model: ``<stem>.recipe.json``."""
     p = Path(model_path)
     return p.with_name(f"{p.stem}.recipe.json")
-
-
-def _atomic_write_text(dest: Path, text: str) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
 
 
 @dataclass

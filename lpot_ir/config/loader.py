@@ -16,7 +16,6 @@ import importlib.resources
 import logging
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -425,17 +424,9 @@ def to_plain(obj: Any) -> Any:
 
 def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
     """Write ``config`` as YAML to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(config.to_yaml())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from lpot_ir.fileio import atomic_write
+
+    return atomic_write(path, config.to_yaml())
 
 
 def template_path(name: str) -> Path:

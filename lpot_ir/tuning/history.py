@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lpot_ir.errors import ConfigError
+from lpot_ir.fileio import atomic_write
 from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.strategies.base import TrialResult
 
@@ -114,19 +114,9 @@ class TuningHistory:
 
     def start(self, header: HistoryHeader, trials: list[TrialResult] | tuple[TrialResult, ...] = ()) -> None:
         """Begin a new history with ``header`` (and already-known ``trials``), replacing any old file atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(header.to_dict(), sort_keys=True)]
         lines += [json.dumps(trial_to_dict(t), sort_keys=True) for t in trials]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write("\n".join(lines) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, "\n".join(lines) + "\n")
 
     def append(self, result: TrialResult) -> None:
         """Append one finished trial, flushed and fsynced before returning."""

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.fileio import atomic_path, atomic_write
 from lpot_ir.strategies.base import TrialResult
 
 __all__ = ["prefetch_plotting", "write_text_atomic", "format_trials", "format_decisions", "write_report", "write_plot", "write_decisions"]
@@ -31,17 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (see :mod:`lpot_ir.fileio`)."""
+    return atomic_write(path, text)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -177,13 +167,6 @@ def write_plot(
     ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower right", fontsize="small")
     ax.set_title("lpot-ir tuning: accuracy and latency per trial")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
