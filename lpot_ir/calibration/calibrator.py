@@ -1,0 +1,171 @@
+""":func:`calibrate`: ranges of a model's tensors from one instrumented run over the calibration data.
+
+The flow: pick the tensors (:func:`~lpot_ir.calibration.collector.select_tensors`), look the request
+up in the on-disk cache (model digest, data fingerprint, sampling size, algorithms, options), otherwise
+run the model once over at most ``sampling_size`` samples collecting running min/max (and a histogram
+when kl, percentile or mse is requested), then turn the statistics into ranges with each algorithm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from lpot_ir.calibration import cache as calib_cache
+from lpot_ir.calibration.algorithms import (
+    DEFAULT_PERCENTILE,
+    HISTOGRAM_ALGORITHMS,
+    compute_range,
+    weight_range,
+)
+from lpot_ir.calibration.collector import collect, select_tensors
+from lpot_ir.calibration.result import CalibrationResult
+from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE
+from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.ir.model import from_proto, infer_shapes, model_digest
+from lpot_ir.ir.quant import CalibAlgorithm
+
+__all__ = ["calibrate"]
+
+logger = logging.getLogger(__name__)
+
+
+def _as_ir(model: ir.Model | onnx.ModelProto) -> ir.Model:
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return from_proto(infer_shapes(model))
+    raise TypeError(f"calibrate() takes an onnx_ir.Model or an onnx.ModelProto, not {type(model).__name__}")
+
+
+def _loader_length(dataloader: Any) -> int | None:
+    try:
+        return len(dataloader)
+    except TypeError:
+        return None
+
+
+def calibrate(
+    model: ir.Model | onnx.ModelProto,
+    dataloader: Iterable[Any],
+    *,
+    tensors: Iterable[str] | None = None,
+    algorithms: Iterable[CalibAlgorithm | str] = (CalibAlgorithm.MINMAX,),
+    sampling_size: int = 100,
+    progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    percentile: float = DEFAULT_PERCENTILE,
+    intra_op_threads: int | None = None,
+) -> CalibrationResult:
+    """Calibrate ``model``'s tensors over at most ``sampling_size`` samples of ``dataloader``.
+
+    Args:
+        model: the (FP32-optimized) model to calibrate; it is not modified.
+        dataloader: any iterable of batches, ``(inputs, labels)`` or bare inputs; inputs are an array, a
+            tuple/list in model-input order, or a dict by input name. The first axis counts samples.
+        tensors: names to calibrate; ``None`` means every float activation of the main graph (graph
+            inputs and node outputs) and every float initializer. Values inside If/Loop/Scan bodies are
+            skipped and listed in :attr:`CalibrationResult.skipped`.
+        algorithms: the range algorithms to compute (all from the same single pass).
+        sampling_size: how many samples (not batches) to run; the last batch is sliced. A loader with
+            fewer samples is used whole, with a warning.
+        progress: show a tqdm progress bar over samples (description "calibrating").
+        cache_dir: folder of the on-disk cache; a hit returns without running the model.
+        percentile: the percentile of the ``percentile`` algorithm.
+        intra_op_threads: ONNX Runtime threads inside one op (``None``: all cores).
+
+    Returns:
+        The :class:`CalibrationResult`.
+
+    Raises:
+        DataError: the loader yields nothing, or a batch does not fit the model's inputs.
+        ConfigError: ``sampling_size`` or ``percentile`` is out of range.
+        QuantizationError: a requested tensor is not in the model.
+    """
+    if int(sampling_size) < 1:
+        raise ConfigError(
+            f"Calibration sampling_size is {sampling_size}; it must be a positive number of samples "
+            "(quantization.calibration.sampling_size in the YAML, e.g. 100)."
+        )
+    if not 50.0 < float(percentile) <= 100.0:
+        raise ConfigError(f"Calibration percentile is {percentile}; it must be in (50, 100], e.g. 99.999.")
+    sampling_size = int(sampling_size)
+    algos = tuple(dict.fromkeys(CalibAlgorithm(a) for a in algorithms))
+    tensor_list = list(dict.fromkeys(tensors)) if tensors is not None else None
+    ir_model = _as_ir(model)
+    selection = select_tensors(ir_model, tensor_list)
+    options: dict[str, Any] = {"bins_per_side": DEFAULT_BINS_PER_SIDE}
+    if CalibAlgorithm.PERCENTILE in algos:
+        options["percentile"] = float(percentile)
+    weights = {name: weight_range(array) for name, array in selection.weights.items()}
+
+    if not selection.activations or not algos:
+        return CalibrationResult(
+            num_samples=0, activations={a: {} for a in algos}, weights=weights,
+            skipped=selection.skipped, options=options,
+        )
+
+    iterator = iter(dataloader)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise DataError(
+            "The calibration dataloader yielded no batches. Pass a dataloader (or --calib data) with at least "
+            "one sample; static quantization needs calibration data."
+        ) from None
+
+    key = None
+    if cache_dir is not None:
+        fingerprint = calib_cache.data_fingerprint(first, _loader_length(dataloader))
+        key = calib_cache.cache_key(
+            model_digest(ir_model), fingerprint, sampling_size, [a.value for a in algos], tensor_list, options
+        )
+        entry = calib_cache.load_entry(cache_dir, key)
+        if entry is not None:
+            try:
+                cached = CalibrationResult.from_dict(entry["result"])
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("Ignoring a malformed calibration cache entry (%s); calibrating again.", exc)
+            else:
+                logger.info("Calibration cache hit (%s); not running the model.", calib_cache.cache_path(cache_dir, key))
+                return cached
+
+    stats, seen = collect(
+        ir_model,
+        itertools.chain([first], iterator),
+        selection,
+        histogram=any(a in HISTOGRAM_ALGORITHMS for a in algos),
+        sampling_size=sampling_size,
+        progress=progress,
+        intra_op_threads=intra_op_threads,
+    )
+    if seen == 0:
+        raise DataError(
+            "The calibration dataloader yielded only empty batches (first axis of length 0). Pass data with "
+            "at least one sample."
+        )
+    if seen < sampling_size:
+        logger.warning(
+            "The calibration data holds %d sample(s), fewer than sampling_size=%d; calibrated on all of them.",
+            seen,
+            sampling_size,
+        )
+    activations = {
+        algorithm: {name: compute_range(s, algorithm, percentile=percentile) for name, s in stats.items()}
+        for algorithm in algos
+    }
+    result = CalibrationResult(
+        num_samples=seen, activations=activations, weights=weights, skipped=selection.skipped, options=options
+    )
+    if cache_dir is not None and key is not None:
+        try:
+            calib_cache.store_entry(cache_dir, key, {"result": result.to_dict()})
+        except OSError as exc:
+            logger.warning("Could not write the calibration cache under %s (%s).", cache_dir, exc)
+    return result

@@ -1,0 +1,295 @@
+"""One instrumented ONNX Runtime pass over the calibration data, folding each batch into statistics.
+
+:func:`select_tensors` decides which tensors are calibrated: the float activations of the main graph
+(graph inputs and node outputs) and, separately, float initializers (weights, whose range is computed
+from the array, without running anything). Values inside If/Loop/Scan bodies cannot be made graph
+outputs; they are reported as skipped.
+
+:func:`instrument` returns a copy of the model whose graph outputs are the requested node outputs.
+:func:`collect` runs ONE session over the data, converts and validates each batch with
+:func:`lpot_ir.backends.onnxruntime.session.make_feed` (the one check that data fits a model), counts
+samples (the first axis of the inputs), slices the last batch to honour ``sampling_size``, and folds
+every output array into a
+:class:`TensorStatistics` at once. Only the statistics survive a batch, so peak memory does not grow with
+the number of samples. A Relu output whose input is calibrated too is not exposed at all: its statistics
+follow exactly from the input's (:meth:`TensorStatistics.after_relu`), which saves a third of the work
+on a typical CNN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
+from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.model import all_graphs, to_proto
+
+__all__ = ["TensorSelection", "select_tensors", "instrument", "collect", "split_batch", "count_samples"]
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE})
+
+
+@dataclass
+class TensorSelection:
+    """Which tensors one calibration covers.
+
+    Attributes:
+        inputs: float graph inputs (their statistics come from the fed arrays).
+        outputs: float node outputs of the main graph (made graph outputs of the instrumented copy).
+        weights: float initializers -> their arrays (minmax, no run).
+        skipped: name -> reason it gets no range.
+    """
+
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
+    """Relu output -> its input, for outputs whose statistics follow exactly from the input's (in graph order)."""
+
+    @property
+    def activations(self) -> list[str]:
+        return [*self.inputs, *self.outputs]
+
+
+def _is_float(value: ir.Value) -> bool | None:
+    """True/False when the value's element type is known, None when it is not."""
+    if value.type is None or value.dtype is None:
+        return None
+    return value.dtype in _FLOAT_TYPES
+
+
+def select_tensors(model: ir.Model, tensors: Iterable[str] | None = None) -> TensorSelection:
+    """Sort ``tensors`` (default: every float tensor) into inputs, node outputs, weights and skipped.
+
+    Raises:
+        QuantizationError: a requested name is not a tensor of the model.
+    """
+    graph = model.graph
+    selection = TensorSelection()
+    initializers = {name: value for name, value in graph.initializers.items()}
+    graph_inputs = {value.name: value for value in graph.inputs if value.name not in initializers}
+    node_outputs: dict[str, ir.Value] = {}
+    for node in graph:
+        for value in node.outputs:
+            if value.name:
+                node_outputs[value.name] = value
+    nested: dict[str, str] = {}
+    for sub in all_graphs(model):
+        if sub is graph:
+            continue
+        owner = sub.name or "a subgraph"
+        for node in sub:
+            for value in node.outputs:
+                if value.name:
+                    nested.setdefault(value.name, owner)
+        for name in sub.initializers:
+            nested.setdefault(name, owner)
+
+    if tensors is None:
+        wanted = [*graph_inputs, *node_outputs, *initializers, *nested]
+        explicit = False
+    else:
+        wanted = list(dict.fromkeys(tensors))
+        explicit = True
+    unknown = [n for n in wanted if n not in graph_inputs and n not in node_outputs and n not in initializers
+               and n not in nested]
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise QuantizationError(
+            f"Cannot calibrate {len(unknown)} tensor(s) that are not in the model: {shown}. Pass names of graph "
+            "inputs, node outputs or initializers of the model being calibrated (after its FP32 optimization)."
+        )
+    for name in wanted:
+        if name in nested and name not in node_outputs and name not in graph_inputs and name not in initializers:
+            selection.skipped[name] = (
+                f"it is computed inside the body graph {nested[name]!r} of an If/Loop/Scan node, and values "
+                "inside a body cannot be made graph outputs"
+            )
+            continue
+        if name in initializers:
+            value = initializers[name]
+            array = value.const_value.numpy() if value.const_value is not None else None
+            if array is None or array.dtype.kind != "f":
+                if explicit:
+                    selection.skipped[name] = "it is an initializer without float data"
+                continue
+            selection.weights[name] = array
+            continue
+        value = graph_inputs[name] if name in graph_inputs else node_outputs[name]
+        is_float = _is_float(value)
+        if is_float is False:
+            if explicit:
+                selection.skipped[name] = f"its element type is {value.dtype}, not float"
+            continue
+        if name in graph_inputs:
+            selection.inputs.append(name)
+        else:
+            selection.outputs.append(name)  # unknown types are checked on the first batch
+    collected = set(selection.activations)
+    for node in graph:
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx") and node.inputs and node.inputs[0] is not None:
+            source, result = node.inputs[0].name, node.outputs[0].name
+            if source in collected and result in collected and result not in selection.derived:
+                selection.derived[result] = source
+    if selection.skipped:
+        logger.info(
+            "Calibration skips %d tensor(s), e.g. %r: %s.",
+            len(selection.skipped),
+            next(iter(selection.skipped)),
+            next(iter(selection.skipped.values())),
+        )
+    return selection
+
+
+def instrument(model: ir.Model, output_names: Iterable[str]) -> onnx.ModelProto:
+    """A ModelProto of ``model`` whose graph outputs are exactly ``output_names`` (main-graph values).
+
+    Working on the proto (not a cloned IR) keeps the set-up cost to one serialization; the model is not
+    modified.
+    """
+    proto = to_proto(model)
+    known = {info.name: info for info in (*proto.graph.value_info, *proto.graph.output)}
+    outputs = [known.get(name) or onnx.ValueInfoProto(name=name) for name in output_names]
+    copies = []
+    for info in outputs:
+        copy = onnx.ValueInfoProto()
+        copy.CopyFrom(info)
+        copies.append(copy)
+    del proto.graph.output[:]
+    proto.graph.output.extend(copies)
+    return proto
+
+
+def count_samples(feed: Mapping[str, np.ndarray]) -> int:
+    """Samples in one batch: the first-axis length of the first input (1 for a scalar input)."""
+    first = next(iter(feed.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _is_array(value: Any) -> bool:
+    """numpy arrays and framework tensors (anything with a shape and a dtype)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def split_batch(batch: Any, num_inputs: int) -> Any:
+    """The model inputs of one batch: LPOT-style ``(inputs, labels)`` or bare inputs.
+
+    A dict or an array is bare inputs. A tuple/list holding exactly one array per model input is bare
+    inputs in model-input order; any other pair is ``(inputs, labels)``.
+    """
+    if isinstance(batch, Mapping) or _is_array(batch):
+        return batch
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == num_inputs and all(_is_array(b) for b in batch):
+            return tuple(batch)
+        if len(batch) == 2:
+            return batch[0]
+        return tuple(batch)
+    return batch
+
+
+def _slice_feed(feed: dict[str, np.ndarray], batch_samples: int, keep: int) -> dict[str, np.ndarray]:
+    return {
+        name: (array[:keep] if array.ndim and array.shape[0] == batch_samples else array)
+        for name, array in feed.items()
+    }
+
+
+def collect(
+    model: ir.Model,
+    batches: Iterator[Any],
+    selection: TensorSelection,
+    *,
+    histogram: bool,
+    sampling_size: int,
+    progress: bool = True,
+    bins_per_side: int = DEFAULT_BINS_PER_SIDE,
+    intra_op_threads: int | None = None,
+) -> tuple[dict[str, TensorStatistics], int]:
+    """Run the instrumented model over ``batches`` and return (statistics per activation, samples seen).
+
+    Raises:
+        DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
+    """
+    from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
+
+    stats = {
+        name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)
+        for name in selection.activations
+        if name not in selection.derived
+    }
+    outputs = [name for name in selection.outputs if name not in selection.derived]
+    session = None
+    if outputs:  # serialized at once, so the instrumented proto is freed before ONNX Runtime parses it
+        payload = instrument(model, outputs).SerializeToString()
+        session = make_session(payload, intra_op_threads=intra_op_threads)
+        del payload
+    specs = input_specs(model)
+    bar = _progress_bar(sampling_size, progress)
+    seen = 0
+    ignored: set[str] = set()
+    try:
+        for index, batch in enumerate(batches):
+            if seen >= sampling_size:
+                break
+            feed = make_feed(specs, split_batch(batch, len(specs)))
+            samples = count_samples(feed)
+            if samples == 0:
+                continue
+            if seen + samples > sampling_size:
+                samples = sampling_size - seen
+                feed = _slice_feed(feed, count_samples(feed), samples)
+            for name in selection.inputs:
+                stats[name].update(feed[name], samples)
+            if session is not None:
+                arrays = run_feed(session, feed, where=f"calibration batch {index}")
+                if index == 0:
+                    ignored = _non_float_outputs(outputs, arrays, stats, selection)
+                for name, array in zip(outputs, arrays, strict=True):
+                    if name not in ignored:
+                        stats[name].update(array, samples)
+                del arrays
+            seen += samples
+            if bar is not None:
+                bar.update(samples)
+    finally:
+        if bar is not None:
+            bar.close()
+    for result, source in selection.derived.items():  # graph order: a source is ready before its result
+        if source in stats:
+            stats[result] = stats[source].after_relu(result)
+    return {name: stats[name] for name in selection.activations if name in stats}, seen
+
+
+def _non_float_outputs(
+    outputs: list[str], arrays: list[Any], stats: dict[str, TensorStatistics], selection: TensorSelection
+) -> set[str]:
+    """Outputs whose type was unknown before the run and turned out not to be float: forget them."""
+    ignored = set()
+    for name, array in zip(outputs, arrays, strict=True):
+        if not (isinstance(array, np.ndarray) and array.dtype.kind == "f"):
+            ignored.add(name)
+            stats.pop(name, None)
+            selection.outputs.remove(name)
+    return ignored
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is an optional dependency (the "tuning" extra)
+        logger.debug("tqdm is not installed; calibrating without a progress bar.")
+        return None
+    return tqdm(total=total, desc="calibrating", unit="sample", leave=False)
