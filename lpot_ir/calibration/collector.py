@@ -19,7 +19,7 @@ on a typical CNN.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatisti
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import all_graphs, to_proto
 
-__all__ = ["TensorSelection", "select_tensors", "instrument", "collect", "split_batch", "count_samples"]
+__all__ = ["TensorSelection", "select_tensors", "instrument", "collect"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,34 +170,6 @@ def instrument(model: ir.Model, output_names: Iterable[str]) -> onnx.ModelProto:
     return proto
 
 
-def count_samples(feed: Mapping[str, np.ndarray]) -> int:
-    """Samples in one batch: the first-axis length of the first input (1 for a scalar input)."""
-    first = next(iter(feed.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
-def _is_array(value: Any) -> bool:
-    """numpy arrays and framework tensors (anything with a shape and a dtype)."""
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
-def split_batch(batch: Any, num_inputs: int) -> Any:
-    """The model inputs of one batch: LPOT-style ``(inputs, labels)`` or bare inputs.
-
-    A dict or an array is bare inputs. A tuple/list holding exactly one array per model input is bare
-    inputs in model-input order; any other pair is ``(inputs, labels)``.
-    """
-    if isinstance(batch, Mapping) or _is_array(batch):
-        return batch
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == num_inputs and all(_is_array(b) for b in batch):
-            return tuple(batch)
-        if len(batch) == 2:
-            return batch[0]
-        return tuple(batch)
-    return batch
-
-
 def _slice_feed(feed: dict[str, np.ndarray], batch_samples: int, keep: int) -> dict[str, np.ndarray]:
     return {
         name: (array[:keep] if array.ndim and array.shape[0] == batch_samples else array)
@@ -221,7 +193,14 @@ def collect(
     Raises:
         DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
     """
-    from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
+    from lpot_ir.backends.onnxruntime.session import (
+        batch_inputs,
+        input_specs,
+        make_feed,
+        make_session,
+        run_feed,
+    )
+    from lpot_ir.backends.onnxruntime.timing import count_samples
 
     stats = {
         name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)
@@ -242,7 +221,7 @@ def collect(
         for index, batch in enumerate(batches):
             if seen >= sampling_size:
                 break
-            feed = make_feed(specs, split_batch(batch, len(specs)))
+            feed = make_feed(specs, batch_inputs(batch, len(specs)))
             samples = count_samples(feed)
             if samples == 0:
                 continue

@@ -237,8 +237,8 @@ def test_zoo_squeezenet_ranges_match_plain_inference(zoo_dir: Path) -> None:
         assert all(r.lo <= 0.0 <= r.hi for r in result.ranges(algorithm).values())
 
 
-def test_split_batch_reads_lpot_pairs_and_bare_inputs() -> None:
-    from lpot_ir.calibration.collector import split_batch
+def test_batch_inputs_reads_lpot_pairs_and_bare_inputs() -> None:
+    from lpot_ir.backends.onnxruntime.session import batch_inputs as split_batch
 
     a, b, y = np.zeros((2, 3)), np.ones((2, 3)), np.arange(2)
     assert split_batch((a, y), 1) is a  # (inputs, labels)

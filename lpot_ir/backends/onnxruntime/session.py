@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Dim",
     "InputSpec",
+    "batch_inputs",
     "OPTIMIZATION_LEVELS",
     "SessionSource",
     "input_specs",
@@ -407,3 +408,25 @@ def run_batches(session: ort.InferenceSession, batches: Iterable[Any]) -> list[l
     for index, batch in enumerate(batches):
         results.append(run_feed(session, make_feed(specs, batch), where=f"batch {index}"))
     return results
+
+
+def _is_array(value: Any) -> bool:
+    """numpy arrays and framework tensors (anything with a shape and a dtype)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def batch_inputs(batch: Any, num_inputs: int) -> Any:
+    """The model inputs of one batch: LPOT-style ``(inputs, labels)`` or bare inputs.
+
+    A dict or an array is bare inputs. A tuple/list holding exactly one array per model input is bare
+    inputs in model-input order; any other pair is ``(inputs, labels)``.
+    """
+    if isinstance(batch, Mapping) or _is_array(batch):
+        return batch
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == num_inputs and all(_is_array(b) for b in batch):
+            return tuple(batch)
+        if len(batch) == 2:
+            return batch[0]
+        return tuple(batch)
+    return batch
