@@ -242,7 +242,15 @@ class StrategyContext(Protocol):
         baseline_accuracy: the FP32 model's accuracy.
 
     A context may also have ``higher_is_better: bool`` (default ``True``: read with ``getattr``),
-    the direction of the metric.
+    the direction of the metric, and (read with ``getattr``; the tuning loop's context has them):
+
+    * ``tensor_sensitivity(config) -> list`` of objects with ``tensor``, ``nodes`` (the nodes that make
+      that tensor quantized: they fall back together) and ``error``, largest first (same run as
+      ``op_sensitivity``);
+    * ``estimate(config) -> float``: a label-free accuracy proxy, the fraction of calibration samples
+      whose top-1 differs from FP32's (no evaluation; NaN when it does not apply), and
+      ``estimate_threshold: float | None``, the largest value predicted to meet the goal (``None``:
+      do not use the proxy).
     """
 
     baseline_accuracy: float

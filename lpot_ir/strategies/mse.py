@@ -1,12 +1,14 @@
 """LPOT's mse strategy: fall back ops one at a time, in the order of their measured INT8 error.
 
 Phase 1 is basic's (model-wise candidates, fastest expected first, stop at the first that meets the
-goal). Then the per-node error between FP32 and INT8 tensors is measured once on the most accurate
-phase-1 configuration (``context.op_sensitivity``: one instrumented run, not one trial per op), and
-fallback groups are reverted to FP32 one at a time in that order, accumulating, until the goal is met.
-No re-ranking, no batches, no shrinking of the FP32 set: the predictable LPOT behaviour.
+goal). Then the quantization error is measured once on the most accurate phase-1 configuration (one
+instrumented run, not one trial per op) and ranked into fallback steps as basic does (per quantized
+tensor: the fallback groups of its producer and readers together, then single groups by per-node
+error); steps are reverted to FP32 one at a time in that order, accumulating, until the goal is met.
+No re-ranking, no batches, no shrinking of the FP32 set, no accuracy proxy: the predictable LPOT
+behaviour.
 
-Trials: one per model-wise candidate tried, then ``k`` where ``k`` is the rank of the last group that
+Trials: one per model-wise candidate tried, then ``k`` where ``k`` is the rank of the last step that
 must stay FP32.
 """
 
@@ -30,4 +32,4 @@ class MseStrategy(BasicStrategy):
     """
 
     default_options = MappingProxyType({"max_model_wise": 8})
-    fixed_options = MappingProxyType({"growth": 1.0, "rerank": False, "reenable": False})
+    fixed_options = MappingProxyType({"growth": 1.0, "rerank": False, "reenable": False, "proxy": False})

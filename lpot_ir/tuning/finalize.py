@@ -94,7 +94,8 @@ def _fallback_reason(node: Any, trials: Sequence[TrialResult], context: LoopCont
         return Fp32Reason(Fp32Category.TUNING_FALLBACK, "the tuning strategy kept it in FP32")
     before = [t for t in trials if t.index < first.index and t.accuracy is not None and not _fp32_in(t.config, node)]
     if not before or context is None:
-        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"fell back at trial {first.index}")
+        why = context.proxy_reason(lambda c: not _fp32_in(c, node)) if context is not None else None
+        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"fell back at trial {first.index}" + (f": {why}" if why else ""))
     previous = before[-1]
     loss = context.relative_loss(previous.accuracy)
     return Fp32Reason(

@@ -45,7 +45,7 @@ from lpot_ir.tuning.evaluation import Evaluator, first_line
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.objectives import ObjectiveMeter, ranking_key
 from lpot_ir.tuning.report import prefetch_plotting
-from lpot_ir.tuning.sensitivity import SensitivityMeter, feeds_from_batches
+from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError, feeds_from_batches
 from lpot_ir.tuning.space import SpaceBuild, build_space
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key"]
@@ -53,6 +53,8 @@ __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key"]
 logger = logging.getLogger(__name__)
 
 BEST_MODEL_FILE = "best_model.onnx"
+PROXY_SAMPLES = 256
+"""Calibration samples (at most) the accuracy proxy compares FP32 and INT8 top-1 on."""
 
 
 @dataclass
@@ -62,7 +64,10 @@ class LoopContext:
     Attributes:
         baseline_accuracy: the FP32 model's accuracy.
         criterion: the ``AccuracyCriterion`` (relative or absolute, higher_is_better).
-        sensitivity: measures per-node error for a configuration (one instrumented run).
+        sensitivity: measures per-node error for a configuration (one instrumented run); a
+            :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
+        proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
+        estimate_calls: proxy runs made (not evaluations).
     """
 
     baseline_accuracy: float
@@ -70,6 +75,57 @@ class LoopContext:
     sensitivity: Callable[[TuningConfig], dict[str, float]] | None = None
     higher_is_better: bool = True
     sensitivity_calls: int = 0
+    proxy: AgreementProxy | None = None
+    estimate_calls: int = 0
+    estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+
+    def estimate(self, config: TuningConfig) -> float:
+        """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
+        if self.proxy is None or not self.proxy.applicable:
+            return math.nan
+        try:
+            value = self.proxy(config)
+        finally:
+            self.estimate_calls = self.proxy.runs
+        self.estimates.setdefault(config.key(), (config, value))
+        return value
+
+    def proxy_reason(self, in_int8: Callable[[TuningConfig], bool]) -> str | None:
+        """Why the proxy made a node fall back: its last estimate of a configuration with the node in INT8."""
+        threshold = self.estimate_threshold
+        found = [v for c, v in self.estimates.values() if in_int8(c)]
+        if not found or threshold is None or found[-1] <= threshold:
+            return None
+        return (
+            f"the accuracy proxy predicted that keeping it in INT8 lost up to {found[-1]:.2%} accuracy (top-1 changed "
+            f"on {found[-1]:.2%} of calibration samples; {threshold:.2%} allowed), without an evaluation"
+        )
+
+    @property
+    def estimate_threshold(self) -> float | None:
+        """The largest proxy value predicted to meet the goal: the allowed absolute drop of an accuracy
+        in [0, 1] (higher is better); ``None`` when the proxy does not apply."""
+        if self.proxy is None or not self.proxy.applicable or not self.higher_is_better:
+            return None
+        base = float(self.baseline_accuracy)
+        if not (0.0 < base <= 1.0):
+            return None
+        allowed = base - float(self.criterion.threshold(base))
+        return allowed if allowed > 0 else None
+
+    def tensor_sensitivity(self, config: TuningConfig) -> list[TensorError]:
+        """Per-quantized-tensor errors with the nodes that quantize each (largest first; same run as
+        :meth:`op_sensitivity`, cached)."""
+        measure = getattr(self.sensitivity, "measure", None)
+        if measure is None:
+            return []
+        try:
+            return list(measure(config).tensors)
+        except Exception as exc:
+            logger.warning("tensor sensitivity could not be measured (%s)", first_line(exc))
+            return []
+        finally:
+            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
 
     def meets_goal(self, accuracy: float) -> bool:
         if accuracy is None or not math.isfinite(accuracy):
@@ -85,6 +141,8 @@ class LoopContext:
         except Exception as exc:  # a measurement problem must not end tuning: strategies then use model order
             logger.warning("op sensitivity could not be measured (%s); strategies fall back to model order", first_line(exc))
             return {}
+        finally:
+            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
 
     def relative_loss(self, accuracy: float | None) -> float | None:
         """Accuracy lost relative to the baseline (positive = worse), sign-adjusted for the direction."""
@@ -133,6 +191,7 @@ class TuningOutcome:
     speedup: float | None = None
     warning: str | None = None
     sensitivity_calls: int = 0
+    estimate_calls: int = 0
 
     @property
     def relative_loss(self) -> float | None:
@@ -166,13 +225,17 @@ def _objective_weights(config: Any) -> list[tuple[str, float]]:
     return [(n.value if hasattr(n, "value") else str(n), float(w)) for n, w in config.tuning.objectives]
 
 
-def _first_feed(quantizer: Any, evaluator: Evaluator | None, model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+def _first_feed(
+    quantizer: Any, evaluator: Evaluator | None, model: onnx.ModelProto, *, limit: int = 64, synthetic: bool = True
+) -> list[dict[str, np.ndarray]]:
     """Input batches for sensitivity and objectives: calibration data, else evaluation data, else synthetic."""
     for source in (getattr(quantizer, "calib_dataloader", None), getattr(evaluator, "dataloader", None)):
         if source is not None and iter(source) is not source:  # a one-shot iterator must be left alone
-            feeds = feeds_from_batches(source, model, limit=64)
+            feeds = feeds_from_batches(source, model, limit=limit)
             if feeds:
                 return feeds
+    if not synthetic:
+        return []
     from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 
     try:
@@ -218,7 +281,9 @@ def tune(
     optimized_proto = to_proto(quantizer.fp32_model)
     build = build_space(config, quantizer.nodes, quantizer.fp32_model)
     weights = _objective_weights(config)
-    feeds = _first_feed(quantizer, evaluator, optimized_proto)
+    feeds = _first_feed(quantizer, evaluator, optimized_proto, limit=PROXY_SAMPLES, synthetic=False)
+    real_data = bool(feeds)  # the accuracy proxy needs real inputs, never synthetic ones
+    feeds = feeds or _first_feed(quantizer, evaluator, optimized_proto)
     meter = ObjectiveMeter([n for n, _ in weights], feeds[0] if feeds else None)
     if tuning.tensorboard:
         logger.warning("tuning.tensorboard is not supported by lpot-ir; the report in the workspace replaces it")
@@ -248,7 +313,9 @@ def tune(
     )
     context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
     if feeds:
-        context.sensitivity = SensitivityMeter(optimized_proto, lambda c: quantizer.quantize(c).model, feeds)
+        context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds)
+        if real_data:
+            context.proxy = AgreementProxy(optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES)
     strategy_cls = get_strategy(tuning.strategy.name)
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
@@ -303,7 +370,7 @@ def tune(
 
     from lpot_ir.tuning.finalize import finalize
 
-    return finalize(
+    outcome = finalize(
         config=config,
         quantizer=quantizer,
         build=build,
@@ -321,6 +388,10 @@ def tune(
         history_path=history.path,
         strategy_name=strategy_cls.name or tuning.strategy.name,
     )
+    outcome.estimate_calls = context.estimate_calls
+    if context.estimate_calls:
+        logger.info("accuracy proxy: %d run(s) on calibration samples (not evaluations)", context.estimate_calls)
+    return outcome
 
 
 def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:

@@ -19,6 +19,18 @@ brings in, without a trial (no accuracy evaluation):
 
 Per-channel normalization matters: a tensor with one outlier channel quantized per tensor keeps its
 overall error small while every other channel is destroyed; the per-channel mean sees it.
+
+The same run also reports the error *per quantized tensor* (:meth:`SensitivityMeter.measure`): each
+:class:`TensorError` names the nodes that make that tensor quantized (its quantized producer and its
+quantized readers; see ``InsertQDQPass``: a tensor is quantized if either side asks). Reverting only
+one of them leaves the tensor quantized, so strategies revert such a set together.
+
+:class:`AgreementProxy` is the cheap, label-free predictor of a candidate's accuracy
+(``StrategyContext.estimate``): the fraction of calibration samples whose top-1 class (argmax of the
+last axis of a classifier-shaped output) differs between the FP32 model and the candidate. For top-1
+accuracy, ``|acc_int8 - acc_fp32| <= disagreement``, so a candidate whose disagreement is within the
+allowed absolute drop will very likely meet the goal. One quantization and one ONNX Runtime run over
+the samples per configuration, cached by configuration key; no evaluation.
 """
 
 from __future__ import annotations
@@ -26,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,11 +49,44 @@ import onnx_ir as ir
 
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
-__all__ = ["SensitivityMeter", "normalized_error"]
+__all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
 
 logger = logging.getLogger(__name__)
 
 _FUSED = ("Relu", "Clip")
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class TensorError:
+    """The quantization error of one quantized tensor and the nodes that make it quantized.
+
+    Attributes:
+        tensor: the FP32 tensor's name (an activation, or a weight/bias constant).
+        nodes: the quantized nodes that cause the tensor to be quantized: its producer (when quantized)
+            and every quantized reader; reverting all of them makes the tensor FP32.
+        error: the per-channel normalized squared error of ``DQ(Q(x))`` against ``x``.
+    """
+
+    tensor: str
+    nodes: tuple[str, ...]
+    error: float
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """What one instrumented run measured: per-node scores and per-tensor errors (largest first)."""
+
+    nodes: dict[str, float]
+    tensors: tuple[TensorError, ...]
+
+
+def _model_and_quantized(result: Any) -> tuple[onnx.ModelProto, set[str] | None]:
+    """``(model, names of quantized nodes)`` from a ``QuantizedModel`` or a bare ``ModelProto`` (then ``None``)."""
+    if isinstance(result, onnx.ModelProto):
+        return result, None
+    decisions = getattr(result, "decisions", None) or {}
+    return result.model, {name for name, d in decisions.items() if getattr(d, "quantized", False)}
 
 
 def normalized_error(actual: np.ndarray, reference: np.ndarray, axis: int | None = None) -> float:
@@ -67,8 +114,8 @@ def normalized_error(actual: np.ndarray, reference: np.ndarray, axis: int | None
     return float(np.mean(mse / (var + eps)))
 
 
-def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str]]:
-    """The model with every float node output exposed as a graph output, and those names."""
+def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
+    """The model with every float node output exposed as a graph output, those names, and its IR."""
     graph_model = ir.serde.deserialize_model(model)
     graph = graph_model.graph
     existing = {v.name for v in graph.outputs}
@@ -82,7 +129,7 @@ def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str]]:
     for value in graph.outputs:
         if value.name not in names:
             names.append(value.name)
-    return ir.serde.serialize_model(graph_model).SerializeToString(), names
+    return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
 
 
 def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -98,17 +145,21 @@ class SensitivityMeter:
 
     Args:
         fp32_model: the FP32 model the quantizer starts from (its node names are the INT8 model's).
-        quantize: ``config -> onnx.ModelProto`` of the INT8 candidate.
+        quantize: ``config -> QuantizedModel`` (or a bare ``onnx.ModelProto``) of the INT8 candidate;
+            with a ``QuantizedModel`` its ``decisions`` tell which readers of a tensor are quantized.
         feeds: input batches (``{input name: array}``) to choose samples from.
         max_samples: how many samples to compare FP32 and INT8 on.
         top_k: how many of the most disagreeing samples the instrumented runs use.
         output_share: weight of a node's output error against FP32 in its score.
+
+    Attributes:
+        calls: instrumented measurements made (repeated configurations are answered from a cache).
     """
 
     def __init__(
         self,
         fp32_model: onnx.ModelProto,
-        quantize: Callable[[TuningConfig], onnx.ModelProto],
+        quantize: Callable[[TuningConfig], Any],
         feeds: Sequence[Mapping[str, np.ndarray]],
         *,
         max_samples: int = 64,
@@ -124,22 +175,35 @@ class SensitivityMeter:
         self._fp32_outputs: list[list[np.ndarray]] | None = None
         self._fp32_instrumented: tuple[bytes, list[str]] | None = None
         self._fp32_graph = ir.serde.deserialize_model(fp32_model).graph
+        self._cache: OrderedDict[str, SensitivityReport] = OrderedDict()
         self.calls = 0
 
     def __call__(self, config: TuningConfig) -> dict[str, float]:
+        return dict(self.measure(config).nodes)
+
+    def measure(self, config: TuningConfig) -> SensitivityReport:
+        """Per-node scores and per-tensor errors of ``config`` (one instrumented run, cached by key)."""
         if not self.units:
-            return {}
+            return SensitivityReport({}, ())
+        key = config.key()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         self.calls += 1
         # QOperator is a lowering of the same Q/DQ numerics; measure on the Q/DQ form, whose float
         # tensors can be compared with the FP32 model's
-        int8 = self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ))
+        int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
         feed = self._disagreeing_feed(int8.SerializeToString())
-        int8_bytes, _ = _instrumented(int8)
+        int8_bytes, _, int8_ir = _instrumented(int8)
         int8_values = _run_all(int8_bytes, feed)
         if self._fp32_instrumented is None:
-            self._fp32_instrumented = _instrumented(self.fp32_model)
+            self._fp32_instrumented = _instrumented(self.fp32_model)[:2]
         fp32_values = _run_all(self._fp32_instrumented[0], feed)
-        return self._scores(int8, int8_values, fp32_values)
+        report = self._scores(int8_ir, int8_values, fp32_values, quantized)
+        self._cache[key] = report
+        if len(self._cache) > 16:
+            self._cache.popitem(last=False)
+        return report
 
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
@@ -147,13 +211,12 @@ class SensitivityMeter:
         from lpot_ir.backends.onnxruntime.session import make_session
 
         if self._fp32_outputs is None:
-            session = make_session(self._fp32_bytes, intra_op_threads=1)
-            self._fp32_outputs = [session.run(None, dict(u)) for u in self.units]
-        session = make_session(int8_bytes, intra_op_threads=1)
-        scores = []
-        for unit, reference in zip(self.units, self._fp32_outputs, strict=True):
-            outputs = session.run(None, dict(unit))
-            scores.append(sum(normalized_error(o, r, axis=None) for o, r in zip(outputs, reference, strict=True)))
+            self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units)
+        outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units)
+        scores = [
+            sum(normalized_error(o, r, axis=None) for o, r in zip(out, reference, strict=True))
+            for out, reference in zip(outputs, self._fp32_outputs, strict=True)
+        ]
         order = sorted(range(len(self.units)), key=lambda i: (-scores[i], i))[: max(1, self.top_k)]
         chosen = [self.units[i] for i in sorted(order)]
         return _concat(chosen)
@@ -161,16 +224,36 @@ class SensitivityMeter:
     # -- steps 3 and 4 ----------------------------------------------------------------------------
 
     def _scores(
-        self, int8: onnx.ModelProto, values: Mapping[str, np.ndarray], fp32_values: Mapping[str, np.ndarray]
-    ) -> dict[str, float]:
-        graph = ir.serde.deserialize_model(int8).graph
+        self,
+        int8: ir.Model | onnx.ModelProto,
+        values: Mapping[str, np.ndarray],
+        fp32_values: Mapping[str, np.ndarray],
+        quantized: set[str] | None = None,
+    ) -> SensitivityReport:
+        graph = (int8 if isinstance(int8, ir.Model) else ir.serde.deserialize_model(int8)).graph
         fp32_nodes = {n.name: n for n in self._fp32_graph}
         charged: dict[str, float] = {}
+        tensors: dict[str, TensorError] = {}
 
         def charge(node: ir.Node | None, error: float) -> None:
-            if node is None or not node.name or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            if node is None or not node.name or node.op_type in _QDQ:
                 return
             charged[node.name] = max(charged.get(node.name, 0.0), error)
+
+        def is_quantized(node: ir.Node | None) -> bool:
+            if node is None or not node.name or node.op_type in _QDQ:
+                return False
+            return quantized is None or node.name in quantized
+
+        def record(name: str, members: Iterable[ir.Node | None], error: float) -> None:
+            nodes: tuple[str, ...] = tuple(dict.fromkeys(n.name or "" for n in members if n is not None and is_quantized(n)))
+            if not nodes:
+                return
+            known = tensors.get(name)
+            if known is not None:
+                nodes = tuple(dict.fromkeys(known.nodes + nodes))
+                error = max(error, known.error)
+            tensors[name] = TensorError(name, nodes, error if math.isfinite(error) else 1e9)
 
         for node in graph:
             if node.op_type != "DequantizeLinear" or not node.outputs[0].name:
@@ -192,6 +275,7 @@ class SensitivityMeter:
                 charge(origin, error)
                 if origin is not None and origin.op_type in _FUSED and origin.inputs and origin.inputs[0] is not None:
                     charge(origin.inputs[0].producer(), error)
+                record(x.name or "", [origin, *consumers], error)  # type: ignore[union-attr]
             else:  # a constant (weight or bias) stored quantized: compare with the FP32 constant
                 axis = node.attributes.get_int("axis", 0) if dequantized.ndim > 1 else None
                 error = 0.0
@@ -199,6 +283,7 @@ class SensitivityMeter:
                     reference = _fp32_constant(fp32_nodes.get(consumer.name or ""), consumer, out)
                     if reference is not None and reference.shape == dequantized.shape:
                         error = max(error, normalized_error(dequantized, reference, axis=axis))
+                record(out.name or "", consumers, error)
             for consumer in consumers:
                 charge(consumer, error)
 
@@ -222,7 +307,8 @@ class SensitivityMeter:
             score = charged.get(name, 0.0) + self.output_share * added
             if name and (name in charged or added > 0):
                 scores[name] = score if math.isfinite(score) else 1e9
-        return scores
+        ranked = sorted(tensors.values(), key=lambda t: (-t.error, t.tensor))
+        return SensitivityReport(scores, tuple(ranked))
 
 
 def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Value) -> np.ndarray | None:
@@ -269,6 +355,18 @@ def _sample_units(
     return units
 
 
+def _run_units(session: Any, units: Sequence[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """Each unit's outputs; single-sample units run as one batch when every output splits back per sample."""
+    if len(units) > 1 and all(next(iter(u.values())).shape[:1] == (1,) for u in units):
+        try:
+            batched = session.run(None, _concat(units))
+        except Exception:  # a model that does not take the batch after all: run one by one
+            batched = None
+        if batched is not None and all(np.ndim(o) >= 1 and np.shape(o)[0] == len(units) for o in batched):
+            return [[o[i : i + 1] for o in batched] for i in range(len(units))]
+    return [session.run(None, dict(u)) for u in units]
+
+
 def _concat(units: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One feed from several units (concatenated on the first axis when the shapes allow, else the first)."""
     if len(units) == 1:
@@ -294,3 +392,81 @@ def feeds_from_batches(batches: Iterable[Any], model: onnx.ModelProto, limit: in
         if seen >= limit:
             break
     return feeds
+
+
+class AgreementProxy:
+    """The label-free accuracy predictor behind ``StrategyContext.estimate`` (see the module docstring).
+
+    ``proxy(config)`` quantizes ``config``, runs it once over the samples (batched when the model's
+    batch axis is dynamic) and returns the fraction of samples whose top-1 class differs from the FP32
+    model's for a classifier-shaped output (float, rank >= 2, last axis > 1; for rank 3+ each position,
+    e.g. each token, counts as a sample); with several such outputs, the largest fraction. Results are
+    cached by configuration key.
+
+    Args:
+        fp32_model: the FP32 model (outputs in the same order as the candidates').
+        quantize: ``config -> QuantizedModel`` (or ``onnx.ModelProto``).
+        feeds: input batches to take samples from (calibration data).
+        max_samples: how many samples to use.
+
+    Attributes:
+        applicable: the model has a classifier-shaped output and there are samples; otherwise
+            :meth:`__call__` returns NaN and strategies do without the proxy.
+        samples: how many samples a call compares.
+        runs: candidate runs made (cache misses).
+    """
+
+    def __init__(
+        self,
+        fp32_model: onnx.ModelProto,
+        quantize: Callable[[TuningConfig], Any],
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        *,
+        max_samples: int = 256,
+    ) -> None:
+        from lpot_ir.backends.onnxruntime.session import make_session
+
+        self.quantize = quantize
+        split = _dynamic_batch(fp32_model)
+        units = _sample_units(feeds, max_samples, split=split)
+        self._batches = [_concat(units)] if split and units else units
+        self._cache: dict[str, float] = {}
+        self.runs = 0
+        self.samples = 0
+        self._reference: list[list[np.ndarray]] = []
+        self._classifier: list[int] = []
+        if not self._batches:
+            self.applicable = False
+            return
+        session = make_session(fp32_model.SerializeToString(), intra_op_threads=1)
+        self._reference = [session.run(None, dict(batch)) for batch in self._batches]
+        first = self._reference[0]
+        self._classifier = [
+            i for i, out in enumerate(first)
+            if np.issubdtype(np.asarray(out).dtype, np.floating) and np.ndim(out) >= 2 and np.shape(out)[-1] > 1
+        ]  # fmt: skip
+        self._reference_top1 = [[np.argmax(out[i], axis=-1) for i in self._classifier] for out in self._reference]
+        self.samples = int(sum(int(np.prod(t[0].shape)) if t else 0 for t in self._reference_top1))
+        self.applicable = bool(self._classifier) and self.samples > 0
+
+    def __call__(self, config: TuningConfig) -> float:
+        if not self.applicable:
+            return math.nan
+        key = config.key()
+        if key in self._cache:
+            return self._cache[key]
+        from lpot_ir.backends.onnxruntime.session import make_session
+
+        self.runs += 1
+        model, _quantized = _model_and_quantized(self.quantize(config))
+        session = make_session(model.SerializeToString(), intra_op_threads=1)
+        differing = np.zeros(len(self._classifier))
+        counted = np.zeros(len(self._classifier))
+        for batch, reference in zip(self._batches, self._reference_top1, strict=True):
+            outputs = session.run(None, dict(batch))
+            for k, (index, top1) in enumerate(zip(self._classifier, reference, strict=True)):
+                differing[k] += int(np.count_nonzero(np.argmax(outputs[index], axis=-1) != top1))
+                counted[k] += top1.size
+        rate = float(np.max(differing / np.maximum(counted, 1)))
+        self._cache[key] = rate
+        return rate

@@ -27,7 +27,10 @@ def main() -> None:
             os._exit(3)  # killed in the middle of a trial: no cleanup, no finally blocks
         return digits.eval_func(model)
 
-    config = make_config(workspace, "basic", timeout=3600, max_trials=30, resume=workspace if resume else None)
+    config = make_config(  # without the proxy, basic needs several trials: a kill can land in the middle
+        workspace, "basic", timeout=3600, max_trials=30, resume=workspace if resume else None,
+        strategy_options={"proxy": False},
+    )
     quantizer = ModelQuantizer(digits.model_path, digits.calib_dataloader(batch_size=10))
     outcome = tune(config, quantizer, Evaluator(eval_func=eval_func), progress=False)
     print(json.dumps({

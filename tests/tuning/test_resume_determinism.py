@@ -56,7 +56,8 @@ def test_resume_from_a_different_run_is_refused(digits, quantizer, tmp_path):
 
 
 def test_torn_last_history_line_is_ignored(digits, quantizer, tmp_path):
-    tune(make_config(tmp_path, max_trials=2), quantizer, Evaluator(eval_func=digits.eval_func), progress=False)
+    config = make_config(tmp_path, max_trials=2, strategy_options={"proxy": False})  # two trials without the proxy
+    tune(config, quantizer, Evaluator(eval_func=digits.eval_func), progress=False)
     path = tmp_path / "history.jsonl"
     path.write_text(path.read_text() + '{"kind": "trial", "ind')
     _header, trials = TuningHistory(path).read()
