@@ -167,7 +167,7 @@ def _write_data(workdir: Path) -> tuple[Path, Path, Path]:
     return fp32, workdir / "eval.npz", workdir / "calib.npz"
 
 
-def run_ours_here(strategy: str, fmt: str, workdir: Path) -> dict[str, Any]:
+def run_ours_here(strategy: str, fmt: str, workdir: Path, eval_repeat: int = 1) -> dict[str, Any]:
     """One lpot-ir tuning run in this process (called in a fresh subprocess by :func:`run_ours`)."""
     from lpot_ir.data import DataLoader
     from lpot_ir.examples_data import model_accuracy
@@ -185,7 +185,8 @@ def run_ours_here(strategy: str, fmt: str, workdir: Path) -> dict[str, Any]:
     began = time.perf_counter()
 
     def eval_func(model: Any) -> float:
-        accuracy = model_accuracy(model, inputs, labels)
+        for _ in range(eval_repeat):  # --eval-repeat: stands for a validation set that many times larger
+            accuracy = model_accuracy(model, inputs, labels)
         accuracies.append(accuracy)
         ends.append(time.perf_counter() - began)
         return accuracy
@@ -265,7 +266,7 @@ def _last_json(stdout: str) -> dict[str, Any]:
     raise RuntimeError(f"no JSON line in the output:\n{stdout[-2000:]}")
 
 
-def run_ours(strategy: str, fmt: str, workdir: Path) -> RunResult:
+def run_ours(strategy: str, fmt: str, workdir: Path, eval_repeat: int = 1) -> RunResult:
     """One lpot-ir run in a fresh process."""
     cmd = [
         sys.executable,
@@ -276,6 +277,8 @@ def run_ours(strategy: str, fmt: str, workdir: Path) -> RunResult:
         fmt,
         "--workdir",
         str(workdir),
+        "--eval-repeat",
+        str(eval_repeat),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     (workdir / f"ours_{strategy}_{fmt}.log").write_text(done.stderr)
@@ -284,7 +287,7 @@ def run_ours(strategy: str, fmt: str, workdir: Path) -> RunResult:
     return RunResult(**_last_json(done.stdout))
 
 
-def run_inc(python: Path, fmt: str, level: str, workdir: Path) -> RunResult:
+def run_inc(python: Path, fmt: str, level: str, workdir: Path, eval_repeat: int = 1) -> RunResult:
     """One INC 2.6 run in its venv (``benchmarks/inc_driver.py``)."""
     output = workdir / f"inc_{fmt}_level-{level}.onnx"
     cmd = [
@@ -294,6 +297,7 @@ def run_inc(python: Path, fmt: str, level: str, workdir: Path) -> RunResult:
         "--workspace", str(workdir / f"ws_inc_{fmt}_{level}"), "--quant-format", fmt, "--quant-level", level,
         "--strategy", "basic", "--max-trials", str(MAX_TRIALS), "--timeout", "0",
         "--relative", str(RELATIVE), "--calib-batch", str(CALIB_BATCH), "--seed", str(SEED),
+        "--eval-repeat", str(eval_repeat),
     ]  # fmt: skip
     shutil.rmtree(workdir / f"ws_inc_{fmt}_{level}", ignore_errors=True)
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
@@ -356,13 +360,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--iterations", type=int, default=100, help="timed runs per model per round at batch 1"
     )
+    parser.add_argument(
+        "--eval-repeat", type=int, default=1,
+        help="each eval_func call scores the eval split this many times (same on both sides): the cost of "
+        "a realistic validation set, where evaluations, not fixed overheads, decide the wall time",
+    )
     parser.add_argument("--_ours", help=argparse.SUPPRESS)
     parser.add_argument("--_format", default="qdq", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._ours:  # child process: one lpot-ir run
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-        print(json.dumps(run_ours_here(args._ours, args._format, args.workdir), default=str))
+        print(json.dumps(run_ours_here(args._ours, args._format, args.workdir, args.eval_repeat), default=str))
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -375,12 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in args.formats.split(","):
         for strategy in args.strategies.split(","):
             logger.info("lpot-ir %s (%s) ...", strategy, fmt)
-            runs.append(run_ours(strategy, fmt, workdir))
+            runs.append(run_ours(strategy, fmt, workdir, args.eval_repeat))
     inc_runs: list[RunResult] = []
     for level in args.inc_quant_levels.split(","):
         for fmt in args.inc_formats.split(","):
             logger.info("INC 2.6 basic (%s, quant_level %s) ...", fmt, level)
-            inc_runs.append(run_inc(inc_python, fmt, level, workdir))
+            inc_runs.append(run_inc(inc_python, fmt, level, workdir, args.eval_repeat))
     ref_fmt, ref_level = args.inc_reference.split(",")
     reference = next(r for r in inc_runs if f"({ref_fmt}, quant_level {ref_level})" in r.name)
 

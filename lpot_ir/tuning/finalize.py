@@ -157,6 +157,15 @@ def finalize(
     files["model"] = quantized.save(workspace / BEST_MODEL_FILE)
     files["recipe"] = files["model"].with_name(f"{files['model'].stem}.recipe.json")
     speedup = measure_speedup(fp32_proto, quantized.model, feeds[0] if feeds else None)
+    if speedup is not None and speedup < 1.0:
+        slow = (
+            f"The chosen INT8 model runs slower than FP32 ({speedup:.2f}x). Isolated Q/DQ pairs can cost more than "
+            "the integer kernels save (ONNX Runtime then drops its blocked-layout kernels around them). Set "
+            "tuning.exit_policy.timeout > 0 so the search keeps looking for a faster configuration that meets the "
+            "criterion, or use the basic strategy."
+        )
+        logger.warning(slow)
+        warning = f"{warning} {slow}" if warning else slow
     wall = time.perf_counter() - start
     outcome = TuningOutcome(
         model=quantized,
