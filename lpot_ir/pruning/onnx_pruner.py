@@ -1,0 +1,82 @@
+"""One-shot magnitude pruning of an ONNX model's weight initializers (no training is possible here).
+
+Every selected initializer is pruned to its pruner's ``target_sparsity`` at once; the epochs of the
+schedule do not apply. By default the weights are the initializers read as the weight of a Conv,
+ConvTranspose, Gemm or MatMul (input 1); ``names`` may name any floating-point initializer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from lpot_ir.ir.model import all_graphs, all_nodes
+from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
+
+__all__ = ["prune_initializers", "prunable_initializers"]
+
+logger = logging.getLogger(__name__)
+
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _initializers(model: ir.Model) -> dict[str, tuple[ir.Value, np.ndarray]]:
+    """Floating-point initializers of every graph: name -> (value, its array)."""
+    found: dict[str, tuple[ir.Value, np.ndarray]] = {}
+    for graph in all_graphs(model):
+        for name, value in graph.initializers.items():
+            tensor = value.const_value
+            if tensor is not None and name not in found:
+                array = tensor.numpy()
+                if np.issubdtype(array.dtype, np.floating):
+                    found[name] = (value, array)
+    return found
+
+
+def _channel_axis(node: ir.Node) -> int:
+    """The output-channel axis of a node's weight (input 1)."""
+    if node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB")
+        return 0 if trans_b is not None and trans_b.as_int() else 1
+    if node.op_type == "MatMul":
+        return -1
+    if node.op_type == "ConvTranspose":
+        return 1
+    return 0
+
+
+def prunable_initializers(model: ir.Model) -> dict[str, int]:
+    """Weight initializers of Conv/ConvTranspose/Gemm/MatMul nodes with ≥ 2 dims -> their output-channel axis."""
+    inits = _initializers(model)
+    found: dict[str, int] = {}
+    for node in all_nodes(model):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _WEIGHT_OPS or len(node.inputs) < 2:
+            continue
+        weight = node.inputs[1]
+        if weight is not None and weight.name in inits and inits[weight.name][1].ndim >= 2:
+            found.setdefault(weight.name, _channel_axis(node))
+    return found
+
+
+def prune_initializers(model: ir.Model, schedules: Sequence[PruneSchedule]) -> list[LayerSparsity]:
+    """Prune ``model``'s weights in place to their targets and return the measured sparsity per weight.
+
+    Raises:
+        ConfigError: a name matches no floating-point initializer, or nothing is prunable.
+    """
+    inits = _initializers(model)
+    axes = prunable_initializers(model)
+    chosen = select_weights(schedules, inits, list(axes), kind="initializer")
+    report = []
+    for name, schedule in chosen:
+        value, weight = inits[name]
+        keep = magnitude_mask(
+            weight, schedule.target_sparsity, method=schedule.method, channel_axis=axes.get(name, 0)
+        )
+        pruned = np.where(keep, weight, np.zeros((), dtype=weight.dtype)).astype(weight.dtype)
+        value.const_value = ir.tensor(pruned, name=name)
+        report.append(LayerSparsity.measure(name, pruned, schedule.target_sparsity))
+    return report
