@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "ANNOTATION_KEY",
@@ -449,7 +449,7 @@ class DerivedBiasSpec:
     weight_value: str
 
 
-TensorQuantSpec = Union[QuantSpec, SharedQuantSpec, DerivedBiasSpec]
+TensorQuantSpec = QuantSpec | SharedQuantSpec | DerivedBiasSpec
 
 
 @dataclass(frozen=True)
