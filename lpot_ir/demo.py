@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from lpot_ir.tuning.finalize import measure_speedup
 
-    all_int8 = outcome.trials[0].accuracy if outcome.trials else None
+    all_int8 = next(
+        (t.accuracy for t in outcome.trials if not any(o.override.fp32 for o in t.config.overrides)), None
+    )
     fp32 = onnx.load(str(example.model_path))
     speedup = measure_speedup(fp32, outcome.model.model, {"input": example.eval_data[:100]})
     best = outcome.best
@@ -81,10 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  FP32 accuracy         {outcome.baseline_accuracy:.4f}  (500 held-out digits)")
     if all_int8 is not None:
         loss0 = (outcome.baseline_accuracy - all_int8) / outcome.baseline_accuracy
-        print(f"  all-INT8 accuracy     {all_int8:.4f}  (trial 0: relative loss {loss0:.2%})")
+        print(f"  all-INT8 accuracy     {all_int8:.4f}  (relative loss {loss0:.2%})")
+    elif outcome.estimate_calls:
+        print(
+            "  all-INT8 accuracy     not evaluated: the label-free accuracy proxy predicted it misses the goal "
+            f"({outcome.estimate_calls} proxy run(s) on calibration samples, no evaluation)"
+        )
     print(f"  tuned INT8 accuracy   {best.accuracy:.4f}  (trial {best.index})")
     print(f"  relative loss         {outcome.relative_loss:.2%}  (criterion: at most 1.00%; {'met' if outcome.met_goal else 'NOT met'})")
-    print(f"  trials                {len(outcome.trials)}  (strategy {args.strategy}; {outcome.stop_reason})")
+    print(
+        f"  evaluations           {len(outcome.trials) + 1}  (FP32 baseline + {len(outcome.trials)} INT8 trial(s); "
+        f"strategy {args.strategy}; {outcome.stop_reason})"
+    )
     print(f"  ops kept in FP32      {len(fp32_ops)}: {', '.join(fp32_ops) or 'none'}")
     print(f"  tuning wall time      {tuning_seconds:.1f} s  (total with data preparation {time.perf_counter() - began:.1f} s)")
     if speedup is not None:
