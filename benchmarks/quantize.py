@@ -5,6 +5,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/quantize.py                 # everything
     .venv/bin/python benchmarks/quantize.py --only resnet18 --rounds 5 --iterations 20
 
+Structure first: each lpot-ir model and ONNX Runtime's quantization of the same FP32 model are loaded
+with ORT's graph optimizations and the op types whose counts differ are printed (load-independent).
 Latency is measured with :func:`lpot_ir.backends.onnxruntime.benchmarking.compare_latency`: one intra-op
 thread, the models run in interleaved rounds with the order rotated each round, and the reported ratio
 is the median of the per-round ratios. Two-thread and batched figures are printed beside them.
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +227,33 @@ def ort_dynamic(model: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
 # -- measurements ------------------------------------------------------------------------------------
 
 
+def optimized_ops(model: onnx.ModelProto, folder: Path, name: str) -> Counter[str]:
+    """Op type counts of ``model`` after ONNX Runtime's graph optimizations (what actually runs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(folder / f"{name}_ort_optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def structure_rows(
+    label: str, models: dict[str, onnx.ModelProto], pairs: list[tuple[str, str]], folder: Path
+) -> list[list[object]]:
+    """One row per op type whose count differs between the two models of each (lpot, ort) pair."""
+    rows: list[list[object]] = []
+    for lpot, ort_name in pairs:
+        a = optimized_ops(models[lpot], folder, f"{label}_{lpot}")
+        b = optimized_ops(models[ort_name], folder, f"{label}_{ort_name}")
+        differing = sorted(t for t in set(a) | set(b) if a[t] != b[t])
+        rows += [[label, f"{lpot} vs {ort_name}", t, a[t], b[t]] for t in differing]
+        if not differing:
+            rows.append([label, f"{lpot} vs {ort_name}", "(identical op counts)", sum(a.values()), sum(b.values())])
+    return rows
+
+
 def _latency_rows(
     label: str, models: dict[str, onnx.ModelProto], feed, batched_feed, args
 ) -> list[list[object]]:
@@ -275,7 +305,7 @@ def _latency_rows(
     return rows
 
 
-def bench_resnet18(args, folder: Path) -> list[list[object]]:
+def bench_resnet18(args, folder: Path) -> tuple[list[list[object]], list[list[object]]]:
     fp32 = resnet(18)
     rng = np.random.default_rng(0)
     feeds = [{"input_0": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)} for _ in range(args.calib)]
@@ -285,10 +315,11 @@ def bench_resnet18(args, folder: Path) -> list[list[object]]:
     ort = ort_static(fp32, feeds, folder)
     models = {"fp32": fp32, "ort_int8": ort, "lpot_int8": lpot, "lpot_qoperator": lpot_qop}
     batched = {"input_0": rng.normal(size=(8, 3, 224, 224)).astype(np.float32)}
-    return _latency_rows("resnet18", models, feeds[0], batched, args)
+    structure = structure_rows("resnet18", models, [("lpot_int8", "ort_int8"), ("lpot_qoperator", "ort_int8")], folder)
+    return structure, _latency_rows("resnet18", models, feeds[0], batched, args)
 
 
-def bench_encoder(args, folder: Path) -> list[list[object]]:
+def bench_encoder(args, folder: Path) -> tuple[list[list[object]], list[list[object]]]:
     fp32 = encoder()
     rng = np.random.default_rng(0)
     feeds = [{"input_0": rng.normal(size=(1, 128, 384)).astype(np.float32)} for _ in range(args.calib)]
@@ -303,7 +334,8 @@ def bench_encoder(args, folder: Path) -> list[list[object]]:
         "lpot_dynamic": dynamic,
     }
     batched = {"input_0": rng.normal(size=(8, 128, 384)).astype(np.float32)}
-    return _latency_rows("encoder", models, feeds[0], batched, args)
+    structure = structure_rows("encoder", models, [("lpot_int8", "ort_int8"), ("lpot_dynamic", "ort_dynamic")], folder)
+    return structure, _latency_rows("encoder", models, feeds[0], batched, args)
 
 
 def bench_apply(args, folder: Path) -> list[list[object]]:
@@ -353,10 +385,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         latency: list[list[object]] = []
-        if "resnet18" in sections:
-            latency += bench_resnet18(args, folder)
-        if "encoder" in sections:
-            latency += bench_encoder(args, folder)
+        structure: list[list[object]] = []
+        for section, bench in (("resnet18", bench_resnet18), ("encoder", bench_encoder)):
+            if section in sections:
+                ops, rows = bench(args, folder)
+                structure += ops
+                latency += rows
+        if structure:
+            print(
+                format_table(
+                    ["model", "pair", "op type", "count (lpot)", "count (ORT)"],
+                    structure,
+                    title="After ONNX Runtime's graph optimizations: op types whose counts differ",
+                )
+            )
         if latency:
             print(
                 format_table(

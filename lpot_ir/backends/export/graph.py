@@ -76,6 +76,7 @@ SUPPORTED_OPS = frozenset(
         "Not",
         "Min",
         "Max",
+        "Sum",
         "Mod",
         "ReduceMean",
         "ReduceSum",

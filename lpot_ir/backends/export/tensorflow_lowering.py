@@ -612,6 +612,7 @@ TF_OPS: dict[str, Callable[[_Ctx], Any]] = {
     "Not": _fn("math.logical_not"),
     "Min": _variadic("minimum"),
     "Max": _variadic("maximum"),
+    "Sum": _variadic("add"),
     "Where": _fn("where", 3),
     "Sqrt": _fn("math.sqrt"),
     "Exp": _fn("math.exp"),

@@ -449,6 +449,7 @@ TORCH_OPS: dict[str, Callable[[LoweredNode, list[Any]], Any]] = {
     "Not": _unary(lambda x: ~x),
     "Min": _variadic("minimum"),
     "Max": _variadic("maximum"),
+    "Sum": _variadic("add"),
     "Where": lambda n, ins: _t().where(ins[0], ins[1], ins[2]),
     "Sqrt": _unary(lambda x: x.sqrt()),
     "Exp": _unary(lambda x: x.exp()),

@@ -22,6 +22,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import onnx_ir as ir
 
@@ -45,6 +46,7 @@ __all__ = [
     "QuantizableNode",
     "CpuFeatures",
     "CAPABILITIES",
+    "SLOW_ORT_FUSIONS",
     "PER_CHANNEL_MIN_OPSET",
     "cpu_features",
     "default_op_config",
@@ -162,6 +164,20 @@ CAPABILITIES: Mapping[str, OpCapability] = dict(
     ]
 )
 """op_type -> what ONNX Runtime can do with it in INT8 (the one table)."""
+
+SLOW_ORT_FUSIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "SkipLayerNormalization": (
+            "Add(a, b) -> LayerNormalization, fused when both Add inputs have the same static 3-D shape. "
+            "The CPU kernel is a scalar per-row loop with a division per element: 0.25 ms against 0.04 ms "
+            "for Add + LayerNormalization at [1, 128, 384] (6x; same at batch 8, hidden 768 and 2 threads; "
+            "ONNX Runtime 1.32)."
+        ),
+    }
+)
+"""Fusions ONNX Runtime's optimizer makes (level ``all``) whose CPU kernel is slower than the ops it replaces:
+fused op -> the pattern and the measurement. Quantized models are written in an equivalent form the fusion
+does not match (:mod:`lpot_ir.passes.quantization.ort_fusions`); delete an entry when ORT's kernel catches up."""
 
 
 @dataclass(frozen=True)

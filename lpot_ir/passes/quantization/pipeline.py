@@ -1,4 +1,5 @@
-"""``quantize_model``: annotate a model for a TuningConfig, then rewrite it (Q/DQ, dynamic, QOperator)."""
+"""``quantize_model``: annotate a model for a TuningConfig, then rewrite it (Q/DQ, dynamic, QOperator),
+then keep ONNX Runtime from fusing it into slower kernels (:mod:`~lpot_ir.passes.quantization.ort_fusions`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lpot_ir.ir.quant import Approach, CalibAlgorithm, Fp32Reason, QuantFormat, 
 from lpot_ir.passes.quantization.annotate import AnnotationResult, annotate
 from lpot_ir.passes.quantization.dynamic import DynamicQuantizePass
 from lpot_ir.passes.quantization.insert_qdq import InsertQDQPass
+from lpot_ir.passes.quantization.ort_fusions import avoid_slow_ort_fusions
 
 __all__ = ["QuantizationReport", "quantize_model"]
 
@@ -76,4 +78,5 @@ def quantize_model(
         from lpot_ir.passes.quantization.lower_qoperator import lower_to_qoperator
 
         lower_to_qoperator(model)
+    avoid_slow_ort_fusions(model)
     return report

@@ -1,0 +1,78 @@
+"""Write quantized models so ONNX Runtime does not fuse them into kernels slower than the unfused ops.
+
+ONNX Runtime's optimizer (level ``all``) fuses some patterns into contrib ops whose CPU kernel is slower
+than the standard ops they replace; :data:`~lpot_ir.backends.onnxruntime.capabilities.SLOW_ORT_FUSIONS`
+lists them with the measurement. This rule set rewrites each such pattern into an equivalent form the
+fusion does not match. It runs last in :func:`~lpot_ir.passes.quantization.quantize_model`, on every
+approach and format.
+
+Rules (spec in arrow form):
+
+* ``LayerNormalization(Add(a, b)) → LayerNormalization(Sum(a, b))`` — avoids ``SkipLayerNormalization``.
+  ORT fuses a residual ``Add`` into the following ``LayerNormalization`` whenever both Add inputs have the
+  same static 3-D shape, which lpot-ir's shape-inferred models always state (ORT's own quantizer keeps
+  the fusion off some layers only because its models lose the shape through ``Reshape``). A two-input
+  ``Sum`` computes the same sum with the same kernel speed as ``Add`` and is not matched. Only an Add of
+  two non-constant tensors whose only reader is the LayerNormalization is rewritten (anything else is
+  not fused by ORT either).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import onnx_ir as ir
+
+from lpot_ir.backends.onnxruntime.capabilities import SLOW_ORT_FUSIONS, constant_value
+from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, op, var
+from lpot_ir.passes.rewrite import RewriteReport, apply_rules
+
+__all__ = ["avoid_slow_ort_fusions", "slow_fusion_rules"]
+
+logger = logging.getLogger(__name__)
+
+
+def _skip_layer_norm_rule() -> Rule:
+    add = op("Add", var("a"), var("b"), name="add")
+    root = op("LayerNormalization", add, var("scale"), var("bias", optional=True), name="ln", outputs=1)
+
+    def check(m: Match) -> str | None:
+        if constant_value(m["a"]) is not None or constant_value(m["b"]) is not None:
+            return "one Add input is a constant (a bias, not a residual): ORT does not fuse it"
+        return None
+
+    def replace(b: Builder, m: Match) -> ir.Value:
+        add_node, ln = m.node("add"), m.node("ln")
+        total = b.op("Sum", m["a"], m["b"], name=add_node.name)
+        attrs: dict[str, Any] = dict(ln.attributes.items())
+        return b.op("LayerNormalization", total, m["scale"], m["bias"], name=ln.name, **attrs)
+
+    return Rule(
+        "KeepResidualAddOutOfSkipLayerNorm",
+        Pattern(root),  # exclusive: the Add feeds only the LayerNormalization (what ORT's fusion requires too)
+        replace,
+        check,
+        commute=False,
+        spec="LayerNormalization(Add(a, b)) → LayerNormalization(Sum(a, b))",
+    )
+
+
+_RULES = {"SkipLayerNormalization": _skip_layer_norm_rule}
+
+
+def slow_fusion_rules() -> RuleSet:
+    """The rules for the fusions listed in :data:`SLOW_ORT_FUSIONS`."""
+    return RuleSet(
+        "avoid-slow-ort-fusions",
+        [make() for fused, make in _RULES.items() if fused in SLOW_ORT_FUSIONS],
+        "equivalent forms that ONNX Runtime does not fuse into slower kernels",
+    )
+
+
+def avoid_slow_ort_fusions(model: ir.Model) -> RewriteReport:
+    """Rewrite ``model``'s main graph in place with :func:`slow_fusion_rules`; return the rewrite report."""
+    report = apply_rules(model.graph, slow_fusion_rules(), on_limit="warn")
+    if report.steps:
+        logger.debug("avoid-slow-ort-fusions: %s", dict(report.counts))
+    return report
