@@ -220,12 +220,10 @@ class Benchmark:
         try:
             from lpot_ir.frontends import to_onnx
         except ImportError:
-            to_onnx = None
-        if to_onnx is None:
             raise ModelLoadError(
                 f"Benchmark cannot use a model of type {type(model).__name__}: it is not ONNX and this installation "
                 "has no framework converter (lpot_ir.frontends.to_onnx). Export the model to ONNX first."
-            )
+            ) from None
         framework = self.conf.model.framework
         converted = to_onnx(
             model,

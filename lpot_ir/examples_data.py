@@ -349,7 +349,7 @@ def _export(net: Any, sample: np.ndarray) -> bytes:
         torch.onnx.export(
             net,
             (torch.from_numpy(sample),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # hint says path-only; dynamo=False writes to files too
             dynamo=False,
             opset_version=17,
             input_names=["input"],

@@ -9,6 +9,7 @@ counts, subgraphs included.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,7 +128,12 @@ def _count(tensor: Any) -> tuple[int, int]:
     if tensor is None or tensor.dtype in _NOT_PARAMETERS:
         return 0, 0
     size = int(np.prod(tensor.shape.numpy())) if tensor.shape is not None else 0
-    return size, size * tensor.dtype.itemsize
+    return size, _nbytes(size, tensor.dtype)
+
+
+def _nbytes(size: int, dtype: ir.DataType) -> int:
+    """Bytes of ``size`` elements; ``itemsize`` is a float (0.5 for 4-bit types, packed two per byte)."""
+    return math.ceil(size * dtype.itemsize)
 
 
 def _parameters(model: ir.Model) -> tuple[int, int]:
@@ -152,7 +158,7 @@ def _parameters(model: ir.Model) -> tuple[int, int]:
                 if dtype in _NOT_PARAMETERS:
                     continue
                 size = int(np.prod(shape.numpy()))
-                elements, nbytes = elements + size, nbytes + size * dtype.itemsize
+                elements, nbytes = elements + size, nbytes + _nbytes(size, dtype)
     return elements, nbytes
 
 

@@ -213,6 +213,7 @@ class Quantization:
 
             calib = create_dataloader(conf.quantization.calibration.dataloader)
         approach = conf.quantization.approach
+        assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
         source_framework = target.source if target is not None else None
         model, name_map, framework, original = self._convert(source_framework, calib)

@@ -77,7 +77,7 @@ def select_tensors(model: ir.Model, tensors: Iterable[str] | None = None) -> Ten
     graph = model.graph
     selection = TensorSelection()
     initializers = {name: value for name, value in graph.initializers.items()}
-    graph_inputs = {value.name: value for value in graph.inputs if value.name not in initializers}
+    graph_inputs = {value.name: value for value in graph.inputs if value.name and value.name not in initializers}
     node_outputs: dict[str, ir.Value] = {}
     for node in graph:
         for value in node.outputs:

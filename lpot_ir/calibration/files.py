@@ -145,7 +145,7 @@ def _plan_file(path: Path, root: Path, specs: Sequence[InputSpec], batch_size: i
         if path.suffix.lower() == ".npy":
             headers: dict[str | None, tuple[tuple[int, ...], np.dtype]] = {None: _npy_header(path)}
         else:
-            headers = dict(_npz_headers(path))
+            headers = {name: header for name, header in _npz_headers(path).items()}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(
             f"Calibration data {where} is not a readable numpy file ({exc}). Re-save it with numpy.save / "
@@ -173,7 +173,7 @@ def _plan_file(path: Path, root: Path, specs: Sequence[InputSpec], batch_size: i
                 f"input ({', '.join(names)})."
             )
         keys = {n: n for n in names}
-        extra = [k for k in headers if k not in keys.values()]
+        extra = [k for k in headers if k is not None and k not in keys.values()]  # no None key here
         if extra:
             logger.info("Calibration data %s: ignoring arrays that are not model inputs: %s.", where, ", ".join(extra))
     samples: int | None = None

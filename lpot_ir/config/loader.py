@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import functools
 import importlib.resources
 import logging
 import os
@@ -117,7 +116,7 @@ def _type_name(tp: Any) -> str:
         return f"{inner}, or a list of them" if inner.startswith("one of") else f"{inner} or a list of them"
     if origin is dict:
         return "a mapping"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return f"a mapping (the {tp.__name__} section)"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(m.value for m in tp)
@@ -153,7 +152,7 @@ def _coerce(value: Any, tp: Any, path: KeyPath, ctx: _Context) -> Any:
             except ConfigError:
                 continue
         raise _wrong_type(value, tp, path, ctx)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if value is None:
@@ -270,9 +269,15 @@ def _build(cls: type[T], data: Mapping[Any, Any], path: KeyPath, ctx: _Context) 
         raise ConfigError(f"Invalid {_dotted(path)}{ctx.where(path)}: {exc}") from None
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """``typing.get_type_hints(cls)``, computed once per class."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def coerce_fields(section: Any) -> None:

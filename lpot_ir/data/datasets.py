@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -85,9 +85,11 @@ class DummyDataset:
         label: bool = False,
         seed: int = 9527,
     ) -> None:
-        shapes = (
-            [list(shape)] if shape and not isinstance(shape[0], (list, tuple)) else [list(s) for s in shape]
-        )
+        shapes: list[list[int]]
+        if shape and not isinstance(shape[0], (list, tuple)):
+            shapes = [list(cast("Sequence[int]", shape))]
+        else:
+            shapes = [list(s) for s in cast("Sequence[Sequence[int]]", shape)]
         if not shapes or any(
             not s or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in s) for s in shapes
         ):

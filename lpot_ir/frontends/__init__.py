@@ -14,6 +14,7 @@ Heavy frameworks are imported only inside the functions that need them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def export_to_pytorch(qdq_model: Any) -> Any:
     return _export(qdq_model)
 
 
-def export_to_tensorflow(qdq_model: Any, path: str | Path) -> Path:
+def export_to_tensorflow(qdq_model: Any, path: str | os.PathLike[str]) -> Path:
     """Lower a Q/DQ ONNX model to a TensorFlow SavedModel at ``path``.
 
     See :mod:`lpot_ir.backends.export.tensorflow_lowering`.

@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import io
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 _OP_RE = re.compile(r"operator '([^']+)'")
 
 
-def load_torchscript(path: str | Path) -> Any:
+def load_torchscript(path: str | os.PathLike[str]) -> Any:
     """Load a TorchScript file (``torch.jit.save``) on the CPU.
 
     Raises:
@@ -48,11 +49,11 @@ def load_torchscript(path: str | Path) -> Any:
     import torch
 
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(os.fspath(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError with C++ text
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"{str(path)!r} could not be loaded as a TorchScript file ({first}). Save the model with "
+            f"{os.fspath(path)!r} could not be loaded as a TorchScript file ({first}). Save the model with "
             "torch.jit.trace(model, example).save(path) or torch.jit.script(model).save(path), or pass the "
             "torch.nn.Module itself."
         ) from None
@@ -139,7 +140,7 @@ def convert_pytorch(
                 torch.onnx.export(
                     model,
                     tuple(args),
-                    buffer,
+                    buffer,  # type: ignore[arg-type]  # hint says path-only; dynamo=False writes to files too
                     kwargs=kwargs or None,
                     dynamo=False,
                     opset_version=opset,

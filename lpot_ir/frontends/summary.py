@@ -212,7 +212,7 @@ def _summarize_saved_model(path: Path) -> Summary:
         kind="TensorFlow SavedModel",
         inputs=tuple(_spec_info(k, v) for k, v in kw.items()),
         outputs=tuple(
-            _spec_info(k, v)
+            _spec_info(str(k), v)
             for k, v in (outputs.items() if isinstance(outputs, dict) else enumerate(outputs))
         ),
         notes=(f"signature {name!r} (of {sorted(sigs)})",),

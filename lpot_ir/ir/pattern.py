@@ -41,6 +41,7 @@ __all__ = [
     "Var",
     "OpPattern",
     "OutputRef",
+    "PatternInput",
     "Pattern",
     "Match",
     "Decline",
@@ -751,7 +752,7 @@ Check = Callable[[Match], None | bool | str | Decline]
 Replacement = Callable[[Builder, Match], ir.Value | Sequence[ir.Value | None] | Decline | None]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Rule:
     """A rewrite rule: a named pattern, a replacement, an optional check and an explicit benefit.
 
@@ -775,15 +776,33 @@ class Rule:
     commute: bool = True
     variants: tuple[Pattern, ...] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.pattern, OpPattern):
-            object.__setattr__(self, "pattern", Pattern(self.pattern))
-        if not isinstance(self.pattern, Pattern):
-            raise TypeError(f"Rule {self.name!r}: pattern must be a Pattern or an op() pattern")
-        if self.benefit is None:
-            object.__setattr__(self, "benefit", len(self.pattern))
-        variants = self.pattern.variants() if self.commute else [self.pattern]
-        object.__setattr__(self, "variants", tuple(variants))
+    def __init__(
+        self,
+        name: str,
+        pattern: Pattern | OpPattern,
+        replacement: Replacement,
+        check: Check | None = None,
+        benefit: int | None = None,
+        spec: str = "",
+        commute: bool = True,
+    ) -> None:
+        # Written out (not generated) because ``pattern`` also accepts a root OpPattern.
+        if isinstance(pattern, OpPattern):
+            pattern = Pattern(pattern)
+        if not isinstance(pattern, Pattern):
+            raise TypeError(f"Rule {name!r}: pattern must be a Pattern or an op() pattern")
+        fields = {
+            "name": name,
+            "pattern": pattern,
+            "replacement": replacement,
+            "check": check,
+            "benefit": len(pattern) if benefit is None else benefit,
+            "spec": spec,
+            "commute": commute,
+            "variants": tuple(pattern.variants() if commute else [pattern]),
+        }
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
 
     @property
     def priority(self) -> tuple[int, str]:

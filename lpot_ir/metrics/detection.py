@@ -150,8 +150,8 @@ class MeanAveragePrecision(BaseMetric):
         n_gt = 0
         for image_index, (_, scores, classes, _, gt_classes) in enumerate(self.images):
             n_gt += int(np.sum(gt_classes == cls))
-            for d in np.nonzero(classes == cls)[0]:
-                detections.append((float(scores[d]), image_index, int(d)))
+            for j in np.nonzero(classes == cls)[0]:
+                detections.append((float(scores[j]), image_index, int(j)))
         detections.sort(key=lambda t: -t[0])
         matched: dict[int, set[int]] = {}
         tp = np.zeros(len(detections))

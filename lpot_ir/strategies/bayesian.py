@@ -127,6 +127,7 @@ class BayesianStrategy(TuneStrategy):
             result: TrialResult = yield space.config_for(point)
             observed.append((point, -self.loss(result, penalty)))
 
+        point: Point | None
         for g, s in space.global_order:
             point = space.global_point(g, s)
             if point not in seen:

@@ -121,8 +121,8 @@ class TpeStrategy(TuneStrategy):
             seen.add(point)
             result = yield space.config_for(point)
             record(point, result)
-            return result
 
+        point: Point | None
         if self.options["warm_start"]:
             for g, s in space.global_order:
                 point = space.global_point(g, s)

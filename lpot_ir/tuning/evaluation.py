@@ -101,10 +101,12 @@ class Evaluator:
     def _run_metric(self, model: onnx.ModelProto) -> Any:
         from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
 
+        # __init__ guarantees both when there is no eval_func (the only case that gets here)
+        assert self.metric is not None and self.dataloader is not None
         session = make_session(model, intra_op_threads=self.intra_op_threads)
         specs = input_specs(session)
-        metric = self.metric.create()  # type: ignore[union-attr]
-        for index, batch in enumerate(self.dataloader):  # type: ignore[union-attr]
+        metric = self.metric.create()
+        for index, batch in enumerate(self.dataloader):
             if 0 <= self.iteration <= index:
                 break
             inputs, labels = _split_batch(batch, index)

@@ -127,7 +127,7 @@ def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
                 existing.add(value.name)
                 names.append(value.name)
     for value in graph.outputs:
-        if value.name not in names:
+        if value.name and value.name not in names:  # graph outputs are always named
             names.append(value.name)
     return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
 
@@ -256,9 +256,9 @@ class SensitivityMeter:
             tensors[name] = TensorError(name, nodes, error if math.isfinite(error) else 1e9)
 
         for node in graph:
-            if node.op_type != "DequantizeLinear" or not node.outputs[0].name:
-                continue
             out = node.outputs[0]
+            if node.op_type != "DequantizeLinear" or not out.name:
+                continue
             dequantized = values.get(out.name)
             if dequantized is None:
                 continue
@@ -267,7 +267,7 @@ class SensitivityMeter:
             consumers = list(out.consumers())
             if producer is not None and producer.op_type == "QuantizeLinear":
                 x = producer.inputs[0]
-                reference = values.get(x.name) if x is not None else None
+                reference = values.get(x.name) if x is not None and x.name else None
                 if reference is None:
                     continue
                 error = normalized_error(dequantized, reference)

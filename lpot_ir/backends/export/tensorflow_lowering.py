@@ -42,8 +42,9 @@ def build_tf_module(qdq_model: Any) -> Any:
     """A ``tf.Module`` with a ``serve`` ``tf.function`` computing the model (inputs by ONNX input name)."""
     tf = _tf()
     graph = lower_graph(qdq_model)
+    module_base: Any = tf.Module  # tensorflow is imported lazily and untyped
 
-    class OnnxGraphTFModule(tf.Module):
+    class OnnxGraphTFModule(module_base):
         def __init__(self, g: LoweredGraph) -> None:
             super().__init__(name="lpot_ir_lowered")
             self._graph = g
@@ -134,9 +135,9 @@ class _Ctx:
         self.node, self.ins, self.consts = node, ins, consts
         self.attrs = node.attrs
 
-    def const(self, i: int, what: str) -> np.ndarray | None:
-        if i >= len(self.ins) or self.ins[i] is None:
-            return None
+    def const(self, i: int, what: str) -> np.ndarray:
+        """The constant value of input ``i``, which must be present (callers check :meth:`has` first)."""
+        assert self.has(i), f"{self.node.op_type}: input {i} ({what}) is absent"
         value = self.consts[i]
         if value is None:
             value = _static_value(self.ins[i])

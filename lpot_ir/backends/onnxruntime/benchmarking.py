@@ -284,6 +284,7 @@ def _run_instances(jobs: list[InstanceJob]) -> list[tuple[np.ndarray, int]]:
             workers.append(start_instance(job))
         errors_seen: list[tuple[str, str]] = []
         for job, (proc, stderr) in zip(jobs, workers, strict=True):
+            assert proc.stdout is not None  # start_instance opens stdin and stdout as pipes
             frame = read_frame(proc.stdout)
             if frame is None:
                 errors_seen.append(_failure(job.index, job.cores, proc, stderr))
@@ -291,6 +292,7 @@ def _run_instances(jobs: list[InstanceJob]) -> list[tuple[np.ndarray, int]]:
                 errors_seen.append(frame[1])
         go = b"stop\n" if errors_seen else b"go\n"
         for proc, _ in workers:
+            assert proc.stdin is not None
             try:
                 proc.stdin.write(go)
                 proc.stdin.close()
@@ -299,6 +301,7 @@ def _run_instances(jobs: list[InstanceJob]) -> list[tuple[np.ndarray, int]]:
         results: list[tuple[np.ndarray, int]] = []
         if not errors_seen:
             for job, (proc, stderr) in zip(jobs, workers, strict=True):
+                assert proc.stdout is not None
                 frame = read_frame(proc.stdout)
                 if frame is None:
                     errors_seen.append(_failure(job.index, job.cores, proc, stderr))
@@ -380,9 +383,10 @@ def benchmark_model(
     else:
         session = None
         if isinstance(model, (str, os.PathLike)):
-            payload: bytes | str = os.path.abspath(model)
+            path = os.path.abspath(model)
+            payload: bytes | str = path
             try:
-                proto = onnx.load(payload, load_external_data=False)
+                proto = onnx.load(path, load_external_data=False)
             except Exception:  # missing or unreadable: model_bytes raises the clear error, else re-raise
                 model_bytes(model)
                 raise

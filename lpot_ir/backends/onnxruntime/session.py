@@ -37,6 +37,7 @@ from lpot_ir.errors import DataError, ModelLoadError
 if TYPE_CHECKING:
     import onnx
     import onnx_ir as ir
+    from typing_extensions import TypeIs  # annotation only: no runtime dependency
 
 __all__ = [
     "Dim",
@@ -109,12 +110,12 @@ def _dim(d: Any) -> Dim:
     return value if isinstance(value, str) and value else None
 
 
-def _is_proto(source: object) -> bool:
+def _is_proto(source: object) -> TypeIs[onnx.ModelProto]:
     onnx_module = sys.modules.get("onnx")
     return onnx_module is not None and isinstance(source, onnx_module.ModelProto)
 
 
-def _is_ir_model(source: object) -> bool:
+def _is_ir_model(source: object) -> TypeIs[ir.Model]:
     ir_module = sys.modules.get("onnx_ir")
     return ir_module is not None and isinstance(source, ir_module.Model)
 

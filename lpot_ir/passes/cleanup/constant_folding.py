@@ -197,7 +197,7 @@ class ConstantFoldingPass(Pass):
         """Turn a Constant node holding a tensor into an initializer with the same value name."""
         out = node.outputs[0]
         value = ir.Value(
-            name=out.name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+            name=out.name, shape=ir.Shape(tensor.shape.numpy()), type=ir.TensorType(tensor.dtype), const_value=tensor
         )
         out.replace_all_uses_with(value)
         graph.remove(node, safe=True)

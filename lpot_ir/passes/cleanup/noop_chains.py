@@ -116,9 +116,9 @@ def _noop_reshape(m: Match) -> str | None:
     assert x is not None
     if x.shape is None:
         return f"the shape of '{x.name}' is unknown"
-    target = m.const("shape")
-    assert target is not None
-    target = [int(d) for d in np.asarray(target).reshape(-1)]
+    target_array = m.const("shape")
+    assert target_array is not None
+    target = [int(d) for d in np.asarray(target_array).reshape(-1)]
     allowzero = int(m.attr("Reshape", "allowzero", 0) or 0)
     if len(target) != len(x.shape):
         return f"rank changes from {len(x.shape)} to {len(target)}"
