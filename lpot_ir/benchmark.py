@@ -28,15 +28,12 @@ mode times synthetic input of batch size 1 (see ``lpot_ir.backends.onnxruntime.s
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import onnx
-import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.benchmarking import (
     LatencyStats,
@@ -47,7 +44,7 @@ from lpot_ir.backends.onnxruntime.benchmarking import (
 )
 from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
 from lpot_ir.config import load_config
-from lpot_ir.errors import ConfigError, DataError, EvaluationError, ModelLoadError
+from lpot_ir.errors import ConfigError, DataError, EvaluationError
 
 __all__ = ["Benchmark", "AccuracyResult", "PerformanceResult", "BenchmarkResult", "MODES"]
 
@@ -109,10 +106,6 @@ BenchmarkResult = PerformanceResult | AccuracyResult
 """What :meth:`Benchmark.fit` returns."""
 
 
-def _is_onnx_source(value: Any) -> bool:
-    return isinstance(value, (str, os.PathLike, bytes, bytearray, onnx.ModelProto, ir.Model))
-
-
 def _split(item: Any, index: int, *, need_labels: bool) -> tuple[Any, Any]:
     """``(inputs, labels)`` of one dataloader item."""
     if isinstance(item, (tuple, list)):
@@ -163,10 +156,9 @@ class Benchmark:
 
     @model.setter
     def model(self, value: Any) -> None:
-        inner = getattr(value, "model", None)
-        if not _is_onnx_source(value) and inner is not None and _is_onnx_source(inner):
-            value = inner
-        self._model = value
+        from lpot_ir.frontends import unwrap_model
+
+        self._model = unwrap_model(value)
 
     def __call__(self, mode: str = "performance") -> BenchmarkResult:
         """Same as :meth:`fit`."""
@@ -212,25 +204,19 @@ class Benchmark:
         return None
 
     def _onnx_model(self, example_inputs: Any) -> Any:
+        from lpot_ir.frontends import resolve_model
+
         model = self._model
-        if _is_onnx_source(model):
-            return model
         if self._converted is not None and self._converted[0] is model:
             return self._converted[1]
-        try:
-            from lpot_ir.frontends import to_onnx
-        except ImportError:
-            raise ModelLoadError(
-                f"Benchmark cannot use a model of type {type(model).__name__}: it is not ONNX and this installation "
-                "has no framework converter (lpot_ir.frontends.to_onnx). Export the model to ONNX first."
-            ) from None
         framework = self.conf.model.framework
-        converted = to_onnx(
+        converted = resolve_model(
             model,
             framework=getattr(framework, "value", framework) if framework is not None else None,
             example_inputs=example_inputs,
             inputs=list(self.conf.model.inputs) or None,
             outputs=list(self.conf.model.outputs) or None,
+            params=self.conf.model.params,
         )
         self._converted = (model, converted.model)
         return converted.model

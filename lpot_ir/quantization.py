@@ -32,12 +32,10 @@ Details of the run (trials, report files) are in :attr:`Quantization.outcome`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import onnx
-import onnx_ir as ir
 
 from lpot_ir.errors import ConfigError
 
@@ -46,14 +44,6 @@ __all__ = ["Quantization"]
 logger = logging.getLogger(__name__)
 
 _ONNX_SUFFIXES = (".onnx",)
-
-
-def _is_onnx_source(model: Any) -> bool:
-    if isinstance(model, (onnx.ModelProto, ir.Model, bytes, bytearray)):
-        return True
-    if isinstance(model, (str, os.PathLike)):
-        return str(model).lower().endswith(_ONNX_SUFFIXES)
-    return False
 
 
 class Quantization:
@@ -91,10 +81,9 @@ class Quantization:
 
     @model.setter
     def model(self, value: Any) -> None:
-        inner = getattr(value, "model", None)
-        if inner is not None and type(value).__name__ == "Model" and not _is_onnx_source(value):
-            value = inner  # LPOT's common.Model wrapper
-        self._model = value
+        from lpot_ir.frontends import unwrap_model
+
+        self._model = unwrap_model(value)  # LPOT's common.Model wrapper, or a QuantizedModel
 
     @property
     def calib_dataloader(self) -> Iterable[Any] | None:

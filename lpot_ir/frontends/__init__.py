@@ -36,6 +36,8 @@ __all__ = [
     "normalize_framework_name",
     "to_onnx",
     "resolve_model",
+    "is_onnx_model",
+    "unwrap_model",
     "first_batch_inputs",
     "wrap_for_eval",
     "export_to_pytorch",
@@ -119,6 +121,7 @@ def resolve_model(
     *,
     framework: str | None = None,
     calib_dataloader: Any = None,
+    example_inputs: Any = None,
     inputs: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
     params: str | Path | None = None,
@@ -126,11 +129,36 @@ def resolve_model(
     """Turn whatever the user gave as "the model" into ONNX: the one entry point of every API and command.
 
     ONNX sources are read as they are; framework models are converted with :func:`to_onnx`, taking
-    example inputs from the first batch of ``calib_dataloader`` (only read when a framework needs it).
+    ``example_inputs`` or else the inputs of the first batch of ``calib_dataloader`` (only read when a
+    framework needs it).
     """
+    model = unwrap_model(model)
     kind = detect_framework(model, framework)
-    example = None if kind == "onnx" else first_batch_inputs(calib_dataloader)
+    example = None
+    if kind != "onnx":
+        example = example_inputs if example_inputs is not None else first_batch_inputs(calib_dataloader)
     return to_onnx(model, framework=framework, example_inputs=example, inputs=inputs, outputs=outputs, params=params)
+
+
+def is_onnx_model(model: Any) -> bool:
+    """True for an ONNX model: an ``.onnx`` path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``."""
+    try:
+        return detect_framework(model) == "onnx"
+    except (ConversionError, ModelLoadError):
+        return False
+
+
+def unwrap_model(model: Any) -> Any:
+    """The model inside a wrapper that is not itself a model: LPOT's ``common.Model(m)`` or a
+    ``QuantizedModel`` (both hold it in ``.model``); anything else is returned as is."""
+    inner = getattr(model, "model", None)
+    if inner is None:
+        return model
+    try:
+        detect_framework(model)
+    except (ConversionError, ModelLoadError):
+        return inner  # not a model of any framework, but it holds one
+    return model
 
 
 def first_batch_inputs(dataloader: Any) -> Any:

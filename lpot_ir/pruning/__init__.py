@@ -27,7 +27,6 @@ and :attr:`Pruning.score` the ``eval_func`` result. See docs/pruning.md.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,15 +45,6 @@ def _is_torch_module(model: Any) -> bool:
 
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
-
-
-def _is_onnx_source(model: Any) -> bool:
-    import onnx
-    import onnx_ir as ir
-
-    if isinstance(model, (onnx.ModelProto, ir.Model, bytes, bytearray)):
-        return True
-    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
 
 
 class Pruning:
@@ -98,10 +88,9 @@ class Pruning:
 
     @model.setter
     def model(self, value: Any) -> None:
-        inner = getattr(value, "model", None)
-        if inner is not None and type(value).__name__ == "Model" and not _is_onnx_source(value):
-            value = inner  # LPOT's common.Model wrapper
-        self._model = value
+        from lpot_ir.frontends import unwrap_model
+
+        self._model = unwrap_model(value)  # LPOT's common.Model wrapper
         self._pruner = None
         self.sparsity_report = []
 
@@ -192,9 +181,11 @@ class Pruning:
             raise ConfigError(
                 "Pruning has no model. Set prune.model = model (a torch.nn.Module or an ONNX model) first."
             )
+        from lpot_ir.frontends import is_onnx_model
+
         if _is_torch_module(model):
             pruned = self._fit_torch(model)
-        elif _is_onnx_source(model):
+        elif is_onnx_model(model):
             pruned = self._fit_onnx(model)
         else:
             raise ConfigError(

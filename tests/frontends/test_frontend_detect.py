@@ -72,3 +72,34 @@ def test_onnx_passes_through_with_identity_name_map():
     assert converted.framework == "onnx"
     assert converted.name_map == {"relu": "relu"}
     assert converted.input_names == ("x",) and converted.output_names == ("y",)
+
+
+def test_unwrap_model_opens_wrappers_but_not_models(torch_cnn) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lpot_ir.frontends import is_onnx_model, unwrap_model
+
+    proto = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        )
+    )
+
+    class Model:  # LPOT's common.Model(model) wrapper
+        def __init__(self, model: object) -> None:
+            self.model = model
+
+    assert unwrap_model(Model(proto)) is proto
+    module, _ = torch_cnn
+    module.model = module.fc  # a user's nn.Module that happens to have a .model attribute
+    try:
+        assert unwrap_model(module) is module
+    finally:
+        del module.model
+    assert is_onnx_model(proto) and is_onnx_model(proto.SerializeToString())
+    assert not is_onnx_model(module) and not is_onnx_model(object())
+    assert isinstance(unwrap_model(Model(proto)), onnx.ModelProto)
