@@ -212,3 +212,71 @@ def test_opset_below_13_falls_back_to_per_tensor_with_note():
     result = annotate(model, TuningConfig(), qnodes, unsupported)
     assert "per_channel -> per_tensor" in result.notes["conv"]
     assert result.configs["conv"].weight.granularity.value == "per_tensor"
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_scalar_constant_operand_of_mul_and_concat(fmt):
+    """torch exports ``x * 100`` with a 0-d constant; quantizing it must not crash (NumPy scalar clip)."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["a"], name="conv_a"),
+             helper.make_node("Conv", ["x", "W"], ["b"], name="conv_b"),
+             helper.make_node("Mul", ["a", "big"], ["a2"], name="mul_big"),
+             helper.make_node("Mul", ["b", "small"], ["b2"], name="mul_small"),
+             helper.make_node("Concat", ["a2", "b2"], ["c"], axis=1, name="concat"),
+             helper.make_node("Conv", ["c", "W2"], ["y"], name="conv_out")]
+    model = make_model(nodes, [("x", ["N", 3, 4, 4])], [("y", None)],
+                       {"W": _weights(4, 3, 1, 1), "W2": _weights(2, 8, 1, 1),
+                        "big": np.array(100.0, np.float32), "small": np.array(0.01, np.float32)})
+    feed = {"x": RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)}
+    qm = _apply(model, [feed], TuningConfig(format=fmt))
+    check_valid(qm.model, contrib=fmt == "qoperator")
+    assert qm.decisions["mul_big"].quantized and qm.decisions["concat"].quantized
+    _close(model, qm.model, feed)
+
+
+@pytest.mark.parametrize(("mode", "value"), [("constant", None), ("constant", 0.7), ("reflect", None)])
+def test_qoperator_integer_pad_fills_with_the_quantized_pad_value(mode, value):
+    """An integer Pad fills with 0 unless told otherwise; 0 is not the zero point of an asymmetric
+    tensor, so the lowering passes the quantized pad value (the zero point for the default 0.0)."""
+    pad_inputs = ["c", "pads"] + (["pad_value"] if value is not None else [])
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("Pad", pad_inputs, ["p"], mode=mode, name="pad"),
+             helper.make_node("Conv", ["p", "W2"], ["y"], name="conv2")]
+    inits = {"W": _weights(4, 3, 3, 3), "W2": _weights(2, 4, 1, 1),
+             "pads": np.array([0, 0, 2, 2, 0, 0, 2, 2], np.int64)}
+    if value is not None:
+        inits["pad_value"] = np.array(value, np.float32)
+    model = make_model(nodes, [("x", [1, 3, 8, 8])], [("y", None)], inits)
+    feed = {"x": RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    qm = _apply(model, [feed], TuningConfig(format="qoperator"))
+    check_valid(qm.model, contrib=True)
+    ops = op_histogram(qm.model)
+    assert ops.get("QLinearConv") == 2 and ops.get("Pad") == 1 and "DequantizeLinear" in ops
+    pad = next(n for n in qm.model.graph.node if n.op_type == "Pad")
+    assert pad.input[0].endswith("_quantized")  # runs on INT8
+    if mode == "constant":
+        inits_q = {i.name: numpy_helper.to_array(i) for i in qm.model.graph.initializer}
+        zero_point, scale = inits_q[pad.input[0].replace("_quantized", "_zero_point")], inits_q["c_scale"]
+        expected = np.round(np.float32(value or 0.0) / scale) + int(zero_point)
+        assert int(inits_q[pad.input[2]].reshape(-1)[0]) == int(np.clip(expected, 0, 255))
+        assert int(zero_point) != 0  # the case the fill value matters for
+    _close(model, qm.model, feed)
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_opset18_pad_with_axes_runs_at_ort_level_all(fmt):
+    """ORT 1.32's layout transformer mis-permutes Pad's ``axes`` input next to QLinearConv (a Gather out
+    of range at run time); the quantizer spells the pads out for every axis instead."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("Pad", ["c", "pads", "pad_value", "axes"], ["p"], name="pad"),
+             helper.make_node("Conv", ["p", "W2"], ["y"], name="conv2")]
+    inits = {"W": _weights(4, 3, 3, 3), "W2": _weights(2, 4, 1, 1), "pads": np.array([1, 2, 1, 0], np.int64),
+             "pad_value": np.array(-0.4, np.float32), "axes": np.array([-2, 3], np.int64)}
+    model = make_model(nodes, [("x", [1, 3, 8, 8])], [("y", None)], inits, opset=19)
+    feed = {"x": RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    qm = _apply(model, [feed], TuningConfig(format=fmt))
+    check_valid(qm.model, contrib=fmt == "qoperator")
+    pad = next(n for n in qm.model.graph.node if n.op_type == "Pad")
+    assert len(pad.input) == 3  # no axes
+    full = next(numpy_helper.to_array(i) for i in qm.model.graph.initializer if i.name == pad.input[1])
+    assert full.tolist() == [0, 0, 1, 2, 0, 0, 1, 0]
+    _close(model, qm.model, feed)  # the session (optimization level all) runs

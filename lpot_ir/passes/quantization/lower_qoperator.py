@@ -221,6 +221,24 @@ _MOVEMENT = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten
              "Expand", "DepthToSpace", "SpaceToDepth", "Tile")
 
 
+def _pads_constant(m: Match) -> bool:
+    return m.node("mv").op_type == "Pad" and m.attr("mv", "mode", "constant") in ("constant", b"constant")
+
+
+def _quantized_pad_value(m: Match) -> np.ndarray:
+    """Pad's float ``constant_value`` quantized with the input's scale and zero point (an integer Pad
+    fills with 0, which is not the zero point of an asymmetric tensor)."""
+    zero_point = m.const("x_z").reshape(())
+    given = m.const("i2") if m["i2"] is not None else None
+    value = 0.0 if given is None or given.size == 0 else float(given.reshape(-1)[0])
+    info = np.iinfo(zero_point.dtype)
+    scale = float(m.const("x_s").reshape(-1)[0])
+    quantized = np.round(np.float32(value) / np.float32(scale)) + int(zero_point)
+    # one element, 1-D: Builder.initializer stores a 0-d array as shape [1] (np.ascontiguousarray),
+    # and a declared scalar would then disagree with its data; Pad takes either form
+    return np.asarray(np.clip(quantized, info.min, info.max), dtype=zero_point.dtype).reshape(1)
+
+
 def _movement_rule(op_type: str) -> Rule:
     extras = [var(f"i{k}", optional=True) for k in range(1, 5)]
     inner = op(op_type, _dq("x"), *extras, name="mv", outputs=1)
@@ -229,11 +247,16 @@ def _movement_rule(op_type: str) -> Rule:
         for a, b in (("x_s", "y_s"), ("x_z", "y_z")):
             if m.const(a) is None or m.const(b) is None or m.const(a).tobytes() != m.const(b).tobytes():
                 return "input and output quantization differ"
+        if _pads_constant(m) and m["i2"] is not None and m.const("i2") is None:
+            return "Pad's constant_value is not a constant"
         return _sole_use(m, "mv")
 
     def replace(b: Builder, m: Match) -> ir.Value:
         node = m.node("mv")
         rest = [m[f"i{k}"] for k in range(1, len(node.inputs))]
+        if _pads_constant(m):  # the float pad value (0 unless given) in the integer domain
+            rest += [None] * (2 - len(rest))
+            rest[1] = b.initializer(_quantized_pad_value(m), "pad_value")
         return _emit(b, op_type, [m["x"], *rest], node)
 
     return Rule(f"LowerInteger{op_type}", _q(inner), replace, check, spec=f"Q({op_type}(DQ(x, s, z)), s, z) → {op_type}")

@@ -15,6 +15,14 @@ Rules (spec in arrow form):
   ``Sum`` computes the same sum with the same kernel speed as ``Add`` and is not matched. Only an Add of
   two non-constant tensors whose only reader is the LayerNormalization is rewritten (anything else is
   not fused by ORT either).
+
+One more rule works around an ONNX Runtime bug rather than a slow kernel, and runs always:
+
+* ``Pad(x, pads, value, axes) → Pad(x, full_pads, value)`` — ORT 1.32's layout transformer (level ``all``,
+  triggered by ``QLinearConv``) permutes the ``axes`` input of an opset-18 ``Pad`` with a ``Gather`` that
+  indexes out of range, so the session fails at run time ("indices element out of data bounds"). Spelling
+  the pads out for every axis (zeros elsewhere) is the same computation without ``axes``. Applied when
+  ``axes`` and ``pads`` are constants and the rank of ``x`` is known.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import SLOW_ORT_FUSIONS, constant_value
@@ -58,14 +67,40 @@ def _skip_layer_norm_rule() -> Rule:
     )
 
 
+def _pad_axes_rule() -> Rule:
+    root = op("Pad", var("x"), var("pads"), var("value", optional=True), var("axes"), name="pad")
+
+    def check(m: Match) -> str | None:
+        shape = m["x"].shape
+        if shape is None or constant_value(m["pads"]) is None or constant_value(m["axes"]) is None:
+            return "rank, pads or axes unknown"
+        return None
+
+    def replace(b: Builder, m: Match) -> ir.Value:
+        rank = len(m["x"].shape)
+        pads = np.asarray(constant_value(m["pads"])).reshape(-1).astype(np.int64)
+        axes = [int(a) % rank for a in np.asarray(constant_value(m["axes"])).reshape(-1)]
+        full = np.zeros(2 * rank, dtype=np.int64)
+        for k, axis in enumerate(axes):
+            full[axis], full[rank + axis] = pads[k], pads[len(axes) + k]
+        node = m.node("pad")
+        attrs: dict[str, Any] = dict(node.attributes.items())
+        return b.op("Pad", m["x"], b.initializer(full, "pads"), m["value"], name=node.name, **attrs)
+
+    return Rule("SpellOutPadAxes", Pattern(root, exclusive=False), replace, check, commute=False,
+                spec="Pad(x, pads, value, axes) → Pad(x, full_pads, value)")
+
+
 _RULES = {"SkipLayerNormalization": _skip_layer_norm_rule}
+_ORT_BUG_WORKAROUNDS = (_pad_axes_rule,)
 
 
 def slow_fusion_rules() -> RuleSet:
-    """The rules for the fusions listed in :data:`SLOW_ORT_FUSIONS`."""
+    """The rules for the fusions listed in :data:`SLOW_ORT_FUSIONS`, and the ORT bug workarounds."""
     return RuleSet(
         "avoid-slow-ort-fusions",
-        [make() for fused, make in _RULES.items() if fused in SLOW_ORT_FUSIONS],
+        [make() for fused, make in _RULES.items() if fused in SLOW_ORT_FUSIONS]
+        + [make() for make in _ORT_BUG_WORKAROUNDS],
         "equivalent forms that ONNX Runtime does not fuse into slower kernels",
     )
 

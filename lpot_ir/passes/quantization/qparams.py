@@ -137,9 +137,8 @@ def quantize_array(data: np.ndarray, params: QParams, qmin: int | None = None, q
         shape = [1] * data.ndim
         shape[params.axis] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
-    q = np.round(data / scale) + zp
-    np.clip(q, lo, hi, out=q)
-    return q.astype(numpy_dtype(params.dtype))
+    q = np.clip(np.round(data / scale) + zp, lo, hi)  # not in place: a 0-d input makes a NumPy scalar
+    return np.asarray(q).astype(numpy_dtype(params.dtype))
 
 
 def quantize_bias(bias: np.ndarray, act_scale: np.ndarray, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
