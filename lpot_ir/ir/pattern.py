@@ -737,7 +737,8 @@ class Builder:
             name=value_name,
             shape=ir.Shape(array.shape),
             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            const_value=ir.Tensor(np.ascontiguousarray(array), name=value_name),
+            # np.ascontiguousarray turns a 0-d array into shape (1,); keep the declared shape
+            const_value=ir.Tensor(np.ascontiguousarray(array).reshape(array.shape), name=value_name),
         )
         self.initializers.append(value)
         self.created.add(value)

@@ -183,3 +183,19 @@ def test_rule_set_order_is_benefit_then_name() -> None:
     assert [r.name for r in rules] == ["Y", "Z", "A", "B"]
     with pytest.raises(ValueError, match="duplicate"):
         RuleSet("s", [small_a, small_a])
+
+
+def test_builder_initializer_keeps_a_scalar_0d() -> None:
+    """A 0-d constant made by a replacement stays 0-d (the full checker rejects a rank mismatch)."""
+    from lpot_ir.ir.model import to_proto
+    from lpot_ir.passes import apply_rules
+
+    def scale_by_two(b, m):  # noqa: ANN001, ANN202 - replacement signature
+        return [b.op("Mul", m["x"], b.initializer(np.array(2.0, np.float32), "two"))]
+
+    rule = Rule("AddSelfToMulTwo", op("Add", var("x"), var("x")), scale_by_two, spec="Add(x, x) → Mul(x, 2)")
+    model = _model([helper.make_node("Add", ["x", "x"], ["y"], name="add")], [_vi("x")], [_vi("y")])
+    assert apply_rules(model, RuleSet("t", [rule])).total == 1
+    two = next(v for v in model.graph.initializers.values())
+    assert two.shape == ir.Shape([]) and two.const_value.numpy().shape == ()
+    onnx.checker.check_model(to_proto(model), full_check=True)
