@@ -38,24 +38,9 @@ import onnx_ir as ir
 from lpot_ir.backends.onnxruntime.session import InputSpec, input_specs, make_feed
 from lpot_ir.errors import DataError
 
-__all__ = ["NumpyBatches", "load_calibration_files", "model_input_specs"]
+__all__ = ["NumpyBatches", "load_calibration_files"]
 
 logger = logging.getLogger(__name__)
-
-
-def model_input_specs(model_inputs: Any) -> list[InputSpec]:
-    """The model's inputs as ``InputSpec`` (from a model, specs, or ``(name, shape, dtype)`` triples)."""
-    if isinstance(model_inputs, (ir.Model, onnx.ModelProto)):
-        return input_specs(model_inputs)
-    specs = []
-    for item in model_inputs:
-        if isinstance(item, InputSpec):
-            specs.append(item)
-        else:
-            name, shape, dtype = item
-            dims = None if shape is None else tuple(d if isinstance(d, (int, str)) else None for d in shape)
-            specs.append(InputSpec(name, dims, np.dtype(dtype)))
-    return specs
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -265,7 +250,7 @@ def load_calibration_files(
     Raises:
         DataError: the path is missing or not numpy data, or the data does not fit the model's inputs.
     """
-    specs = model_input_specs(model_inputs)
+    specs = input_specs(model_inputs)
     if not specs:
         raise DataError("The model has no inputs to feed calibration data to; it needs no calibration data.")
     fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}

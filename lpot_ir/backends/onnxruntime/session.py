@@ -129,8 +129,11 @@ def _np_dtype(dtype: ir.DataType | None) -> np.dtype:
         return np.dtype(object)
 
 
-def input_specs(source: ort.InferenceSession | ir.Model | onnx.ModelProto | Sequence[InputSpec]) -> list[InputSpec]:
-    """The inputs that must be fed (initializers excluded) of a session, model, or a spec list (returned as is)."""
+def input_specs(
+    source: ort.InferenceSession | ir.Model | onnx.ModelProto | Sequence[InputSpec | tuple[str, Any, Any]],
+) -> list[InputSpec]:
+    """The inputs that must be fed (initializers excluded) of a session or model; a list of ``InputSpec`` or
+    ``(name, shape, dtype)`` triples is normalized to ``InputSpec``."""
     if isinstance(source, ort.InferenceSession):
         return [
             InputSpec(
@@ -153,9 +156,16 @@ def input_specs(source: ort.InferenceSession | ir.Model | onnx.ModelProto | Sequ
             for value in source.graph.inputs
             if value.name not in initializers
         ]
-    specs = list(source)
-    if not all(isinstance(s, InputSpec) for s in specs):
-        raise TypeError("input_specs expects a session, a model or a sequence of InputSpec")
+    specs = []
+    for item in source:
+        if isinstance(item, InputSpec):
+            specs.append(item)
+        elif isinstance(item, tuple) and len(item) == 3:  # (name, shape, dtype)
+            name, shape, dtype = item
+            dims = None if shape is None else tuple(d if isinstance(d, (int, str)) else None for d in shape)
+            specs.append(InputSpec(name, dims, np.dtype(dtype)))
+        else:
+            raise TypeError("input_specs expects a session, a model, or InputSpec / (name, shape, dtype) items")
     return specs
 
 
