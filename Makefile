@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check lpot_ir tests benchmarks examples
+	$(BIN)/mypy lpot_ir
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -347,11 +347,12 @@ class ModelQuantizer:
                 "calib_dataloader= (Python) or --calib DATA (CLI), or use approach post_training_dynamic_quant."
             )
         cache_dir = self.workspace / "calibration" if self.workspace is not None else None
+        ordered: list[CalibAlgorithm] = sorted(algos, key=lambda a: a.value)
         result = calibrate(
             self.fp32_model,
             self.calib_dataloader,
             tensors=self.calibration_tensors(),
-            algorithms=sorted(algos, key=lambda a: a.value),
+            algorithms=ordered,
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,

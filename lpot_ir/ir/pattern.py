@@ -54,6 +54,7 @@ __all__ = [
     "const",
     "constant_array",
     "attribute_value",
+    "forwarded_attributes",
     "as_decline",
 ]
 
@@ -678,6 +679,11 @@ def _attr(name: str, value: Any) -> ir.Attr:
     if isinstance(value, np.ndarray):
         value = ir.tensor(value)
     return ir.convenience.convert_attribute(name, value)
+
+
+def forwarded_attributes(attributes: Mapping[str, ir.Attr]) -> dict[str, Any]:
+    """A matched node's attributes as keyword arguments of :meth:`Builder.op` (which takes ``Any``)."""
+    return dict(attributes)
 
 
 class Builder:

@@ -82,6 +82,7 @@ SUPPORTED_OPS = frozenset(
         "ReduceSum",
         "ReduceMax",
         "Pad",
+        "SpaceToDepth",
         "Range",
         "Tile",
     }

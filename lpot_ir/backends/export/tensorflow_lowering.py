@@ -522,6 +522,14 @@ def _batch_norm(c: _Ctx) -> Any:
     return (x - tf.reshape(mean, shape)) * inv + tf.reshape(bias, shape)
 
 
+def _space_to_depth(c: _Ctx) -> Any:
+    tf = _tf()
+    x, b = c.ins[0], int(c.attrs["blocksize"])
+    s = tf.shape(x)
+    blocks = tf.transpose(tf.reshape(x, [s[0], s[1], s[2] // b, b, s[3] // b, b]), [0, 3, 5, 1, 2, 4])
+    return tf.reshape(blocks, [s[0], s[1] * b * b, s[2] // b, s[3] // b])
+
+
 def _pad(c: _Ctx) -> Any:
     tf = _tf()
     x = c.ins[0]
@@ -666,6 +674,7 @@ TF_OPS: dict[str, Callable[[_Ctx], Any]] = {
     "ReduceSum": _reduce("sum"),
     "ReduceMax": _reduce("max"),
     "Pad": _pad,
+    "SpaceToDepth": _space_to_depth,
     "Range": lambda c: _tf().range(c.ins[0], c.ins[1], c.ins[2]),
     "Tile": lambda c: _tf().tile(c.ins[0], _tf().cast(c.ins[1], _tf().int64)),
 }

@@ -382,6 +382,13 @@ def _batch_norm(n: LoweredNode, ins: list[Any]) -> Any:
     return _t().nn.functional.batch_norm(x, mean, var, scale, bias, False, 0.0, n.attrs.get("epsilon", 1e-5))
 
 
+def _space_to_depth(n: LoweredNode, ins: list[Any]) -> Any:
+    x, b = ins[0], int(n.attrs["blocksize"])
+    batch, c, h, w = x.shape
+    blocks = x.reshape(batch, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    return blocks.reshape(batch, c * b * b, h // b, w // b)
+
+
 def _pad(n: LoweredNode, ins: list[Any]) -> Any:
     torch = _t()
     x = ins[0]
@@ -498,6 +505,7 @@ TORCH_OPS: dict[str, Callable[[LoweredNode, list[Any]], Any]] = {
     "ReduceSum": _reduce("sum"),
     "ReduceMax": _reduce("max"),
     "Pad": _pad,
+    "SpaceToDepth": _space_to_depth,
     "Range": lambda n, ins: _t().arange(ins[0].item(), ins[1].item(), ins[2].item(), dtype=ins[0].dtype),
     "Tile": lambda n, ins: ins[0].repeat(*_ints(ins[1])),
 }

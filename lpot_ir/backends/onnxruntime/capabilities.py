@@ -320,8 +320,10 @@ def _unsupported(detail: str) -> Fp32Reason:
     return Fp32Reason(Fp32Category.UNSUPPORTED, detail)
 
 
-def _check_node(node: ir.Node, cap: OpCapability, approach: Approach, opset: int) -> QuantizableNode | Fp32Reason:
-    """Return the node's choices, or why it cannot be quantized."""
+def _check_node(
+    node: ir.Node, name: str, cap: OpCapability, approach: Approach, opset: int
+) -> QuantizableNode | Fp32Reason:
+    """Return the choices of ``node`` (called ``name``), or why it cannot be quantized."""
     dynamic = approach is Approach.DYNAMIC
     if approach not in cap.approaches:
         kind = "dynamic" if dynamic else "static"
@@ -337,37 +339,38 @@ def _check_node(node: ir.Node, cap: OpCapability, approach: Approach, opset: int
             if dynamic or _is_float(inputs[0] if inputs else None) is False:
                 return _unsupported("Gather of a non-constant or non-float table has nothing to quantize")
             # a Gather on float activations moves data: INT8 flows through it
-            return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, OpCategory.DATA_MOVEMENT)
-        return QuantizableNode(node.name, node.op_type, (), (0,), activation_choices, _weight_choices(False), category)
+            return QuantizableNode(name, node.op_type, (), (), activation_choices, None, OpCategory.DATA_MOVEMENT)
+        return QuantizableNode(name, node.op_type, (), (0,), activation_choices, _weight_choices(False), category)
 
     if category is OpCategory.COMPUTE:
-        if node.op_type == "Gemm" and dynamic and node.attributes.get_int("transA", 0):
+        if node.op_type == "Gemm" and dynamic and node.attributes.get_int("transA", 0) != 0:
             return _unsupported("dynamic Gemm with transA=1 has no integer kernel")
         w = inputs[1] if len(inputs) > 1 else None
         w_const = constant_value(w)
-        if _is_float(inputs[0]) is False:
-            return _unsupported(f"input {inputs[0].name!r} is not float32")
-        if w_const is None:
+        x = inputs[0]
+        if x is not None and _is_float(x) is False:
+            return _unsupported(f"input {x.name!r} is not float32")
+        if w is None or w_const is None:
             if node.op_type != "MatMul":
                 return _unsupported(f"weight input {w.name if w else '?'!r} is not a constant")
             if _is_float(w) is False:
                 return _unsupported(f"input {w.name if w else '?'!r} is not float32")
             # MatMul of two activations (attention scores): both inputs are activations
-            return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, category)
+            return QuantizableNode(name, node.op_type, (), (), activation_choices, None, category)
         if w_const.dtype != _FLOAT:
             return _unsupported(f"weight {w.name!r} is {w_const.dtype}, not float32")
         per_channel = cap.per_channel and opset >= PER_CHANNEL_MIN_OPSET and not (dynamic and node.op_type == "Conv")
         if node.op_type == "MatMul" and len(w_const.shape) != 2:
             per_channel = False
         return QuantizableNode(
-            node.name, node.op_type, (), (1,), activation_choices, _weight_choices(per_channel), category
+            name, node.op_type, (), (1,), activation_choices, _weight_choices(per_channel), category
         )
 
     if category is OpCategory.RECURRENT:
         if any(constant_value(inputs[i]) is None for i in weight_inputs):
             return _unsupported(f"{node.op_type} weights W and R must be constants to be stored int8")
         return QuantizableNode(
-            node.name, node.op_type, (), weight_inputs, activation_choices, _weight_choices(False), category
+            name, node.op_type, (), weight_inputs, activation_choices, _weight_choices(False), category
         )
 
     # activation-only categories: every float input/output
@@ -379,7 +382,7 @@ def _check_node(node: ir.Node, cap: OpCapability, approach: Approach, opset: int
             return _unsupported("second input is not float32")
     if category is OpCategory.CONCAT and any(_is_float(v) is False for v in inputs):
         return _unsupported("an input is not float32")
-    return QuantizableNode(node.name, node.op_type, (), (), activation_choices, None, category)
+    return QuantizableNode(name, node.op_type, (), (), activation_choices, None, category)
 
 
 def quantizable_nodes(
@@ -416,7 +419,7 @@ def quantizable_nodes(
                 "because a subgraph's ranges depend on which branch or iteration ran"
             )
             continue
-        result = _check_node(node, cap, approach, opset)
+        result = _check_node(node, name, cap, approach, opset)
         if isinstance(result, Fp32Reason):
             unsupported[name] = result
             continue

@@ -11,13 +11,20 @@ are ``[C, M/g, k...]`` (axis 1 within each of the ``g`` groups); Gemm's ``B`` is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
-import onnx_ir as ir
 
-from lpot_ir.ir.pattern import Builder, Match, OpPattern, PatternInput, Rule, RuleSet, const, op, var
+from lpot_ir.ir.pattern import (
+    Builder,
+    Match,
+    OpPattern,
+    PatternInput,
+    Rule,
+    RuleSet,
+    const,
+    forwarded_attributes,
+    op,
+    var,
+)
 from lpot_ir.passes.base import register_rule_set
 
 __all__ = [
@@ -34,11 +41,6 @@ def _bn(producer: PatternInput) -> OpPattern:
     return op(
         "BatchNormalization", producer, const("scale"), const("bias"), const("mean"), const("var"), name="bn"
     )
-
-
-def _forwarded(attributes: Mapping[str, ir.Attr]) -> dict[str, Any]:
-    """The attributes of a matched node as keyword arguments of :meth:`Builder.op` (which takes Any)."""
-    return dict(attributes)
 
 
 def _bn_factors(m: Match) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +98,7 @@ def _fuse_conv(b: Builder, m: Match):  # noqa: ANN202
     return [
         b.op(
             "Conv", m["x"], b.initializer(new_w, "W"), b.initializer(new_b, "B"),
-            name=conv.name, **_forwarded(conv.attributes),
+            name=conv.name, **forwarded_attributes(conv.attributes),
         )
     ]
 
@@ -146,7 +148,7 @@ def _fuse_conv_transpose(b: Builder, m: Match):  # noqa: ANN202
     return [
         b.op(
             "ConvTranspose", m["x"], b.initializer(new_w, "W"), b.initializer(new_b, "B"),
-            name=conv.name, **_forwarded(conv.attributes),
+            name=conv.name, **forwarded_attributes(conv.attributes),
         )
     ]
 
@@ -202,7 +204,7 @@ def _fuse_gemm(b: Builder, m: Match):  # noqa: ANN202
     return [
         b.op(
             "Gemm", m["A"], b.initializer(new_w, "B"), b.initializer(new_c.astype(w.dtype), "C"),
-            name=gemm.name, **_forwarded(attributes),
+            name=gemm.name, **forwarded_attributes(attributes),
         )
     ]
 

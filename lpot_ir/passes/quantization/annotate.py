@@ -31,6 +31,7 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import onnx_ir as ir
 
@@ -85,7 +86,7 @@ class AnnotationResult:
 
 def fit_spec(spec: QuantSpec, choices: SpecChoices) -> tuple[QuantSpec, list[str]]:
     """Replace each field of ``spec`` that ``choices`` does not allow by the first allowed value."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # field name -> new value; the fields differ in type
     notes: list[str] = []
     for name, allowed in (
         ("dtype", choices.dtypes),

@@ -103,7 +103,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
 
         if w_const is not None and isinstance(wspec, QuantSpec):
             data = w_const.numpy().astype(np.float32)
-            if op == "Gemm" and node.attributes.get_int("transB", 0):
+            if op == "Gemm" and node.attributes.get_int("transB", 0) != 0:
                 data = data.T
             axis = None
             if wspec.granularity is Granularity.PER_CHANNEL and op != "Conv":
@@ -194,20 +194,21 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return None
 
     def _weights_only(self, b: GraphBuilder, node: ir.Node, annotation: QuantAnnotation) -> Fp32Reason | None:
+        weights: list[tuple[int, ir.Value, ir.TensorProtocol, QuantSpec]] = []
         for index, spec in annotation.inputs:
             value = node.inputs[index]
             const = constant_value(value)
             if value is None or const is None or not isinstance(spec, QuantSpec):
                 return Fp32Reason(Fp32Category.UNSUPPORTED, f"input {index} is not a constant weight")
-        for index, spec in annotation.inputs:
-            value = node.inputs[index]
-            data = constant_value(value).numpy().astype(np.float32)  # type: ignore[union-attr]
-            params = weight_qparams(data, spec, None)  # type: ignore[arg-type]
-            q = b.initializer(f"{value.name}_quantized", quantize_array(data, params))  # type: ignore[union-attr]
-            scale = b.initializer(f"{value.name}_scale", params.scale)  # type: ignore[union-attr]
-            zp = b.initializer(f"{value.name}_zero_point", params.zero_point)  # type: ignore[union-attr]
+            weights.append((index, value, const, spec))
+        for index, value, const, spec in weights:
+            data = const.numpy().astype(np.float32)
+            params = weight_qparams(data, spec, None)
+            q = b.initializer(f"{value.name}_quantized", quantize_array(data, params))
+            scale = b.initializer(f"{value.name}_scale", params.scale)
+            zp = b.initializer(f"{value.name}_zero_point", params.zero_point)
             dq = b.node("DequantizeLinear", [q, scale, zp],
-                        outputs=[(f"{value.name}_dequantized", ir.DataType.FLOAT, data.shape)],  # type: ignore[union-attr]
+                        outputs=[(f"{value.name}_dequantized", ir.DataType.FLOAT, data.shape)],
                         name=f"{node.name}_W{index}_DequantizeLinear")
             b.graph.insert_before(node, dq)
             node.replace_input_with(index, dq.outputs[0])

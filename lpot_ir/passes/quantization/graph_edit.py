@@ -53,7 +53,7 @@ class GraphBuilder:
         op_type: str,
         inputs: Sequence[ir.Value | None],
         *,
-        outputs: Sequence[tuple[str, ir.DataType | None, ir.Shape | None]],
+        outputs: Sequence[tuple[str, ir.DataType | None, ir.Shape | Sequence[int] | None]],
         attributes: Sequence[ir.Attr] = (),
         domain: str = "",
         name: str | None = None,

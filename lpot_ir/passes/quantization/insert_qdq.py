@@ -69,7 +69,7 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
     if cap is None or not cap.per_channel or rank == 0:
         return None
     axis = cap.channel_axis
-    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0):
+    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0) != 0:
         axis = cap.transposed_channel_axis
     if node.op_type == "ConvTranspose" and node.attributes.get_int("group", 1) != 1:
         return None  # output channels are split across groups: no single weight axis holds them
@@ -261,8 +261,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 elif isinstance(spec, DerivedBiasSpec):
                     self._quantize_bias(builder, graph, node, index, plans, weight_params[(node, 1)], originals)
         for value in originals:
-            if not value.uses() and value.name in graph.initializers and not value.is_graph_output():
-                del graph.initializers[value.name]
+            name = value.name
+            if name is not None and not value.uses() and name in graph.initializers and not value.is_graph_output():
+                del graph.initializers[name]
 
     def _quantize_bias(
         self,
@@ -375,8 +376,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
         builder.graph.insert_before(users[0][0], dq)
         for user, idx in users:
             user.replace_input_with(idx, dq.outputs[0])
-        if not value.uses() and value.name in builder.graph.initializers and not value.is_graph_output():
-            del builder.graph.initializers[value.name]
+        name = value.name
+        if name is not None and not value.uses() and name in builder.graph.initializers and not value.is_graph_output():
+            del builder.graph.initializers[name]
 
 
 def _find_input(node: ir.Node, name: str) -> ir.Value | None:

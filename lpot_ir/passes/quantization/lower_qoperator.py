@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, const, op, var
+from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, const, forwarded_attributes, op, var
 from lpot_ir.passes.rewrite import RewriteReport, apply_rules
 
 __all__ = ["MS_DOMAIN", "qoperator_rules", "lower_to_qoperator"]
@@ -56,6 +56,13 @@ def _sole_use(match: Match, *labels: str) -> str | None:
     return None
 
 
+def _const(match: Match, name: str) -> np.ndarray:
+    """``match.const(name)`` where the pattern (a ``const``) or the rule's check guarantees a constant."""
+    array = match.const(name)
+    assert array is not None, f"{name} is a constant by the pattern or the rule's check"
+    return array
+
+
 def _per_tensor(match: Match, *names: str) -> str | None:
     for name in names:
         array = match.const(name)
@@ -70,7 +77,7 @@ def _attrs(node: ir.Node, drop: tuple[str, ...] = ()) -> dict[str, ir.Attr]:
 
 def _emit(b: Builder, op_type: str, inputs: list[ir.Value | None], node: ir.Node | None = None,
           domain: str = "", **extra: Any) -> ir.Value:
-    attrs: dict[str, Any] = dict(_attrs(node)) if node is not None else {}
+    attrs: dict[str, Any] = forwarded_attributes(_attrs(node)) if node is not None else {}
     attrs.update(extra)
     return b.op(op_type, *inputs, domain=domain, **attrs)
 
@@ -100,7 +107,8 @@ def _conv_rule(with_bias: bool, activation: str | None) -> Rule:
                 lo = m.const("clip_lo")
                 if lo is None or float(lo.reshape(-1)[0]) != 0.0:
                     return "Clip's lower bound is not 0"
-        if m.const("w") is None or m.const("w").dtype != np.int8 and m.const("w").dtype != np.uint8:
+        w = m.const("w")
+        if w is None or w.dtype != np.int8 and w.dtype != np.uint8:
             return "weight is not an 8-bit constant"
         return _sole_use(m, *chain) or _per_tensor(m, "x_s", "y_s")
 
@@ -142,7 +150,7 @@ def _gemm_rule(with_bias: bool) -> Rule:
     def replace(b: Builder, m: Match) -> ir.Value:
         c = [m["c"]] if with_bias else [None]
         node = m.node("gemm")
-        attrs = {k: v for k, v in _attrs(node, drop=("beta",)).items()}
+        attrs = forwarded_attributes(_attrs(node, drop=("beta",)))
         return b.op("QGemm", m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, m["y_s"], m["y_z"],
                     domain=MS_DOMAIN, **attrs)
 
@@ -167,7 +175,7 @@ def _gemm_float_rule(with_bias: bool) -> Rule:
 
     def replace(b: Builder, m: Match) -> ir.Value:
         c = [m["c"]] if with_bias else []
-        attrs = dict(_attrs(m.node("gemm"), drop=("beta",)))
+        attrs = forwarded_attributes(_attrs(m.node("gemm"), drop=("beta",)))
         return b.op("QGemm", m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, domain=MS_DOMAIN, **attrs)
 
     return Rule(f"LowerQGemmFloatOutput{'Bias' if with_bias else ''}", Pattern(root, exclusive=False), replace, check,
@@ -228,11 +236,11 @@ def _pads_constant(m: Match) -> bool:
 def _quantized_pad_value(m: Match) -> np.ndarray:
     """Pad's float ``constant_value`` quantized with the input's scale and zero point (an integer Pad
     fills with 0, which is not the zero point of an asymmetric tensor)."""
-    zero_point = m.const("x_z").reshape(())
+    zero_point = _const(m, "x_z").reshape(())
     given = m.const("i2") if m["i2"] is not None else None
     value = 0.0 if given is None or given.size == 0 else float(given.reshape(-1)[0])
     info = np.iinfo(zero_point.dtype)
-    scale = float(m.const("x_s").reshape(-1)[0])
+    scale = float(_const(m, "x_s").reshape(-1)[0])
     quantized = np.round(np.float32(value) / np.float32(scale)) + int(zero_point)
     # one element, 1-D: Builder.initializer stores a 0-d array as shape [1] (np.ascontiguousarray),
     # and a declared scalar would then disagree with its data; Pad takes either form
@@ -245,7 +253,8 @@ def _movement_rule(op_type: str) -> Rule:
 
     def check(m: Match) -> str | None:
         for a, b in (("x_s", "y_s"), ("x_z", "y_z")):
-            if m.const(a) is None or m.const(b) is None or m.const(a).tobytes() != m.const(b).tobytes():
+            left, right = m.const(a), m.const(b)
+            if left is None or right is None or left.tobytes() != right.tobytes():
                 return "input and output quantization differ"
         if _pads_constant(m) and m["i2"] is not None and m.const("i2") is None:
             return "Pad's constant_value is not a constant"
@@ -288,7 +297,8 @@ def _dynamic_lstm_rule() -> Rule:
     root = op("LSTM", *inputs, name="lstm")
 
     def check(m: Match) -> str | None:
-        if m.const("w") is None or m.const("w").dtype != np.int8 or m.const("r").dtype != np.int8:
+        w, r = m.const("w"), m.const("r")
+        if w is None or r is None or w.dtype != np.int8 or r.dtype != np.int8:
             return "LSTM weights are not int8"
         if m.attr("lstm", "layout", 0) != 0:
             return "layout=1 is not supported by DynamicQuantizeLSTM"
@@ -296,11 +306,11 @@ def _dynamic_lstm_rule() -> Rule:
 
     def replace(b: Builder, m: Match) -> Any:
         node = m.node("lstm")
-        w, r = m.const("w"), m.const("r")
+        w, r = _const(m, "w"), _const(m, "r")
         directions = w.shape[0]
 
         def per_direction(name: str, dtype: Any) -> ir.Value:
-            return b.initializer(np.full((directions,), m.const(name).reshape(-1)[0], dtype=dtype), name)
+            return b.initializer(np.full((directions,), _const(m, name).reshape(-1)[0], dtype=dtype), name)
 
         rest = [m[f"i{k}"] for k in range(3, 8)]
         outputs = b.op(
@@ -309,7 +319,7 @@ def _dynamic_lstm_rule() -> Rule:
             b.initializer(np.ascontiguousarray(r.transpose(0, 2, 1)), "R_t"), *rest,
             per_direction("w_s", np.float32), per_direction("w_z", np.int8),
             per_direction("r_s", np.float32), per_direction("r_z", np.int8),
-            domain=MS_DOMAIN, outputs=len(node.outputs), **_attrs(node, drop=("layout",)),
+            domain=MS_DOMAIN, outputs=len(node.outputs), **forwarded_attributes(_attrs(node, drop=("layout",))),
         )
         return outputs if isinstance(outputs, tuple) else (outputs,)
 

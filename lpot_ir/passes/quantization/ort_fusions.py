@@ -28,13 +28,12 @@ One more rule works around an ONNX Runtime bug rather than a slow kernel, and ru
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import SLOW_ORT_FUSIONS, constant_value
-from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, op, var
+from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, forwarded_attributes, op, var
 from lpot_ir.passes.rewrite import RewriteReport, apply_rules
 
 __all__ = ["avoid_slow_ort_fusions", "slow_fusion_rules"]
@@ -54,7 +53,7 @@ def _skip_layer_norm_rule() -> Rule:
     def replace(b: Builder, m: Match) -> ir.Value:
         add_node, ln = m.node("add"), m.node("ln")
         total = b.op("Sum", m["a"], m["b"], name=add_node.name)
-        attrs: dict[str, Any] = dict(ln.attributes.items())
+        attrs = forwarded_attributes(ln.attributes)
         return b.op("LayerNormalization", total, m["scale"], m["bias"], name=ln.name, **attrs)
 
     return Rule(
@@ -71,20 +70,22 @@ def _pad_axes_rule() -> Rule:
     root = op("Pad", var("x"), var("pads"), var("value", optional=True), var("axes"), name="pad")
 
     def check(m: Match) -> str | None:
-        shape = m["x"].shape
-        if shape is None or constant_value(m["pads"]) is None or constant_value(m["axes"]) is None:
+        x = m["x"]
+        if x is None or x.shape is None or constant_value(m["pads"]) is None or constant_value(m["axes"]) is None:
             return "rank, pads or axes unknown"
         return None
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        rank = len(m["x"].shape)
+        x = m["x"]
+        assert x is not None and x.shape is not None, "the check saw x's rank"
+        rank = len(x.shape)
         pads = np.asarray(constant_value(m["pads"])).reshape(-1).astype(np.int64)
         axes = [int(a) % rank for a in np.asarray(constant_value(m["axes"])).reshape(-1)]
         full = np.zeros(2 * rank, dtype=np.int64)
         for k, axis in enumerate(axes):
             full[axis], full[rank + axis] = pads[k], pads[len(axes) + k]
         node = m.node("pad")
-        attrs: dict[str, Any] = dict(node.attributes.items())
+        attrs = forwarded_attributes(node.attributes)
         return b.op("Pad", m["x"], b.initializer(full, "pads"), m["value"], name=node.name, **attrs)
 
     return Rule("SpellOutPadAxes", Pattern(root, exclusive=False), replace, check, commute=False,

@@ -15,6 +15,7 @@ from lpot_ir.passes.quantization.annotate import AnnotationResult, annotate
 from lpot_ir.passes.quantization.dynamic import DynamicQuantizePass
 from lpot_ir.passes.quantization.insert_qdq import InsertQDQPass
 from lpot_ir.passes.quantization.ort_fusions import avoid_slow_ort_fusions
+from lpot_ir.passes.quantization.space_to_depth import space_to_depth_stems
 
 __all__ = ["QuantizationReport", "quantize_model"]
 
@@ -74,6 +75,7 @@ def quantize_model(
         insert = InsertQDQPass(range_of or _no_ranges, weight_cache)
         insert(model)
         report.dropped, report.used_ranges = insert.dropped, insert.used_ranges
+        space_to_depth_stems(model)  # quantized 7x7/2 stems: QLinearConv is slow on 3 channels
     if config.format is QuantFormat.QOPERATOR:
         from lpot_ir.passes.quantization.lower_qoperator import lower_to_qoperator
 
