@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -132,7 +133,15 @@ class SyntheticContext:
         return out
 
 
-def drive(strategy: TuneStrategy, context: SyntheticContext, max_trials: int = 10_000) -> list[TrialResult]:
+class Scores(Protocol):
+    """What :func:`drive` and :func:`inc_basic_trials` need of a context: synthetic or real (ORT)."""
+
+    def accuracy(self, config: TuningConfig) -> float: ...
+
+    def meets_goal(self, accuracy: float) -> bool: ...
+
+
+def drive(strategy: TuneStrategy, context: Scores, max_trials: int = 10_000) -> list[TrialResult]:
     """The tuning loop's protocol: propose, evaluate, observe, until None or ``max_trials``."""
     results: list[TrialResult] = []
     while len(results) < max_trials:
@@ -151,7 +160,7 @@ def first_success(results: Sequence[TrialResult]) -> int | None:
     return next((r.index + 1 for r in results if r.meets_goal), None)
 
 
-def inc_basic_trials(space: TuningSpace, context: SyntheticContext) -> int:
+def inc_basic_trials(space: TuningSpace, context: Scores) -> int:
     """Trials Intel Neural Compressor 2.6's basic strategy spends to reach the goal, simulated.
 
     Generously for INC (its op-type-wise stage is skipped): one trial with the default model-wise

@@ -22,7 +22,7 @@ from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.quantizer import ModelQuantizer
 from lpot_ir.strategies import TuningSpace, get_strategy
-from lpot_ir.strategies.base import TrialResult, TuneStrategy
+from tests.strategies.synthetic import drive, inc_basic_trials
 
 pytestmark = pytest.mark.slow
 
@@ -125,37 +125,6 @@ class OrtContext:
         return out
 
 
-def _drive(strategy: TuneStrategy, context: OrtContext, max_trials: int = 50) -> list[TrialResult]:
-    results: list[TrialResult] = []
-    while len(results) < max_trials and (config := strategy.propose()) is not None:
-        accuracy = context.accuracy(config)
-        result = TrialResult(len(results), config, accuracy, {}, context.meets_goal(accuracy))
-        strategy.observe(result)
-        results.append(result)
-    return results
-
-
-def _inc_basic_trials(space: TuningSpace, context: OrtContext) -> int:
-    """INC 2.6 basic, simulated generously (no op-type stage): default, each op alone, then accumulate."""
-    base = space.model_wise_configs()[0]
-    trials, single = 1, []
-    if context.meets_goal(context.accuracy(base)):
-        return trials
-    for group in reversed(space.fallback_groups):  # INC: "from bottom to up"
-        trials += 1
-        accuracy = context.accuracy(space.with_fp32(base, group))
-        if context.meets_goal(accuracy):
-            return trials
-        single.append((-accuracy, group))
-    reverted: list[str] = []
-    for _, group in sorted(single):
-        reverted.extend(group)
-        trials += 1
-        if context.meets_goal(context.accuracy(space.with_fp32(base, reverted))):
-            return trials
-    return trials
-
-
 def test_basic_on_a_real_model(digits_mlp):
     quantizer, probe, x_test, y_test = digits_mlp
     context = OrtContext(quantizer, probe, x_test, y_test)
@@ -163,9 +132,9 @@ def test_basic_on_a_real_model(digits_mlp):
     int8 = context.accuracy(space.model_wise_configs()[0])
     assert int8 < context.baseline_accuracy * 0.95  # the outliers really hurt INT8
 
-    results = _drive(get_strategy("basic")(space, context), context)
+    results = drive(get_strategy("basic")(space, context), context, max_trials=50)
     to_goal = next(r.index + 1 for r in results if r.meets_goal)
-    inc = _inc_basic_trials(space, context)
+    inc = inc_basic_trials(space, context)
     assert 2 * to_goal <= inc, (to_goal, inc)
     best = min((r for r in results if r.meets_goal), key=lambda r: len(space.fp32_nodes(r.config)))
     assert len(space.fp32_nodes(best.config)) <= 3  # the outlier layers' ops, not the whole model
@@ -177,7 +146,7 @@ def test_mse_on_a_real_model(digits_mlp):
     quantizer, probe, x_test, y_test = digits_mlp
     context = OrtContext(quantizer, probe, x_test, y_test)
     space = TuningSpace(tuple(quantizer.nodes), base=TuningConfig(calib_sampling_size=200))
-    results = _drive(get_strategy("mse")(space, context), context)
+    results = drive(get_strategy("mse")(space, context), context, max_trials=50)
     assert results[-1].meets_goal
     assert context.sensitivity_calls == 1
     assert len(results) < 1 + len(space.nodes)
