@@ -100,3 +100,33 @@ def test_tensorflow_lowering_matches_ort_within_one_step(
     # saving again replaces the SavedModel atomically
     export_to_tensorflow(model, path)
     assert (path / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_auto_pad_lowers_like_onnx_runtime(auto_pad, tf_modules, tmp_path):
+    """Conv and MaxPool with auto_pad: odd sizes, stride 2, so begin and end pads differ."""
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], auto_pad=auto_pad, strides=[2, 2]),
+        helper.make_node("MaxPool", ["c"], ["y"], auto_pad=auto_pad, kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 9, 8)).astype(np.float32)
+    ref = ort_run(model, {"x": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(export_to_pytorch(model)(torch.from_numpy(x)).numpy(), ref, atol=1e-5)
+    tf, _ = tf_modules
+    loaded = tf.saved_model.load(str(export_to_tensorflow(model, tmp_path / "saved")))
+    out = loaded.signatures["serving_default"](x=tf.constant(x))
+    np.testing.assert_allclose(next(iter(out.values())).numpy(), ref, atol=1e-5)

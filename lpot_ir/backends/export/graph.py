@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from onnx import numpy_helper
 
 from lpot_ir.errors import ConversionError, ModelLoadError
 
-__all__ = ["SUPPORTED_OPS", "LoweredNode", "LoweredGraph", "lower_graph", "as_model_proto"]
+__all__ = ["SUPPORTED_OPS", "LoweredNode", "LoweredGraph", "lower_graph", "as_model_proto", "spatial_pads"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,37 @@ class LoweredNode:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: dict[str, Any]
+
+
+def spatial_pads(
+    node: LoweredNode,
+    spatial_shape: Sequence[int | None],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int]:
+    """ONNX pads ``[begin..., end...]`` of a Conv/pool node, resolving ``auto_pad`` the way ONNX defines it.
+
+    Raises:
+        ConversionError: ``auto_pad`` SAME on a spatial axis whose size is not known.
+    """
+    nd = len(kernel)
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for i in range(nd):
+            size = spatial_shape[i]
+            if size is None:
+                raise ConversionError(f"{node.op_type} node {node.name!r}: auto_pad SAME needs static spatial sizes.")
+            out = math.ceil(size / strides[i])
+            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else big)
+            end.append(big if auto == "SAME_UPPER" else small)
+        return begin + end
+    if auto == "VALID":
+        return [0] * (2 * nd)
+    return list(node.attrs.get("pads", [0] * (2 * nd)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ computes them from constants; a shape computed from a dynamic dimension is handl
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph
+from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph, spatial_pads
 from lpot_ir.errors import ConversionError
 
 __all__ = ["export_to_tensorflow", "build_tf_module", "TF_OPS"]
@@ -197,30 +196,6 @@ def _to_first(tf: Any, x: Any) -> Any:
     return tf.transpose(x, [0, r - 1, *range(1, r - 1)])
 
 
-def _spatial_pads(
-    c: _Ctx, x: Any, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-) -> list[int]:
-    nd = len(kernel)
-    auto = c.attrs.get("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for i in range(nd):
-            size = x.shape[2 + i]
-            if size is None:
-                raise ConversionError(
-                    f"{c.node.op_type} node {c.node.name!r}: auto_pad SAME needs static spatial sizes."
-                )
-            out = math.ceil(size / strides[i])
-            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
-            small, big = total // 2, total - total // 2
-            begin.append(small if auto == "SAME_UPPER" else big)
-            end.append(big if auto == "SAME_UPPER" else small)
-        return begin + end
-    if auto == "VALID":
-        return [0] * (2 * nd)
-    return list(c.attrs.get("pads", [0] * (2 * nd)))
-
-
 def _pad_last(tf: Any, x: Any, pads: Sequence[int], value: float = 0.0) -> Any:
     nd = len(pads) // 2
     if not any(pads):
@@ -236,7 +211,7 @@ def _conv(c: _Ctx) -> Any:
     kernel = [int(k) for k in w.shape[2:]]
     strides = list(c.attrs.get("strides", [1] * nd))
     dilations = list(c.attrs.get("dilations", [1] * nd))
-    pads = _spatial_pads(c, x, kernel, strides, dilations)
+    pads = spatial_pads(c.node, x.shape[2:], kernel, strides, dilations)
     group = int(c.attrs.get("group", 1))
     xl = _pad_last(tf, _to_last(tf, x), pads)
     wl = tf.transpose(w, [*range(2, nd + 2), 1, 0])  # kernel..., in/group, out
@@ -268,7 +243,7 @@ def _pool(c: _Ctx, kind: str) -> Any:
         raise ConversionError(
             f"{c.node.op_type} node {c.node.name!r}: dilated pooling is not lowered to TensorFlow."
         )
-    pads = _spatial_pads(c, x, kernel, strides, dilations)
+    pads = spatial_pads(c.node, x.shape[2:], kernel, strides, dilations)
     if c.attrs.get("ceil_mode", 0):
         for i in range(nd):
             size = x.shape[2 + i]

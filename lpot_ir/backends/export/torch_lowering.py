@@ -12,13 +12,12 @@ output one step differently).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph
+from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph, spatial_pads
 from lpot_ir.errors import ConversionError
 
 __all__ = ["export_to_pytorch", "TORCH_OPS"]
@@ -137,26 +136,6 @@ def _dequantize(n: LoweredNode, ins: list[Any]) -> Any:
     return q.to(torch.float32) * _bcast(scale, x, axis)
 
 
-def _pads(
-    n: LoweredNode, x: Any, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
-) -> list[int]:
-    nd = len(kernel)
-    auto = n.attrs.get("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads_b, pads_e = [], []
-        for i in range(nd):
-            size = x.shape[2 + i]
-            out = math.ceil(size / strides[i])
-            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
-            small, big = total // 2, total - total // 2
-            pads_b.append(small if auto == "SAME_UPPER" else big)
-            pads_e.append(big if auto == "SAME_UPPER" else small)
-        return pads_b + pads_e
-    if auto == "VALID":
-        return [0] * (2 * nd)
-    return list(n.attrs.get("pads", [0] * (2 * nd)))
-
-
 def _torch_pad_arg(pads: Sequence[int]) -> list[int]:
     nd = len(pads) // 2
     out: list[int] = []
@@ -174,7 +153,7 @@ def _conv(n: LoweredNode, ins: list[Any]) -> Any:
     kernel = list(w.shape[2:])
     strides = n.attrs.get("strides", [1] * nd)
     dilations = n.attrs.get("dilations", [1] * nd)
-    pads = _pads(n, x, kernel, strides, dilations)
+    pads = spatial_pads(n, x.shape[2:], kernel, strides, dilations)
     if pads[:nd] != pads[nd:]:
         x = F.pad(x, _torch_pad_arg(pads))
         padding: Any = 0
@@ -192,7 +171,7 @@ def _pool(n: LoweredNode, ins: list[Any], kind: str) -> Any:
     nd = len(kernel)
     strides = n.attrs.get("strides", [1] * nd)
     dilations = n.attrs.get("dilations", [1] * nd)
-    pads = _pads(n, x, kernel, strides, dilations)
+    pads = spatial_pads(n, x.shape[2:], kernel, strides, dilations)
     ceil = bool(n.attrs.get("ceil_mode", 0))
     symmetric = pads[:nd] == pads[nd:] and all(p <= k // 2 for p, k in zip(pads[:nd], kernel, strict=False))
     if kind == "max":
