@@ -8,6 +8,9 @@ All of it is typed, frozen data that round-trips to plain dicts (and so to JSON 
   setting, and scoped overrides with one precedence: **global < op type < node-name regex < node name**.
   A scope may switch a node to FP32 or change single fields of its specs (field-by-field merge).
   Strategies only ever edit ``TuningConfig`` data.
+* :class:`RecoveryConfig` (``TuningConfig.recovery``) turns on the accuracy-recovery passes that keep
+  ops in INT8 (cross-layer equalization, SmoothQuant, bias correction, weight rounding, per-tensor
+  range search); strategies try them before reverting ops to FP32.
 * :class:`QuantAnnotation` is what annotators write into ``node.meta[ANNOTATION_KEY]`` for the generic
   Q/DQ insertion pass: per input/output index, a :class:`QuantSpec`, a :class:`SharedQuantSpec`
   ("same scale as that value") or a :class:`DerivedBiasSpec` ("int32, scale = act scale x weight scale").
@@ -41,6 +44,8 @@ __all__ = [
     "OpOverride",
     "ScopedOverride",
     "TuningConfig",
+    "WeightRounding",
+    "RecoveryConfig",
     "SharedQuantSpec",
     "DerivedBiasSpec",
     "TensorQuantSpec",
@@ -322,6 +327,71 @@ class ScopedOverride:
         return cls(ScopeKind(data["kind"]), data["key"], OpOverride.from_dict(data["override"]))
 
 
+class WeightRounding(str, enum.Enum):
+    """How FP32 weights become integers: nearest, MSE-optimal clipping, or learned rounding (AdaRound)."""
+
+    NEAREST = "nearest"
+    MSE = "mse"
+    ADAROUND = "adaround"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Accuracy-recovery passes that keep ops in INT8 (all off by default: plain post-training quantization).
+
+    Attributes:
+        equalization: cross-layer equalization of Conv -> (Relu/Relu6/Clip) -> Conv chains, depthwise
+            pairs included (an FP32 rewrite applied before calibration).
+        smoothquant_alpha: SmoothQuant migration strength for MatMul/Gemm inputs, in [0, 1]; ``None`` is off
+            (an FP32 rewrite applied before calibration).
+        bias_correction: correct each quantized Conv/Gemm/MatMul bias by the mean output shift measured on
+            calibration data.
+        weight_rounding: how weights are rounded (``nearest``, ``mse`` clipping, ``adaround``).
+        range_search: choose each activation's calibration algorithm and scheme by the output error it
+            causes, instead of one global algorithm.
+    """
+
+    equalization: bool = False
+    smoothquant_alpha: float | None = None
+    bias_correction: bool = False
+    weight_rounding: WeightRounding = WeightRounding.NEAREST
+    range_search: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_rounding", WeightRounding(self.weight_rounding))
+        alpha = self.smoothquant_alpha
+        if alpha is not None:
+            alpha = float(alpha)
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"smoothquant_alpha must be in [0, 1] or None, got {alpha}")
+            object.__setattr__(self, "smoothquant_alpha", alpha)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any recovery pass is on."""
+        return self != RecoveryConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "equalization": self.equalization,
+            "smoothquant_alpha": self.smoothquant_alpha,
+            "bias_correction": self.bias_correction,
+            "weight_rounding": self.weight_rounding.value,
+            "range_search": self.range_search,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecoveryConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown recovery setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
 @dataclass(frozen=True)
 class TuningConfig:
     """How a whole model is quantized: approach, format, a global setting and scoped overrides.
@@ -336,6 +406,7 @@ class TuningConfig:
         global_config: the default for every quantizable node.
         overrides: scoped overrides; build them with :meth:`with_override` / :meth:`with_node`.
         calib_sampling_size: how many calibration samples (static approach).
+        recovery: accuracy-recovery passes (:class:`RecoveryConfig`); off by default.
     """
 
     approach: Approach = Approach.STATIC
@@ -343,6 +414,7 @@ class TuningConfig:
     global_config: OpQuantConfig = field(default_factory=OpQuantConfig)
     overrides: tuple[ScopedOverride, ...] = ()
     calib_sampling_size: int = 100
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "approach", Approach(self.approach))
@@ -378,13 +450,16 @@ class TuningConfig:
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "approach": self.approach.value,
             "format": self.format.value,
             "global": self.global_config.to_dict(),
             "overrides": [o.to_dict() for o in self.overrides],
             "calib_sampling_size": self.calib_sampling_size,
         }
+        if self.recovery.enabled:  # omitted when off: keys and recipes of plain configurations stay as they were
+            data["recovery"] = self.recovery.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TuningConfig:
@@ -394,6 +469,7 @@ class TuningConfig:
             global_config=OpQuantConfig.from_dict(data.get("global", {})),
             overrides=tuple(ScopedOverride.from_dict(o) for o in data.get("overrides", ())),
             calib_sampling_size=int(data.get("calib_sampling_size", 100)),
+            recovery=RecoveryConfig.from_dict(data.get("recovery") or {}),
         )
 
     def to_json(self) -> str:

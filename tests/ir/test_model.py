@@ -224,3 +224,19 @@ def test_save_with_external_data_round_trips(tmp_path: Path) -> None:
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(_run(dest, {"x": x})[0], _run(_mlp(), {"x": x})[0], rtol=1e-6)
     assert model_digest(load_model(dest)) == model_digest(load_model(_mlp()))
+
+
+def test_recovery_config_round_trips_and_is_omitted_when_off():
+    from lpot_ir.ir.quant import RecoveryConfig, TuningConfig, WeightRounding
+
+    plain = TuningConfig()
+    assert "recovery" not in plain.to_dict()  # keys and recipes of plain configurations are unchanged
+    tuned = TuningConfig(recovery=RecoveryConfig(equalization=True, smoothquant_alpha=0.5, weight_rounding="mse"))
+    assert tuned.recovery.weight_rounding is WeightRounding.MSE
+    assert TuningConfig.from_json(tuned.to_json()) == tuned
+    assert TuningConfig.from_yaml(tuned.to_yaml()) == tuned
+    assert tuned.key() != plain.key()
+    with pytest.raises(ValueError, match="smoothquant_alpha"):
+        RecoveryConfig(smoothquant_alpha=1.5)
+    with pytest.raises(ValueError, match="Unknown recovery"):
+        RecoveryConfig.from_dict({"equalisation": True})
