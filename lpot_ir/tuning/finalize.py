@@ -63,10 +63,13 @@ def explain_decisions(
     trials: Sequence[TrialResult],
     best: TrialResult | None,
     context: LoopContext | None,
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per-node decisions of ``quantized`` (a ``QuantizedModel``), with a reason for each FP32 node.
 
-    Also rewrites ``quantized.decisions`` so that tuning fallbacks carry their ``tuning_fallback`` reason.
+    ``notes`` are the strategy's own reasons (node name -> why it kept the node FP32, e.g. for speed);
+    otherwise a fallback is explained by the last evaluated trial that had the node in INT8. Also
+    rewrites ``quantized.decisions`` so that tuning fallbacks carry their ``tuning_fallback`` reason.
     """
     space_nodes = {n.name: n for n in build.space.nodes}
     upto = [t for t in trials if best is None or t.index <= best.index]
@@ -77,7 +80,7 @@ def explain_decisions(
             if name in build.pinned:
                 reason = build.pinned[name]
             elif name in space_nodes and _fp32_in(quantized.config, space_nodes[name]):
-                reason = _fallback_reason(space_nodes[name], upto, context)
+                reason = _fallback_reason(space_nodes[name], upto, context, (notes or {}).get(name))
             if reason is not decision.reason:
                 quantized.decisions[name] = dataclasses.replace(decision, reason=reason)
         entry: dict[str, Any] = {"op_type": decision.op_type, "quantized": decision.quantized}
@@ -88,14 +91,15 @@ def explain_decisions(
     return out
 
 
-def _fallback_reason(node: Any, trials: Sequence[TrialResult], context: LoopContext | None) -> Fp32Reason:
+def _fallback_reason(
+    node: Any, trials: Sequence[TrialResult], context: LoopContext | None, note: str | None = None
+) -> Fp32Reason:
     first = next((t for t in trials if _fp32_in(t.config, node)), None)
     if first is None:
-        return Fp32Reason(Fp32Category.TUNING_FALLBACK, "the tuning strategy kept it in FP32")
+        return Fp32Reason(Fp32Category.TUNING_FALLBACK, note or "the tuning strategy kept it in FP32")
     before = [t for t in trials if t.index < first.index and t.accuracy is not None and not _fp32_in(t.config, node)]
-    if not before or context is None:
-        why = context.proxy_reason(lambda c: not _fp32_in(c, node)) if context is not None else None
-        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"fell back at trial {first.index}" + (f": {why}" if why else ""))
+    if note or not before or context is None:
+        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"FP32 from trial {first.index}" + (f": {note}" if note else ""))
     previous = before[-1]
     loss = context.relative_loss(previous.accuracy)
     return Fp32Reason(
@@ -126,6 +130,7 @@ def finalize(
     start: float,
     history_path: Path,
     strategy_name: str,
+    strategy_notes: Mapping[str, str] | None = None,
 ) -> TuningOutcome:
     """Choose, rebuild, explain, save and report the best model (see the module docstring)."""
     best, met = choose_best(trials, weights, baseline_objectives, context.higher_is_better)
@@ -152,7 +157,7 @@ def finalize(
     if warning:
         logger.warning(warning)
     quantized = quantizer.quantize(config_)
-    decisions = explain_decisions(quantized, build, trials, best, context)
+    decisions = explain_decisions(quantized, build, trials, best, context, strategy_notes)
     files: dict[str, Path] = {"history": history_path}
     files["model"] = quantized.save(workspace / BEST_MODEL_FILE)
     files["recipe"] = files["model"].with_name(f"{files['model'].stem}.recipe.json")

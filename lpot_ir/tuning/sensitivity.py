@@ -47,6 +47,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.profiling import instrumented_model, run_all_values
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
@@ -114,32 +115,6 @@ def normalized_error(actual: np.ndarray, reference: np.ndarray, axis: int | None
     return float(np.mean(mse / (var + eps)))
 
 
-def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
-    """The model with every float node output exposed as a graph output, those names, and its IR."""
-    graph_model = ir.serde.deserialize_model(model)
-    graph = graph_model.graph
-    existing = {v.name for v in graph.outputs}
-    names: list[str] = []
-    for node in graph:
-        for value in node.outputs:
-            if value.name and value.name not in existing and value.dtype == ir.DataType.FLOAT:
-                graph.outputs.append(value)
-                existing.add(value.name)
-                names.append(value.name)
-    for value in graph.outputs:
-        if value.name and value.name not in names:  # graph outputs are always named
-            names.append(value.name)
-    return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
-
-
-def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from lpot_ir.backends.onnxruntime.session import make_session
-
-    session = make_session(model_bytes, intra_op_threads=1)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, dict(feed)), strict=True))
-
-
 class SensitivityMeter:
     """Implements ``op_sensitivity(config) -> {node name: score}`` for the tuning loop.
 
@@ -181,6 +156,10 @@ class SensitivityMeter:
     def __call__(self, config: TuningConfig) -> dict[str, float]:
         return dict(self.measure(config).nodes)
 
+    def is_cached(self, config: TuningConfig) -> bool:
+        """Whether measuring ``config`` again is free (answered from the cache)."""
+        return config.key() in self._cache or not self.units
+
     def measure(self, config: TuningConfig) -> SensitivityReport:
         """Per-node scores and per-tensor errors of ``config`` (one instrumented run, cached by key)."""
         if not self.units:
@@ -194,11 +173,11 @@ class SensitivityMeter:
         # tensors can be compared with the FP32 model's
         int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
         feed = self._disagreeing_feed(int8.SerializeToString())
-        int8_bytes, _, int8_ir = _instrumented(int8)
-        int8_values = _run_all(int8_bytes, feed)
+        int8_bytes, _, int8_ir = instrumented_model(int8)
+        int8_values = run_all_values(int8_bytes, feed)
         if self._fp32_instrumented is None:
-            self._fp32_instrumented = _instrumented(self.fp32_model)[:2]
-        fp32_values = _run_all(self._fp32_instrumented[0], feed)
+            self._fp32_instrumented = instrumented_model(self.fp32_model)[:2]
+        fp32_values = run_all_values(self._fp32_instrumented[0], feed)
         report = self._scores(int8_ir, int8_values, fp32_values, quantized)
         self._cache[key] = report
         if len(self._cache) > 16:

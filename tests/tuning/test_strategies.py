@@ -6,7 +6,7 @@ import pytest
 
 from lpot_ir.tuning import Evaluator, tune
 from lpot_ir.tuning.space import build_space
-from tests.tuning.helpers import OUTLIER_OPS, make_config
+from tests.tuning.helpers import OUTLIER_OPS, PLAIN, make_config
 
 STRATEGIES = ["basic", "mse", "exhaustive", "random", "tpe", "bayesian"]
 
@@ -34,7 +34,7 @@ def test_strategy_reaches_goal_or_reports(strategy, digits, quantizer, tmp_path)
 
 
 def test_basic_needs_fewer_trials_than_op_by_op(digits, quantizer, tmp_path):
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, strategy_options=PLAIN)
     outcome = tune(config, quantizer, Evaluator(eval_func=digits.eval_func), progress=False)
     assert outcome.met_goal
     groups = build_space(config, quantizer.nodes, quantizer.fp32_model).space.fallback_groups
