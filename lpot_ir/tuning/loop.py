@@ -45,7 +45,7 @@ from lpot_ir.strategies import TrialResult, get_strategy
 from lpot_ir.tuning.evaluation import Evaluator, first_line
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_latency_model
-from lpot_ir.tuning.objectives import ObjectiveMeter, ranking_key
+from lpot_ir.tuning.objectives import NOT_FASTER, ObjectiveMeter, ranking_key
 from lpot_ir.tuning.proxy import DistanceReading, OutputDistance
 from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError, feeds_from_batches
@@ -237,6 +237,13 @@ class TuningOutcome:
     sensitivity_calls: int = 0
     proxy_readings: int = 0
     advice_seconds: float = 0.0
+
+    @property
+    def faster_than_fp32(self) -> bool | None:
+        """Whether the INT8 model is clearly faster than FP32 (``None``: not measured)."""
+        if self.speedup is None:
+            return None
+        return self.speedup >= NOT_FASTER
 
     @property
     def relative_loss(self) -> float | None:
