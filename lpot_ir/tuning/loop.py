@@ -370,7 +370,6 @@ def tune(
     )
     context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
     if feeds:
-        context.sensitivity = SensitivityMeter(optimized_proto, quantize, feeds)
         if real_data:
             context.proxy = _make_proxy(optimized_proto, quantize, feeds)
         groups = build.space.fallback_groups
@@ -385,6 +384,8 @@ def tune(
         context.latency_builder = latency_builder
     plan = header.advice or plan_advice(eval_seconds, context.proxy, quantize, build.space.model_wise_configs()[0])
     _apply_plan(context, plan)
+    if feeds:  # the sensitivity measurement chooses its samples among the proxy's feeds: same cost scale
+        context.sensitivity = SensitivityMeter(optimized_proto, quantize, context.proxy.feeds if context.proxy else feeds)
     header = dataclasses.replace(header, advice=dict(plan))
     history.start(header, recorded)
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
