@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
@@ -48,7 +49,7 @@ from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_lat
 from lpot_ir.tuning.objectives import NOT_FASTER, ObjectiveMeter, ranking_key
 from lpot_ir.tuning.proxy import DistanceReading, OutputDistance
 from lpot_ir.tuning.report import prefetch_plotting
-from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError, feeds_from_batches
+from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key"]

@@ -25,12 +25,7 @@ The same run also reports the error *per quantized tensor* (:meth:`SensitivityMe
 quantized readers; see ``InsertQDQPass``: a tensor is quantized if either side asks). Reverting only
 one of them leaves the tensor quantized, so strategies revert such a set together.
 
-:class:`AgreementProxy` is the cheap, label-free predictor of a candidate's accuracy
-(``StrategyContext.estimate``): the fraction of calibration samples whose top-1 class (argmax of the
-last axis of a classifier-shaped output) differs between the FP32 model and the candidate. For top-1
-accuracy, ``|acc_int8 - acc_fp32| <= disagreement``, so a candidate whose disagreement is within the
-allowed absolute drop will very likely meet the goal. One quantization and one ONNX Runtime run over
-the samples per configuration, cached by configuration key; no evaluation.
+The label-free accuracy proxy lives in :mod:`lpot_ir.tuning.proxy`.
 """
 
 from __future__ import annotations
@@ -50,7 +45,7 @@ import onnx_ir as ir
 from lpot_ir.backends.onnxruntime.profiling import instrumented_model, run_all_values
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
-__all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
+__all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "normalized_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -354,98 +349,3 @@ def _concat(units: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate([u[k] for u in units], axis=0) for k in units[0]}
     except ValueError:
         return dict(units[0])
-
-
-def feeds_from_batches(batches: Iterable[Any], model: onnx.ModelProto, limit: int) -> list[dict[str, np.ndarray]]:
-    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples."""
-    from lpot_ir.backends.onnxruntime.session import batch_inputs, input_specs, make_feed
-
-    specs = input_specs(model)
-    feeds: list[dict[str, np.ndarray]] = []
-    seen = 0
-    for batch in batches:
-        feed = make_feed(specs, batch_inputs(batch, len(specs)))
-        feeds.append(feed)
-        first = next(iter(feed.values()))
-        seen += int(first.shape[0]) if first.ndim else 1
-        if seen >= limit:
-            break
-    return feeds
-
-
-class AgreementProxy:
-    """The label-free accuracy predictor behind ``StrategyContext.estimate`` (see the module docstring).
-
-    ``proxy(config)`` quantizes ``config``, runs it once over the samples (batched when the model's
-    batch axis is dynamic) and returns the fraction of samples whose top-1 class differs from the FP32
-    model's for a classifier-shaped output (float, rank >= 2, last axis > 1; for rank 3+ each position,
-    e.g. each token, counts as a sample); with several such outputs, the largest fraction. Results are
-    cached by configuration key.
-
-    Args:
-        fp32_model: the FP32 model (outputs in the same order as the candidates').
-        quantize: ``config -> QuantizedModel`` (or ``onnx.ModelProto``).
-        feeds: input batches to take samples from (calibration data).
-        max_samples: how many samples to use.
-
-    Attributes:
-        applicable: the model has a classifier-shaped output and there are samples; otherwise
-            :meth:`__call__` returns NaN and strategies do without the proxy.
-        samples: how many samples a call compares.
-        runs: candidate runs made (cache misses).
-    """
-
-    def __init__(
-        self,
-        fp32_model: onnx.ModelProto,
-        quantize: Callable[[TuningConfig], Any],
-        feeds: Sequence[Mapping[str, np.ndarray]],
-        *,
-        max_samples: int = 256,
-    ) -> None:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
-        self.quantize = quantize
-        split = _dynamic_batch(fp32_model)
-        units = _sample_units(feeds, max_samples, split=split)
-        self._batches = [_concat(units)] if split and units else units
-        self._cache: dict[str, float] = {}
-        self.runs = 0
-        self.samples = 0
-        self._reference: list[list[np.ndarray]] = []
-        self._classifier: list[int] = []
-        if not self._batches:
-            self.applicable = False
-            return
-        session = make_session(fp32_model.SerializeToString(), intra_op_threads=1)
-        self._reference = [session.run(None, dict(batch)) for batch in self._batches]
-        first = self._reference[0]
-        self._classifier = [
-            i for i, out in enumerate(first)
-            if np.issubdtype(np.asarray(out).dtype, np.floating) and np.ndim(out) >= 2 and np.shape(out)[-1] > 1
-        ]  # fmt: skip
-        self._reference_top1 = [[np.argmax(out[i], axis=-1) for i in self._classifier] for out in self._reference]
-        self.samples = int(sum(int(np.prod(t[0].shape)) if t else 0 for t in self._reference_top1))
-        self.applicable = bool(self._classifier) and self.samples > 0
-
-    def __call__(self, config: TuningConfig) -> float:
-        if not self.applicable:
-            return math.nan
-        key = config.key()
-        if key in self._cache:
-            return self._cache[key]
-        from lpot_ir.backends.onnxruntime.session import make_session
-
-        self.runs += 1
-        model, _quantized = _model_and_quantized(self.quantize(config))
-        session = make_session(model.SerializeToString(), intra_op_threads=1)
-        differing = np.zeros(len(self._classifier))
-        counted = np.zeros(len(self._classifier))
-        for batch, reference in zip(self._batches, self._reference_top1, strict=True):
-            outputs = session.run(None, dict(batch))
-            for k, (index, top1) in enumerate(zip(self._classifier, reference, strict=True)):
-                differing[k] += int(np.count_nonzero(np.argmax(outputs[index], axis=-1) != top1))
-                counted[k] += top1.size
-        rate = float(np.max(differing / np.maximum(counted, 1)))
-        self._cache[key] = rate
-        return rate
