@@ -264,6 +264,9 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
+        batch_axes: ``{input name: batch axis or None}`` for inputs whose batch axis the model's dimension
+            names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
+            calibration and by the tuning loop's sensitivity and accuracy proxy.
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -282,6 +285,7 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        batch_axes: Mapping[str, int | None] | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
@@ -292,6 +296,7 @@ class ModelQuantizer:
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
+        self.batch_axes = dict(batch_axes) if batch_axes else None
         self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
         self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
@@ -356,6 +361,7 @@ class ModelQuantizer:
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
+            batch_axes=self.batch_axes,
         )
         self._calibrations[(algos, sampling_size)] = result
         return result
@@ -451,7 +457,8 @@ def quantize(
         calib_dataloader: calibration batches (static approach; also the example inputs for exporting a
             framework model).
         **kwargs: ``framework``, ``params`` (MXNet), ``inputs``/``outputs`` (frozen TensorFlow graphs) for
-            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``).
+            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``,
+            ``batch_axes``).
 
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
