@@ -263,7 +263,7 @@ def _accuracy_of(reference: onnx.ModelProto, feeds: list[dict[str, np.ndarray]])
 
     def evaluate(model: onnx.ModelProto) -> float:
         session = ort.InferenceSession(model.SerializeToString())
-        return float(np.mean([np.all(session.run(None, f)[0].argmax(-1) == e) for f, e in zip(feeds, expected)]))
+        return float(np.mean([np.all(session.run(None, f)[0].argmax(-1) == e) for f, e in zip(feeds, expected, strict=True)]))
 
     return evaluate
 
