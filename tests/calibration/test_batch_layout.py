@@ -305,3 +305,46 @@ def test_yaml_numpy_calibration_data_is_read_with_the_models_batch_axes(tmp_path
     assert result.quantized_nodes
     feed = _feed(1)
     assert ort.InferenceSession(result.model.SerializeToString()).run(None, feed)[1].shape == (2, 1, 4)
+
+
+def test_random_calibration_files_give_a_feed_or_a_one_paragraph_error(tmp_path: Path) -> None:
+    """Seeded random .npz files (ranks, sizes, dtypes, missing and extra arrays, stacks) against a model with
+    a named batch on axes 0 and 1 and a scalar: every outcome is batches that run or a one-paragraph
+    LpotError naming an input or the file; never another exception."""
+    from lpot_ir.errors import LpotError
+
+    model = _vad_like()
+    session = ort.InferenceSession(model.SerializeToString())
+    rng = np.random.default_rng(1978)
+    dtypes = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_]
+    outcomes = {"ok": 0, "error": 0}
+    for trial in range(200):
+        samples = int(rng.integers(0, 4))
+        arrays = {k: v for k, v in _feed(max(samples, 1)).items()}
+        if samples == 0:
+            arrays["input"] = arrays["input"][:0]
+        for name in list(arrays):
+            roll = rng.random()
+            if roll < 0.04:
+                del arrays[name]
+            elif roll < 0.25:
+                shape = tuple(int(d) for d in rng.integers(0, 4, size=int(rng.integers(0, 5))))
+                arrays[name] = rng.standard_normal(shape).astype(dtypes[int(rng.integers(len(dtypes)))])
+            elif roll < 0.4:
+                arrays[name] = arrays[name].astype(dtypes[int(rng.integers(len(dtypes)))])
+            elif roll < 0.5:
+                arrays[name] = np.stack([arrays[name]] * int(rng.integers(1, 3)))
+        if rng.random() < 0.2:
+            arrays["extra"] = np.zeros(3)
+        path = tmp_path / f"t{trial}.npz"
+        np.savez(path, **arrays)
+        try:
+            for feed in load_calibration_files(path, model):
+                session.run(None, feed)
+            outcomes["ok"] += 1
+        except LpotError as exc:
+            message = str(exc)
+            assert "\n" not in message and message.endswith((".", ")")), message
+            assert any(f"'{n}'" in message for n in ("input", "state", "sr")) or str(path) in message, message
+            outcomes["error"] += 1
+    assert outcomes["ok"] >= 10 and outcomes["error"] >= 10, outcomes

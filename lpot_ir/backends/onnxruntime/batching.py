@@ -72,7 +72,8 @@ def _dynamic(dim: Any) -> bool:
 
 
 def _shape_text(shape: Sequence[Any]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    dims = ["?" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 def parse_batch_axes(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, int | None]:
