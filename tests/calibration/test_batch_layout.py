@@ -348,3 +348,22 @@ def test_random_calibration_files_give_a_feed_or_a_one_paragraph_error(tmp_path:
             assert any(f"'{n}'" in message for n in ("input", "state", "sr")) or str(path) in message, message
             outcomes["error"] += 1
     assert outcomes["ok"] >= 10 and outcomes["error"] >= 10, outcomes
+
+
+@pytest.mark.slow
+def test_lpot_tune_reads_calibration_files_with_the_same_rules(tmp_path: Path, capsys) -> None:
+    onnx.save(_vad_like(named=False), tmp_path / "vad.onnx")  # unnamed dims: state [2, ?, 4]
+    np.savez(tmp_path / "run.npz", **_feed(1))
+    (tmp_path / "conf.yaml").write_text(
+        "tuning:\n  exit_policy:\n    performance_only: true\n"
+        f"  workspace:\n    path: {tmp_path / 'ws'}\n"
+    )
+    argv = ["tune", str(tmp_path / "conf.yaml"), "-m", str(tmp_path / "vad.onnx"), "--calib", str(tmp_path / "run.npz"),
+            "--no-progress", "--batch-axis", "state=1"]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "model:" in out
+    code = main([*argv[:-2], "--batch-axis", "nope=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'nope'" in err and err.count("\n") == 1
