@@ -118,6 +118,10 @@ def test_batch_axes_come_from_shared_dimension_names_and_scalars_are_not_batched
     # a fixed batch: state [2, 1, 4] keeps it on the axis of size 1; a static input beside a dynamic batch is not batched
     assert _axes([("input", (1, 8), "float32"), ("state", (2, 1, 4), "float32")]) == {"input": 0, "state": 1}
     assert _axes([("input", ("T", 576), "float32"), ("h", (1, 1, 128), "float32")]) == {"input": 0, "h": None}
+    # several axes of the fixed size: one exact feed needs no choice (it is never cut or joined)
+    odd = BatchLayout([("input", (1, 8), "float32"), ("state", (2, 1, 1, 4), "float32")])
+    assert odd.fixed == 1 and "state" not in odd.axes()
+    assert len(odd.feeds({"input": np.zeros((1, 8)), "state": np.zeros((2, 1, 1, 4))})) == 1
     # a fixed batch of 1 with a dynamic sequence stays on axis 0
     assert BatchLayout([("ids", (1, "seq"), "int64"), ("mask", (1, "seq"), "int64")]).fixed == 1
     # dims declared -1 or 0 are dynamic

@@ -268,8 +268,10 @@ class BatchLayout:
         for name, choices in list(self._choices.items()):
             shape = shapes.get(name)
             fitting = [a for a in choices if shape is not None and a < len(shape) and (not counts or shape[a] in counts)]
+            spec = self._by_name[name]
+            if len(fitting) > 1 and self.fixed and spec.shape is not None and tuple(spec.shape) == tuple(shape or ()):
+                fitting = fitting[:1]  # exactly one fixed-size batch: it is never cut or joined, any choice holds
             if len(fitting) != 1 or len(counts) > 1:
-                spec = self._by_name[name]
                 seen = "no array" if shape is None else f"an array of shape {_shape_text(shape)}"
                 raise DataError(
                     f"Cannot tell which axis of model input '{name}' (shape {spec.shape_text()}) holds the batch: it "
