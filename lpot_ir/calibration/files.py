@@ -183,13 +183,7 @@ def _plan_file(path: Path, root: Path, layout: BatchLayout, batch_size: int) -> 
     for spec in specs:
         shape, dtype = headers[keys[spec.name]]
         _check_against_model(layout, spec, shape, dtype, where, stack is not None, batch_size)
-    source = _Source(path, keys, stack, per_feed)
-    if layout.fixed and source.samples % layout.fixed:
-        logger.warning(
-            "%s holds %d sample(s), not a multiple of the model's fixed batch size %d; the last %d are not used.",
-            where, source.samples, layout.fixed, source.samples % layout.fixed,
-        )
-    return source
+    return _Source(path, keys, stack, per_feed)
 
 
 class NumpyBatches:
@@ -304,4 +298,9 @@ def load_calibration_files(
         )
     logger.info("Calibration data '%s': %d sample(s) in %d file(s); %s.", root, loader.num_samples, len(sources),
                 layout.describe())
+    if layout.fixed and (used := len(loader) * layout.fixed) < loader.num_samples:
+        logger.warning(
+            "Calibration data '%s' holds %d sample(s), not whole batches of the model's fixed batch size %d; the last "
+            "%d are not used.", root, loader.num_samples, layout.fixed, loader.num_samples - used,
+        )
     return loader
