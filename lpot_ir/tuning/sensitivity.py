@@ -364,21 +364,6 @@ def _run_units(session: Any, units: Sequence[Mapping[str, np.ndarray]], layout: 
     return [session.run(None, dict(u)) for u in units]
 
 
-def feeds_from_batches(
-    batches: Iterable[Any], model: onnx.ModelProto, limit: int, *, batch_axes: Mapping[str, int | None] | None = None
-) -> list[dict[str, np.ndarray]]:
-    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples, read with
-    the model's batch axes (:class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`)."""
-    layout = _layout(model, batch_axes)
-    feeds: list[dict[str, np.ndarray]] = []
-    seen = 0
-    for index, batch in enumerate(batches):
-        for feed in layout.feeds(batch, where=f"batch {index}"):
-            feeds.append(feed)
-            seen += layout.count(feed)
-            if seen >= limit:
-                return feeds
-    return feeds
 
 
 class AgreementProxy:

@@ -30,6 +30,7 @@ __all__ = [
     "run_feed",
     "run_batches",
     "model_bytes",
+    "feeds_from_batches",
     "count_samples",
     "synthetic_inputs",
     "synthetic_shapes",
@@ -51,7 +52,7 @@ _HOMES = {
         "InputSpec", "input_specs", "output_names", "make_session", "make_feed", "feed_values", "run_feed", "run_batches",
         "model_bytes",
     ),
-    "batching": ("BatchLayout", "parse_batch_axes"),
+    "batching": ("BatchLayout", "parse_batch_axes", "feeds_from_batches"),
     "timing": ("count_samples", "time_feeds"),
     "synthetic": ("synthetic_inputs", "synthetic_shapes", "parse_shape_overrides"),
     "benchmarking": (

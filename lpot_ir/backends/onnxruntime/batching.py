@@ -51,7 +51,7 @@ from lpot_ir.backends.onnxruntime.session import (
 )
 from lpot_ir.errors import ConfigError, DataError
 
-__all__ = ["BatchLayout", "BatchAxes", "parse_batch_axes", "BATCH_AXES_HELP"]
+__all__ = ["BatchLayout", "BatchAxes", "feeds_from_batches", "parse_batch_axes", "BATCH_AXES_HELP"]
 
 logger = logging.getLogger(__name__)
 
@@ -526,3 +526,27 @@ class BatchLayout:
         if not self.fixed:
             return samples
         return int(math.ceil(samples / self.fixed)) * self.fixed
+
+
+def feeds_from_batches(
+    batches: Iterable[Any], model: Any, limit: int, *, batch_axes: BatchAxes | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Checked feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples.
+
+    Args:
+        batches: the dataloader.
+        model: the model the feeds are for (anything :func:`~.session.input_specs` takes), or its
+            :class:`BatchLayout`.
+        limit: stop after the feed that reaches this many samples (counted on the batch axes).
+        batch_axes: ``{input name: axis or None}`` where the model's dimension names do not tell.
+    """
+    layout = model if isinstance(model, BatchLayout) else BatchLayout(model, batch_axes)
+    feeds: list[dict[str, np.ndarray]] = []
+    seen = 0
+    for index, batch in enumerate(batches):
+        for feed in layout.feeds(batch, where=f"batch {index}"):
+            feeds.append(feed)
+            seen += layout.count(feed)
+            if seen >= limit:
+                return feeds
+    return feeds

@@ -460,3 +460,4 @@ def batch_inputs(batch: Any, num_inputs: int) -> Any:
             return batch[0]
         return tuple(batch)
     return batch
+
