@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from lpot_ir.backends.onnxruntime.session import feeds_from_batches
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
@@ -284,7 +284,7 @@ def _first_feed(
     """Input batches for sensitivity and objectives: calibration data, else evaluation data, else synthetic."""
     for source in (getattr(quantizer, "calib_dataloader", None), getattr(evaluator, "dataloader", None)):
         if source is not None and iter(source) is not source:  # a one-shot iterator must be left alone
-            feeds = feeds_from_batches(source, model, limit=limit)
+            feeds = feeds_from_batches(source, model, limit=limit, batch_axes=getattr(quantizer, "batch_axes", None))
             if feeds:
                 return feeds
     if not synthetic:
@@ -386,7 +386,12 @@ def tune(
     plan = header.advice or plan_advice(eval_seconds, context.proxy, quantize, build.space.model_wise_configs()[0])
     _apply_plan(context, plan)
     if feeds:  # the sensitivity measurement chooses its samples among the proxy's feeds: same cost scale
-        context.sensitivity = SensitivityMeter(optimized_proto, quantize, context.proxy.feeds if context.proxy else feeds)
+        context.sensitivity = SensitivityMeter(
+            optimized_proto,
+            quantize,
+            context.proxy.feeds if context.proxy else feeds,
+            batch_axes=getattr(quantizer, "batch_axes", None),
+        )
     header = dataclasses.replace(header, advice=dict(plan))
     history.start(header, recorded)
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))

@@ -14,6 +14,8 @@ spatial axes (not batch or channels), by non-negative amounts, and the Conv pads
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx_ir as ir
 
@@ -68,7 +70,7 @@ def _fuse(b: Builder, m: Match):  # noqa: ANN202
     new = [old[i] + int(pads[2 + i]) for i in range(spatial)] + [
         old[spatial + i] + int(pads[rank + 2 + i]) for i in range(spatial)
     ]
-    attributes = {k: v for k, v in conv.attributes.items() if k not in ("pads", "auto_pad")}
+    attributes: dict[str, Any] = {k: v for k, v in conv.attributes.items() if k not in ("pads", "auto_pad")}
     inputs = [m["x"], *conv.inputs[1:]]
     return [b.op("Conv", *inputs, name=conv.name, pads=new, **attributes)]
 
