@@ -313,6 +313,7 @@ class BasicStrategy(TuneStrategy):
         if not groups:
             return
         steps, scores = rank_steps(self.space, self.context, self._config(base, regions), groups)
+        steps = self._speed_order(steps, scores)
         reverted: list[Group] = list(regions)
         growth = float(self.options["growth"])
         size = 1.0
@@ -345,6 +346,28 @@ class BasicStrategy(TuneStrategy):
                 reranks += 1
                 steps, new_scores = rank_steps(self.space, self.context, config, rest)
                 scores.update(new_scores)
+                steps = self._speed_order(steps, scores)
+
+    def _speed_order(self, steps: list[Step], scores: Mapping[Group, float]) -> list[Step]:
+        """Steps by error per unit of latency that reverting them costs (the latency model's), so that the
+        shortest prefix that meets the goal also gives away the least speed; unchanged without a model.
+
+        A step's cost is what its groups' FP32 kernels add over their INT8 ones, floored at a quarter of
+        the median positive cost, so that near-free steps are not ranked by their noise.
+        """
+        model = self._latency
+        if model is None or not steps:
+            return steps
+        positive = sorted(c for c in (model.revert_seconds(g) for g in self.space.fallback_groups) if c > 0)
+        floor = 0.25 * positive[len(positive) // 2] if positive else 1e-9
+        position = {step: i for i, step in enumerate(steps)}
+
+        def ratio(step: Step) -> float:
+            error = max((scores.get(g, 0.0) for g in step), default=0.0)
+            cost = sum(max(model.revert_seconds(g), 0.0) for g in step)
+            return error / max(cost, floor)
+
+        return sorted(steps, key=lambda step: (-ratio(step), position[step]))
 
     def _proxy_prefix(self, base: TuningConfig, reverted: list[Group], remaining: list[Step]) -> list[Step] | None:
         """The shortest prefix of ``remaining`` the calibrated proxy predicts to meet the goal.
