@@ -119,7 +119,9 @@ class DynamicQuantizePass(QuantizationPass):
             w_q, w_scale_value, w_zp = self._dynamic_quantize(b, w, new_nodes)
 
         attrs = [a for a in node.attributes.values()] if op == "Conv" else []
-        integer_op = "ConvInteger" if op == "Conv" else "MatMulInteger"
+        kernel = CAPABILITIES[op].dynamic
+        assert kernel is not None, f"the capability table gives {op} a dynamic kernel (only then is it annotated)"
+        integer_op = kernel.op_type
         acc = b.node(integer_op, [x_q, w_q, x_zp, w_zp], outputs=[(f"{base}_int32", ir.DataType.INT32, None)],
                      attributes=attrs, name=f"{base}_{integer_op}")
         cast = b.node("Cast", [acc.outputs[0]], outputs=[(f"{base}_float", ir.DataType.FLOAT, None)],

@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, constant_value
+from lpot_ir.backends.onnxruntime.capabilities import (
+    CAPABILITIES,
+    OpCategory,
+    constant_value,
+    output_channel_axis,
+)
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -69,11 +74,9 @@ _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 def weight_axis(node: ir.Node, rank: int) -> int | None:
     """The output-channel axis of ``node``'s weight of rank ``rank`` (from the capability table), or ``None``."""
     cap = CAPABILITIES.get(node.op_type)
-    if cap is None or not cap.per_channel or rank == 0:
+    axis = output_channel_axis(node)
+    if cap is None or axis is None or not cap.per_channel or rank == 0:
         return None
-    axis = cap.channel_axis
-    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0) != 0:
-        axis = cap.transposed_channel_axis
     if node.op_type == "ConvTranspose" and node.attributes.get_int("group", 1) != 1:
         return None  # output channels are split across groups: no single weight axis holds them
     return axis % rank
