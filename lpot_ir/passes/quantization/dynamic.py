@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, constant_value
+from lpot_ir.ir.builder import GraphBuilder, move_graph_output, replace_value
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -35,7 +36,6 @@ from lpot_ir.ir.quant import (
 )
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output, replace_value
 from lpot_ir.passes.quantization.qparams import quantize_array, weight_qparams
 
 __all__ = ["DynamicQuantizePass"]
@@ -192,7 +192,7 @@ class DynamicQuantizePass(QuantizationPass):
         for use in list(out.uses()):
             if use.node is not dq:
                 use.node.replace_input_with(use.idx, dq.outputs[0])
-        rename_for_graph_output(out, dq.outputs[0], b.graph, b)
+        move_graph_output(out, dq.outputs[0], b.graph, b.scope)
         return None
 
     def _weights_only(self, b: GraphBuilder, node: ir.Node, annotation: QuantAnnotation) -> Fp32Reason | None:

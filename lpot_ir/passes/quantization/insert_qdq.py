@@ -34,6 +34,7 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     constant_value,
     output_channel_axis,
 )
+from lpot_ir.ir.builder import GraphBuilder, move_graph_output
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -55,7 +56,6 @@ from lpot_ir.passes.quantization.context import (
     QuantPassResult,
     RangeLookup,
 )
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output
 from lpot_ir.passes.quantization.qparams import (
     QParams,
     compute_qparams,
@@ -366,7 +366,7 @@ class InsertQDQPass(QuantizationPass):
             for user, idx in uses:
                 user.replace_input_with(idx, dq_out)
             if plan.from_producer or plan.direct_int8:
-                rename_for_graph_output(value, dq_out, graph, builder)
+                move_graph_output(value, dq_out, graph, builder.scope)
 
     def _quantize_constant_operand(
         self,
