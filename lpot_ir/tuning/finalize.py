@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -23,7 +23,7 @@ import onnx
 from lpot_ir.ir.quant import Fp32Category, Fp32Reason, TuningConfig
 from lpot_ir.strategies.base import TrialResult
 from lpot_ir.strategies.space import node_aliases
-from lpot_ir.tuning.loop import BEST_MODEL_FILE, LoopContext, TuningOutcome, choose_best
+from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import (
     format_decisions,
     format_trials,
@@ -33,6 +33,9 @@ from lpot_ir.tuning.report import (
     write_text_atomic,
 )
 from lpot_ir.tuning.space import SpaceBuild
+
+if TYPE_CHECKING:  # annotations only: the loop imports this module
+    from lpot_ir.tuning.loop import LoopContext
 
 __all__ = ["finalize", "finalize_without_tuning", "explain_decisions", "measure_speedup"]
 
