@@ -187,6 +187,7 @@ def finalize(
         speedup=speedup,
         warning=warning,
         sensitivity_calls=context.sensitivity_calls,
+        higher_is_better=context.higher_is_better,
     )
     threshold = criterion.threshold(context.baseline_accuracy)
     summary: list[tuple[str, Any]] = [

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lpot_ir.strategies import TrialResult
+from lpot_ir.tuning.evaluation import relative_loss
 from lpot_ir.tuning.objectives import ranking_key
 
 __all__ = ["BEST_MODEL_FILE", "TuningOutcome", "choose_best"]
@@ -38,6 +39,7 @@ class TuningOutcome:
         decisions: node -> {"quantized", "op_type", "reason"} of the best model.
         speedup: FP32 latency / INT8 latency of the best model (interleaved, 1 thread), if measured.
         warning: the warning given when no trial met the criterion.
+        higher_is_better: the accuracy's direction (False for a loss-like metric).
     """
 
     model: Any
@@ -57,12 +59,14 @@ class TuningOutcome:
     warning: str | None = None
     sensitivity_calls: int = 0
     estimate_calls: int = 0
+    higher_is_better: bool = True
 
     @property
     def relative_loss(self) -> float | None:
-        if self.best is None or self.best.accuracy is None or not self.baseline_accuracy:
+        """The best trial's accuracy loss relative to the baseline (positive = worse, either direction)."""
+        if self.best is None or not self.baseline_accuracy:
             return None
-        return (self.baseline_accuracy - self.best.accuracy) / abs(self.baseline_accuracy)
+        return relative_loss(self.baseline_accuracy, self.best.accuracy, higher_is_better=self.higher_is_better)
 
 
 def choose_best(

@@ -149,3 +149,7 @@ def test_lower_is_better_metric(digits, quantizer, tmp_path):
     assert outcome.met_goal
     assert outcome.best.accuracy <= outcome.baseline_accuracy + 0.01
     assert not outcome.trials[0].meets_goal  # all-INT8 errs about 11% more
+    # for a loss, more error is a positive relative loss (the outcome's sign was reversed once)
+    base = outcome.baseline_accuracy
+    assert outcome.relative_loss == pytest.approx((outcome.best.accuracy - base) / abs(base))
+    assert f"{outcome.relative_loss:.2%}" in outcome.files["report"].read_text()
