@@ -42,7 +42,7 @@ from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.strategies import TrialResult, get_strategy
-from lpot_ir.tuning.evaluation import Evaluator, first_line
+from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.objectives import ObjectiveMeter
@@ -148,11 +148,7 @@ class LoopContext:
 
     def relative_loss(self, accuracy: float | None) -> float | None:
         """Accuracy lost relative to the baseline (positive = worse), sign-adjusted for the direction."""
-        if accuracy is None or not math.isfinite(accuracy):
-            return None
-        base = self.baseline_accuracy
-        loss = (base - accuracy) if self.higher_is_better else (accuracy - base)
-        return loss / abs(base) if base else loss
+        return relative_loss(self.baseline_accuracy, accuracy, higher_is_better=self.higher_is_better)
 
 
 def run_key(build: SpaceBuild, config: Any, fp32_digest: str, evaluator: Evaluator | None) -> tuple[str, dict[str, Any]]:
