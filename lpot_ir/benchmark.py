@@ -41,8 +41,12 @@ from lpot_ir.backends.onnxruntime.benchmarking import (
     plan_instances,
 )
 from lpot_ir.backends.onnxruntime.session import make_session
-from lpot_ir.config import load_config
+from lpot_ir.config import create_dataloader, load_config
+from lpot_ir.config.schema import PerformanceSection
+from lpot_ir.data.transforms import create_postprocess
 from lpot_ir.errors import ConfigError, DataError, EvaluationError
+from lpot_ir.frontends import resolve_model, unwrap_model
+from lpot_ir.metrics import create_metric
 from lpot_ir.tuning.evaluation import run_metric, split_batch
 
 __all__ = ["Benchmark", "AccuracyResult", "PerformanceResult", "BenchmarkResult", "MODES"]
@@ -132,8 +136,6 @@ class Benchmark:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-
         self._model = unwrap_model(value)
 
     def __call__(self, mode: str = "performance") -> BenchmarkResult:
@@ -174,14 +176,10 @@ class Benchmark:
         evaluation = self.conf.evaluation
         section = getattr(evaluation, mode, None)
         if section is not None and section.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
             return create_dataloader(section.dataloader)
         return None
 
     def _onnx_model(self, example_inputs: Any) -> Any:
-        from lpot_ir.frontends import resolve_model
-
         model = self._model
         if self._converted is not None and self._converted[0] is model:
             return self._converted[1]
@@ -202,8 +200,6 @@ class Benchmark:
     def _performance(self) -> PerformanceResult:
         section = self.conf.evaluation.performance
         if section is None:
-            from lpot_ir.config.schema import PerformanceSection
-
             section = PerformanceSection()
         configs = section.configs
         loader = self._dataloader("performance")
@@ -232,8 +228,6 @@ class Benchmark:
         metric = self.metric
         accuracy = self.conf.evaluation.accuracy
         if metric is None and accuracy is not None and accuracy.metric:
-            from lpot_ir.metrics import create_metric
-
             metric = create_metric(accuracy.metric)
             return metric, next(iter(accuracy.metric))
         if metric is None:
@@ -257,8 +251,6 @@ class Benchmark:
             return self.postprocess
         accuracy = self.conf.evaluation.accuracy
         if accuracy is not None and accuracy.postprocess is not None and accuracy.postprocess.transform:
-            from lpot_ir.data.transforms import create_postprocess
-
             return create_postprocess(accuracy.postprocess.transform)
         return None
 

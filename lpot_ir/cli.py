@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from lpot_ir import __version__
 from lpot_ir.errors import LpotError
 
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "build_parser", "main"]
@@ -29,15 +30,6 @@ EXIT_INTERNAL = 1
 EXIT_USER_ERROR = 2
 
 
-def _version() -> str:
-    try:
-        from lpot_ir import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "unknown"
-
-
 def _load_commands() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"lpot_ir.commands.{name}") for name in dict.fromkeys(COMMANDS)}
 
@@ -50,7 +42,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors (and debug logs)")
-    parser.add_argument("--version", action="version", version=f"lpot-ir {_version()}")
+    parser.add_argument("--version", action="version", version=f"lpot-ir {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     commands = _load_commands()

@@ -27,6 +27,14 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.session import (
+    batch_inputs,
+    input_specs,
+    make_feed,
+    make_session,
+    run_feed,
+)
+from lpot_ir.backends.onnxruntime.timing import count_samples
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import all_graphs, to_proto
@@ -193,14 +201,6 @@ def collect(
     Raises:
         DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
     """
-    from lpot_ir.backends.onnxruntime.session import (
-        batch_inputs,
-        input_specs,
-        make_feed,
-        make_session,
-        run_feed,
-    )
-    from lpot_ir.backends.onnxruntime.timing import count_samples
 
     stats = {
         name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)

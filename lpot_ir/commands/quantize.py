@@ -15,7 +15,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
+from lpot_ir.backends.onnxruntime.capabilities import default_op_config
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import load_config
 from lpot_ir.errors import ConfigError
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.quant import (
     Approach,
     DType,
@@ -27,6 +34,7 @@ from lpot_ir.ir.quant import (
     SpecOverride,
     TuningConfig,
 )
+from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
 __all__ = ["add_parser", "run", "load_tuning_config", "tuning_config_from_lpot"]
 
@@ -60,9 +68,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot quantize``; return the exit code (LpotErrors propagate to the CLI, which prints them)."""
-    from lpot_ir.calibration import load_calibration_files
-    from lpot_ir.frontends import resolve_model
-    from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
     output = Path(args.output)
     example = [_first_sample(args.calib)] if args.calib else None
@@ -104,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _first_sample(path: str) -> Any:
     """One sample of the calibration data (the example input a framework exporter needs), or ``None``."""
-    import numpy as np
 
     root = Path(path)
     files = sorted(root.glob("*.np[yz]")) if root.is_dir() else [root]
@@ -134,7 +138,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
     Raises:
         ConfigError: the file is missing or fits neither format.
     """
-    import yaml
 
     p = Path(path)
     try:
@@ -151,7 +154,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
                 f"Configuration '{p}' looks like a TuningConfig (it has {sorted(data.keys() & _TUNING_KEYS)}) but "
                 f"does not fit it: {exc}. See docs/quantization.md for the format."
             ) from None
-    from lpot_ir.config import load_config
 
     return tuning_config_from_lpot(load_config(p))
 
@@ -189,7 +191,6 @@ def _entry_override(entry: Any) -> OpOverride:
 
 def tuning_config_from_lpot(config: Any) -> TuningConfig:
     """Map an LPOT :class:`~lpot_ir.config.Config` to one TuningConfig: the first value of every list."""
-    from lpot_ir.backends.onnxruntime.capabilities import default_op_config
 
     quant = config.quantization
     base = default_op_config()

@@ -15,6 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import load_config
+from lpot_ir.ir.model import load_model
+from lpot_ir.quantization import Quantization
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -50,17 +55,12 @@ def _with_workspace(config: Any, path: str | None, resume: bool) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot tune``; LpotErrors propagate to the CLI, which prints them and exits 2."""
-    from lpot_ir.config import load_config
-    from lpot_ir.quantization import Quantization
 
     config = _with_workspace(load_config(args.config), args.workspace, args.resume)
     quantizer = Quantization(config)
     quantizer.progress = not args.no_progress
     quantizer.model = args.model
     if args.calib:
-        from lpot_ir.calibration import load_calibration_files
-        from lpot_ir.ir.model import load_model
-
         quantizer.calib_dataloader = load_calibration_files(args.calib, load_model(args.model))
     quantizer.fit()
     outcome = quantizer.outcome

@@ -25,18 +25,13 @@ import numpy as np
 import onnx
 
 from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
-from lpot_ir.errors import ConfigError, DataError, EvaluationError
+from lpot_ir.common import Metric
+from lpot_ir.errors import ConfigError, DataError, EvaluationError, first_line
+from lpot_ir.metrics import create_metric
 
 __all__ = ["Evaluator", "MetricRun", "first_line", "relative_loss", "run_metric", "split_batch"]
 
 logger = logging.getLogger(__name__)
-
-
-def first_line(exc: BaseException) -> str:
-    """``ExcType: first line of the message`` (what a failed trial records)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class Evaluator:
@@ -225,12 +220,8 @@ def _as_metric_factory(metric: Any) -> Any:
     if hasattr(metric, "create") and hasattr(metric, "metric_cls"):  # common.Metric
         return metric
     if isinstance(metric, dict):
-        from lpot_ir.metrics import create_metric
-
         return _BuiltinMetric(create_metric(metric))
     if isinstance(metric, str):
-        from lpot_ir.metrics import create_metric
-
         return _BuiltinMetric(create_metric({metric: None}))
     missing = [m for m in ("update", "reset", "result") if not callable(getattr(metric, m, None))]
     if missing:
@@ -239,8 +230,6 @@ def _as_metric_factory(metric: Any) -> Any:
             "(e.g. 'topk' or {'topk': 1}), common.Metric(MyMetricClass), or an object with update/reset/result."
         )
     if isinstance(metric, type):
-        from lpot_ir.common import Metric
-
         return Metric(metric)
     return _BuiltinMetric(metric)
 

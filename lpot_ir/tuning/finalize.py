@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.benchmarking import compare_latency
 from lpot_ir.ir.quant import Fp32Category, Fp32Reason, TuningConfig
 from lpot_ir.strategies.base import TrialResult
 from lpot_ir.strategies.space import node_aliases
@@ -46,7 +47,6 @@ def measure_speedup(fp32: onnx.ModelProto, int8: onnx.ModelProto, feed: Mapping[
     """FP32 latency / INT8 latency: interleaved rounds, one intra-op thread, median of per-round ratios."""
     if feed is None:
         return None
-    from lpot_ir.backends.onnxruntime.benchmarking import compare_latency
 
     try:
         comparison = compare_latency({"fp32": fp32, "int8": int8}, dict(feed), rounds=15, iterations=10, warmup=10)

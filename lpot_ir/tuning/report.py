@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.backends.onnxruntime.benchmarking import format_table
 from lpot_ir.fileio import atomic_path, atomic_write
 from lpot_ir.strategies.base import TrialResult
 from lpot_ir.tuning.evaluation import relative_loss
@@ -36,8 +37,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    from lpot_ir.backends.onnxruntime.benchmarking import format_table
-
     return format_table(headers, rows)
 
 

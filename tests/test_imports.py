@@ -1,0 +1,130 @@
+"""The package's import structure: no cycles, imports at module top (except optional frameworks), and
+every module imports on its own in a fresh interpreter."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lpot_ir"
+
+OPTIONAL = {
+    "torch", "onnxscript", "tensorflow", "tf2onnx", "keras", "mxnet", "hyperopt", "matplotlib", "tqdm", "psutil",
+    "sklearn", "PIL", "ray",
+}
+"""Optional frameworks and tools (pyproject extras): the only imports allowed inside functions."""
+
+
+SCRIPTS = {"lpot_ir/frontends/_mxnet_export_script.py"}
+"""Files run by another interpreter (the isolated MXNet environment), not imported as modules."""
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if str(path.relative_to(ROOT)) in SCRIPTS:
+            continue
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import statement with whether it sits inside a function (``if TYPE_CHECKING:`` blocks skipped)."""
+    found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
+
+    def visit(node: ast.AST, local: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub, local)
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append((child, local))
+            visit(child, local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(tree, False)
+    return found
+
+
+def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".")
+        if path.name != "__init__.py":
+            parts = parts[:-1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+
+
+def _graph() -> nx.DiGraph:
+    """Module -> modules it makes Python execute: the target and each package above it (its ``__init__``)
+    that is not already above the importer."""
+    graph = nx.DiGraph()
+    for module, path in MODULES.items():
+        graph.add_node(module)
+        for node, _local in _imports(ast.parse(path.read_text())):
+            for target in _targets(module, path, node):
+                parts = target.split(".")
+                for end in range(1, len(parts) + 1):
+                    name = ".".join(parts[:end])
+                    if name in MODULES and name != module and not module.startswith(name + "."):
+                        graph.add_edge(module, name)
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    cycles = [sorted(c) for c in nx.strongly_connected_components(_graph()) if len(c) > 1]
+    assert not cycles, f"import cycles (module-level and function-local imports alike): {cycles}"
+
+
+def test_imports_sit_at_module_top_except_optional_frameworks() -> None:
+    local = []
+    for module, path in MODULES.items():
+        for node, inside in _imports(ast.parse(path.read_text())):
+            if not inside:
+                continue
+            for target in _targets(module, path, node):
+                if target.split(".")[0] not in OPTIONAL:
+                    local.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target}")
+    assert not local, "function-local imports of required modules:\n" + "\n".join(local)
+
+
+def test_every_module_imports_on_its_own() -> None:
+    script = (
+        "import importlib, sys\n"
+        "failed = []\n"
+        f"for name in {sorted(MODULES)!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'lpot_ir' or m.startswith('lpot_ir.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as exc:\n"
+        "        if 'partially initialized' in str(exc) or (exc.name or '').startswith('lpot_ir'):\n"
+        "            failed.append(f'{name}: {exc}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert not done.stdout.strip(), done.stdout
