@@ -38,10 +38,12 @@ import numpy as np
 import onnx
 
 from lpot_ir.backends.onnxruntime.session import feeds_from_batches
+from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
-from lpot_ir.strategies import TrialResult, get_strategy
+from lpot_ir.strategies import TrialResult
+from lpot_ir.tuning.checks import check_tuning_config
 from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
@@ -187,7 +189,6 @@ def _first_feed(
                 return feeds
     if not synthetic:
         return []
-    from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 
     try:
         return [synthetic_inputs(model, batch_size=1, seed=0)]
@@ -225,6 +226,7 @@ def tune(
     """
     start = time.perf_counter()
     tuning = config.tuning
+    strategy_cls = check_tuning_config(config)  # configuration errors before any model runs
     prefetch_plotting()
     workspace = Path(tuning.workspace.path)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -265,7 +267,6 @@ def tune(
         context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds)
         if real_data:
             context.proxy = AgreementProxy(optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES)
-    strategy_cls = get_strategy(tuning.strategy.name)
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
     replay = {t.config.key(): t for t in recorded}

@@ -47,6 +47,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
@@ -133,8 +134,6 @@ def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
 
 
 def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from lpot_ir.backends.onnxruntime.session import make_session
-
     session = make_session(model_bytes, intra_op_threads=1)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, dict(feed)), strict=True))
@@ -208,8 +207,6 @@ class SensitivityMeter:
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
     def _disagreeing_feed(self, int8_bytes: bytes) -> dict[str, np.ndarray]:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         if self._fp32_outputs is None:
             self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units)
         outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units)
@@ -407,8 +404,6 @@ class AgreementProxy:
         *,
         max_samples: int = 256,
     ) -> None:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         self.quantize = quantize
         split = _dynamic_batch(fp32_model)
         units = _sample_units(feeds, max_samples, split=split)
@@ -438,7 +433,6 @@ class AgreementProxy:
         key = config.key()
         if key in self._cache:
             return self._cache[key]
-        from lpot_ir.backends.onnxruntime.session import make_session
 
         self.runs += 1
         model, _quantized = _model_and_quantized(self.quantize(config))
