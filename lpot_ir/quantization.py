@@ -231,8 +231,7 @@ class Quantization:
             outputs=list(conf.model.outputs) or None,
             params=conf.model.params,
         )
-        name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
-        return converted.model, name_map, converted.framework, self._model
+        return converted.model, converted.aliases_map, converted.framework, self._model
 
     def _run_q_func(self, framework: str, original: Any) -> None:
         if self._q_func is None:

@@ -569,7 +569,7 @@ def quantize(
     converted = resolve_model(model, calib_dataloader=calib_dataloader, **frontend_options)
     if converted.framework != "onnx":
         model = converted.model
-        kwargs.setdefault("name_map", {k: v for k, v in converted.name_map.items() if v and v != k} or None)
+        kwargs.setdefault("name_map", converted.aliases_map)
     quantizer = ModelQuantizer(model, calib_dataloader, approach=approach, **kwargs)
     return quantizer.quantize(config or default_config(approach))
 

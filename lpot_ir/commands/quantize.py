@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     example = [_first_sample(args.calib)] if args.calib else None
     converted = resolve_model(args.model, framework=args.framework, calib_dataloader=example, params=args.params)
     model = converted.model
-    name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
+    name_map = converted.aliases_map
     if converted.framework != "onnx":
         print(f"Converted the {converted.framework} model to ONNX: " + "; ".join(converted.notes))
     if args.recipe:
