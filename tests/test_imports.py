@@ -1,5 +1,5 @@
-"""The package's import structure: no cycles, imports at module top (except optional frameworks), and
-every module imports on its own in a fresh interpreter."""
+"""The package's import structure: no cycles (package ``__init__`` files included), imports at module top
+(except optional frameworks), and every module imports."""
 
 from __future__ import annotations
 
@@ -111,21 +111,9 @@ def test_imports_sit_at_module_top_except_optional_frameworks() -> None:
     assert not local, "function-local imports of required modules:\n" + "\n".join(local)
 
 
-def test_every_module_imports_on_its_own() -> None:
-    script = (
-        "import importlib, sys\n"
-        "failed = []\n"
-        f"for name in {sorted(MODULES)!r}:\n"
-        "    for loaded in [m for m in sys.modules if m == 'lpot_ir' or m.startswith('lpot_ir.')]:\n"
-        "        del sys.modules[loaded]\n"
-        "    try:\n"
-        "        importlib.import_module(name)\n"
-        "    except ImportError as exc:\n"
-        "        if 'partially initialized' in str(exc) or (exc.name or '').startswith('lpot_ir'):\n"
-        "            failed.append(f'{name}: {exc}')\n"
-        "print('\\n'.join(failed))\n"
-    )
+def test_every_module_imports() -> None:
+    """Every module imports in a fresh interpreter (the acyclic graph above means the order cannot matter)."""
+    script = f"import importlib\nfor name in {sorted(MODULES)!r}:\n    importlib.import_module(name)\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
                           check=False)
-    assert done.returncode == 0, done.stderr
-    assert not done.stdout.strip(), done.stdout
+    assert done.returncode == 0, done.stderr[-2000:]
