@@ -8,7 +8,8 @@ as a sibling (``import driver_common``: a script's own folder is first on ``sys.
 
 The result JSON (one file, written atomically) has the keys every driver fills:
 ``tool``, ``version``, ``goal_met``, ``evaluations`` (eval function calls on the whole evaluation set,
-the FP32 baseline included), ``wall_seconds`` (after the imports, until the tool returned),
+the FP32 baseline included), ``wall_seconds`` (from the tool's configuration until it returned; loading
+the model and data and any model rewrite before that are ``prepare_seconds``),
 ``accuracy`` (the saved INT8 model re-scored, not counted), ``fp32_accuracy``, ``model`` (the INT8
 ``.onnx``), ``notes``; ``error`` when the tool could not produce a model.
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,11 +39,14 @@ import onnx
 __all__ = [
     "SuiteTask",
     "CountingEval",
+    "cache_sessions",
     "load_evaluate_module",
     "goal_met",
     "save_model_atomic",
     "write_json_atomic",
     "op_histogram",
+    "quantized_node_count",
+    "describe_model",
     "driver_arguments",
     "run_driver",
 ]
@@ -104,8 +108,8 @@ class CountingEval:
     """The task's ``evaluate``, with every call counted and timed.
 
     A call on the whole evaluation set is an *evaluation*. A call on a subset (NNCF scores single
-    items to rank its quantizers) is counted apart, with the number of feeds it scored, so
-    ``eval_equivalents`` = all scored feeds / evaluation-set size says what the subsets cost.
+    items and its ranking subset to rank its quantizers) is counted apart, with the number of feeds it
+    scored, so ``eval_equivalents`` = all scored feeds / evaluation-set size says what the subsets cost.
     """
 
     evaluate: ModuleType
@@ -117,6 +121,11 @@ class CountingEval:
     subset_calls: int = 0
     subset_feeds: int = 0
     subset_seconds: float = 0.0
+    restore: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
+    """Applied to a model before it is scored (``PeerModel.restore_interface`` of a rewritten model)."""
+
+    def __post_init__(self) -> None:
+        cache_sessions(self.evaluate)
 
     @property
     def evaluations(self) -> int:
@@ -126,27 +135,26 @@ class CountingEval:
     def eval_equivalents(self) -> float:
         return self.evaluations + self.subset_feeds / max(1, self.task.eval_size)
 
-    def supports_subsets(self) -> bool:
-        """Whether the suite's ``evaluate`` takes ``indices`` (score a subset of the eval feeds)."""
-        return "indices" in inspect.signature(self.evaluate.evaluate).parameters
-
     def __call__(self, model: Any, indices: Sequence[int] | None = None) -> float:
         model = _as_evaluable(model)
-        began = time.perf_counter()
+        if self.restore is not None and isinstance(model, onnx.ModelProto):
+            model = self.restore(model)
         whole = indices is None or list(indices) == list(range(self.task.eval_size))
+        began = time.perf_counter()
+        value = float(
+            self.evaluate.evaluate(
+                model, self.task.task_dir, threads=1, indices=None if whole else list(indices)
+            )
+        )
         if whole:
-            value = float(self.evaluate.evaluate(model, self.task.task_dir, threads=1))
             self.seconds += time.perf_counter() - began
             self.accuracies.append(value)
             self.ends.append(time.perf_counter() - self.origin)
             logger.info("evaluation %d: %.6f", self.evaluations, value)
-            return value
-        if not self.supports_subsets():
-            raise NotImplementedError("the suite's evaluate() cannot score a subset of the eval feeds")
-        value = float(self.evaluate.evaluate(model, self.task.task_dir, threads=1, indices=list(indices)))
-        self.subset_seconds += time.perf_counter() - began
-        self.subset_calls += 1
-        self.subset_feeds += len(indices)
+        else:
+            self.subset_seconds += time.perf_counter() - began
+            self.subset_calls += 1
+            self.subset_feeds += len(indices or ())
         return value
 
     def summary(self) -> dict[str, Any]:
@@ -160,6 +168,35 @@ class CountingEval:
             "subset_eval_seconds": round(self.subset_seconds, 3),
             "eval_equivalents": round(self.eval_equivalents, 3),
         }
+
+
+def cache_sessions(evaluate: ModuleType, size: int = 2) -> None:
+    """Make ``evaluate.make_session`` reuse the sessions of the last ``size`` models it was given.
+
+    NNCF scores the same model on one item after another (one ``validation_fn`` call each); a new
+    ONNX Runtime session per call would make session creation, not the tool, dominate its wall time.
+    Models are recognised by a digest of their serialized bytes (a tool may edit a ModelProto in
+    place), so a cached session always runs exactly the model it is asked for. Idempotent.
+    """
+    make = evaluate.make_session
+    if getattr(make, "lpot_ir_cached", False):
+        return
+    cache: dict[tuple[bytes, int], Any] = {}
+
+    def cached(model: Any, threads: int = 1) -> Any:
+        if hasattr(model, "SerializeToString"):
+            model = model.SerializeToString()
+        if not isinstance(model, bytes):
+            return make(model, threads)
+        key = (hashlib.blake2b(model, digest_size=16).digest(), threads)
+        if key not in cache:
+            while len(cache) >= size:
+                cache.pop(next(iter(cache)))
+            cache[key] = make(model, threads)
+        return cache[key]
+
+    cached.lpot_ir_cached = True  # type: ignore[attr-defined]
+    evaluate.make_session = cached
 
 
 def _as_evaluable(model: Any) -> Any:
@@ -204,8 +241,39 @@ def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    """Node count per op type of the main graph."""
-    return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
+    """Node count per op type, subgraphs (If/Loop/Scan bodies) included."""
+    return dict(sorted(Counter(node.op_type for node in _all_nodes(model.graph)).items()))
+
+
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
+
+
+def quantized_node_count(model: onnx.ModelProto) -> int:
+    """Nodes that quantize (Q, dynamic Q, QLinear*, *Integer), subgraphs included: 0 = nothing was quantized."""
+    return sum(
+        1
+        for node in _all_nodes(model.graph)
+        if node.op_type in _QUANTIZED_OPS or node.op_type.startswith("QLinear")
+    )
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    yield from _all_nodes(sub)
+
+
+def describe_model(model: onnx.ModelProto, result: dict[str, Any]) -> None:
+    """Put the INT8 model's op histogram and quantized-node count into ``result`` (a note if it is 0)."""
+    result["op_types"] = op_histogram(model)
+    result["quantized_nodes"] = quantized_node_count(model)
+    if result["quantized_nodes"] == 0:
+        result["notes"].append("the returned model has no quantized node: it is the FP32 model")
 
 
 def driver_arguments(description: str) -> argparse.ArgumentParser:

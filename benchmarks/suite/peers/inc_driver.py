@@ -45,20 +45,32 @@ import numpy as np
 from driver_common import (
     CountingEval,
     SuiteTask,
+    describe_model,
     driver_arguments,
     goal_met,
     load_evaluate_module,
-    op_histogram,
     run_driver,
     save_model_atomic,
 )
+from graph_fixes import prepare_peer_model
 
-__all__ = ["FeedLoader", "main"]
+__all__ = ["ErrorRecords", "FeedLoader", "main"]
 
 logger = logging.getLogger("inc_driver")
 
 MAX_TRIALS = 100
 SEED = 1978
+
+
+class ErrorRecords(logging.Handler):
+    """Keeps INC's ERROR log records: ``fit`` catches exceptions during tuning, logs them, returns None."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 class FeedLoader:
@@ -84,12 +96,20 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
     from neural_compressor import PostTrainingQuantConfig, quantization, set_random_seed, set_workspace
     from neural_compressor.config import AccuracyCriterion, TuningCriterion
 
+    errors = ErrorRecords()
+    logging.getLogger("neural_compressor").addHandler(errors)
     result.update(
         onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, strategy="basic", quant_level="auto"
     )
-    began = time.perf_counter()  # after the imports
+    # What the user has before calling the tool: the model (rewritten if INC needs it) and the data.
+    prepared = time.perf_counter()
     task = SuiteTask.load(args.task_dir, evaluate)
-    counting = CountingEval(evaluate, task, origin=began)
+    fp32 = onnx.load(str(task.model_path))
+    peer = prepare_peer_model(fp32, [*task.calib_feeds, *evaluate.load_feeds(task.task_dir / "eval.npz")])
+    result["notes"].extend(peer.notes)
+    result["prepare_seconds"] = round(time.perf_counter() - prepared, 3)
+    began = time.perf_counter()  # the clock: from INC's configuration until fit returns
+    counting = CountingEval(evaluate, task, origin=began, restore=peer.restore_interface)
     workspace = args.workspace or args.out.parent / f"inc_ws_{task.task_dir.name}"
     workspace.mkdir(parents=True, exist_ok=True)
     set_workspace(str(workspace))
@@ -112,12 +132,11 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
         **conf_kwargs,
     )
     result["approach"] = task.approach
-    fp32 = onnx.load(str(task.model_path))
-    loader = FeedLoader(task.calib_feeds) if static else None
+    loader = FeedLoader([peer.feed(f) for f in task.calib_feeds]) if static else None
     try:
         # INC prints its tuning log to stdout: keep it with the rest of the log on stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            q_model = quantization.fit(fp32, conf, calib_dataloader=loader, eval_func=counting)
+            q_model = quantization.fit(peer.model, conf, calib_dataloader=loader, eval_func=counting)
     finally:
         result["wall_seconds"] = round(time.perf_counter() - began, 3)
         result.update(counting.summary())
@@ -128,12 +147,19 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
         if static
         else "dynamic: no calibration"
     )
+    result["inc_errors"] = errors.messages
     if q_model is None:
-        result["error"] = "quantization.fit returned None: no configuration met the accuracy criterion"
+        raised = [m for m in errors.messages if m.startswith("Unexpected exception")]
+        result["error"] = "quantization.fit returned None: " + (
+            f"INC could not quantize the model ({'; '.join(raised)})"
+            if raised
+            else "no configuration met the accuracy criterion"
+        )
         return
-    save_model_atomic(q_model.model, args.model_out)
+    int8 = peer.restore_interface(q_model.model)
+    save_model_atomic(int8, args.model_out)
     result["model"] = str(args.model_out)
-    result["op_types"] = op_histogram(q_model.model)
+    describe_model(int8, result)
     result["accuracy"] = float(evaluate.evaluate(str(args.model_out), task.task_dir, threads=1))
     result["goal_met"] = goal_met(
         result["fp32_accuracy"], result["accuracy"], args.criterion_relative, task.higher_is_better

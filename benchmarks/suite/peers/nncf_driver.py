@@ -24,8 +24,10 @@ Conventions and workarounds:
   indices into eval.npz). NNCF calls it on the whole validation set (an *evaluation*), on single items
   (to get one metric value per item for its ranking) and on its ranking subset; the driver counts the
   whole-set calls as evaluations and the rest as subset calls (``eval_equivalents`` adds them up in
-  units of the whole set). If the suite's ``evaluate`` cannot score a subset, ``validation_fn`` raises
-  on a single item and NNCF falls back, as documented, to ranking by the model's raw outputs.
+  units of the whole set). For a metric that means nothing on one feed (:data:`SET_LEVEL_METRICS`),
+  ``validation_fn`` raises on a subset; NNCF then (``Evaluator.determine_mode``) ranks quantizers by
+  the change of the model's raw outputs instead. ONNX Runtime sessions are cached per model
+  (``driver_common.cache_sessions``), as a user scoring one item at a time would do.
 * NNCF treats a higher metric as better. For a lower-is-better metric ``validation_fn`` returns the
   negated metric (the relative drop it computes is then the relative increase of the metric); the
   result JSON reports the metric itself.
@@ -54,19 +56,24 @@ from typing import Any
 from driver_common import (
     CountingEval,
     SuiteTask,
+    describe_model,
     driver_arguments,
     goal_met,
     load_evaluate_module,
-    op_histogram,
     run_driver,
     save_model_atomic,
 )
+from graph_fixes import prepare_peer_model
 
 __all__ = ["has_attention", "main"]
 
 logger = logging.getLogger("nncf_driver")
 
 MODES = ("accuracy-control", "quantize")
+
+SET_LEVEL_METRICS = frozenset({"pair_retrieval_top1"})
+"""Metrics of ``benchmarks/suite/metrics.py`` that mean nothing on a single feed (retrieval among all
+eval sentences): NNCF must not rank by them."""
 
 
 def has_attention(model: Any) -> bool:
@@ -96,12 +103,18 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
     import onnxruntime
 
     result.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, mode=args.mode)
-    began = time.perf_counter()  # after the imports
+    # What the user has before calling the tool: the model (rewritten if NNCF needs it) and the data.
+    prepared = time.perf_counter()
     task = SuiteTask.load(args.task_dir, evaluate)
-    counting = CountingEval(evaluate, task, origin=began)
+    eval_feeds = evaluate.load_feeds(task.task_dir / "eval.npz")
+    peer = prepare_peer_model(onnx.load(str(task.model_path)), [*task.calib_feeds, *eval_feeds])
+    result["notes"].extend(peer.notes)
+    model = peer.model
+    result["prepare_seconds"] = round(time.perf_counter() - prepared, 3)
+    began = time.perf_counter()  # the clock: from building NNCF's datasets until NNCF returns
+    counting = CountingEval(evaluate, task, origin=began, restore=peer.restore_interface)
     sign = 1.0 if task.higher_is_better else -1.0
-    model = onnx.load(str(task.model_path))
-    calibration = nncf.Dataset(task.calib_feeds)
+    calibration = nncf.Dataset([peer.feed(f) for f in task.calib_feeds])
     kwargs: dict[str, Any] = {"subset_size": len(task.calib_feeds)}
     if has_attention(model):
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
@@ -111,15 +124,26 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
             f"the task's approach is {task.approach!r}; NNCF has only static quantization (QDQ, calibrated)"
         )
     result["notes"].append(f"calibration: all {len(task.calib_feeds)} feeds of calib.npz (subset_size)")
-    eval_feeds = evaluate.load_feeds(task.task_dir / "eval.npz")
+
+    set_level = task.info["metric"] in SET_LEVEL_METRICS
+    if set_level and args.mode == "accuracy-control":
+        result["notes"].append(
+            f"{task.info['metric']} is defined on the whole eval set only: validation_fn refuses subsets, "
+            "so NNCF ranks quantizers by the change of raw outputs"
+        )
 
     def validation_fn(candidate: Any, items: Iterable[Any]) -> tuple[float, None]:
-        return sign * counting(candidate, [int(i) for i in items]), None
+        indices = [int(i) for i in items]
+        if set_level and len(indices) != task.eval_size:
+            raise ValueError(f"{task.info['metric']} cannot score a subset of the eval set")
+        return sign * counting(candidate, indices), None
 
     try:
         with contextlib.redirect_stdout(sys.stderr):
             if args.mode == "accuracy-control":
-                validation = nncf.Dataset(list(range(task.eval_size)), lambda index: eval_feeds[index])
+                validation = nncf.Dataset(
+                    list(range(task.eval_size)), lambda index: peer.feed(eval_feeds[index])
+                )
                 q_model = nncf.quantize_with_accuracy_control(
                     model,
                     calibration_dataset=calibration,
@@ -135,11 +159,10 @@ def _tune(args: Any, result: dict[str, Any]) -> None:
         result["wall_seconds"] = round(time.perf_counter() - began, 3)
         result.update(counting.summary())
         result["fp32_accuracy"] = counting.accuracies[0] if counting.accuracies else None
-    if not counting.supports_subsets() and args.mode == "accuracy-control":
-        result["notes"].append("the suite's evaluate() scores no subsets: NNCF ranked by raw outputs")
-    save_model_atomic(q_model, args.model_out)
+    int8 = peer.restore_interface(q_model)
+    save_model_atomic(int8, args.model_out)
     result["model"] = str(args.model_out)
-    result["op_types"] = op_histogram(q_model)
+    describe_model(int8, result)
     if result["fp32_accuracy"] is None:  # plain quantize: score the FP32 model here, not counted
         result["fp32_accuracy"] = float(evaluate.evaluate(str(task.model_path), task.task_dir, threads=1))
     result["accuracy"] = float(evaluate.evaluate(str(args.model_out), task.task_dir, threads=1))

@@ -41,6 +41,8 @@ class PeerVenv:
         packages: pinned pip requirements, installed in one ``pip install``.
         check: Python code run with the venv's interpreter; it must exit 0 in a usable venv.
         expected_minutes: the build time to announce in the log.
+        post_install: commands (argv, the first item a script in the venv's ``bin/``) run once after
+            the install.
     """
 
     name: str
@@ -49,11 +51,12 @@ class PeerVenv:
     packages: tuple[str, ...]
     check: str
     expected_minutes: float
+    post_install: tuple[tuple[str, ...], ...] = ()
 
     @property
     def spec(self) -> str:
-        """The marker text: one requirement per line."""
-        return "\n".join(self.packages) + "\n"
+        """The marker text: one requirement per line, then the post-install commands."""
+        return "".join(f"{line}\n" for line in (*self.packages, *(" ".join(c) for c in self.post_install)))
 
 
 INC_VENV = PeerVenv(
@@ -83,6 +86,9 @@ NNCF_VENV = PeerVenv(
     packages=("nncf==3.4.0", "onnx==1.23.2", "onnxruntime==1.32.0"),
     check="import nncf, onnx, onnxruntime; assert nncf.__version__ == '3.4.0'",
     expected_minutes=1.5,
+    # NNCF sends usage telemetry (openvino-telemetry) unless the user opts out; this is the documented
+    # opt-out (it writes ~/intel/openvino_telemetry). There is no network here to send it to anyway.
+    post_install=(("opt_in_out", "--opt_out"),),
 )
 """NNCF 3.4.0 with its ONNX backend (``quantize_with_accuracy_control`` supports ONNX models)."""
 
@@ -153,6 +159,8 @@ def ensure_venv(spec: PeerVenv, path: Path | None = None) -> tuple[Path, float |
                 f"registry that cannot be reached, a Python version without wheels for these pins) and "
                 f"re-run; the half-built venv is rebuilt from scratch next time."
             )
+        for command in spec.post_install:
+            subprocess.run([str(path / "bin" / command[0]), *command[1:]], check=True, capture_output=True)
         seconds = time.perf_counter() - began
         if not _works(spec, python):
             check = subprocess.run([str(python), "-c", spec.check], capture_output=True, text=True)
