@@ -83,7 +83,8 @@ def _names_read(graph: onnx.GraphProto) -> set[str]:
 
 
 def _constant_conditions(model: onnx.ModelProto, feeds: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
-    """``{If node name: branch condition}`` for the top-level Ifs whose condition is the same on every feed."""
+    """``{first output of the If: its condition}`` for the top-level Ifs whose condition is the same on every
+    feed (an If is known by its first output: node names may be empty or repeated)."""
     ifs = [node for node in model.graph.node if node.op_type == "If"]
     if not ifs or not feeds:
         return {}
@@ -107,7 +108,7 @@ def _constant_conditions(model: onnx.ModelProto, feeds: Sequence[Mapping[str, An
         values = session.run(conditions, {k: v for k, v in feed.items() if k in inputs})
         for name, value in zip(conditions, values, strict=True):
             seen[name].add(bool(np.asarray(value).reshape(-1)[0]))
-    return {node.name: next(iter(seen[node.input[0]])) for node in ifs if len(seen[node.input[0]]) == 1}
+    return {node.output[0]: next(iter(seen[node.input[0]])) for node in ifs if len(seen[node.input[0]]) == 1}
 
 
 def _inline(graph: onnx.GraphProto, index: int, branch: onnx.GraphProto) -> None:
@@ -178,12 +179,15 @@ def inline_constant_ifs(
         constant = _constant_conditions(rewritten, feeds)
         if not constant:
             break
-        for name, value in constant.items():
-            index = next(i for i, node in enumerate(graph.node) if node.name == name)
+        for output, value in constant.items():
+            index = next(
+                i for i, node in enumerate(graph.node) if node.op_type == "If" and node.output[0] == output
+            )
+            node = graph.node[index]
             branch_name = "then_branch" if value else "else_branch"
-            branch = next(a.g for a in graph.node[index].attribute if a.name == branch_name)
+            branch = next(a.g for a in node.attribute if a.name == branch_name)
+            inlined.append(f"{node.name or output} -> {branch_name}")
             _inline(graph, index, branch)
-            inlined.append(f"{name} -> {branch_name}")
     if not inlined:
         return model, [], []
     _constants_to_initializers(graph)

@@ -71,7 +71,7 @@ logger = logging.getLogger("nncf_driver")
 
 MODES = ("accuracy-control", "quantize")
 
-SET_LEVEL_METRICS = frozenset({"pair_retrieval_top1"})
+SET_LEVEL_METRICS = frozenset({"pair_retrieval_top1", "pair_retrieval_mrr"})
 """Metrics of ``benchmarks/suite/metrics.py`` that mean nothing on a single feed (retrieval among all
 eval sentences): NNCF must not rank by them."""
 
