@@ -4,8 +4,9 @@ Peers never go into lpot-ir's environment: INC 2.6 needs onnx 1.15 / onnxruntime
 which lpot-ir does not support, and NNCF brings its own dependency tree. Each peer gets a venv under
 ``~/.cache/lpot_ir/`` (or the folder its environment variable names), built with ``python3 -m venv`` and
 ``pip install`` of its pinned :attr:`PeerVenv.packages`. A marker file in the venv records the package
-list it was built from: a venv built from another list (or a half-built one) is removed and rebuilt, a
-venv without a marker whose import check passes (made by an older script) is adopted. A lock file next
+list it was built from: a venv built from another list (or a half-built one) is moved aside to
+``<venv>.stale`` (a process may still run from it; the next rebuild deletes it) and rebuilt, a venv
+without a marker whose import check passes (made by an older script) is adopted. A lock file next
 to the venv keeps two benchmark processes from building the same venv at once.
 
 This module is stdlib-only: benchmark scripts import it from lpot-ir's venv before any peer venv exists.
@@ -138,8 +139,11 @@ def ensure_venv(spec: PeerVenv, path: Path | None = None) -> tuple[Path, float |
         if _ready(spec, path, python):
             return python, None
         if path.exists():
-            logger.info("removing the stale or incomplete %s venv %s", spec.name, path)
-            shutil.rmtree(path)
+            # Moved aside, not deleted: a process may still be running from it (a long peer run).
+            aside = path.with_name(path.name + ".stale")
+            logger.info("moving the stale or incomplete %s venv %s aside to %s", spec.name, path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+            path.rename(aside)
         base = shutil.which("python3") or sys.executable
         logger.info(
             "creating the %s venv in %s (about %.1f minutes): pip install %s",
