@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.strategies.base import TrialResult
 
 __all__ = [
@@ -67,8 +69,6 @@ def measure_latency(
 
     With ``seconds``, fewer timed runs (at least 3) when ``iterations`` would take longer than that.
     """
-    from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
-    from lpot_ir.backends.onnxruntime.session import make_session
 
     session = make_session(model, intra_op_threads=1, inter_op_threads=1)
     first, _ = time_feeds(session, [dict(feed)], warmup=max(0, warmup - 1), iterations=1)
@@ -88,7 +88,6 @@ def measure_footprint(model: bytes, feed: Mapping[str, np.ndarray]) -> float:
     """Resident-memory growth (bytes) while a session for ``model`` is created and run once."""
     import psutil
 
-    from lpot_ir.backends.onnxruntime.session import make_session
 
     process = psutil.Process()
     _release_freed_memory()

@@ -36,17 +36,16 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.backends.onnxruntime.profiling import instrumented_model, run_all_values
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
-
-if TYPE_CHECKING:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "normalized_error"]
 
@@ -188,8 +187,6 @@ class SensitivityMeter:
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
     def _disagreeing_feed(self, int8_bytes: bytes) -> dict[str, np.ndarray]:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         if self._fp32_outputs is None:
             self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units, self.layout)
         outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units, self.layout)
@@ -305,7 +302,6 @@ def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Valu
 
 
 def _layout(model: onnx.ModelProto, batch_axes: Mapping[str, int | None] | None) -> BatchLayout:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 
     return BatchLayout(model, batch_axes)
 
