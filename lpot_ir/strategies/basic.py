@@ -53,6 +53,7 @@ from lpot_ir.strategies.base import (
     register_strategy,
 )
 from lpot_ir.strategies.fallback import Group, Step, extend, rank_steps
+from lpot_ir.strategies.proxy import ProxyCalibration
 
 __all__ = ["BasicStrategy", "recovery_candidates"]
 
@@ -143,8 +144,6 @@ class BasicStrategy(TuneStrategy):
         margin = float(self.options["margin"])
         if not 0.0 < margin <= 1.0:
             raise ConfigError(f"tuning.strategy.margin must be in (0, 1], got {margin}.")
-        from lpot_ir.tuning.proxy import ProxyCalibration  # pure data: no model runs
-
         self.calibration = ProxyCalibration()
         self.proxy_readings = 0
         self._latency: Any = None

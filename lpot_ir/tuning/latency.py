@@ -40,6 +40,9 @@ Group = tuple[str, ...]
 REGION_MARGIN = 0.02
 """A group joins the FP32 side for speed only if that is predicted to save this share of the INT8 time."""
 
+MIN_REGION_SECONDS = 1e-3
+"""Below this FP32 kernel time per run, per-kernel overheads and timer noise dominate a profile: no regions."""
+
 _DEFAULT_KAPPA = 1e-9
 """Seconds per boundary element when the INT8 profile has no quantize kernel to learn from."""
 
@@ -211,9 +214,13 @@ class LatencyModel:
         Those are INT8 islands between FP32 regions (their boundaries cost more than their integer
         kernels save) and groups whose INT8 kernel is slower than FP32 outright. Reverting a group
         never adds quantization error, so this trades nothing for speed. Greedy, best first, at most
-        ``max_steps`` additions (default: the number of groups), so it always ends.
+        ``max_steps`` additions (default: the number of groups), so it always ends. On a model whose FP32
+        kernels take less than :data:`MIN_REGION_SECONDS` per run, nothing is added: its profile measures
+        overheads, not kernels.
         """
         fp32 = set(fp32_groups)
+        if self.fp32_total < MIN_REGION_SECONDS:
+            return fp32
         limit = len(self.groups) if max_steps is None else max_steps
         margin = REGION_MARGIN * self.int8_total  # below this, a "gain" may be profile noise
         for _ in range(limit):

@@ -16,7 +16,8 @@ what the output is (:class:`OutputKind`):
   error ``mse / var(reference)``.
 * ``labels`` (integer outputs): the fraction of elements that differ.
 
-A distance is not an accuracy. :class:`ProxyCalibration` turns distances into predicted accuracy
+A distance is not an accuracy. :class:`~lpot_ir.strategies.proxy.ProxyCalibration` (pure data, in the
+strategies layer that uses it) turns distances into predicted accuracy
 losses only from pairs *measured on this run*: every evaluated candidate adds ``(distance, relative
 loss)``, FP32 is ``(0, 0)``, and the prediction interpolates monotonically between those points. Until
 one INT8 candidate has been evaluated, the proxy predicts nothing and can only order candidates; when
@@ -32,7 +33,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,14 +40,13 @@ import onnx
 
 from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.quant import TuningConfig
+from lpot_ir.strategies.proxy import DistanceReading
 
 __all__ = [
     "OutputKind",
     "infer_output_kind",
     "output_distance",
     "OutputDistance",
-    "ProxyCalibration",
-    "DistanceReading",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,21 +145,6 @@ def output_distance(kind: OutputKind, actual: np.ndarray, reference: np.ndarray)
     if var <= 0:
         return (0.0 if mse == 0 else 1.0), math.nan
     return mse / var, math.nan
-
-
-@dataclass(frozen=True)
-class DistanceReading:
-    """One candidate's distance from FP32 on the proxy's feeds.
-
-    Attributes:
-        distance: the output-kind distance (0 = identical to FP32).
-        top1_flips: for class scores, the fraction of samples/positions whose top-1 changed; else NaN.
-        seconds: the time the reading took (quantization + run).
-    """
-
-    distance: float
-    top1_flips: float
-    seconds: float
 
 
 class OutputDistance:
@@ -270,74 +254,3 @@ class OutputDistance:
         self.seconds += reading.seconds
         self._cache[key] = reading
         return reading
-
-
-class ProxyCalibration:
-    """Predicted accuracy loss from proxy distance, fitted only to this run's evaluated candidates.
-
-    Points are ``(distance, relative loss)`` with loss >= 0 (an INT8 model more accurate than FP32 counts
-    as no loss). ``(0, 0)`` is FP32 itself. :meth:`predict` interpolates linearly between the points after
-    making the losses non-decreasing in distance (pool-adjacent-violators), and extrapolates beyond the
-    farthest point along the steepest line from the origin through any point (the cautious direction).
-    """
-
-    def __init__(self) -> None:
-        self.points: list[tuple[float, float]] = []
-
-    def add(self, distance: float, loss: float) -> None:
-        """Record an evaluated candidate (non-finite values are ignored)."""
-        if math.isfinite(distance) and math.isfinite(loss) and distance >= 0:
-            self.points.append((float(distance), max(0.0, float(loss))))
-
-    @property
-    def calibrated(self) -> bool:
-        """At least one evaluated candidate with a positive distance."""
-        return any(d > 0 for d, _ in self.points)
-
-    def _fit(self) -> list[tuple[float, float]]:
-        pts = sorted([(0.0, 0.0), *self.points])
-        blocks: list[list[float]] = []  # [sum of d, sum of loss, count]
-        for d, loss in pts:
-            blocks.append([d, loss, 1.0])
-            while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] > blocks[-1][1] / blocks[-1][2]:
-                last = blocks.pop()
-                blocks[-1] = [blocks[-1][0] + last[0], blocks[-1][1] + last[1], blocks[-1][2] + last[2]]
-        return [(b[0] / b[2], b[1] / b[2]) for b in blocks]
-
-    def predict(self, distance: float) -> float | None:
-        """The predicted relative loss at ``distance`` (``None`` until calibrated)."""
-        if not self.calibrated or not math.isfinite(distance):
-            return None
-        fit = self._fit()
-        if distance <= fit[0][0]:
-            return fit[0][1]
-        for (d0, l0), (d1, l1) in zip(fit, fit[1:], strict=False):
-            if distance <= d1:
-                return l0 if d1 == d0 else l0 + (l1 - l0) * (distance - d0) / (d1 - d0)
-        slope = max(loss / d for d, loss in self.points if d > 0)
-        return max(fit[-1][1], slope * distance)
-
-    def threshold(self, loss: float) -> float | None:
-        """The largest distance whose predicted loss is at most ``loss`` (``None`` until calibrated)."""
-        if not self.calibrated:
-            return None
-        fit = self._fit()
-        best = 0.0
-        for (d0, l0), (d1, l1) in zip(fit, fit[1:], strict=False):
-            if l1 <= loss:
-                best = d1
-                continue
-            if l0 <= loss < l1:
-                best = d0 + (d1 - d0) * (loss - l0) / (l1 - l0)
-            return best
-        slope = max(loss_ / d for d, loss_ in self.points if d > 0)
-        last_d, last_l = fit[-1]
-        if slope <= 0:
-            return math.inf
-        return max(last_d, loss / slope) if last_l <= loss else best
-
-    def contradicted(self, allowed: float) -> bool:
-        """True if a closer candidate missed the goal while a farther one met it (ordering not reliable)."""
-        failed = [d for d, loss in self.points if loss > allowed]
-        passed = [d for d, loss in self.points if loss <= allowed]
-        return bool(failed and passed and min(failed) < max(passed))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.strategies import get_strategy
-from lpot_ir.tuning.proxy import DistanceReading
+from lpot_ir.strategies.proxy import DistanceReading
 from tests.strategies.synthetic import BASELINE, TOLERANCE, SyntheticContext, drive, first_success
 
 

@@ -12,11 +12,11 @@ from onnx import TensorProto, helper
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.ir.model import to_proto
 from lpot_ir.quantizer import ModelQuantizer, default_config
+from lpot_ir.strategies.proxy import ProxyCalibration
 from lpot_ir.tuning import Evaluator, TuningHistory, tune
 from lpot_ir.tuning.proxy import (
     OutputDistance,
     OutputKind,
-    ProxyCalibration,
     infer_output_kind,
     output_distance,
 )

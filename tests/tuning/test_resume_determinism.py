@@ -54,17 +54,16 @@ def test_resume_with_advice_makes_the_same_decisions(tmp_path):
     """With the proxy and the latency model on, a resumed run reuses the advice plan and the profiles
     stored in the workspace (nothing re-measured), so timing noise cannot change its decisions."""
     options = {"recovery": False}
-    killed = _script(tmp_path, kill_at=3, resume=False, options=options)  # dies in trial 1
+    killed = _script(tmp_path, kill_at=2, resume=False, options=options)  # dies in trial 0
     assert killed.returncode == 3
     header, finished = TuningHistory(tmp_path / "history.jsonl").read()
-    assert [t.index for t in finished] == [0] and header.advice["units"] > 0
+    assert finished == [] and header.advice["units"] > 0
     profiles = tmp_path / "latency_model.json"
     stamp = profiles.stat().st_mtime_ns
     resumed = _script(tmp_path, kill_at=-1, resume=True, options=options)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     result = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert result["replayed"] == 1
-    assert result["keys"][:1] == [t.config.key() for t in finished]
+    assert result["replayed"] == 0 and result["calls"] == len(result["keys"])  # the baseline was not re-run
     assert profiles.stat().st_mtime_ns == stamp  # the profiles were read back, not measured again
     assert TuningHistory(tmp_path / "history.jsonl").read()[0].advice == header.advice
 
