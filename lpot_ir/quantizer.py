@@ -6,9 +6,14 @@ calibration (once per (algorithm set, sampling size), over every tensor any conf
 Applying one :class:`~lpot_ir.ir.quant.TuningConfig` is then cheap: deserialize the optimized model,
 annotate, insert Q/DQ (or rewrite dynamically), optionally lower to QOperator, serialize.
 
-A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration and the exact ranges used.
-:func:`apply_recipe` replays a recipe on the FP32 model and reproduces the INT8 model bit for bit,
-without calibration data.
+A configuration whose ``recovery`` turns on FP32 rewrites (cross-layer equalization, SmoothQuant) is
+applied to a *prepared* model: a copy of the optimized model rewritten once per setting (the rewrites
+read per-channel ranges from one calibration of the FP32 model), then calibrated on its own (cached per
+prepared model, since its activations differ).
+
+A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration, the exact ranges used and the
+factors of the recovery rewrites. :func:`apply_recipe` replays a recipe on the FP32 model and reproduces
+the INT8 model bit for bit, without calibration data.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ from lpot_ir.ir.quant import (
     TuningConfig,
 )
 from lpot_ir.passes.quantization.pipeline import quantize_model
+from lpot_ir.passes.quantization.recovery.prepare import (
+    PrepareResult,
+    PrepareSettings,
+    factors_from_dict,
+    factors_to_dict,
+    prepare_model,
+    recovery_statistics,
+)
+from lpot_ir.passes.quantization.recovery.report import SiteFactors
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -121,6 +135,8 @@ class Recipe:
         ranges: value name -> the activation range used.
         lpot_ir_version: the version that wrote the recipe.
         format_version: the recipe file format.
+        factors: per-channel factors of the recovery rewrites (technique -> site -> factors), replayed
+            as they are, so the prepared model does not depend on calibration data or on the CPU.
     """
 
     fp32_model_digest: str
@@ -128,15 +144,20 @@ class Recipe:
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = field(default_factory=_version)
     format_version: int = RECIPE_FORMAT_VERSION
+    factors: Mapping[str, Mapping[str, SiteFactors]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format_version": self.format_version,
             "fp32_model_digest": self.fp32_model_digest,
             "config": self.config.to_dict(),
             "ranges": {name: r.to_list() for name, r in sorted(self.ranges.items())},
             "lpot_ir_version": self.lpot_ir_version,
         }
+        factors = factors_to_dict(self.factors)
+        if factors:  # omitted without recovery rewrites: plain recipes are unchanged
+            out["recovery_factors"] = factors
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the recipe") -> Recipe:
@@ -153,6 +174,7 @@ class Recipe:
                 ranges={str(k): TensorRange.from_list(v) for k, v in dict(data.get("ranges", {})).items()},
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
+                factors=factors_from_dict(data.get("recovery_factors") or {}),
             )
         except LpotError:
             raise
@@ -208,6 +230,8 @@ class QuantizedModel:
     config: TuningConfig
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
+    recovery: PrepareResult | None = None
+    """What the recovery rewrites did (sites applied and declined), when the configuration turned any on."""
 
     @property
     def fp32_nodes(self) -> dict[str, Fp32Reason]:
@@ -295,6 +319,8 @@ class ModelQuantizer:
         self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
         self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
+        self._prepared: dict[tuple[PrepareSettings, int | None], _PreparedModel] = {}
+        self._channel_stats: dict[int, Any] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -316,58 +342,93 @@ class ModelQuantizer:
 
     def calibration_tensors(self) -> list[str]:
         """Every activation any static configuration could need a range for."""
-        graph_nodes = {n.name: n for n in self.fp32_model.graph}
-        names: dict[str, None] = {}
-        nodes, _ = self.nodes_for(Approach.STATIC)
-        for qnode in nodes:
-            node = graph_nodes.get(qnode.name)
-            if node is None or qnode.category is OpCategory.EMBEDDING:
-                continue
-            for i, value in enumerate(node.inputs):
-                if value is None or i in qnode.weight_inputs or value.const_value is not None:
-                    continue
-                if value.dtype in (None, ir.DataType.FLOAT) and value.name:
-                    names[value.name] = None
-            for value in node.outputs:
-                if value.dtype in (None, ir.DataType.FLOAT) and value.name:
-                    names[value.name] = None
-        return list(names)
+        return _calibration_tensors(self.fp32_model, self.nodes_for(Approach.STATIC)[0])
+
+    def _no_data_error(self) -> QuantizationError:
+        return QuantizationError(
+            "Static quantization needs calibration data, but no calib_dataloader was given. Pass "
+            "calib_dataloader= (Python) or --calib DATA (CLI), or use approach post_training_dynamic_quant."
+        )
 
     def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
         """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached)."""
-        from lpot_ir.calibration import calibrate
-
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
         for (cached_algos, size), result in self._calibrations.items():
             if size == sampling_size and algos <= cached_algos:
                 return result
+        result = self._calibrate(self.fp32_model, self.calibration_tensors(), algos, sampling_size)
+        self._calibrations[(algos, sampling_size)] = result
+        return result
+
+    def _calibrate(
+        self, model: ir.Model, tensors: list[str], algos: frozenset[CalibAlgorithm], sampling_size: int,
+        channel_axes: Mapping[str, int] | None = None,
+    ) -> Any:
+        from lpot_ir.calibration import calibrate
+
         if self.calib_dataloader is None:
-            raise QuantizationError(
-                "Static quantization needs calibration data, but no calib_dataloader was given. Pass "
-                "calib_dataloader= (Python) or --calib DATA (CLI), or use approach post_training_dynamic_quant."
-            )
+            raise self._no_data_error()
         cache_dir = self.workspace / "calibration" if self.workspace is not None else None
         ordered: list[CalibAlgorithm] = sorted(algos, key=lambda a: a.value)
-        result = calibrate(
-            self.fp32_model,
+        return calibrate(
+            model,
             self.calib_dataloader,
-            tensors=self.calibration_tensors(),
+            tensors=tensors,
             algorithms=ordered,
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
+            channel_axes=channel_axes,
         )
-        self._calibrations[(algos, sampling_size)] = result
-        return result
+
+    # -- recovery rewrites (prepared models) -------------------------------------------------------
+
+    def channel_statistics(self, sampling_size: int) -> Any:
+        """Per-channel ranges of the FP32 model's activations the recovery rewrites read (one run, cached).
+
+        ``None`` when there is no calibration data.
+        """
+        if self.calib_dataloader is None:
+            return None
+        if sampling_size not in self._channel_stats:
+            wanted = recovery_statistics(self.fp32_model)
+            self._channel_stats[sampling_size] = (
+                self._calibrate(self.fp32_model, [], frozenset({CalibAlgorithm.MINMAX}), sampling_size, wanted)
+                if wanted else None
+            )
+        return self._channel_stats[sampling_size]
+
+    def prepared(
+        self, settings: PrepareSettings, sampling_size: int = 100,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+    ) -> _PreparedModel:
+        """The FP32 model rewritten for ``settings`` (cached per setting; ``factors`` replays a recipe)."""
+        key = (settings, None if factors is not None else sampling_size)
+        if factors is None and key in self._prepared:
+            return self._prepared[key]
+        model = ir.serde.deserialize_model(self._fp32_proto)
+        ranges = None
+        if factors is None:
+            stats = self.channel_statistics(sampling_size)
+            ranges = dict(stats.channels) if stats is not None else None
+        result = prepare_model(model, settings, ranges, factors=factors)
+        logger.info("Recovery rewrites for %s:\n%s", settings, result)
+        prepared = _PreparedModel(self, settings, model, result)
+        if factors is None:
+            self._prepared[key] = prepared
+        return prepared
 
     # -- applying a configuration ------------------------------------------------------------------
 
     def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
         """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
         config = config or default_config(self.approach)
+        settings = PrepareSettings.from_recovery(config.recovery)
+        prepared = self.prepared(settings, config.calib_sampling_size) if settings.active else None
         range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
         if config.approach is not Approach.DYNAMIC:
-            result = self.calibration(_algorithms(config), config.calib_sampling_size)
+            algorithms, size = _algorithms(config), config.calib_sampling_size
+            result = prepared.calibration(algorithms, size) if prepared else self.calibration(algorithms, size)
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                 try:
@@ -375,19 +436,31 @@ class ModelQuantizer:
                 except KeyError:
                     return None
 
-        return self._apply(config, range_of)
+        return self._apply(config, range_of, prepared)
 
-    def apply_ranges(self, config: TuningConfig, ranges: Mapping[str, TensorRange]) -> QuantizedModel:
-        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`."""
-        return self._apply(config, lambda name, _algorithm: ranges.get(name))
+    def apply_ranges(
+        self, config: TuningConfig, ranges: Mapping[str, TensorRange],
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+    ) -> QuantizedModel:
+        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
+
+        ``factors`` are the recovery rewrites' factors to replay (from a recipe); with recovery rewrites on
+        and no factors, they are computed (which needs calibration data for SmoothQuant).
+        """
+        settings = PrepareSettings.from_recovery(config.recovery)
+        prepared = self.prepared(settings, config.calib_sampling_size, factors) if settings.active else None
+        return self._apply(config, lambda name, _algorithm: ranges.get(name), prepared)
 
     def _apply(
-        self, config: TuningConfig, range_of: Callable[[str, CalibAlgorithm], TensorRange | None]
+        self, config: TuningConfig, range_of: Callable[[str, CalibAlgorithm], TensorRange | None],
+        prepared: _PreparedModel | None = None,
     ) -> QuantizedModel:
-        model = ir.serde.deserialize_model(self._fp32_proto)
-        nodes, unsupported = self.nodes_for(config.approach)
+        source = prepared.proto if prepared is not None else self._fp32_proto
+        model = ir.serde.deserialize_model(source)
+        nodes, unsupported = prepared.nodes_for(config.approach) if prepared else self.nodes_for(config.approach)
+        weight_cache = prepared.weight_cache if prepared is not None else self._weight_cache
         report = quantize_model(
-            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=self._weight_cache
+            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=weight_cache
         )
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
@@ -403,8 +476,67 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used)
-        return QuantizedModel(proto, config, recipe, decisions)
+        factors = prepared.result.factors if prepared is not None else {}
+        recipe = Recipe(self.fp32_digest, config, used, factors=factors)
+        quantized_model = QuantizedModel(proto, config, recipe, decisions)
+        if prepared is not None:
+            quantized_model.recovery = prepared.result
+        return quantized_model
+
+
+class _PreparedModel:
+    """The FP32 model rewritten by the recovery rewrites of one setting, with its own caches.
+
+    Its activations differ from the FP32 model's, so it is calibrated on its own (the on-disk cache keys
+    by model content); its weights differ under the same names, so quantized weights are cached apart.
+    """
+
+    def __init__(self, owner: ModelQuantizer, settings: PrepareSettings, model: ir.Model, result: PrepareResult):
+        self.owner = owner
+        self.settings = settings
+        self.model = model
+        self.result = result
+        self.proto = to_proto(model)
+        self.weight_cache: dict[tuple[object, ...], Any] = {}
+        self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
+        self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
+
+    def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
+        approach = Approach(approach)
+        if approach is Approach.QAT:
+            approach = Approach.STATIC
+        if approach not in self._nodes:
+            self._nodes[approach] = quantizable_nodes(self.model, approach, name_map=self.owner.name_map)
+        return self._nodes[approach]
+
+    def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
+        algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
+        for (cached_algos, size), result in self._calibrations.items():
+            if size == sampling_size and algos <= cached_algos:
+                return result
+        tensors = _calibration_tensors(self.model, self.nodes_for(Approach.STATIC)[0])
+        result = self.owner._calibrate(self.model, tensors, algos, sampling_size)
+        self._calibrations[(algos, sampling_size)] = result
+        return result
+
+
+def _calibration_tensors(model: ir.Model, nodes: list[QuantizableNode]) -> list[str]:
+    """Every activation a static configuration of ``model`` could need a range for."""
+    graph_nodes = {n.name: n for n in model.graph}
+    names: dict[str, None] = {}
+    for qnode in nodes:
+        node = graph_nodes.get(qnode.name)
+        if node is None or qnode.category is OpCategory.EMBEDDING:
+            continue
+        for i, value in enumerate(node.inputs):
+            if value is None or i in qnode.weight_inputs or value.const_value is not None:
+                continue
+            if value.dtype in (None, ir.DataType.FLOAT) and value.name:
+                names[value.name] = None
+        for value in node.outputs:
+            if value.dtype in (None, ir.DataType.FLOAT) and value.name:
+                names[value.name] = None
+    return list(names)
 
 
 def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
@@ -489,4 +621,4 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.factors)
