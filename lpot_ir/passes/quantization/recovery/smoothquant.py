@@ -19,8 +19,11 @@ Where ``X/s`` goes (the first that applies):
   constant weight (its output columns and bias ``/ s``). A constant that other nodes share (after
   deduplication, GELU's ``0.5`` is one initializer for every layer) is copied for this node. No op is
   added; the model is as fast as before.
+  A ``Mul``/``Div``/``Add`` folds only where it stays FP32 (an op that can run in INT8 would quantize its
+  now per-channel constant per tensor, which loses the small channels: on a test model with ``α = 0.9``
+  that destroyed the output).
 * otherwise, with ``insert_mul``, an inserted ``Mul(X, 1/s)`` read only by the smoothed nodes, where
-  ``X``'s producer stays FP32 anyway (it has no INT8 kernel). This is what a post-LN encoder (BERT,
+  ``X``'s producer stays FP32 anyway (no INT8 kernel, or its inputs come from such an op). This is what a post-LN encoder (BERT,
   MiniLM) needs: the LayerNorm output also feeds the residual ``Add``, so it cannot be folded. The Mul
   joins the LayerNorm's FP32 region and costs one elementwise pass over ``X``. After a producer that
   can run in INT8 (a Reshape, a Conv ...) a Mul would split the INT8 region; those sites decline (on
@@ -189,7 +192,12 @@ def _fold_steps(value: ir.Value, channels: int, depth: int = 0) -> tuple[_FoldSt
     if op_type in ("Mul", "Div", "Add") and len(producer.inputs) == 2:
         consts = [constant_array(v) is not None for v in producer.inputs]
         if consts.count(True) != 1 or (op_type == "Div" and consts[0]):
-            return f"{op_type} '{producer.name}' does not have exactly one constant operand (a divisor for Div)"
+            return f"{op_type} '{producer.name}' does not combine one value with one constant"
+        if not _stays_fp32(producer):
+            return (
+                f"{op_type} '{producer.name}' can run in INT8, which would quantize its constant per tensor; a "
+                "per-channel 1/s there loses the small channels"
+            )
         index = consts.index(True)
         array = _float_constant(producer, index)
         if array is None or not _broadcasts_on_last(array, channels):
@@ -264,15 +272,37 @@ def _insert_reason(value: ir.Value) -> str:
     split the INT8 region with a requantization; measured on MiniLM, the one such site (the attention
     output's Reshape) gained nothing, so it declines.
     """
-    from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
-
     producer = value.producer()
-    if producer is not None and _is_onnx(producer) and producer.op_type in CAPABILITIES:
+    if producer is None:
+        return f"'{value.name}' is a graph input, which can be quantized, and a Mul after it would add a requantization"
+    if not _stays_fp32(producer):
         return (
             f"its producer {producer.op_type} '{producer.name}' can run in INT8, and a Mul after it would split "
             "the INT8 region"
         )
     return ""
+
+
+def _stays_fp32(node: ir.Node, depth: int = 0) -> bool:
+    """Whether ``node`` stays FP32 under any configuration: ONNX Runtime has no INT8 kernel for it, or it
+    is an op that is quantized only when its inputs arrive quantized (Add, Mul, Reshape ...) and one of
+    them comes from an op that stays FP32 (the annotators' follower rule). Unsure means no."""
+    from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory
+
+    if not _is_onnx(node):
+        return True
+    cap = CAPABILITIES.get(node.op_type)
+    if cap is None:
+        return True
+    if cap.category in (OpCategory.COMPUTE, OpCategory.EMBEDDING, OpCategory.RECURRENT) or depth >= 8:
+        return False
+    for value in node.inputs:
+        if value is None or constant_array(value) is not None:
+            continue
+        producer = value.producer()
+        if producer is not None and _stays_fp32(producer, depth + 1):
+            return True
+    return False
 
 
 def find_groups(model: ir.Model) -> tuple[list[SmoothGroup], list[tuple[str, str]]]:
@@ -314,6 +344,9 @@ def compute_scales(
     declined: dict[str, str] = {}
     ranges = dict(channel_ranges or {})
     for group in groups:
+        if group.fold is None and group.no_insert:
+            declined[group.key] = f"X/s cannot be folded ({group.no_fold}) and {group.no_insert}"
+            continue
         stats = ranges.get(group.key)
         if stats is None:
             declined[group.key] = f"no calibration statistics of '{group.key}' (per-channel abs-max)"
