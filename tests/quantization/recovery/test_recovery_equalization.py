@@ -20,9 +20,13 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import load_model, to_proto
 from lpot_ir.ir.quant import RecoveryConfig
-from lpot_ir.passes.quantization.recovery import CrossLayerEqualizationPass, equalization_statistics, find_pairs
+from lpot_ir.passes.quantization.recovery import (
+    CrossLayerEqualizationPass,
+    equalization_statistics,
+    find_pairs,
+)
 from lpot_ir.passes.quantization.recovery.equalization import SPEC, _in_range, _out_range
-from lpot_ir.passes.quantization.recovery.report import SiteFactors, constant_array
+from lpot_ir.passes.quantization.recovery.report import SiteFactors
 from lpot_ir.quantizer import ModelQuantizer
 
 

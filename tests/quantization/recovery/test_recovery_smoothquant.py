@@ -9,7 +9,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
-from recovery_helpers import assert_same_function, attention_block, int8_error, make_model, outlier_projections
+from recovery_helpers import (
+    assert_same_function,
+    attention_block,
+    int8_error,
+    make_model,
+    outlier_projections,
+)
 
 from lpot_ir.calibration import calibrate
 from lpot_ir.errors import QuantizationError
