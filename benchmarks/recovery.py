@@ -332,7 +332,7 @@ def run_technique(technique: Technique, task: Task, *, latency: bool, rounds: in
             start = time.perf_counter()
             result = quantizer.quantize(_config(default_config(), per_tensor, recovery))
             metrics = task.metric(reference, _outputs(result.model, task.feeds))
-            report = result.recovery.reports.get(technique.name) if result.recovery else None
+            report = result.recovery.get(technique.name)
             applied = len(report.applied) if report else 0
             declined = len(report.declined) if report else 0
             rows.append((weights, label, *metrics.values(), applied, declined, f"{time.perf_counter() - start:.1f}"))

@@ -6,18 +6,15 @@ calibration (once per (algorithm set, sampling size), over every tensor any conf
 Applying one :class:`~lpot_ir.ir.quant.TuningConfig` is then cheap: deserialize the optimized model,
 annotate, insert Q/DQ (or rewrite dynamically), optionally lower to QOperator, serialize.
 
-A configuration whose ``recovery`` turns on FP32 rewrites (cross-layer equalization, SmoothQuant) is
-applied to a *prepared* model: a copy of the optimized model rewritten once per setting (the rewrites
-read per-channel ranges from one calibration of the FP32 model), then calibrated on its own (cached per
-prepared model, since its activations differ).
-
-A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration, the exact ranges used and the
-factors of the recovery rewrites. :func:`apply_recipe` replays a recipe on the FP32 model and reproduces
-the INT8 model bit for bit, without calibration data.
+A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration, the exact ranges used and
+the per-channel factors of the accuracy-recovery rewrites. :func:`apply_recipe` replays a recipe on the
+FP32 model and reproduces the INT8 model bit for bit, without calibration data (unless a recovery step
+of the ``int8-refine`` stage reads calibration data).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +27,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
     QuantizableNode,
@@ -48,16 +46,26 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.quantization.pipeline import quantize_model
-from lpot_ir.passes.quantization.recovery.prepare import (
-    PrepareResult,
-    PrepareSettings,
-    factors_from_dict,
-    factors_to_dict,
+from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.quantization import (
+    PREPARE_PIPELINE,
+    PipelineRecord,
+    QuantizationContext,
+    no_ranges,
     prepare_model,
+    quantize_model,
+    select_pipeline,
+)
+from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
+from lpot_ir.passes.quantization.recovery import (
+    RecoveryPassResult,
+    RecoveryReport,
+    SiteFactors,
+    factors_from_dict,
+    factors_of,
+    factors_to_dict,
     recovery_statistics,
 )
-from lpot_ir.passes.quantization.recovery.report import SiteFactors
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -73,7 +81,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 1
+RECIPE_FORMAT_VERSION = 2
+"""Recipe file format. 2 added ``pipeline`` (name, version, steps); version 1 recipes still load and replay
+with the pipeline their configuration selects."""
+
+_READABLE_RECIPE_VERSIONS = (1, 2)
 
 
 def _version() -> str:
@@ -135,8 +147,10 @@ class Recipe:
         ranges: value name -> the activation range used.
         lpot_ir_version: the version that wrote the recipe.
         format_version: the recipe file format.
-        factors: per-channel factors of the recovery rewrites (technique -> site -> factors), replayed
-            as they are, so the prepared model does not depend on calibration data or on the CPU.
+        pipeline: the quantization pipeline that ran (name, version, steps); ``None`` in version 1 recipes.
+        factors: per-channel factors of the ``int8-prepare`` recovery rewrites (technique -> site ->
+            factors), replayed as they are, so the prepared model needs neither calibration data nor the
+            same CPU (float powers may round differently elsewhere).
     """
 
     fp32_model_digest: str
@@ -144,16 +158,19 @@ class Recipe:
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = field(default_factory=_version)
     format_version: int = RECIPE_FORMAT_VERSION
+    pipeline: PipelineRecord | None = None
     factors: Mapping[str, Mapping[str, SiteFactors]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "fp32_model_digest": self.fp32_model_digest,
             "config": self.config.to_dict(),
             "ranges": {name: r.to_list() for name, r in sorted(self.ranges.items())},
             "lpot_ir_version": self.lpot_ir_version,
         }
+        if self.pipeline is not None:
+            out["pipeline"] = self.pipeline.to_dict()
         factors = factors_to_dict(self.factors)
         if factors:  # omitted without recovery rewrites: plain recipes are unchanged
             out["recovery_factors"] = factors
@@ -163,17 +180,20 @@ class Recipe:
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the recipe") -> Recipe:
         try:
             version = int(data.get("format_version", 0))
-            if version != RECIPE_FORMAT_VERSION:
+            if version not in _READABLE_RECIPE_VERSIONS:
                 raise QuantizationError(
-                    f"{source} has recipe format_version {version}; this lpot-ir reads version "
-                    f"{RECIPE_FORMAT_VERSION}. Re-create the recipe with this version (quantize the FP32 model again)."
+                    f"{source} has recipe format_version {version}; this lpot-ir reads versions "
+                    f"{', '.join(map(str, _READABLE_RECIPE_VERSIONS))}. Re-create the recipe with this version "
+                    "(quantize the FP32 model again)."
                 )
+            pipeline = data.get("pipeline") if version >= 2 else None
             return cls(
                 fp32_model_digest=str(data["fp32_model_digest"]),
                 config=TuningConfig.from_dict(data["config"]),
                 ranges={str(k): TensorRange.from_list(v) for k, v in dict(data.get("ranges", {})).items()},
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
+                pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
                 factors=factors_from_dict(data.get("recovery_factors") or {}),
             )
         except LpotError:
@@ -224,14 +244,25 @@ class QuantizedModel:
         config: the tuning configuration applied.
         recipe: the configuration plus the ranges used (replay with :func:`apply_recipe`).
         decisions: node name -> :class:`NodeDecision`, for every node the capability table covers.
+        steps: what each step of the quantization pipeline did (changes, per-rule counts, ``details``,
+            time); the passes' results themselves are not kept.
+        recovery: technique -> what the ``int8-prepare`` recovery rewrite did (sites applied and
+            declined with reasons, factors), for the techniques the configuration turned on.
     """
 
     model: onnx.ModelProto
     config: TuningConfig
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
-    recovery: PrepareResult | None = None
-    """What the recovery rewrites did (sites applied and declined), when the configuration turned any on."""
+    steps: tuple[StepReport, ...] = field(default=(), repr=False, compare=False)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict, repr=False, compare=False)
+
+    def step(self, name: str) -> StepReport:
+        """The report of the pipeline step ``name`` (``KeyError`` if it did not run)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
 
     @property
     def fp32_nodes(self) -> dict[str, Fp32Reason]:
@@ -277,8 +308,27 @@ class QuantizedModel:
         return frontends.export_to_tensorflow(self.model, path)
 
 
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """The FP32 model a quantization starts from after the ``int8-prepare`` stage, and what hangs off it.
+
+    ``key`` is ``None`` for the optimized model itself (no prepare step changed it); calibrations,
+    quantizable nodes and quantized weights are cached per prepared model. ``recovery`` holds what the
+    recovery rewrites of the stage reported (also when they changed nothing).
+    """
+
+    key: tuple[object, ...] | None
+    proto: onnx.ModelProto
+    weight_cache: WeightCache = field(default_factory=dict)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict)
+
+
 class ModelQuantizer:
     """Quantizes one FP32 model under many configurations, computing the expensive parts once.
+
+    A configuration runs the ``int8-prepare`` stage (FP32 rewrites; cached per prepared-model key),
+    calibrates the prepared model (cached per prepared model, algorithm set and sampling size), then
+    the quantization pipeline the configuration selects (see :mod:`lpot_ir.passes.quantization`).
 
     Args:
         model: a path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``.
@@ -288,6 +338,9 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
+        batch_axes: ``{input name: batch axis or None}`` for inputs whose batch axis the model's dimension
+            names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
+            calibration and by the tuning loop's sensitivity and accuracy proxy.
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -306,21 +359,23 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        batch_axes: Mapping[str, int | None] | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
         self.fp32_model = _optimize(loaded) if optimize else loaded
-        self._fp32_proto = to_proto(self.fp32_model)
+        self._base = _Prepared(None, to_proto(self.fp32_model))
         self.approach = Approach(approach)
         self.calib_dataloader = calib_dataloader
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
-        self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
-        self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
-        self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
-        self._prepared: dict[tuple[PrepareSettings, int | None], _PreparedModel] = {}
-        self._channel_stats: dict[int, Any] = {}
+        self.batch_axes = dict(batch_axes) if batch_axes else None
+        self._nodes: dict[tuple[object, Approach], tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
+        self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
+        self._prepared: dict[tuple[object, ...], _Prepared] = {}
+        self._feeds: dict[int, list[dict[str, Any]]] = {}
+        self._channel_stats: dict[int, dict[str, Any]] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -329,106 +384,173 @@ class ModelQuantizer:
             return ()
         return (alias,) if isinstance(alias, str) else tuple(alias)
 
-    def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
-        """Quantizable nodes and unsupported reasons for ``approach`` (cached)."""
+    def nodes_for(
+        self, approach: Approach | str, prepared: _Prepared | None = None
+    ) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
+        """Quantizable nodes and unsupported reasons for ``approach`` (cached), of the optimized model
+        or of a prepared one."""
         approach = Approach(approach)
         if approach is Approach.QAT:
             approach = Approach.STATIC
-        if approach not in self._nodes:
-            self._nodes[approach] = quantizable_nodes(self.fp32_model, approach, name_map=self.name_map)
-        return self._nodes[approach]
+        prepared = prepared or self._base
+        key = (prepared.key, approach)
+        if key not in self._nodes:
+            model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+            self._nodes[key] = quantizable_nodes(model, approach, name_map=self.name_map)
+        return self._nodes[key]
+
+    # -- the prepare stage -------------------------------------------------------------------------
+
+    def _feeds_for(self, sampling_size: int) -> Callable[[], Feeds] | None:
+        """Calibration batches as ORT feeds (at most ``sampling_size`` samples; read once, cached)."""
+        if self.calib_dataloader is None:
+            return None
+        loader = self.calib_dataloader
+
+        def feeds() -> Feeds:
+            if sampling_size not in self._feeds:
+                self._feeds[sampling_size] = feeds_from_batches(
+                    loader, self._base.proto, sampling_size, batch_axes=self.batch_axes
+                )
+            return self._feeds[sampling_size]
+
+        return feeds
+
+    def channel_ranges(self, wanted: Mapping[str, int], sampling_size: int) -> dict[str, Any]:
+        """Per-channel ranges (:class:`~lpot_ir.calibration.ChannelRange`) of the optimized model's
+        activations, for the prepare stage's recovery rewrites.
+
+        One calibration run per sampling size covers every value any recovery setting reads
+        (:func:`~lpot_ir.passes.quantization.recovery.recovery_statistics`), so trying several settings
+        costs one run; it is cached on disk with the other calibrations.
+        """
+        cached = self._channel_stats.setdefault(sampling_size, {})
+        missing = {name: axis for name, axis in wanted.items() if name not in cached}
+        if missing:
+            from lpot_ir.calibration import calibrate
+
+            if self.calib_dataloader is None:
+                raise QuantizationError(
+                    "An accuracy-recovery rewrite needs per-channel ranges from calibration data, but no "
+                    "calib_dataloader was given. Pass calib_dataloader= (Python) or --calib DATA (CLI), or switch "
+                    "the recovery setting off."
+                )
+            request = {**recovery_statistics(self.fp32_model), **missing} if not cached else missing
+            result = calibrate(
+                self.fp32_model, self.calib_dataloader, tensors=[], channel_axes=request,
+                sampling_size=sampling_size, progress=self.progress,
+                cache_dir=self.workspace / "calibration" if self.workspace is not None else None,
+                batch_axes=self.batch_axes,
+            )
+            cached.update(result.channels)
+        return {name: cached[name] for name in wanted if name in cached}
+
+    def prepared(
+        self,
+        config: TuningConfig,
+        steps: tuple[str, ...] | None = None,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+    ) -> _Prepared:
+        """The FP32 model after the prepare stage for ``config`` (cached per prepared-model key).
+
+        The key is (steps, ``config.recovery``, ``config.calib_sampling_size``): prepare steps read only
+        those (the contract in docs/architecture.md). When no step changes the model, the optimized model
+        itself is used, so its calibration and quantized weights are shared. ``factors`` (a recipe's)
+        replays the recovery rewrites instead of computing them from calibration data.
+        """
+        steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
+        if not steps:
+            return self._base
+        replay = json.dumps(factors_to_dict(factors), sort_keys=True) if factors is not None else None
+        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size, replay)
+        if key not in self._prepared:
+            model = ir.serde.deserialize_model(self._base.proto)
+            nodes, unsupported = self.nodes_for(config.approach)
+            size = config.calib_sampling_size
+            has_data = self.calib_dataloader is not None
+            context = QuantizationContext(
+                config, tuple(nodes), unsupported, no_ranges, self._base.weight_cache, self._base.proto,
+                self._feeds_for(size),
+                channel_ranges=(lambda wanted: self.channel_ranges(wanted, size)) if has_data else None,
+                recovery_factors=factors,
+            )
+            report = prepare_model(model, context, steps=steps)
+            recovery = {
+                s.result.report.technique: s.result.report
+                for s in (report.steps if report is not None else ())
+                if isinstance(s.result, RecoveryPassResult) and s.result.report is not None
+            }
+            if report is not None and report.modified:
+                self._prepared[key] = _Prepared(key, to_proto(model), recovery=recovery)
+            else:  # the optimized model itself: its calibrations, nodes and quantized weights are shared
+                self._prepared[key] = dataclasses.replace(self._base, recovery=recovery)
+        return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------
 
-    def calibration_tensors(self) -> list[str]:
+    def calibration_tensors(self, prepared: _Prepared | None = None) -> list[str]:
         """Every activation any static configuration could need a range for."""
-        return _calibration_tensors(self.fp32_model, self.nodes_for(Approach.STATIC)[0])
+        prepared = prepared or self._base
+        model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+        graph_nodes = {n.name: n for n in model.graph}
+        names: dict[str, None] = {}
+        nodes, _ = self.nodes_for(Approach.STATIC, prepared)
+        for qnode in nodes:
+            node = graph_nodes.get(qnode.name)
+            if node is None or qnode.category is OpCategory.EMBEDDING:
+                continue
+            for i, value in enumerate(node.inputs):
+                if value is None or i in qnode.weight_inputs or value.const_value is not None:
+                    continue
+                if value.dtype in (None, ir.DataType.FLOAT) and value.name:
+                    names[value.name] = None
+            for value in node.outputs:
+                if value.dtype in (None, ir.DataType.FLOAT) and value.name:
+                    names[value.name] = None
+        return list(names)
 
-    def _no_data_error(self) -> QuantizationError:
-        return QuantizationError(
-            "Static quantization needs calibration data, but no calib_dataloader was given. Pass "
-            "calib_dataloader= (Python) or --calib DATA (CLI), or use approach post_training_dynamic_quant."
-        )
-
-    def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
-        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached)."""
-        algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
-        for (cached_algos, size), result in self._calibrations.items():
-            if size == sampling_size and algos <= cached_algos:
-                return result
-        result = self._calibrate(self.fp32_model, self.calibration_tensors(), algos, sampling_size)
-        self._calibrations[(algos, sampling_size)] = result
-        return result
-
-    def _calibrate(
-        self, model: ir.Model, tensors: list[str], algos: frozenset[CalibAlgorithm], sampling_size: int,
-        channel_axes: Mapping[str, int] | None = None,
+    def calibration(
+        self, algorithms: Iterable[CalibAlgorithm], sampling_size: int, prepared: _Prepared | None = None
     ) -> Any:
+        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
+        of the optimized model or of a prepared one."""
         from lpot_ir.calibration import calibrate
 
+        prepared = prepared or self._base
+        algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
+        for (key, cached_algos, size), result in self._calibrations.items():
+            if key == prepared.key and size == sampling_size and algos <= cached_algos:
+                return result
         if self.calib_dataloader is None:
-            raise self._no_data_error()
+            raise QuantizationError(
+                "Static quantization needs calibration data, but no calib_dataloader was given. Pass "
+                "calib_dataloader= (Python) or --calib DATA (CLI), or use approach post_training_dynamic_quant."
+            )
         cache_dir = self.workspace / "calibration" if self.workspace is not None else None
         ordered: list[CalibAlgorithm] = sorted(algos, key=lambda a: a.value)
-        return calibrate(
+        model = self.fp32_model if prepared.key is None else prepared.proto
+        result = calibrate(
             model,
             self.calib_dataloader,
-            tensors=tensors,
+            tensors=self.calibration_tensors(prepared),
             algorithms=ordered,
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
-            channel_axes=channel_axes,
+            batch_axes=self.batch_axes,
         )
-
-    # -- recovery rewrites (prepared models) -------------------------------------------------------
-
-    def channel_statistics(self, sampling_size: int) -> Any:
-        """Per-channel ranges of the FP32 model's activations the recovery rewrites read (one run, cached).
-
-        ``None`` when there is no calibration data.
-        """
-        if self.calib_dataloader is None:
-            return None
-        if sampling_size not in self._channel_stats:
-            wanted = recovery_statistics(self.fp32_model)
-            self._channel_stats[sampling_size] = (
-                self._calibrate(self.fp32_model, [], frozenset({CalibAlgorithm.MINMAX}), sampling_size, wanted)
-                if wanted else None
-            )
-        return self._channel_stats[sampling_size]
-
-    def prepared(
-        self, settings: PrepareSettings, sampling_size: int = 100,
-        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
-    ) -> _PreparedModel:
-        """The FP32 model rewritten for ``settings`` (cached per setting; ``factors`` replays a recipe)."""
-        key = (settings, None if factors is not None else sampling_size)
-        if factors is None and key in self._prepared:
-            return self._prepared[key]
-        model = ir.serde.deserialize_model(self._fp32_proto)
-        ranges = None
-        if factors is None:
-            stats = self.channel_statistics(sampling_size)
-            ranges = dict(stats.channels) if stats is not None else None
-        result = prepare_model(model, settings, ranges, factors=factors)
-        logger.info("Recovery rewrites for %s:\n%s", settings, result)
-        prepared = _PreparedModel(self, settings, model, result)
-        if factors is None:
-            self._prepared[key] = prepared
-        return prepared
+        self._calibrations[(prepared.key, algos, sampling_size)] = result
+        return result
 
     # -- applying a configuration ------------------------------------------------------------------
 
     def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
         """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
         config = config or default_config(self.approach)
-        settings = PrepareSettings.from_recovery(config.recovery)
-        prepared = self.prepared(settings, config.calib_sampling_size) if settings.active else None
-        range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
+        prepared = self.prepared(config)
+        range_of: RangeLookup = no_ranges
         if config.approach is not Approach.DYNAMIC:
-            algorithms, size = _algorithms(config), config.calib_sampling_size
-            result = prepared.calibration(algorithms, size) if prepared else self.calibration(algorithms, size)
+            result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                 try:
@@ -436,32 +558,35 @@ class ModelQuantizer:
                 except KeyError:
                     return None
 
-        return self._apply(config, range_of, prepared)
+        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)))
 
     def apply_ranges(
-        self, config: TuningConfig, ranges: Mapping[str, TensorRange],
+        self, config: TuningConfig, ranges: Mapping[str, TensorRange], pipeline: PipelineRecord | None = None,
         factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
     ) -> QuantizedModel:
         """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
 
-        ``factors`` are the recovery rewrites' factors to replay (from a recipe); with recovery rewrites on
-        and no factors, they are computed (which needs calibration data for SmoothQuant).
+        Args:
+            config: the configuration.
+            ranges: value name -> range (whatever the algorithm).
+            pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
+            factors: the recovery rewrites' factors to replay (a recipe's); computed when ``None``
+                (SmoothQuant then needs calibration data).
         """
-        settings = PrepareSettings.from_recovery(config.recovery)
-        prepared = self.prepared(settings, config.calib_sampling_size, factors) if settings.active else None
-        return self._apply(config, lambda name, _algorithm: ranges.get(name), prepared)
+        record = pipeline or PipelineRecord.current(select_pipeline(config))
+        prepared = self.prepared(config, record.prepare, factors)
+        return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record)
 
     def _apply(
-        self, config: TuningConfig, range_of: Callable[[str, CalibAlgorithm], TensorRange | None],
-        prepared: _PreparedModel | None = None,
+        self, config: TuningConfig, prepared: _Prepared, range_of: RangeLookup, record: PipelineRecord
     ) -> QuantizedModel:
-        source = prepared.proto if prepared is not None else self._fp32_proto
-        model = ir.serde.deserialize_model(source)
-        nodes, unsupported = prepared.nodes_for(config.approach) if prepared else self.nodes_for(config.approach)
-        weight_cache = prepared.weight_cache if prepared is not None else self._weight_cache
-        report = quantize_model(
-            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=weight_cache
+        model = ir.serde.deserialize_model(prepared.proto)
+        nodes, unsupported = self.nodes_for(config.approach, prepared)
+        context = QuantizationContext(
+            config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
+            self._feeds_for(config.calib_sampling_size),
         )
+        report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
         decisions: dict[str, NodeDecision] = {}
@@ -476,74 +601,15 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        factors = prepared.result.factors if prepared is not None else {}
-        recipe = Recipe(self.fp32_digest, config, used, factors=factors)
-        quantized_model = QuantizedModel(proto, config, recipe, decisions)
-        if prepared is not None:
-            quantized_model.recovery = prepared.result
-        return quantized_model
-
-
-class _PreparedModel:
-    """The FP32 model rewritten by the recovery rewrites of one setting, with its own caches.
-
-    Its activations differ from the FP32 model's, so it is calibrated on its own (the on-disk cache keys
-    by model content); its weights differ under the same names, so quantized weights are cached apart.
-    """
-
-    def __init__(self, owner: ModelQuantizer, settings: PrepareSettings, model: ir.Model, result: PrepareResult):
-        self.owner = owner
-        self.settings = settings
-        self.model = model
-        self.result = result
-        self.proto = to_proto(model)
-        self.weight_cache: dict[tuple[object, ...], Any] = {}
-        self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
-        self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
-
-    def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
-        approach = Approach(approach)
-        if approach is Approach.QAT:
-            approach = Approach.STATIC
-        if approach not in self._nodes:
-            self._nodes[approach] = quantizable_nodes(self.model, approach, name_map=self.owner.name_map)
-        return self._nodes[approach]
-
-    def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
-        algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
-        for (cached_algos, size), result in self._calibrations.items():
-            if size == sampling_size and algos <= cached_algos:
-                return result
-        tensors = _calibration_tensors(self.model, self.nodes_for(Approach.STATIC)[0])
-        result = self.owner._calibrate(self.model, tensors, algos, sampling_size)
-        self._calibrations[(algos, sampling_size)] = result
-        return result
-
-
-def _calibration_tensors(model: ir.Model, nodes: list[QuantizableNode]) -> list[str]:
-    """Every activation a static configuration of ``model`` could need a range for."""
-    graph_nodes = {n.name: n for n in model.graph}
-    names: dict[str, None] = {}
-    for qnode in nodes:
-        node = graph_nodes.get(qnode.name)
-        if node is None or qnode.category is OpCategory.EMBEDDING:
-            continue
-        for i, value in enumerate(node.inputs):
-            if value is None or i in qnode.weight_inputs or value.const_value is not None:
-                continue
-            if value.dtype in (None, ir.DataType.FLOAT) and value.name:
-                names[value.name] = None
-        for value in node.outputs:
-            if value.dtype in (None, ir.DataType.FLOAT) and value.name:
-                names[value.name] = None
-    return list(names)
-
-
-def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
-    return None
+        recipe = Recipe(self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery))
+        steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
+        return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
+    """The calibration algorithms ``config`` reads ranges of (all of them when range search is on)."""
+    if config.recovery.range_search:
+        return set(CalibAlgorithm)
     algos = {config.global_config.activation.algorithm}
     for scoped in config.overrides:
         act = scoped.override.activation
@@ -583,7 +649,8 @@ def quantize(
         calib_dataloader: calibration batches (static approach; also the example inputs for exporting a
             framework model).
         **kwargs: ``framework``, ``params`` (MXNet), ``inputs``/``outputs`` (frozen TensorFlow graphs) for
-            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``).
+            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``,
+            ``batch_axes``).
 
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
@@ -607,13 +674,16 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
     Args:
         fp32_model: the FP32 model the recipe was made from.
         recipe: a :class:`Recipe` or the path of its JSON file.
-        **kwargs: passed to :class:`ModelQuantizer` (``name_map``).
+        **kwargs: passed to :class:`ModelQuantizer` (``name_map``; ``calib_dataloader`` when the recipe's
+            configuration turns on an accuracy-recovery pass, which reads calibration data again).
 
     Raises:
-        QuantizationError: the recipe is malformed or was made from a different model.
+        QuantizationError: the recipe is malformed, was made from a different model, or ran a step that
+            is not registered.
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe)
+    _check_pipeline(recipe.pipeline)
     quantizer = ModelQuantizer(fp32_model, approach=recipe.config.approach, **kwargs)
     if quantizer.fp32_digest != recipe.fp32_model_digest:
         raise QuantizationError(
@@ -621,4 +691,24 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.factors)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.factors)
+
+
+def _check_pipeline(record: PipelineRecord | None) -> None:
+    """A recipe replays the steps it recorded: each must be registered; warn when the pipeline's version moved."""
+    if record is None:
+        return
+    registered = available_passes()
+    missing = [s for s in (*record.prepare, *record.steps) if s not in registered]
+    if missing:
+        raise QuantizationError(
+            f"The recipe's pipeline '{record.name}' ran step(s) {', '.join(repr(s) for s in missing)}, which "
+            "are not registered in this process. Import the module that registers them (@register_pass / "
+            "@register_rule_set) before applying the recipe."
+        )
+    if record.name in PIPELINES and pipeline_version(record.name) != record.version:
+        logger.warning(
+            "The recipe was made by pipeline '%s' version %d; this lpot-ir has version %d, so the replayed model "
+            "may differ from the one the recipe was saved with.",
+            record.name, record.version, pipeline_version(record.name),
+        )

@@ -20,11 +20,7 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import load_model, to_proto
 from lpot_ir.ir.quant import RecoveryConfig
-from lpot_ir.passes.quantization.recovery import (
-    CrossLayerEqualizationPass,
-    equalization_statistics,
-    find_pairs,
-)
+from lpot_ir.passes.quantization.recovery import RecoveryReport, equalization_statistics, equalize, find_pairs
 from lpot_ir.passes.quantization.recovery.equalization import SPEC, _in_range, _out_range
 from lpot_ir.passes.quantization.recovery.report import SiteFactors
 from lpot_ir.quantizer import ModelQuantizer
@@ -35,11 +31,10 @@ def _feeds(seed: int, count: int = 2, batch: int = 8) -> list[dict[str, np.ndarr
     return [{"x": rng.normal(0, 1, (batch, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
 
 
-def _equalize(model: onnx.ModelProto, **kwargs) -> tuple[onnx.ModelProto, CrossLayerEqualizationPass]:
+def _equalize(model: onnx.ModelProto, **kwargs) -> tuple[onnx.ModelProto, RecoveryReport]:
     ir_model = load_model(model)
-    cle = CrossLayerEqualizationPass(**kwargs)
-    cle(ir_model)
-    return to_proto(ir_model), cle
+    report = equalize(ir_model, **kwargs)
+    return to_proto(ir_model), report
 
 
 def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
@@ -50,9 +45,9 @@ def test_depthwise_chain_is_equalized_exactly_and_ranges_meet() -> None:
     model = conv_chain()
     rewritten, cle = _equalize(model)
     assert SPEC.startswith("Conv(x, W1, b1)")
-    assert [s.site for s in cle.report.applied] == ["conv1 -> dw", "dw -> conv2"]
-    assert cle.report.declined[0].reason == "'y' is a graph output"
-    assert 1 < cle.report.iterations <= 100  # the depthwise conv sits in two pairs: more than one sweep
+    assert [s.site for s in cle.applied] == ["conv1 -> dw", "dw -> conv2"]
+    assert cle.declined[0].reason == "'y' is a graph output"
+    assert 1 < cle.iterations <= 100  # the depthwise conv sits in two pairs: more than one sweep
     assert_same_function(model, rewritten, _feeds(1))
     # converged: each channel's output range of one conv equals its input range of the next
     w1, wd, w2 = (_weight(rewritten, n).astype(np.float64) for n in ("W1", "Wd", "W2"))
@@ -103,16 +98,16 @@ def test_declines_say_why() -> None:
 def test_clip_declines_by_default_and_scales_unreached_channels_with_statistics() -> None:
     model = conv_chain(activation="Clip", clip_max=6.0, spread=10.0)  # a ReLU6 network
     _, plain = _equalize(model)
-    assert not plain.report.applied
-    pair_declines = [s.reason for s in plain.report.declined if "->" in s.site]
+    assert not plain.applied
+    pair_declines = [s.reason for s in plain.declined if "->" in s.site]
     assert len(pair_declines) == 2 and all("not positively homogeneous" in r for r in pair_declines)
 
     feeds = _feeds(4)
     stats = calibrate(load_model(model), [f["x"] for f in feeds], tensors=[], progress=False,
                       channel_axes=equalization_statistics(load_model(model), through_clip=True))
     rewritten, cle = _equalize(model, channel_ranges=stats.channels, clip_headroom=1.0)
-    assert cle.report.applied
-    for key, factors in cle.report.factors.items():
+    assert cle.applied
+    for key, factors in cle.factors.items():
         value = "c1" if key.startswith("conv1") else "d"
         _, hi = stats.channel_range(value).arrays()
         scale = factors.scale_array()
@@ -138,7 +133,7 @@ def test_high_bias_absorption_moves_the_always_positive_part_into_the_next_bias(
     assert equalization_statistics(ir_model) == {"c": 1}
     stats = calibrate(ir_model, [feeds[0]["x"]], tensors=[], channel_axes={"c": 1}, progress=False)
     rewritten, cle = _equalize(model, channel_ranges=stats.channels)
-    (site,) = cle.report.applied
+    (site,) = cle.applied
     assert "high bias absorbed on 3 channels" in site.detail
     assert_same_function(model, rewritten, feeds)
     relu_in = make_model(list(rewritten.graph.node), [("x", ["N", 3, 4, 4])], [("c", None)],
@@ -151,11 +146,11 @@ def test_high_bias_absorption_moves_the_always_positive_part_into_the_next_bias(
 def test_replay_is_bit_identical_and_checks_the_model() -> None:
     model = conv_chain()
     first, cle = _equalize(model)
-    replayed, again = _equalize(model, factors=cle.report.factors)
+    replayed, again = _equalize(model, factors=cle.factors)
     assert first.SerializeToString() == replayed.SerializeToString()
-    assert [s.detail for s in again.report.applied] == ["replayed", "replayed"]
-    round_trip = {k: SiteFactors.from_dict(f.to_dict()) for k, f in cle.report.factors.items()}
-    assert round_trip == cle.report.factors
+    assert [s.detail for s in again.applied] == ["replayed", "replayed"]
+    round_trip = {k: SiteFactors.from_dict(f.to_dict()) for k, f in cle.factors.items()}
+    assert round_trip == cle.factors
     with pytest.raises(QuantizationError, match="does not have"):
         _equalize(model, factors={"convX -> dw": round_trip["conv1 -> dw"]})
     with pytest.raises(QuantizationError, match="channels"):

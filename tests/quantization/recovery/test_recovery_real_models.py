@@ -19,7 +19,6 @@ import pytest
 from recovery_helpers import assert_same_function
 
 from lpot_ir.ir.quant import RecoveryConfig
-from lpot_ir.passes.quantization.recovery.prepare import PrepareSettings
 from lpot_ir.quantizer import ModelQuantizer, default_config
 
 pytestmark = pytest.mark.slow
@@ -48,8 +47,9 @@ def _task(name: str, **sizes: int):  # noqa: ANN202
 def test_efficientnet_lite0_equalization_is_exact_and_declines_relu6_with_its_reason() -> None:
     task = _task("efficientnet-lite0", calib_count=16, eval_count=16)
     quantizer = ModelQuantizer(str(task.model_path), task.calib)
-    prepared = quantizer.prepared(PrepareSettings(equalization=True), 16)
-    report = prepared.result.reports["equalization"]
+    config = dataclasses.replace(default_config(), calib_sampling_size=16, recovery=RecoveryConfig(equalization=True))
+    prepared = quantizer.prepared(config)
+    report = prepared.recovery["equalization"]
     # the two pairs without an activation between them are equalized; the 32 through ReLU6 decline
     assert len(report.applied) == 2
     relu6 = [s for s in report.declined if "Clip[0.0, 6.0]" in s.reason]
@@ -61,8 +61,8 @@ def test_minilm_smoothquant_is_exact_in_fp32_and_lowers_the_int8_embedding_error
     task = _task("minilm", calib_count=64, eval_count=128)
     base = dataclasses.replace(default_config(), calib_sampling_size=64)
     quantizer = ModelQuantizer(str(task.model_path), task.calib)
-    prepared = quantizer.prepared(PrepareSettings(smoothquant_alpha=0.8), 64)
-    report = prepared.result.reports["smoothquant"]
+    prepared = quantizer.prepared(dataclasses.replace(base, recovery=RecoveryConfig(smoothquant_alpha=0.8)))
+    report = prepared.recovery["smoothquant"]
     assert len(report.applied) == 18  # per layer: Q/K/V and FFN1 (inserted Muls), FFN2 (folded into GELU)
     assert_same_function(onnx.load(task.model_path), prepared.proto, task.feeds)
 

@@ -21,7 +21,7 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import load_model, to_proto
 from lpot_ir.ir.quant import RecoveryConfig
-from lpot_ir.passes.quantization.recovery import SmoothQuantPass, find_groups, smoothquant_statistics
+from lpot_ir.passes.quantization.recovery import RecoveryReport, find_groups, smooth, smoothquant_statistics
 from lpot_ir.passes.quantization.recovery.smoothquant import SPEC
 from lpot_ir.quantizer import ModelQuantizer, default_config
 
@@ -31,17 +31,16 @@ def _feeds(seed: int, count: int = 2, batch: int = 8, width: int = 16) -> list[d
     return [{"x": rng.normal(0, 1, (batch, 5, width)).astype(np.float32)} for _ in range(count)]
 
 
-def _smooth(model: onnx.ModelProto, feeds, alpha: float = 0.5, **kwargs) -> tuple[onnx.ModelProto, SmoothQuantPass]:
+def _smooth(model: onnx.ModelProto, feeds, alpha: float = 0.5, **kwargs) -> tuple[onnx.ModelProto, RecoveryReport]:
     ir_model = load_model(model)
     stats = calibrate(ir_model, [f["x"] for f in feeds], tensors=[], progress=False,
                       channel_axes=smoothquant_statistics(ir_model))
-    sq = SmoothQuantPass(alpha, channel_ranges=stats.channels, **kwargs)
-    sq(ir_model)
-    return to_proto(ir_model), sq
+    report = smooth(ir_model, alpha, channel_ranges=stats.channels, **kwargs)
+    return to_proto(ir_model), report
 
 
-def _sites(sq: SmoothQuantPass) -> dict[str, str]:
-    return {s.site: (s.detail if s.applied else f"declined: {s.reason}") for s in sq.report.sites}
+def _sites(report: RecoveryReport) -> dict[str, str]:
+    return {s.site: (s.detail if s.applied else f"declined: {s.reason}") for s in report.sites}
 
 
 def test_factors_follow_the_formula_and_qkv_share_one() -> None:
@@ -49,12 +48,11 @@ def test_factors_follow_the_formula_and_qkv_share_one() -> None:
     ir_model = load_model(model)
     stats = calibrate(ir_model, [f["x"] for f in feeds], tensors=[], progress=False,
                       channel_axes=smoothquant_statistics(ir_model))
-    sq = SmoothQuantPass(0.5, channel_ranges=stats.channels)
-    sq(ir_model)
+    report = smooth(ir_model, 0.5, channel_ranges=stats.channels)
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     wmax = np.max([np.abs(weights[n]).max(axis=1) for n in ("Wq", "Wk", "Wv")], axis=0)
     expected = np.sqrt(stats.channel_range("ln").absmax()) / np.sqrt(wmax)
-    np.testing.assert_allclose(sq.report.factors["ln"].scale_array(), expected.astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(report.factors["ln"].scale_array(), expected.astype(np.float32), rtol=1e-6)
     assert SPEC.startswith("X → MatMul")
 
 
@@ -152,10 +150,9 @@ def test_int8_error_drops_on_outlier_channels() -> None:
 def test_without_statistics_every_site_declines_and_the_quantizer_needs_data() -> None:
     model = attention_block()
     ir_model = load_model(model)
-    sq = SmoothQuantPass(0.5)
-    sq(ir_model)
-    assert not sq.report.applied
-    assert any("no calibration statistics" in s.reason for s in sq.report.declined)
+    report = smooth(ir_model, 0.5)
+    assert not report.applied
+    assert any("no calibration statistics" in s.reason for s in report.declined)
     config = dataclasses.replace(default_config(), recovery=RecoveryConfig(smoothquant_alpha=0.5))
     with pytest.raises(QuantizationError, match="SmoothQuant needs"):
         ModelQuantizer(model).apply_ranges(config, {})

@@ -54,9 +54,11 @@ import onnx_ir as ir
 from lpot_ir.calibration.result import ChannelRange
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.pattern import attribute_value
-from lpot_ir.passes.base import Pass, PassResult
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import QuantizationPass
 from lpot_ir.passes.quantization.graph_edit import GraphBuilder
 from lpot_ir.passes.quantization.recovery.report import (
+    RecoveryPassResult,
     RecoveryReport,
     SiteFactors,
     constant_array,
@@ -65,8 +67,10 @@ from lpot_ir.passes.quantization.recovery.report import (
 
 __all__ = [
     "SPEC",
+    "TECHNIQUE",
     "EqualizationPair",
     "CrossLayerEqualizationPass",
+    "equalize",
     "find_pairs",
     "equalization_statistics",
     "compute_factors",
@@ -74,6 +78,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+TECHNIQUE = "equalization"
+"""The key of this technique's factors in recipes and reports."""
 
 SPEC = "Conv(x, W1, b1) → act → Conv(·, W2, b2)  ⇒  Conv(x, W1/s, b1/s) → act → Conv(·, W2·s, b2)"
 
@@ -537,72 +544,85 @@ def apply_factors(model: ir.Model, pairs: list[EqualizationPair], factors: Mappi
 # --------------------------------------------------------------------------------------------------
 
 
-class CrossLayerEqualizationPass(Pass):
-    """Cross-layer equalization of Conv pairs (see the module docstring), in place.
+def equalize(
+    model: ir.Model,
+    *,
+    channel_ranges: Mapping[str, ChannelRange] | None = None,
+    factors: Mapping[str, SiteFactors] | None = None,
+    max_iterations: int = 100,
+    tolerance: float = 1e-4,
+    absorb_bias: bool = True,
+    clip_headroom: float | None = None,
+) -> RecoveryReport:
+    """Cross-layer equalization of ``model``'s Conv pairs (see the module docstring), in place.
 
     Args:
+        model: the FP32 model.
         channel_ranges: per-channel ranges of :func:`equalization_statistics`' values (calibration of the
-            FP32 model); without them pairs through a Clip decline and no bias is absorbed.
+            FP32 model); without them no bias is absorbed (and nothing is scaled through a Clip).
         factors: replay exactly these factors (pair key -> :class:`SiteFactors`, e.g. from a recipe)
             instead of computing them; a pair the model lacks is an error.
         max_iterations, tolerance, absorb_bias, clip_headroom: see :func:`compute_factors`.
 
-    After a run, :attr:`report` lists every Conv (applied or declined with the reason) and the factors.
+    Returns:
+        Every Conv (applied or declined with the reason) and the factors used.
+    """
+    if max_iterations < 1 or not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError("max_iterations must be >= 1 and tolerance >= 0")
+    if clip_headroom is not None and not clip_headroom >= 1.0:
+        raise ValueError(f"clip_headroom must be None or >= 1, got {clip_headroom}")
+    report = RecoveryReport(TECHNIQUE)
+    pairs, declined = find_pairs(model)
+    if factors is not None:
+        missing = sorted(set(factors) - {p.key for p in pairs})
+        if missing:
+            raise QuantizationError(
+                f"The recipe equalizes Conv pair(s) this model does not have: {missing[:3]}. Apply the recipe "
+                "to the FP32 model it was made from."
+            )
+        details = {key: "replayed" for key in factors}
+    else:
+        computed = compute_factors(
+            pairs, channel_ranges, max_iterations=max_iterations, tolerance=tolerance,
+            absorb_bias=absorb_bias, clip_headroom=clip_headroom,
+        )
+        factors, details = computed.factors, computed.details
+        report.iterations = computed.iterations
+        declined += list(computed.declined.items())
+    applied = apply_factors(model, pairs, factors)
+    for pair in pairs:
+        if pair.key in factors:
+            report.apply(pair.key, details.get(pair.key, ""))
+    for site, reason in declined:
+        report.decline(site, reason)
+    report.factors = dict(factors)
+    logger.info("cross-layer equalization: %d pair(s) applied, %d declined", applied, len(report.declined))
+    return report
+
+
+@register_pass("cross-layer-equalization")
+class CrossLayerEqualizationPass(QuantizationPass):
+    """``int8-prepare`` step: cross-layer equalization when ``context.recovery.equalization`` is on.
+
+    Reads the per-channel ranges of Relu inputs (high-bias absorption) from the context when it has
+    calibration data; replays ``context.recovery_factors["equalization"]`` when given.
     """
 
-    name: ClassVar[str] = "cross-layer-equalization"
     spec: ClassVar[str] = SPEC
 
-    def __init__(
-        self,
-        *,
-        channel_ranges: Mapping[str, ChannelRange] | None = None,
-        factors: Mapping[str, SiteFactors] | None = None,
-        max_iterations: int = 100,
-        tolerance: float = 1e-4,
-        absorb_bias: bool = True,
-        clip_headroom: float | None = None,
-    ) -> None:
-        if max_iterations < 1 or not math.isfinite(tolerance) or tolerance < 0:
-            raise ValueError("max_iterations must be >= 1 and tolerance >= 0")
-        if clip_headroom is not None and not clip_headroom >= 1.0:
-            raise ValueError(f"clip_headroom must be None or >= 1, got {clip_headroom}")
-        self.channel_ranges = channel_ranges
-        self.factors = dict(factors) if factors is not None else None
-        self.max_iterations = max_iterations
-        self.tolerance = tolerance
-        self.absorb_bias = absorb_bias
-        self.clip_headroom = clip_headroom
-        self.report = RecoveryReport("equalization")
-
-    def call(self, model: ir.Model) -> PassResult:
-        report = RecoveryReport("equalization")
-        pairs, declined = find_pairs(model)
-        if self.factors is not None:
-            known = {p.key for p in pairs}
-            missing = sorted(set(self.factors) - known)
-            if missing:
-                raise QuantizationError(
-                    f"The recipe equalizes Conv pair(s) this model does not have: {missing[:3]}. Apply the recipe "
-                    "to the FP32 model it was made from."
-                )
-            factors = self.factors
-            details = {key: "replayed" for key in factors}
+    def call(self, model: ir.Model) -> RecoveryPassResult:
+        context = self.context
+        if not context.recovery.equalization:
+            return RecoveryPassResult(model, False)
+        replay = context.recovery_factors
+        if replay is not None:
+            report = equalize(model, factors=dict(replay.get(TECHNIQUE, {})))
         else:
-            computed = compute_factors(
-                pairs, self.channel_ranges, max_iterations=self.max_iterations, tolerance=self.tolerance,
-                absorb_bias=self.absorb_bias, clip_headroom=self.clip_headroom,
-            )
-            factors, details = computed.factors, computed.details
-            report.iterations = computed.iterations
-            declined += list(computed.declined.items())
-        applied = apply_factors(model, pairs, factors)
-        for pair in pairs:
-            if pair.key in factors:
-                report.apply(pair.key, details.get(pair.key, ""))
-        for site, reason in declined:
-            report.decline(site, reason)
-        report.factors = {key: factors[key] for key in factors if key in {p.key for p in pairs}}
-        self.report = report
-        logger.info("cross-layer equalization: %d pair(s) applied, %d declined", applied, len(report.declined))
-        return PassResult(model, applied > 0, changes=applied, details={"pairs": applied})
+            wanted = equalization_statistics(model)
+            ranges = context.channel_statistics(wanted) if wanted and context.has_data else None
+            report = equalize(model, channel_ranges=ranges)
+        applied = len(report.applied)
+        return RecoveryPassResult(
+            model, applied > 0, changes=applied, details={"pairs": applied, "declined": len(report.declined)},
+            report=report,
+        )

@@ -11,8 +11,17 @@ import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.errors import QuantizationError
+from lpot_ir.passes.quantization.context import QuantPassResult
 
-__all__ = ["SiteRecord", "RecoveryReport", "SiteFactors", "float32_list", "constant_array", "set_constant"]
+__all__ = [
+    "SiteRecord",
+    "RecoveryReport",
+    "RecoveryPassResult",
+    "SiteFactors",
+    "float32_list",
+    "constant_array",
+    "set_constant",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,13 @@ class RecoveryReport:
         lines = [f"{self.technique}: {len(self.applied)} applied, {len(self.declined)} declined"]
         lines += [f"  {s}" for s in self.sites]
         return "\n".join(lines)
+
+
+@dataclass
+class RecoveryPassResult(QuantPassResult):
+    """A recovery pass's result: the common one plus its :class:`RecoveryReport` (``None`` when it was off)."""
+
+    report: RecoveryReport | None = None
 
 
 def float32_list(array: np.ndarray | Sequence[float]) -> tuple[float, ...]:

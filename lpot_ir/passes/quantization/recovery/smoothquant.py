@@ -50,9 +50,11 @@ import onnx_ir as ir
 from lpot_ir.calibration.result import ChannelRange
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.pattern import attribute_value
-from lpot_ir.passes.base import Pass, PassResult
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import QuantizationPass
 from lpot_ir.passes.quantization.graph_edit import GraphBuilder
 from lpot_ir.passes.quantization.recovery.report import (
+    RecoveryPassResult,
     RecoveryReport,
     SiteFactors,
     constant_array,
@@ -61,8 +63,10 @@ from lpot_ir.passes.quantization.recovery.report import (
 
 __all__ = [
     "SPEC",
+    "TECHNIQUE",
     "SmoothGroup",
     "SmoothQuantPass",
+    "smooth",
     "find_groups",
     "smoothquant_statistics",
     "compute_scales",
@@ -70,6 +74,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+TECHNIQUE = "smoothquant"
+"""The key of this technique's factors in recipes and reports."""
 
 SPEC = "X → MatMul(·, W)  ⇒  X/s → MatMul(·, s·W),  s_j = max|X_j|^α / max|W_j|^(1-α)"
 
@@ -452,59 +459,81 @@ def apply_scales(
     return applied, declined
 
 
-class SmoothQuantPass(Pass):
-    """SmoothQuant for MatMul/Gemm inputs (see the module docstring), in place.
+def smooth(
+    model: ir.Model,
+    alpha: float,
+    *,
+    channel_ranges: Mapping[str, ChannelRange] | None = None,
+    factors: Mapping[str, SiteFactors] | None = None,
+    insert_mul: bool = True,
+) -> RecoveryReport:
+    """SmoothQuant for ``model``'s MatMul/Gemm inputs (see the module docstring), in place.
 
     Args:
+        model: the FP32 model.
         alpha: migration strength in [0, 1] (0.5 in the paper).
         channel_ranges: per-channel ranges (axis -1) of :func:`smoothquant_statistics`' values.
         factors: replay exactly these factors (site -> :class:`SiteFactors`, e.g. from a recipe); a site
             the model lacks is an error.
         insert_mul: where ``X/s`` cannot be folded into the producer, insert a ``Mul`` (else decline).
 
-    After a run, :attr:`report` lists every site (applied or declined with the reason) and the factors.
+    Returns:
+        Every site (applied or declined with the reason) and the factors used.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    report = RecoveryReport(TECHNIQUE)
+    groups, declined = find_groups(model)
+    if factors is not None:
+        missing = sorted(set(factors) - {g.key for g in groups})
+        if missing:
+            raise QuantizationError(
+                f"The recipe smooths MatMul input(s) this model does not have: {missing[:3]}. Apply the recipe "
+                "to the FP32 model it was made from."
+            )
+    else:
+        factors, more = compute_scales(groups, channel_ranges, float(alpha))
+        declined += list(more.items())
+    applied, refused = apply_scales(model, groups, factors, insert_mul=insert_mul)
+    declined += list(refused.items())
+    for key, detail in applied.items():
+        report.apply(key, detail)
+    for site, reason in declined:
+        report.decline(site, reason)
+    report.factors = {key: factors[key] for key in applied}
+    logger.info("SmoothQuant: %d site(s) applied, %d declined", len(applied), len(report.declined))
+    return report
+
+
+@register_pass("smoothquant")
+class SmoothQuantPass(QuantizationPass):
+    """``int8-prepare`` step: SmoothQuant with ``context.recovery.smoothquant_alpha`` (off when ``None``).
+
+    Reads the per-channel abs-max of the MatMul/Gemm inputs from the context (calibration data is
+    required); replays ``context.recovery_factors["smoothquant"]`` when given.
     """
 
-    name: ClassVar[str] = "smoothquant"
     spec: ClassVar[str] = SPEC
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        *,
-        channel_ranges: Mapping[str, ChannelRange] | None = None,
-        factors: Mapping[str, SiteFactors] | None = None,
-        insert_mul: bool = True,
-    ) -> None:
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.alpha = float(alpha)
-        self.channel_ranges = channel_ranges
-        self.factors = dict(factors) if factors is not None else None
-        self.insert_mul = insert_mul
-        self.report = RecoveryReport("smoothquant")
-
-    def call(self, model: ir.Model) -> PassResult:
-        report = RecoveryReport("smoothquant")
-        groups, declined = find_groups(model)
-        if self.factors is not None:
-            missing = sorted(set(self.factors) - {g.key for g in groups})
-            if missing:
-                raise QuantizationError(
-                    f"The recipe smooths MatMul input(s) this model does not have: {missing[:3]}. Apply the recipe "
-                    "to the FP32 model it was made from."
-                )
-            factors = self.factors
+    def call(self, model: ir.Model) -> RecoveryPassResult:
+        context = self.context
+        alpha = context.recovery.smoothquant_alpha
+        if alpha is None:
+            return RecoveryPassResult(model, False)
+        replay = context.recovery_factors
+        if replay is not None:
+            report = smooth(model, alpha, factors=dict(replay.get(TECHNIQUE, {})))
         else:
-            factors, more = compute_scales(groups, self.channel_ranges, self.alpha)
-            declined += list(more.items())
-        applied, refused = apply_scales(model, groups, factors, insert_mul=self.insert_mul)
-        declined += list(refused.items())
-        for key, detail in applied.items():
-            report.apply(key, detail)
-        for site, reason in declined:
-            report.decline(site, reason)
-        report.factors = {key: factors[key] for key in applied}
-        self.report = report
-        logger.info("SmoothQuant: %d site(s) applied, %d declined", len(applied), len(report.declined))
-        return PassResult(model, bool(applied), changes=len(applied), details={"sites": len(applied)})
+            if not context.has_data:
+                raise QuantizationError(
+                    "SmoothQuant needs the per-channel ranges of the MatMul/Gemm inputs from calibration data, but "
+                    "none was given. Pass calib_dataloader= (Python) or --calib DATA (CLI), or set "
+                    "recovery.smoothquant_alpha to None (quantization.recipes.smooth_quant: false)."
+                )
+            wanted = smoothquant_statistics(model)
+            report = smooth(model, alpha, channel_ranges=context.channel_statistics(wanted) if wanted else {})
+        applied = len(report.applied)
+        return RecoveryPassResult(
+            model, applied > 0, changes=applied, details={"sites": applied, "declined": len(report.declined)},
+            report=report,
+        )
