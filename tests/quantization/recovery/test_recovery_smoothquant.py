@@ -156,3 +156,23 @@ def test_without_statistics_every_site_declines_and_the_quantizer_needs_data() -
     config = dataclasses.replace(default_config(), recovery=RecoveryConfig(smoothquant_alpha=0.5))
     with pytest.raises(QuantizationError, match="SmoothQuant needs"):
         ModelQuantizer(model).apply_ranges(config, {})
+
+
+def test_the_registered_step_reads_its_switch_and_calibrates_from_the_context_feeds() -> None:
+    from lpot_ir.passes.quantization import PREPARE_PIPELINE, QuantizationContext, prepare_model
+    from lpot_ir.passes.quantization.recovery import RecoveryPassResult
+
+    model, feeds = outlier_projections(), _feeds(10, width=32)
+    off = QuantizationContext(default_config(), fp32_model=model, feeds=lambda: feeds)
+    ir_model = load_model(model)
+    report = prepare_model(ir_model, off)
+    assert report is not None and not report.modified  # switched off: nothing changes
+    assert [s.name for s in report.steps] == ["cross-layer-equalization", "smoothquant"] and PREPARE_PIPELINE
+    on = off.replace(config=dataclasses.replace(default_config(), recovery=RecoveryConfig(smoothquant_alpha=0.5)))
+    report = prepare_model(ir_model, on)  # no channel_ranges in the context: it calibrates fp32_model itself
+    assert report is not None and report.modified
+    result = report["smoothquant"].result
+    assert isinstance(result, RecoveryPassResult) and result.report is not None
+    assert [s.site for s in result.report.applied] == ["ln"]
+    assert result.details == {"sites": 1, "declined": 0}
+    assert_same_function(model, to_proto(ir_model), feeds)
