@@ -483,7 +483,7 @@ class ModelQuantizer:
             if report is not None and report.modified:
                 self._prepared[key] = _Prepared(key, to_proto(model), recovery=recovery)
             else:  # the optimized model itself: its calibrations, nodes and quantized weights are shared
-                self._prepared[key] = dataclasses.replace(self._base, recovery=recovery)
+                self._prepared[key] = dataclasses.replace(self._base, recovery=recovery) if recovery else self._base
         return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------

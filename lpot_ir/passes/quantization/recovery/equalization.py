@@ -8,8 +8,8 @@ is the largest ``|W1|`` of output channel ``c`` and ``r2_c`` the largest ``|W2|`
 on the channels that were small, and the activation between the two convs gets more even channels.
 
 The rewrite is exact because every op allowed between the two convolutions commutes with a positive
-per-channel scale: ``Relu``, ``LeakyRelu``, ``MaxPool``, ``AveragePool``, and ``Pad`` (zero, reflect or
-edge padding of the spatial axes). Depthwise and grouped convolutions are handled by their group
+per-channel scale: ``Relu``, ``LeakyRelu``, ``MaxPool``, ``AveragePool``, ``GlobalAveragePool``,
+``GlobalMaxPool`` and ``Pad`` (zero, reflect or edge padding of the spatial axes). Depthwise and grouped convolutions are handled by their group
 structure (a depthwise conv in the middle of ``Conv → DW → Conv`` gets one factor on its input side and
 one on its output side); chains are equalized pairwise, sweep after sweep, until no factor moves by
 more than ``tolerance`` (at most ``max_iterations`` sweeps).
@@ -38,6 +38,9 @@ channel reached; channel counts that do not line up.
 
 The factors (float32) are recorded per pair (:class:`~lpot_ir.passes.quantization.recovery.report.SiteFactors`)
 and a replay with ``factors=`` applies exactly those, so a recipe reproduces the model bit for bit.
+
+:func:`equalize` runs the algorithm on a model; :class:`CrossLayerEqualizationPass` is the registered
+``int8-prepare`` step (switched by ``RecoveryConfig.equalization``).
 """
 
 from __future__ import annotations

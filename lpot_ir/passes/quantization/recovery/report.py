@@ -106,10 +106,6 @@ class RecoveryReport:
     def decline(self, site: str, reason: str) -> None:
         self.sites.append(SiteRecord(self.technique, site, False, reason=reason))
 
-    def factors_dict(self) -> dict[str, dict[str, Any]]:
-        """The factors as JSON-able data (what the recipe stores)."""
-        return {key: f.to_dict() for key, f in sorted(self.factors.items())}
-
     def __str__(self) -> str:
         lines = [f"{self.technique}: {len(self.applied)} applied, {len(self.declined)} declined"]
         lines += [f"  {s}" for s in self.sites]

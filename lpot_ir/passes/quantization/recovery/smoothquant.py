@@ -17,8 +17,10 @@ Where ``X/s`` goes (the first that applies):
   ``LayerNormalization`` (scale and bias ``/ s``), ``Mul``/``Div`` by a constant (the constant ``/ s`` or
   ``· s``), ``Add`` of a constant to such a foldable value (both ``/ s``), ``MatMul``/``Gemm`` with a
   constant weight (its output columns and bias ``/ s``). A constant that other nodes share (after
-  deduplication, GELU's ``0.5`` is one initializer for every layer) is copied for this node. No op is
-  added; the model is as fast as before.
+  deduplication, a LayerNorm's scale may be one initializer for several layers) is copied for this node.
+  No op is added. A *scalar* constant is not folded: a per-channel one would stop ONNX Runtime's fusions
+  (GELU's ``x * 0.5 * (1 + erf(..))`` with a vector 0.5 is no longer fused into ``BiasGelu``; on MiniLM that
+  cost six fused kernels), so those sites get an inserted Mul instead.
   A ``Mul``/``Div``/``Add`` folds only where it stays FP32 (an op that can run in INT8 would quantize its
   now per-channel constant per tensor, which loses the small channels: on a test model with ``α = 0.9``
   that destroyed the output).
@@ -209,6 +211,11 @@ def _fold_steps(value: ir.Value, channels: int, depth: int = 0) -> tuple[_FoldSt
         array = _float_constant(producer, index)
         if array is None or not _broadcasts_on_last(array, channels):
             return f"the constant of {op_type} '{producer.name}' is not float32 or not per last-axis channel"
+        if array.ndim == 0 or array.shape[-1] != channels:
+            return (
+                f"the constant of {op_type} '{producer.name}' is a scalar; a per-channel one would stop ONNX Runtime "
+                "fusing the pattern it belongs to (GELU's 0.5 into BiasGelu)"
+            )
         if op_type != "Add":
             return (_FoldStep(producer, index, multiply=op_type == "Div"),)
         other = producer.inputs[1 - index]
