@@ -63,7 +63,7 @@ def test_minilm_smoothquant_is_exact_in_fp32_and_lowers_the_int8_embedding_error
     quantizer = ModelQuantizer(str(task.model_path), task.calib)
     prepared = quantizer.prepared(dataclasses.replace(base, recovery=RecoveryConfig(smoothquant_alpha=0.8)))
     report = prepared.recovery["smoothquant"]
-    assert len(report.applied) == 18  # per layer: Q/K/V and FFN1 (inserted Muls), FFN2 (folded into GELU)
+    assert len(report.applied) == 18  # per layer: Q/K/V, FFN1 (Muls after the LayerNorms), FFN2 (a Mul after GELU)
     assert_same_function(onnx.load(task.model_path), prepared.proto, task.feeds)
 
     def error(recovery: RecoveryConfig) -> float:
