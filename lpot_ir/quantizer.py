@@ -427,8 +427,6 @@ class ModelQuantizer:
         cached = self._channel_stats.setdefault(sampling_size, {})
         missing = {name: axis for name, axis in wanted.items() if name not in cached}
         if missing:
-            from lpot_ir.calibration import calibrate
-
             if self.calib_dataloader is None:
                 raise QuantizationError(
                     "An accuracy-recovery rewrite needs per-channel ranges from calibration data, but no "

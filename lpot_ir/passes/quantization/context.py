@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import QuantizableNode, quantizable_nodes
+from lpot_ir.calibration import ChannelRange, calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.quant import (
     CalibAlgorithm,
@@ -42,9 +43,6 @@ from lpot_ir.ir.quant import (
 )
 from lpot_ir.passes.base import ContextPass, PassResult
 from lpot_ir.passes.quantization.qparams import QParams
-
-if TYPE_CHECKING:
-    from lpot_ir.calibration.result import ChannelRange
 
 __all__ = [
     "RangeLookup",
@@ -164,8 +162,6 @@ class QuantizationContext:
             return self.channel_ranges(wanted)
         if self.fp32_model is None:
             raise QuantizationError("Per-channel statistics need the FP32 model in the quantization context.")
-        from lpot_ir.calibration import calibrate
-
         result = calibrate(
             self.fp32_model, self.calibration_feeds(), tensors=[], channel_axes=wanted,
             sampling_size=self.config.calib_sampling_size, progress=False,

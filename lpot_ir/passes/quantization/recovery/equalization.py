@@ -56,10 +56,10 @@ import onnx_ir as ir
 
 from lpot_ir.calibration.result import ChannelRange
 from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.builder import GraphBuilder
 from lpot_ir.ir.pattern import attribute_value
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder
 from lpot_ir.passes.quantization.recovery.report import (
     RecoveryPassResult,
     RecoveryReport,

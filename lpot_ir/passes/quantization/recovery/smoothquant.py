@@ -49,12 +49,13 @@ from typing import ClassVar
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory
 from lpot_ir.calibration.result import ChannelRange
 from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.builder import GraphBuilder
 from lpot_ir.ir.pattern import attribute_value
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder
 from lpot_ir.passes.quantization.recovery.report import (
     RecoveryPassResult,
     RecoveryReport,
@@ -301,8 +302,6 @@ def _stays_fp32(node: ir.Node, depth: int = 0) -> bool:
     """Whether ``node`` stays FP32 under any configuration: ONNX Runtime has no INT8 kernel for it, or it
     is an op that is quantized only when its inputs arrive quantized (Add, Mul, Reshape ...) and one of
     them comes from an op that stays FP32 (the annotators' follower rule). Unsure means no."""
-    from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory
-
     if not _is_onnx(node):
         return True
     cap = CAPABILITIES.get(node.op_type)
