@@ -1,14 +1,19 @@
 """Built-in transforms, composed from LPOT's YAML form (``transform: {Resize: {size: 224}, ...}``).
 
-Transforms work on numpy images in HWC layout (height, width, channels) or HW. Each is a callable
-``transform(array) -> array`` applied to a sample's input only (labels are untouched). A sample whose
+Transforms work on numpy images in HWC layout (height, width, channels) or HW. Most are callables
+``transform(array) -> array`` applied to a sample's input only (labels are untouched); a sample whose
 input is a tuple or a dict (multi-input models) gets the transform applied to each of its arrays.
+A :class:`SampleTransform` sees the whole ``(input, label)`` sample instead and may change the label
+(``ParseDecodeImagenet`` takes the label out of a record; ``ResizeWithRatio`` moves boxes).
 
 Postprocess transforms (``evaluation.accuracy.postprocess.transform``) take and return a
 ``(preds, labels)`` pair; they run on each batch before the metric sees it.
 
-Names are the YAML keys; :data:`TRANSFORMS` and :data:`POSTPROCESSES` map them to classes, filled by
-:func:`register_transform` and :func:`register_postprocess`.
+Names are the YAML keys (LPOT's names); :data:`TRANSFORMS` and :data:`POSTPROCESSES` map them to
+classes, filled by :func:`register_transform` and :func:`register_postprocess`. A few LPOT transforms
+behave differently per framework (PyTorch's ``Resize: 256`` resizes the shorter side, its
+``Normalize`` works on CHW tensors); those flavours are registered with ``flavour=`` and chosen by
+:func:`create_transform`'s ``framework`` (the YAML's ``model.framework``).
 """
 
 from __future__ import annotations
@@ -24,17 +29,23 @@ from lpot_ir.errors import ConfigError, DataError
 
 __all__ = [
     "TRANSFORMS",
+    "TRANSFORM_FLAVOURS",
+    "FLAVOURS",
     "POSTPROCESSES",
     "register_transform",
     "register_postprocess",
     "create_transform",
     "create_postprocess",
+    "transform_flavour",
     "apply_to_input",
+    "SampleTransform",
     "Compose",
     "Resize",
     "CenterCrop",
     "RandomCrop",
     "Normalize",
+    "ChannelsFirstNormalize",
+    "resize_image",
     "Transpose",
     "Cast",
     "Rescale",
@@ -46,17 +57,58 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRANSFORMS: dict[str, type] = {}
+"""YAML name -> transform class (the ONNX Runtime flavour, which is also the TensorFlow one unless
+:data:`TRANSFORM_FLAVOURS` says otherwise)."""
+TRANSFORM_FLAVOURS: dict[tuple[str, str], type] = {}
+"""``(flavour, name)`` -> the class a framework's flavour uses instead of ``TRANSFORMS[name]``."""
 POSTPROCESSES: dict[str, type] = {}
 
+FLAVOURS = ("onnxrt", "tensorflow", "pytorch", "mxnet")
+"""Transform flavours: LPOT's frameworks (its two ONNX Runtime backends share one)."""
 
-def register_transform(name: str) -> Callable[[type], type]:
-    """Class decorator: make a transform available under ``name`` in YAML."""
+
+def register_transform(name: str, *, flavour: str | None = None) -> Callable[[type], type]:
+    """Class decorator: make a transform available under ``name`` in YAML.
+
+    Args:
+        name: the YAML key.
+        flavour: register a framework's flavour of ``name`` (one of :data:`FLAVOURS`); it must take the
+            parameters the default class takes (the YAML is checked against the default class).
+    """
+    if flavour is not None and flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
 
     def decorate(cls: type) -> type:
-        TRANSFORMS[name] = cls
+        if flavour is None:
+            TRANSFORMS[name] = cls
+        else:
+            TRANSFORM_FLAVOURS[(flavour, name)] = cls
         return cls
 
     return decorate
+
+
+def transform_flavour(framework: Any) -> str:
+    """The transform flavour of an LPOT framework name (``pytorch``, ``tensorflow``, ``mxnet``,
+    ``onnxrt_qlinearops``, ...); ``None``, ``onnx`` and the ONNX Runtime names give ``onnxrt``."""
+    name = str(getattr(framework, "value", framework) or "").lower()
+    if name.startswith("pytorch") or name == "torch":
+        return "pytorch"
+    if name.startswith("tensorflow") or name == "keras":
+        return "tensorflow"
+    if name == "mxnet":
+        return "mxnet"
+    return "onnxrt"
+
+
+class SampleTransform:
+    """A transform of the whole sample: ``transform((input, label)) -> (input, label)``.
+
+    Subclasses implement :meth:`__call__`; :class:`Compose` and the datasets hand them the label too.
+    """
+
+    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 def register_postprocess(name: str) -> Callable[[type], type]:
@@ -114,39 +166,49 @@ class Resize:
     """Resize an HWC/HW image to ``size`` (an int means a square).
 
     ``bilinear`` uses half-pixel centres without antialiasing, the same arithmetic as OpenCV's
-    ``INTER_LINEAR`` (which LPOT's ONNX Runtime transforms use); ``nearest`` picks the nearest pixel.
-    Integer images are rounded and clipped back to their dtype; float images stay float.
+    ``INTER_LINEAR`` and TensorFlow's ``tf.image.resize`` (which LPOT's ONNX Runtime and TensorFlow
+    transforms use); ``nearest`` picks the nearest pixel; ``bicubic`` is Pillow's (antialiased when
+    shrinking). Integer images are rounded and clipped back to their dtype; float images stay float.
+    The PyTorch flavour (``model.framework: pytorch``) is torchvision's: see :class:`TorchResize`.
     """
 
     def __init__(self, size: int | Sequence[int], interpolation: str = "bilinear") -> None:
         self.size = _hw(size, "Resize")
-        if interpolation not in ("bilinear", "nearest"):
+        if interpolation not in ("bilinear", "nearest", "bicubic"):
             raise ConfigError(
-                f"Resize: interpolation {interpolation!r} is not supported; use 'bilinear' or 'nearest'."
+                f"Resize: interpolation {interpolation!r} is not supported; use 'bilinear', 'nearest' or 'bicubic'."
             )
         self.interpolation = interpolation
 
     def __call__(self, array: Any) -> np.ndarray:
-        image = _image(array, "Resize")
-        out_h, out_w = self.size
-        h, w = image.shape[:2]
-        if self.interpolation == "nearest":
-            rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-            cols = np.minimum(np.floor((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
-            return image[rows][:, cols]
-        data = image.astype(np.float64)
-        r0, r1, fr = _resize_axis(h, out_h)
-        c0, c1, fc = _resize_axis(w, out_w)
-        extra = (1,) * (image.ndim - 2)
-        fr = fr.reshape((-1, 1) + extra)
-        fc = fc.reshape((1, -1) + extra)
-        top = data[r0][:, c0] * (1 - fc) + data[r0][:, c1] * fc
-        bottom = data[r1][:, c0] * (1 - fc) + data[r1][:, c1] * fc
-        result = top * (1 - fr) + bottom * fr
-        if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            return np.clip(np.rint(result), info.min, info.max).astype(image.dtype)
-        return result.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
+        return resize_image(_image(array, "Resize"), self.size, self.interpolation)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HWC/HW array to ``(height, width)`` (see :class:`Resize` for the arithmetic)."""
+    out_h, out_w = size
+    h, w = image.shape[:2]
+    if interpolation == "bicubic":
+        from lpot_ir.data.image_transforms import pil_resize
+
+        return pil_resize(image, size, "bicubic")
+    if interpolation == "nearest":
+        rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+        cols = np.minimum(np.floor((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+        return image[rows][:, cols]
+    data = image.astype(np.float64)
+    r0, r1, fr = _resize_axis(h, out_h)
+    c0, c1, fc = _resize_axis(w, out_w)
+    extra = (1,) * (image.ndim - 2)
+    fr = fr.reshape((-1, 1) + extra)
+    fc = fc.reshape((1, -1) + extra)
+    top = data[r0][:, c0] * (1 - fc) + data[r0][:, c1] * fc
+    bottom = data[r1][:, c0] * (1 - fc) + data[r1][:, c1] * fc
+    result = top * (1 - fr) + bottom * fr
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(result), info.min, info.max).astype(image.dtype)
+    return result.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
 
 
 def _crop(image: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
@@ -197,22 +259,43 @@ class RandomCrop:
 
 @register_transform("Normalize")
 class Normalize:
-    """``(x - mean) / std`` per channel (the last axis); the result is float32."""
+    """``(x - mean) / std`` per channel (the last axis: HWC); the result is float32.
+
+    The PyTorch and MXNet flavours normalize CHW tensors (channels first, as after ``ToTensor``).
+    """
+
+    channels_first = False
 
     def __init__(self, mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
         if np.any(self.std == 0):
             raise ConfigError(f"Normalize: std must not contain 0, got {std!r}.")
+        if self.mean.size > 1 and self.std.size > 1 and self.mean.size != self.std.size:
+            raise ConfigError(f"Normalize: mean has {self.mean.size} values but std has {self.std.size}.")
 
     def __call__(self, array: Any) -> np.ndarray:
         data = np.asarray(array, dtype=np.float32)
-        if self.mean.ndim and data.shape[-1] != self.mean.shape[0]:
+        channels = max(self.mean.size, self.std.size)
+        if channels == 1:
+            return ((data - self.mean[0]) / self.std[0]).astype(np.float32)
+        axis = 0 if self.channels_first and data.ndim == 3 else -1
+        if data.shape[axis] != channels:
+            layout = "CHW (channels first, as after ToTensor)" if axis == 0 else "HWC (channels last)"
             raise DataError(
-                f"Normalize: mean/std have {self.mean.shape[0]} values but the image's last axis "
-                f"(channels) has {data.shape[-1]}; Normalize works on HWC images, so put Transpose after it."
+                f"Normalize: mean/std have {channels} values but the image of shape {data.shape} has "
+                f"{data.shape[axis]} channels on its channel axis; this flavour of Normalize works on {layout} images."
             )
-        return ((data - self.mean) / self.std).astype(np.float32)
+        shape = (-1, 1, 1) if axis == 0 else (-1,)
+        return ((data - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(np.float32)
+
+
+@register_transform("Normalize", flavour="pytorch")
+@register_transform("Normalize", flavour="mxnet")
+class ChannelsFirstNormalize(Normalize):
+    """PyTorch/MXNet flavour of ``Normalize``: a 3-D image is CHW (channels first)."""
+
+    channels_first = True
 
 
 @register_transform("Transpose")
@@ -261,16 +344,30 @@ class ToArray:
         return np.asarray(array)
 
 
+@register_transform("Compose")
 class Compose:
-    """Apply transforms in order."""
+    """Apply transforms in order (LPOT's ``Compose(transform_list)``; a YAML ``transform`` section is one).
 
-    def __init__(self, transforms: Sequence[Callable[[Any], Any]]) -> None:
-        self.transforms = list(transforms)
+    ``compose(array)`` runs the input through every transform (a :class:`SampleTransform` sees the
+    label ``None``); ``compose.apply(input, label)`` runs the whole sample, as the datasets do.
+    """
+
+    def __init__(self, transform_list: Sequence[Callable[[Any], Any]]) -> None:
+        self.transforms = list(transform_list)
+
+    def apply(self, sample_input: Any, label: Any) -> tuple[Any, Any]:
+        """Run ``(input, label)`` through the transforms; only sample transforms see (and may change) the label."""
+        for transform in self.transforms:
+            if isinstance(transform, SampleTransform):
+                sample_input, label = transform((sample_input, label))
+            elif isinstance(transform, Compose):
+                sample_input, label = transform.apply(sample_input, label)
+            else:
+                sample_input = apply_to_input(transform, sample_input)
+        return sample_input, label
 
     def __call__(self, array: Any) -> Any:
-        for transform in self.transforms:
-            array = transform(array)
-        return array
+        return self.apply(array, None)[0]
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -313,7 +410,9 @@ class Reshape:
             ) from None
 
 
-def build_from_registry(registry: Mapping[str, type], kind: str, name: str, params: Any) -> Any:
+def build_from_registry(
+    registry: Mapping[str, type], kind: str, name: str, params: Any, *, cls: type | None = None
+) -> Any:
     """Instantiate ``registry[name]`` from a YAML value: a mapping of keyword arguments, None, or one scalar.
 
     Args:
@@ -321,6 +420,7 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
         kind: what is being built, for messages ("transform", "dataset", "metric").
         name: the YAML key.
         params: the YAML value (``{size: 224}``, ``None`` or a scalar such as ``topk: 1``).
+        cls: build this class instead of ``registry[name]`` (a framework's flavour of it).
 
     Raises:
         ConfigError: unknown name (with the closest one) or keyword arguments the class does not take.
@@ -334,7 +434,7 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
             f"Unknown {kind} '{name}'.{hint} Built-in {kind}s: {', '.join(sorted(registry))}. "
             f"Register your own with lpot_ir's register_{kind} decorator."
         )
-    cls = registry[name]
+    cls = cls or registry[name]
     check_params(cls, kind, name, params)
     try:
         if params is None:
@@ -384,15 +484,23 @@ def _spec_items(spec: Any, kind: str) -> list[tuple[str, Any]]:
     return list(spec.items())
 
 
-def create_transform(spec: Mapping[str, Any] | None) -> Compose:
+def create_transform(spec: Mapping[str, Any] | None, framework: Any = None) -> Compose:
     """Build the transforms of a YAML ``transform`` mapping, composed in the order written.
 
     Example:
         ``create_transform({"Resize": {"size": 8}, "Rescale": None, "Transpose": {"perm": [2, 0, 1]}})``
+
+    Args:
+        spec: ``{name: parameters, ...}``.
+        framework: the YAML's ``model.framework`` (or ``pytorch``, ``tensorflow``, ``mxnet``): picks each
+            transform's flavour for that framework (see :func:`transform_flavour`); default ONNX Runtime's.
     """
+    flavour = transform_flavour(framework)
     return Compose(
         [
-            build_from_registry(TRANSFORMS, "transform", name, params)
+            build_from_registry(
+                TRANSFORMS, "transform", name, params, cls=TRANSFORM_FLAVOURS.get((flavour, str(name)))
+            )
             for name, params in _spec_items(spec, "transform")
         ]
     )
