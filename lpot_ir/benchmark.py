@@ -200,7 +200,8 @@ class Benchmark:
         if section is not None and section.dataloader is not None:
             from lpot_ir.data import create_dataloader
 
-            return create_dataloader(section.dataloader)
+            framework = self.conf.model.framework
+            return create_dataloader(section.dataloader, framework=str(framework) if framework is not None else None)
         return None
 
     def _onnx_model(self, example_inputs: Any) -> Any:

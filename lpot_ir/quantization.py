@@ -37,7 +37,7 @@ from typing import Any
 
 import onnx
 
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, LpotError
 
 __all__ = ["Quantization"]
 
@@ -200,7 +200,7 @@ class Quantization:
         if calib is None and conf.quantization.calibration.dataloader is not None:
             from lpot_ir.data import create_dataloader
 
-            calib = create_dataloader(conf.quantization.calibration.dataloader)
+            calib = create_dataloader(conf.quantization.calibration.dataloader, framework=self._data_framework())
         approach = conf.quantization.approach
         assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
@@ -226,6 +226,18 @@ class Quantization:
         original_proto = model if isinstance(model, onnx.ModelProto) else None
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
         return self.outcome.model
+
+    def _data_framework(self) -> str | None:
+        """The framework whose transform flavours the YAML dataloaders use: ``model.framework``, else the
+        model's detected framework (``None``: the ONNX Runtime flavours)."""
+        if self.conf.model.framework is not None:
+            return str(self.conf.model.framework)
+        from lpot_ir.frontends import detect_framework
+
+        try:
+            return detect_framework(self._model)
+        except LpotError:
+            return None
 
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""
@@ -283,7 +295,7 @@ class Quantization:
         if dataloader is None and accuracy is not None and accuracy.dataloader is not None:
             from lpot_ir.data import create_dataloader
 
-            dataloader = create_dataloader(accuracy.dataloader)
+            dataloader = create_dataloader(accuracy.dataloader, framework=self._data_framework())
         metric = self._metric
         if metric is None and accuracy is not None and accuracy.metric is not None:
             metric = dict(accuracy.metric)

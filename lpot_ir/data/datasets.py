@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from lpot_ir.data.transforms import Compose, SampleTransform, apply_to_input, build_from_registry
+from lpot_ir.data.transforms import Compose, Registry, SampleTransform, apply_to_input, build_from_registry
 from lpot_ir.errors import DataError
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DATASETS: dict[str, type] = {}
+DATASETS: Registry = Registry()
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 

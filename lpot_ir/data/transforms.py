@@ -28,6 +28,8 @@ import numpy as np
 from lpot_ir.errors import ConfigError, DataError
 
 __all__ = [
+    "Registry",
+    "TransformRegistry",
     "TRANSFORMS",
     "TRANSFORM_FLAVOURS",
     "FLAVOURS",
@@ -56,12 +58,63 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRANSFORMS: dict[str, type] = {}
+class Registry(dict[str, type]):
+    """A YAML name -> class registry that is also LPOT's accessor: ``DATASETS(framework)[name](...)``,
+    ``METRICS(framework)[name]`` (the framework does not change datasets and metrics here)."""
+
+    def __call__(self, framework: Any = None) -> Mapping[str, type]:
+        return self
+
+
+class _LpotSampleTransform:
+    """A transform called LPOT's way: ``transform((image, label)) -> (image, label)``."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:
+        image, label = sample
+        if isinstance(self.transform, Compose):
+            return self.transform.apply(image, label)
+        if isinstance(self.transform, SampleTransform):
+            return self.transform((image, label))
+        return apply_to_input(self.transform, image), label
+
+
+class TransformRegistry(Registry):
+    """:data:`TRANSFORMS`; called LPOT's way, ``TRANSFORMS(framework, "preprocess")[name](**args)`` builds the
+    framework's flavour of a transform that takes and returns ``(image, label)`` samples (``"postprocess"``:
+    the postprocess steps, taking ``(preds, labels)``)."""
+
+    def __call__(self, framework: Any = None, process: str = "preprocess") -> Mapping[str, Any]:  # type: ignore[override]
+        if process not in ("preprocess", "postprocess", "general"):
+            raise ConfigError(f"TRANSFORMS: process must be 'preprocess', 'postprocess' or 'general', got {process!r}.")
+        if process == "postprocess":
+            return {name: _lpot_factory(cls, post=True) for name, cls in POSTPROCESSES.items()}
+        flavour = transform_flavour(framework)
+        return {name: _lpot_factory(TRANSFORM_FLAVOURS.get((flavour, name), cls)) for name, cls in self.items()}
+
+
+def _lpot_factory(cls: type, post: bool = False) -> Callable[..., Any]:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        made = cls(*args, **kwargs)
+        if post:
+            return lambda sample: made(*sample)
+        if isinstance(made, Compose):  # LPOT's Compose takes transforms that already take samples
+            made.transforms = [t.transform if isinstance(t, _LpotSampleTransform) else t for t in made.transforms]
+        return _LpotSampleTransform(made)
+
+    build.__name__ = cls.__name__
+    build.__doc__ = cls.__doc__
+    return build
+
+
+TRANSFORMS: TransformRegistry = TransformRegistry()
 """YAML name -> transform class (the ONNX Runtime flavour, which is also the TensorFlow one unless
 :data:`TRANSFORM_FLAVOURS` says otherwise)."""
 TRANSFORM_FLAVOURS: dict[tuple[str, str], type] = {}
 """``(flavour, name)`` -> the class a framework's flavour uses instead of ``TRANSFORMS[name]``."""
-POSTPROCESSES: dict[str, type] = {}
+POSTPROCESSES: Registry = Registry()
 
 FLAVOURS = ("onnxrt", "tensorflow", "pytorch", "mxnet")
 """Transform flavours: LPOT's frameworks (its two ONNX Runtime backends share one)."""

@@ -15,14 +15,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lpot_ir.data.transforms import build_from_registry
+from lpot_ir.data.transforms import Registry, build_from_registry
 from lpot_ir.errors import ConfigError
 
 __all__ = ["BaseMetric", "METRICS", "register_metric", "create_metric", "single_output"]
 
 logger = logging.getLogger(__name__)
 
-METRICS: dict[str, type] = {}
+METRICS: Registry = Registry()
 
 
 def register_metric(name: str) -> Callable[[type], type]:
