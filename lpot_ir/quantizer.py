@@ -26,6 +26,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir import __version__, frontends
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
@@ -33,8 +34,10 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     default_op_config,
     quantizable_nodes,
 )
+from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     Approach,
@@ -45,7 +48,14 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.base import (
+    PIPELINES,
+    StepReport,
+    available_passes,
+    pipeline_steps,
+    pipeline_version,
+    run_pipeline,
+)
 from lpot_ir.passes.quantization import (
     PREPARE_PIPELINE,
     PipelineRecord,
@@ -76,15 +86,6 @@ RECIPE_FORMAT_VERSION = 2
 with the pipeline their configuration selects."""
 
 _READABLE_RECIPE_VERSIONS = (1, 2)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lpot-ir")
-    except Exception:  # not installed as a distribution (running from a source tree)
-        return "0.0.0+unknown"
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -143,7 +144,7 @@ class Recipe:
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
-    lpot_ir_version: str = field(default_factory=_version)
+    lpot_ir_version: str = __version__
     format_version: int = RECIPE_FORMAT_VERSION
     pipeline: PipelineRecord | None = None
 
@@ -272,7 +273,6 @@ class QuantizedModel:
         Returns:
             The written path, the ``torch.nn.Module`` for ``pytorch``, or the ``MXNetExport`` for ``mxnet``.
         """
-        from lpot_ir import frontends
 
         kind = target.lower()
         if kind == "pytorch":
@@ -446,7 +446,6 @@ class ModelQuantizer:
     ) -> Any:
         """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
         of the optimized model or of a prepared one."""
-        from lpot_ir.calibration import calibrate
 
         prepared = prepared or self._base
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
@@ -548,16 +547,8 @@ def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
 
 
 def _optimize(model: ir.Model) -> ir.Model:
-    """Run the ``fp32-optimize`` pipeline; on failure keep the model as loaded (with a warning)."""
-    backup = to_proto(model)
-    try:
-        from lpot_ir.passes.base import run_pipeline
-
-        report = run_pipeline(model, "fp32-optimize")
-        model = getattr(report, "model", None) or model
-    except Exception as exc:  # an optimizer failure must not stop quantization: fall back to the loaded model
-        logger.warning("fp32-optimize failed (%s: %s); quantizing the model as loaded.", type(exc).__name__, exc)
-        model = ir.serde.deserialize_model(backup)
+    """Run the ``fp32-optimize`` pipeline (a failing rule or pass raises :class:`PassError` naming it)."""
+    model = run_pipeline(model, "fp32-optimize").model
     # weights stored in Constant nodes become initializers, so they can be stored quantized
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
     return model
@@ -584,7 +575,6 @@ def quantize(
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
     """
-    from lpot_ir.frontends import resolve_model
 
     approach = config.approach if config is not None else kwargs.pop("approach", Approach.STATIC)
     kwargs.pop("approach", None)
@@ -592,7 +582,7 @@ def quantize(
     converted = resolve_model(model, calib_dataloader=calib_dataloader, **frontend_options)
     if converted.framework != "onnx":
         model = converted.model
-        kwargs.setdefault("name_map", {k: v for k, v in converted.name_map.items() if v and v != k} or None)
+        kwargs.setdefault("name_map", converted.aliases_map)
     quantizer = ModelQuantizer(model, calib_dataloader, approach=approach, **kwargs)
     return quantizer.quantize(config or default_config(approach))
 

@@ -1,4 +1,4 @@
-"""Built-in datasets, transforms and the DataLoader, created from LPOT's YAML form or from Python.
+"""Built-in datasets, transforms and the DataLoader (built from a YAML section by :func:`lpot_ir.config.create_dataloader`).
 
 Every LPOT name is in :data:`DATASETS`, :data:`TRANSFORMS` (framework flavours in
 :data:`TRANSFORM_FLAVOURS`) or :data:`POSTPROCESSES`; docs/catalogue.md lists them all.
@@ -7,7 +7,7 @@ Every LPOT name is in :data:`DATASETS`, :data:`TRANSFORMS` (framework flavours i
 from __future__ import annotations
 
 from lpot_ir.data import coco, image_transforms, imagenet_transforms, nlp, records, vision_datasets
-from lpot_ir.data.dataloader import DataLoader, LastBatch, collate, create_dataloader
+from lpot_ir.data.dataloader import DataLoader, LastBatch, collate
 from lpot_ir.data.datasets import (
     DATASETS,
     DummyDataset,
@@ -71,7 +71,6 @@ __all__ = [
     "Transpose",
     "coco",
     "collate",
-    "create_dataloader",
     "create_dataset",
     "create_postprocess",
     "create_transform",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.data.datasets import read_image, register_dataset
+from lpot_ir.data.image_transforms import decode_image
 from lpot_ir.errors import DataError
 
 __all__ = ["COCO_CATEGORIES", "COCORaw", "COCONpy", "coco_example_sample", "load_coco"]
@@ -171,8 +172,6 @@ class COCONpy(_COCOFiles):
 
 def coco_example_sample(features: Mapping[str, Any]) -> tuple[np.ndarray, tuple[Any, ...]]:
     """A parsed COCO ``tf.train.Example`` (object detection API format) -> ``(image, label)``."""
-    from lpot_ir.data.image_transforms import decode_image
-
     encoded = features.get("image/encoded") or []
     if not encoded:
         raise DataError(

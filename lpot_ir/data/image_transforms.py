@@ -20,19 +20,21 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.data.transforms import (
+    PIL_RESAMPLE,
     CenterCrop,
     Resize,
     SampleTransform,
     _check_fits,
     _hw,
     _image,
+    _pil,
+    pil_resize,
     register_transform,
     resize_image,
 )
 from lpot_ir.errors import ConfigError, DataError
 
 __all__ = [
-    "pil_resize",
     "TorchResize",
     "TorchCenterCrop",
     "RandomResizedCrop",
@@ -53,48 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # Image.NEAREST, BILINEAR, BICUBIC
-
-
-def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("This transform uses Pillow, which is not installed: pip install pillow") from None
-    return Image
-
-
-def pil_resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
-    """Resize an HWC/HW array to ``(height, width)`` with Pillow (antialiased when shrinking, as torchvision).
-
-    ``uint8`` images with 1, 3 or 4 channels go through Pillow as they are; anything else is resized
-    channel by channel as 32-bit float (mode ``F``), then cast back (integers rounded and clipped).
-    """
-    Image = _pil()
-    resample = _PIL_RESAMPLE[interpolation]
-    out_h, out_w = size
-    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (3, 4)):
-        return np.asarray(Image.fromarray(image).resize((out_w, out_h), resample))
-    planes = image[..., None] if image.ndim == 2 else image
-    resized = np.stack(
-        [
-            np.asarray(
-                Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32), mode="F").resize(
-                    (out_w, out_h), resample
-                )
-            )
-            for c in range(planes.shape[2])
-        ],
-        axis=-1,
-    )
-    if image.ndim == 2:
-        resized = resized[..., 0]
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        return np.clip(np.rint(resized), info.min, info.max).astype(image.dtype)
-    return resized.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
-
 
 @register_transform("Resize", flavour="pytorch")
 class TorchResize(Resize):
@@ -169,9 +129,9 @@ class RandomResizedCrop:
                 f"RandomResizedCrop: scale and ratio must be positive pairs [low, high] with low <= high, got "
                 f"{list(scale)} and {list(ratio)}."
             )
-        if interpolation not in _PIL_RESAMPLE:
+        if interpolation not in PIL_RESAMPLE:
             raise ConfigError(
-                f"RandomResizedCrop: interpolation {interpolation!r} is not one of {', '.join(_PIL_RESAMPLE)}."
+                f"RandomResizedCrop: interpolation {interpolation!r} is not one of {', '.join(PIL_RESAMPLE)}."
             )
         self.interpolation = interpolation
         self._rng = np.random.default_rng(seed)
@@ -217,8 +177,8 @@ class CropResize:
             )
         self.x, self.y, self.width, self.height = int(x), int(y), int(width), int(height)
         self.size = _hw(size, "CropResize")
-        if interpolation not in _PIL_RESAMPLE:
-            raise ConfigError(f"CropResize: interpolation {interpolation!r} is not one of {', '.join(_PIL_RESAMPLE)}.")
+        if interpolation not in PIL_RESAMPLE:
+            raise ConfigError(f"CropResize: interpolation {interpolation!r} is not one of {', '.join(PIL_RESAMPLE)}.")
         self.interpolation = interpolation
 
     def __call__(self, array: Any) -> np.ndarray:

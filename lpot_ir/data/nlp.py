@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.data.datasets import register_dataset
+from lpot_ir.data.records import parse_example, read_records, record_files
 from lpot_ir.data.transforms import register_postprocess
 from lpot_ir.errors import ConfigError, DataError
 
@@ -235,10 +236,8 @@ class BertDataset:
         if label_file is None or root is None:
             raise ConfigError("bert: the TFRecord form needs root (the features) and label_file, the SQuAD v1.1 JSON.")
         self.questions = read_squad_questions(Path(label_file), "bert")
-        from lpot_ir.data.records import _files, parse_example, read_records
-
         self.samples = []
-        for record in read_records(_files(root, None, "bert")):
+        for record in read_records(record_files(root, None, "bert")):
             features = parse_example(record)
             missing = [k for k in ("unique_ids", "input_ids", "input_mask", "segment_ids") if k not in features]
             if missing:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lpot_ir.data.coco import coco_example_sample
 from lpot_ir.data.datasets import register_dataset
 from lpot_ir.data.image_transforms import decode_image
 from lpot_ir.data.transforms import SampleTransform, register_transform
@@ -30,6 +31,7 @@ from lpot_ir.errors import DataError
 __all__ = [
     "tensorflow",
     "read_records",
+    "record_files",
     "parse_example",
     "TFRecordDataset",
     "ImageRecord",
@@ -86,7 +88,9 @@ def parse_example(record: bytes) -> dict[str, Any]:
     return out
 
 
-def _files(root: str | os.PathLike[str], pattern: str | None, who: str) -> list[Path]:
+def record_files(root: str | os.PathLike[str], pattern: str | None, who: str) -> list[Path]:
+    """The TFRecord files ``root`` names: those matching ``pattern`` in the folder ``root``, or ``root`` itself
+    (a file or a glob pattern) without one."""
     base = Path(root)
     if pattern is not None:
         if not base.is_dir():
@@ -135,7 +139,7 @@ class TFRecordDataset(_RecordDataset):
     """The serialized records of ``root`` (a TFRecord file or a glob pattern); samples ``(bytes, None)``."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        super().__init__(_files(root, None, "TFRecordDataset"))
+        super().__init__(record_files(root, None, "TFRecordDataset"))
 
 
 def parse_imagenet_example(record: bytes) -> tuple[np.ndarray, int]:
@@ -157,7 +161,7 @@ class ImageRecord(_RecordDataset):
     1..1000 in the usual files, so models with 1000 classes need ``LabelShift: 1``)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        super().__init__(_files(root, "*-*-of-*", "ImageRecord"))
+        super().__init__(record_files(root, "*-*-of-*", "ImageRecord"))
 
     def _item(self, record: bytes) -> tuple[Any, Any]:
         return parse_imagenet_example(record)
@@ -185,10 +189,8 @@ class COCORecord(_RecordDataset):
     """
 
     def __init__(self, root: str | os.PathLike[str], num_cores: int = 28) -> None:
-        super().__init__(_files(root, None, "COCORecord"))
+        super().__init__(record_files(root, None, "COCORecord"))
         self.num_cores = int(num_cores)
 
     def _item(self, record: bytes) -> tuple[Any, Any]:
-        from lpot_ir.data.coco import coco_example_sample
-
         return coco_example_sample(parse_example(record))

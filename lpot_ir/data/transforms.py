@@ -18,6 +18,7 @@ behave differently per framework (PyTorch's ``Resize: 256`` resizes the shorter 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.registry import DuplicateNameError, add_to_registry
 
 __all__ = [
     "Registry",
@@ -48,6 +50,8 @@ __all__ = [
     "Normalize",
     "ChannelsFirstNormalize",
     "resize_image",
+    "pil_resize",
+    "PIL_RESAMPLE",
     "Transpose",
     "Cast",
     "Rescale",
@@ -120,20 +124,27 @@ FLAVOURS = ("onnxrt", "tensorflow", "pytorch", "mxnet")
 """Transform flavours: LPOT's frameworks (its two ONNX Runtime backends share one)."""
 
 
-def register_transform(name: str, *, flavour: str | None = None) -> Callable[[type], type]:
-    """Class decorator: make a transform available under ``name`` in YAML.
+def register_transform(name: str, *, flavour: str | None = None, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a transform available under ``name`` in YAML (duplicate names: :mod:`lpot_ir.registry`).
 
     Args:
         name: the YAML key.
         flavour: register a framework's flavour of ``name`` (one of :data:`FLAVOURS`); it must take the
             parameters the default class takes (the YAML is checked against the default class).
+        replace: replace a different class registered under that name (and flavour).
     """
     if flavour is not None and flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
 
     def decorate(cls: type) -> type:
+        known = TRANSFORM_FLAVOURS.get((flavour, name)) if flavour is not None else None
         if flavour is None:
-            TRANSFORMS[name] = cls
+            add_to_registry(TRANSFORMS, name, cls, kind="transform", replace=replace)
+        elif known is not None and known is not cls and not replace:
+            raise DuplicateNameError(
+                f"A {flavour} flavour of the transform {name!r} is already registered ({known.__qualname__}). "
+                "Pass replace=True to replace it."
+            )
         else:
             TRANSFORM_FLAVOURS[(flavour, name)] = cls
         return cls
@@ -164,11 +175,12 @@ class SampleTransform:
         raise NotImplementedError
 
 
-def register_postprocess(name: str) -> Callable[[type], type]:
-    """Class decorator: make a postprocess transform available under ``name`` in YAML."""
+def register_postprocess(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a postprocess transform available under ``name`` in YAML (duplicate names:
+    :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        POSTPROCESSES[name] = cls
+        add_to_registry(POSTPROCESSES, name, cls, kind="postprocess", replace=replace)
         return cls
 
     return decorate
@@ -242,8 +254,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = 
     out_h, out_w = size
     h, w = image.shape[:2]
     if interpolation == "bicubic":
-        from lpot_ir.data.image_transforms import pil_resize
-
         return pil_resize(image, size, "bicubic")
     if interpolation == "nearest":
         rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
@@ -262,6 +272,48 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = 
         info = np.iinfo(image.dtype)
         return np.clip(np.rint(result), info.min, info.max).astype(image.dtype)
     return result.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
+
+
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # Image.NEAREST, BILINEAR, BICUBIC
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("This transform uses Pillow, which is not installed: pip install pillow") from None
+    return Image
+
+
+def pil_resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HWC/HW array to ``(height, width)`` with Pillow (antialiased when shrinking, as torchvision).
+
+    ``uint8`` images with 1, 3 or 4 channels go through Pillow as they are; anything else is resized
+    channel by channel as 32-bit float (mode ``F``), then cast back (integers rounded and clipped).
+    """
+    Image = _pil()
+    resample = PIL_RESAMPLE[interpolation]
+    out_h, out_w = size
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (3, 4)):
+        return np.asarray(Image.fromarray(image).resize((out_w, out_h), resample))
+    planes = image[..., None] if image.ndim == 2 else image
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32), mode="F").resize(
+                    (out_w, out_h), resample
+                )
+            )
+            for c in range(planes.shape[2])
+        ],
+        axis=-1,
+    )
+    if image.ndim == 2:
+        resized = resized[..., 0]
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(resized), info.min, info.max).astype(image.dtype)
+    return resized.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
 
 
 def _crop(image: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
@@ -478,8 +530,6 @@ def build_from_registry(
     Raises:
         ConfigError: unknown name (with the closest one) or keyword arguments the class does not take.
     """
-    import difflib
-
     if name not in registry:
         close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -503,8 +553,6 @@ def build_from_registry(
 
 def check_params(cls: type, kind: str, name: str, params: Any) -> None:
     """Raise ConfigError if ``params`` names keyword arguments ``cls`` does not accept."""
-    import difflib
-
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # a class whose signature cannot be read: let the call decide

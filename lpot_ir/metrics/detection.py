@@ -23,11 +23,15 @@ ten thresholds (COCO style).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from typing import Any
 
 import numpy as np
+import yaml
 
+from lpot_ir.data.coco import COCO_CATEGORIES
 from lpot_ir.errors import ConfigError, EvaluationError
 from lpot_ir.metrics.base import BaseMetric, register_metric
 
@@ -214,12 +218,8 @@ def _is_image_label(item: Any) -> bool:
 
 
 def _name_map(anno_path: str | None) -> dict[str, int]:
-    from lpot_ir.data.coco import COCO_CATEGORIES
-
     if anno_path is None:
         return {name: cid for cid, name in COCO_CATEGORIES.items()}
-    import yaml
-
     try:
         with open(anno_path, encoding="utf-8") as handle:
             mapping = yaml.safe_load(handle)
@@ -254,8 +254,6 @@ class COCOMeanAveragePrecision(MeanAveragePrecision):
             from pycocotools.cocoeval import COCOeval
         except ImportError:
             raise EvaluationError("COCOmAP needs pycocotools, which is not installed: pip install pycocotools") from None
-        import contextlib
-        import io
 
         def xywh(boxes: np.ndarray) -> np.ndarray:
             boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpot_ir.data import DataLoader, create_dataloader, create_dataset
+from lpot_ir.config import create_dataloader
+from lpot_ir.data import DataLoader, create_dataset
 from lpot_ir.data.vision_datasets import read_idx
 from lpot_ir.errors import DataError
 

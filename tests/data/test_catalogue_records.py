@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lpot_ir.data import DataLoader, create_dataloader, create_dataset
+from lpot_ir.config import create_dataloader
+from lpot_ir.data import DataLoader, create_dataset
 from lpot_ir.errors import DataError
 from lpot_ir.metrics import create_metric
 

@@ -36,6 +36,9 @@ import onnx
 from onnx import numpy_helper
 
 from lpot_ir.backends.export.graph import LoweredNode, as_model_proto, spatial_pads
+from lpot_ir.backends.mxnet_env import ensure_mxnet_env
+from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 from lpot_ir.errors import ConversionError
 
 __all__ = ["MXNET_OPS", "MXNetExport", "export_to_mxnet", "describe_graph"]
@@ -245,13 +248,9 @@ def export_to_mxnet(
         ConversionError: ops the lowering does not build, or MXNet failed (the isolated environment cannot
             be created, or it rejected the graph); the message says which.
     """
-    from lpot_ir.frontends.mxnet import ensure_mxnet_env
-
     proto = as_model_proto(qdq_model)
     description, constants, notes = describe_graph(proto)
     if check and check_inputs is None:
-        from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
-
         check_inputs = synthetic_inputs(proto, batch_size=2, seed=0)
     prefix = _prefix(path)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -324,8 +323,6 @@ def export_to_mxnet(
 
 
 def _agreement(proto: onnx.ModelProto, feed: dict[str, np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
-    from lpot_ir.backends.onnxruntime.session import make_session
-
     results = []
     for level in ("all", "disable"):
         session = make_session(proto, intra_op_threads=1, optimization_level=level)
