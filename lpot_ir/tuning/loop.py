@@ -72,6 +72,8 @@ class LoopContext:
             :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
         proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
         estimate_calls: proxy runs made (not evaluations).
+        trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
+            result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
 
     baseline_accuracy: float
@@ -82,6 +84,7 @@ class LoopContext:
     proxy: AgreementProxy | None = None
     estimate_calls: int = 0
     estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+    trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
     def estimate(self, config: TuningConfig) -> float:
         """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
@@ -389,8 +392,10 @@ def _run_trial(
     accuracy: float | None = None
     objectives: dict[str, float] = {}
     failed: str | None = None
+    quantized: Any = None
     try:
-        model = quantizer.quantize(config).model
+        quantized = quantizer.quantize(config)
+        model = quantized.model
     except Exception as exc:  # one bad configuration must not end tuning
         failed = f"quantization failed: {first_line(exc)}"
         logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
@@ -424,6 +429,11 @@ def _run_trial(
         "-" if loss is None else f"{loss:.2%}",
         ", meets the criterion" if meets else "",
     )
+    for observer in context.trial_observers:
+        try:
+            observer(index, config, quantized, result)
+        except Exception as exc:  # an observer (a report writer) must not end tuning
+            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
     return result
 
 
