@@ -52,6 +52,7 @@ from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
+from lpot_ir.tuning.tensorboard import TensorBoardWriter
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
@@ -241,8 +242,6 @@ def tune(
     real_data = bool(feeds)  # the accuracy proxy needs real inputs, never synthetic ones
     feeds = feeds or _first_feed(quantizer, evaluator, optimized_proto)
     meter = ObjectiveMeter([n for n, _ in weights], feeds[0] if feeds else None)
-    if tuning.tensorboard:
-        logger.warning("tuning.tensorboard is not supported by lpot-ir; the report in the workspace replaces it")
 
     if evaluator is None or tuning.exit_policy.performance_only:
         return finalize_without_tuning(config, quantizer, build, meter, fp32_proto, workspace, feeds, start)
@@ -273,6 +272,10 @@ def tune(
             context.proxy = AgreementProxy(
                 optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
             )
+    if tuning.tensorboard:
+        context.trial_observers.append(
+            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        )
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
     replay = {t.config.key(): t for t in recorded}
