@@ -7,7 +7,9 @@ For each trial, :class:`TensorBoardWriter` writes ``<workspace>/tensorboard/tria
   (the FP32 model) and ``<node>/output/int8`` (the candidate: the dequantized tensor its consumers read,
   i.e. ``DQ(Q(y))`` when the output is quantized, else the float output, which upstream quantization
   already moved); and of its quantized weights, ``<node>/weight/fp32`` and ``<node>/weight/int8``
-  (dequantized). Node names are the model's (``/layer1/conv1/Conv``), so TensorBoard groups them.
+  (dequantized); ``<node>`` is the node's name without a leading ``/`` (``layer1/conv1/Conv``), so
+  TensorBoard groups the tags by the model's hierarchy. Biases and other quantized constant inputs get
+  ``<node>/input<i>/...``.
 * **scalars**: ``error/<node>``, the per-channel normalized squared error of the INT8 output against the
   FP32 one (:func:`lpot_ir.tuning.sensitivity.normalized_error`, the tuning loop's measure), and
   ``trial/accuracy``, ``trial/meets_goal`` and ``trial/<objective>`` at step ``n``.
@@ -37,7 +39,7 @@ from lpot_ir.backends.onnxruntime.profiling import instrumented_model, run_all_v
 from lpot_ir.errors import ConfigError
 from lpot_ir.tuning.sensitivity import normalized_error
 
-__all__ = ["TENSORBOARD_DIR", "TensorBoardWriter", "graph_def", "tensorboard_command"]
+__all__ = ["TENSORBOARD_DIR", "TensorBoardWriter", "graph_def", "node_tag", "tensorboard_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,14 @@ def tensorboard_command(workspace: str | os.PathLike[str]) -> list[str]:
     return ["tensorboard", "--logdir", str(Path(workspace) / TENSORBOARD_DIR)]
 
 
-def graph_def(model: onnx.ModelProto) -> Any:
+def graph_def(model: onnx.ModelProto, quantized: set[str] | None = None) -> Any:
     """The model as a TensorBoard ``GraphDef`` (tensorboardX's protos): nodes by name with their op
-    types, inputs (producer node names), attributes and output shapes; device ``/int8`` or ``/fp32``."""
+    types, inputs (producer node names), attributes and output shapes.
+
+    A node's device is ``/int8`` when it runs quantized: it is in ``quantized`` (a ``QuantizedModel``'s
+    decisions), or, without that set, every one of its inputs is dequantized; Q/DQ nodes are ``/int8``
+    and everything else ``/fp32``.
+    """
     from tensorboardX.proto.attr_value_pb2 import AttrValue
     from tensorboardX.proto.graph_pb2 import GraphDef
     from tensorboardX.proto.node_def_pb2 import NodeDef
@@ -123,8 +130,11 @@ def graph_def(model: onnx.ModelProto) -> Any:
                     attrs[label] = AttrValue(s=text.encode())
         attrs["_output_shapes"] = shape_attr(list(node.output))
         inputs = [producer[i] for i in node.input if i and i in producer]
-        reads_int8 = node.op_type not in _QDQ and any(kinds.get(producer.get(i, ""), "") == "DequantizeLinear" for i in node.input if i)
-        device = "/int8" if reads_int8 or node.op_type in _QDQ else "/fp32"
+        if quantized is not None:
+            int8 = name in quantized
+        else:
+            int8 = bool(node.input) and all(kinds.get(producer.get(i, ""), "") == "DequantizeLinear" for i in node.input if i)
+        device = "/int8" if int8 or node.op_type in _QDQ else "/fp32"
         nodes.append(NodeDef(name=name, op=node.op_type, input=inputs, device=device, attr=attrs))
     return GraphDef(node=nodes, versions=VersionDef(producer=22))
 
@@ -175,10 +185,12 @@ class TensorBoardWriter:
     def write_trial(self, index: int, quantized: Any, result: Any = None) -> Path:
         """Write ``trial_<index>`` for a ``QuantizedModel`` (or a Q/DQ ``ModelProto``); returns its folder."""
         model = quantized.model if hasattr(quantized, "model") else quantized
+        decisions = getattr(quantized, "decisions", None)
+        int8_nodes = {name for name, d in decisions.items() if getattr(d, "quantized", False)} if decisions else None
         logdir = self.folder / f"trial_{index}"
         writer = _summary_writer(logdir)
         try:
-            writer.file_writer.add_onnx_graph(graph_def(model))  # a GraphDef event (the method's name notwithstanding)
+            writer.file_writer.add_onnx_graph(graph_def(model, int8_nodes))  # a GraphDef event (the method's name notwithstanding)
             if result is not None:
                 self._write_result(writer, index, result)
             if self.feed is not None:
@@ -212,10 +224,11 @@ class TensorBoardWriter:
                 continue
             reference = fp32_values.get(fp32_node.output[0])
             actual = int8_values.get(_dequantized_view(node.output[0], readers))
+            tag = node_tag(node.name)
             if reference is not None and actual is not None and actual.shape == reference.shape:
-                writer.add_histogram(f"{node.name}/output/fp32", reference, index)
-                writer.add_histogram(f"{node.name}/output/int8", actual, index)
-                writer.add_scalar(f"error/{node.name}", normalized_error(actual, reference), index)
+                writer.add_histogram(f"{tag}/output/fp32", reference, index)
+                writer.add_histogram(f"{tag}/output/int8", actual, index)
+                writer.add_scalar(f"error/{tag}", normalized_error(actual, reference), index)
             for position, name in enumerate(node.input):
                 dq = producers.get(name)
                 if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in constants:
@@ -223,9 +236,15 @@ class TensorBoardWriter:
                 if position >= len(fp32_node.input) or fp32_node.input[position] not in self._fp32_constants:
                     continue
                 kind = "weight" if position == 1 else f"input{position}"
-                writer.add_histogram(f"{node.name}/{kind}/fp32", numpy_helper.to_array(self._fp32_constants[fp32_node.input[position]]), index)
+                fp32_weight = numpy_helper.to_array(self._fp32_constants[fp32_node.input[position]])
+                writer.add_histogram(f"{tag}/{kind}/fp32", fp32_weight, index)
                 if name in int8_values:
-                    writer.add_histogram(f"{node.name}/{kind}/int8", int8_values[name], index)
+                    writer.add_histogram(f"{tag}/{kind}/int8", int8_values[name], index)
+
+
+def node_tag(name: str) -> str:
+    """A node's tag prefix: its name without a leading ``/`` (``/layer1/conv1/Conv`` -> ``layer1/conv1/Conv``)."""
+    return name.lstrip("/")
 
 
 def _dequantized_view(value: str, readers: Mapping[str, list[onnx.NodeProto]]) -> str:
