@@ -30,7 +30,7 @@ from lpot_ir.config.coerce import SectionError, coerce_fields, to_plain
 from lpot_ir.data.dataloader import LastBatch
 from lpot_ir.data.datasets import DATASETS
 from lpot_ir.data.transforms import POSTPROCESSES, TRANSFORMS, check_params
-from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, Scheme
+from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, RecoveryConfig, Scheme
 from lpot_ir.metrics.base import METRICS
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "DataLoaderSection",
     "PostprocessSection",
     "CalibrationSection",
+    "SmoothQuantArgs",
+    "RecipesSection",
     "TensorWise",
     "ModelWise",
     "OpWiseEntry",
@@ -268,6 +270,46 @@ class CalibrationSection(_Section):
 
 
 @dataclass(frozen=True)
+class SmoothQuantArgs(_Section):
+    """``quantization.recipes.smooth_quant_args`` (Neural Compressor's key).
+
+    Attributes:
+        alpha: SmoothQuant's migration strength(s) in [0, 1]. The first value is used by ``lpot quantize``
+            and as tuning's starting point; tuning may try the others. The default starts at 0.7, not the
+            paper's 0.5: on MiniLM 0.5 made INT8 worse and 0.7-0.8 three times better (docs/quantization.md).
+    """
+
+    alpha: tuple[float, ...] = (0.7, 0.5, 0.8)
+
+    def _check(self) -> None:
+        if not self.alpha or any(not 0.0 <= a <= 1.0 for a in self.alpha):
+            _invalid(self, f"alpha must be one or more numbers in [0, 1], got {list(self.alpha)}.")
+
+
+@dataclass(frozen=True)
+class RecipesSection(_Section):
+    """``quantization.recipes``: accuracy recovery that keeps ops in INT8 (Neural Compressor's key).
+
+    Attributes:
+        smooth_quant: SmoothQuant for MatMul/Gemm inputs (an FP32 rewrite before calibration).
+        smooth_quant_args: its settings (``alpha``).
+        cross_layer_equalization: cross-layer equalization of Conv pairs (an lpot-ir key; an FP32 rewrite
+            before calibration).
+    """
+
+    smooth_quant: bool = False
+    smooth_quant_args: SmoothQuantArgs = field(default_factory=SmoothQuantArgs)
+    cross_layer_equalization: bool = False
+
+    def recovery(self) -> RecoveryConfig:
+        """The :class:`RecoveryConfig` these recipes start from (the first ``alpha``)."""
+        return RecoveryConfig(
+            equalization=self.cross_layer_equalization,
+            smoothquant_alpha=self.smooth_quant_args.alpha[0] if self.smooth_quant else None,
+        )
+
+
+@dataclass(frozen=True)
 class TensorWise(_Section):
     """Allowed quantization settings of one tensor kind (weight or activation).
 
@@ -346,6 +388,7 @@ class QuantizationSection(_Section):
         format: ``qdq`` or ``qoperator`` (an lpot-ir field). ``None`` = implied by ``model.framework``
             (``onnxrt_qlinearops`` -> qoperator), else qdq; :class:`Config` resolves it.
         calibration: sampling sizes and calibration data.
+        recipes: accuracy-recovery rewrites (SmoothQuant, cross-layer equalization).
         model_wise: constraints for every node.
         op_wise: constraints per node name (framework names allowed).
         optype_wise: constraints per op type (e.g. ``Conv``).
@@ -355,6 +398,7 @@ class QuantizationSection(_Section):
     approach: Approach | None = None
     format: QuantFormat | None = None
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    recipes: RecipesSection = field(default_factory=RecipesSection)
     model_wise: ModelWise = field(default_factory=ModelWise)
     op_wise: dict[str, OpWiseEntry] = field(default_factory=dict)
     optype_wise: dict[str, OpWiseEntry] = field(default_factory=dict)

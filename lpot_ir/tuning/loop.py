@@ -31,7 +31,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from lpot_ir.tuning.proxy import DistanceReading, OutputDistance
 from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
+from lpot_ir.tuning.tensorboard import TensorBoardWriter
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
@@ -94,6 +95,8 @@ class LoopContext:
         latency_units: what building the latency model costs, in units.
         advice_used: units used so far.
         advice_seconds: wall seconds the advice took (for the report).
+        trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
+            result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
 
     baseline_accuracy: float
@@ -109,6 +112,7 @@ class LoopContext:
     latency_units: float = 1.0
     advice_used: float = 0.0
     advice_seconds: float = 0.0
+    trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
     # -- the budget ------------------------------------------------------------------------------
 
@@ -281,8 +285,6 @@ def tune(
     real_data = bool(feeds)  # the accuracy proxy needs real inputs, never synthetic ones
     feeds = feeds or _first_feed(quantizer, evaluator, optimized_proto)
     meter = ObjectiveMeter([n for n, _ in weights], feeds[0] if feeds else None)
-    if tuning.tensorboard:
-        logger.warning("tuning.tensorboard is not supported by lpot-ir; the report in the workspace replaces it")
 
     if evaluator is None or tuning.exit_policy.performance_only:
         return finalize_without_tuning(config, quantizer, build, meter, fp32_proto, workspace, feeds, start)
@@ -334,6 +336,10 @@ def tune(
         )
     header = dataclasses.replace(header, advice=dict(plan))
     history.start(header, recorded)
+    if tuning.tensorboard:
+        context.trial_observers.append(
+            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        )
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
     replay = {t.config.key(): t for t in recorded}
@@ -546,8 +552,10 @@ def _run_trial(
     accuracy: float | None = None
     objectives: dict[str, float] = {}
     failed: str | None = None
+    quantized: Any = None
     try:
-        model = quantize(config).model
+        quantized = quantize(config)
+        model = quantized.model
     except Exception as exc:  # one bad configuration must not end tuning
         failed = f"quantization failed: {first_line(exc)}"
         logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
@@ -581,6 +589,11 @@ def _run_trial(
         "-" if loss is None else f"{loss:.2%}",
         ", meets the criterion" if meets else "",
     )
+    for observer in context.trial_observers:
+        try:
+            observer(index, config, quantized, result)
+        except Exception as exc:  # an observer (a report writer) must not end tuning
+            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
     return result
 
 
