@@ -13,9 +13,11 @@ without calibration data.
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,9 @@ from lpot_ir.ir.quant import (
     TuningConfig,
 )
 from lpot_ir.passes.quantization.pipeline import quantize_model
+from lpot_ir.passes.quantization.recovery.options import RecoveryOptions
+from lpot_ir.passes.quantization.recovery.record import RecoveryRecord
+from lpot_ir.passes.quantization.recovery.stages import RecoveryContext, needs_data
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -59,7 +64,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 1
+RECIPE_FORMAT_VERSION = 2
+"""Written when the recipe holds a recovery record; plain recipes are still written as version 1 (readable
+by older lpot-ir), and both are read."""
+_READABLE_VERSIONS = (1, 2)
 
 
 def _version() -> str:
@@ -120,43 +128,53 @@ class Recipe:
         config: the tuning configuration.
         ranges: value name -> the activation range used.
         lpot_ir_version: the version that wrote the recipe.
-        format_version: the recipe file format.
+        format_version: the recipe file format (1 without a recovery record, 2 with one).
+        recovery: what the data-driven accuracy-recovery passes decided (clip ratios, learned roundings,
+            bias corrections, range-search schemes), so the model is rebuilt without data; ``None`` if none ran.
     """
 
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = field(default_factory=_version)
-    format_version: int = RECIPE_FORMAT_VERSION
+    format_version: int = 1
+    recovery: RecoveryRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "format_version": self.format_version,
             "fp32_model_digest": self.fp32_model_digest,
             "config": self.config.to_dict(),
             "ranges": {name: r.to_list() for name, r in sorted(self.ranges.items())},
             "lpot_ir_version": self.lpot_ir_version,
         }
+        if self.recovery:
+            out["format_version"] = RECIPE_FORMAT_VERSION
+            out["recovery"] = self.recovery.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the recipe") -> Recipe:
         try:
             version = int(data.get("format_version", 0))
-            if version != RECIPE_FORMAT_VERSION:
+            if version not in _READABLE_VERSIONS:
                 raise QuantizationError(
-                    f"{source} has recipe format_version {version}; this lpot-ir reads version "
-                    f"{RECIPE_FORMAT_VERSION}. Re-create the recipe with this version (quantize the FP32 model again)."
+                    f"{source} has recipe format_version {version}; this lpot-ir reads versions "
+                    f"{', '.join(map(str, _READABLE_VERSIONS))}. Re-create the recipe with this version (quantize "
+                    "the FP32 model again)."
                 )
+            recovery = RecoveryRecord.from_dict(data["recovery"]) if data.get("recovery") else None
             return cls(
                 fp32_model_digest=str(data["fp32_model_digest"]),
                 config=TuningConfig.from_dict(data["config"]),
                 ranges={str(k): TensorRange.from_list(v) for k, v in dict(data.get("ranges", {})).items()},
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
+                recovery=recovery,
             )
         except LpotError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, binascii.Error, zlib.error) as exc:
             raise QuantizationError(
                 f"{source} is not a valid lpot-ir recipe ({type(exc).__name__}: {exc}). A recipe is the "
                 "'<model>.recipe.json' written beside a quantized model by QuantizedModel.save()."
@@ -264,6 +282,7 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
+        recovery_options: samples and budgets of the data-driven recovery passes (``TuningConfig.recovery``).
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -282,6 +301,7 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        recovery_options: RecoveryOptions | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
@@ -295,6 +315,9 @@ class ModelQuantizer:
         self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
         self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
+        self.recovery_options = recovery_options or RecoveryOptions()
+        self._recovery_feeds: list[dict[str, Any]] | None = None
+        self._clip_cache: dict[tuple[object, ...], Any] = {}  # MSE clip ratios, shared by every config
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -366,8 +389,12 @@ class ModelQuantizer:
         """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
         config = config or default_config(self.approach)
         range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
+        recovery = None
         if config.approach is not Approach.DYNAMIC:
-            result = self.calibration(_algorithms(config), config.calib_sampling_size)
+            algorithms = _algorithms(config)
+            if config.recovery.range_search:
+                algorithms |= set(CalibAlgorithm)  # every candidate, from the same single calibration run
+            result = self.calibration(algorithms, config.calib_sampling_size)
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                 try:
@@ -375,19 +402,58 @@ class ModelQuantizer:
                 except KeyError:
                     return None
 
-        return self._apply(config, range_of)
+            if config.recovery.enabled:
+                recovery = self._recovery_context(config, result)
+        return self._apply(config, range_of, recovery)
 
-    def apply_ranges(self, config: TuningConfig, ranges: Mapping[str, TensorRange]) -> QuantizedModel:
-        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`."""
-        return self._apply(config, lambda name, _algorithm: ranges.get(name))
+    def apply_ranges(
+        self, config: TuningConfig, ranges: Mapping[str, TensorRange], recovery: RecoveryRecord | None = None
+    ) -> QuantizedModel:
+        """Apply ``config`` with given activation ranges and recovery decisions (no calibration data);
+        used by :func:`apply_recipe`."""
+        context = None
+        if config.recovery.enabled and config.approach is not Approach.DYNAMIC:
+            context = RecoveryContext(self.fp32_model, replay=recovery or RecoveryRecord(), options=self.recovery_options)
+        return self._apply(config, lambda name, _algorithm: ranges.get(name), context)
+
+    def recovery_feeds(self) -> list[dict[str, Any]]:
+        """The first ``recovery_options.samples`` calibration samples as ONNX Runtime feeds (cached)."""
+        if self._recovery_feeds is None:
+            if self.calib_dataloader is None:
+                raise QuantizationError(
+                    "The configuration's recovery passes need calibration data, but no calib_dataloader was given. "
+                    "Pass calib_dataloader= (Python) or --calib DATA (CLI), or turn them off."
+                )
+            self._recovery_feeds = _first_samples(self.fp32_model, self.calib_dataloader, self.recovery_options.samples)
+        return self._recovery_feeds
+
+    def _recovery_context(self, config: TuningConfig, result: Any) -> RecoveryContext:
+        feeds = self.recovery_feeds() if needs_data(config) else []
+
+        def candidates(name: str) -> dict[CalibAlgorithm, TensorRange]:
+            out = {}
+            for algorithm in result.algorithms:
+                try:
+                    out[algorithm] = result.range(name, algorithm)
+                except KeyError:
+                    continue
+            return out
+
+        return RecoveryContext(
+            self.fp32_model, feeds, candidates, options=self.recovery_options, clip_cache=self._clip_cache
+        )
 
     def _apply(
-        self, config: TuningConfig, range_of: Callable[[str, CalibAlgorithm], TensorRange | None]
+        self,
+        config: TuningConfig,
+        range_of: Callable[[str, CalibAlgorithm], TensorRange | None],
+        recovery: RecoveryContext | None = None,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(self._fp32_proto)
         nodes, unsupported = self.nodes_for(config.approach)
         report = quantize_model(
-            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=self._weight_cache
+            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=self._weight_cache,
+            recovery=recovery,
         )
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
@@ -403,12 +469,37 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used)
+        record = report.recovery.record if report.recovery is not None else None
+        recipe = Recipe(self.fp32_digest, config, used, recovery=record or None)
         return QuantizedModel(proto, config, recipe, decisions)
 
 
 def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
     return None
+
+
+def _first_samples(model: ir.Model, dataloader: Iterable[Any], samples: int) -> list[dict[str, Any]]:
+    """The first ``samples`` samples of ``dataloader`` as feeds (the last batch sliced)."""
+    from lpot_ir.backends.onnxruntime.session import batch_inputs, input_specs, make_feed
+    from lpot_ir.backends.onnxruntime.timing import count_samples
+
+    specs = input_specs(model)
+    feeds: list[dict[str, Any]] = []
+    seen = 0
+    for batch in dataloader:
+        feed = make_feed(specs, batch_inputs(batch, len(specs)))
+        count = count_samples(feed)
+        if count == 0:
+            continue
+        if seen + count > samples:
+            keep = samples - seen
+            feed = {k: (v[:keep] if v.ndim and v.shape[0] == count else v) for k, v in feed.items()}
+            count = keep
+        feeds.append(feed)
+        seen += count
+        if seen >= samples:
+            break
+    return feeds
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
@@ -489,4 +580,4 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.recovery)

@@ -53,12 +53,16 @@ from lpot_ir.passes.quantization.qparams import (
 )
 from lpot_ir.passes.quantization.qparams import weight_qparams as compute_weight_qparams
 
-__all__ = ["InsertQDQPass", "RangeLookup", "weight_axis"]
+__all__ = ["InsertQDQPass", "RangeLookup", "WeightOverride", "weight_axis"]
 
 logger = logging.getLogger(__name__)
 
 RangeLookup = Callable[[str, CalibAlgorithm], "TensorRange | None"]
 """``range_of(value_name, algorithm)``: the calibrated range of an activation, or ``None``."""
+
+WeightOverride = Callable[[ir.Node, int, np.ndarray, QuantSpec, "int | None"], "tuple[QParams, np.ndarray] | None"]
+"""``override(node, input index, weight, spec, axis)``: (parameters, integers) replacing the min/max rounding of
+a weight (e.g. MSE clipping), or ``None`` to keep it."""
 
 _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 
@@ -91,16 +95,23 @@ class InsertQDQPass(ir.passes.InPlacePass):
         weight_cache: optional dict reused across runs on copies of the same model: (weight name, spec,
             axis) -> (parameters, quantized data), so applying another configuration does not quantize
             the same weights again.
+        weight_override: optional hook that quantizes a weight differently (see :data:`WeightOverride`).
 
     Attributes:
         used_ranges: value name -> the range actually used (for recipes), filled by the run.
         dropped: node name -> why an annotated node was left FP32 after all.
     """
 
-    def __init__(self, range_of: RangeLookup, weight_cache: dict[tuple[object, ...], tuple[QParams, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self,
+        range_of: RangeLookup,
+        weight_cache: dict[tuple[object, ...], tuple[QParams, np.ndarray]] | None = None,
+        weight_override: WeightOverride | None = None,
+    ) -> None:
         super().__init__()
         self.range_of = range_of
         self.weight_cache = weight_cache if weight_cache is not None else {}
+        self.weight_override = weight_override
         self.used_ranges: dict[str, TensorRange] = {}
         self.dropped: dict[str, Fp32Reason] = {}
 
@@ -164,8 +175,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
             if index in weight_inputs and const is not None:
                 shape = tuple(const.shape)
                 axis = weight_axis(node, len(shape)) if spec.granularity is Granularity.PER_CHANNEL else None
-                key = (value.name, spec, axis, shape, const.dtype)
-                if key not in self.weight_cache:
+                key: tuple[object, ...] = (value.name, spec, axis, shape, const.dtype)
+                override = self.weight_override(node, index, const.numpy(), spec, axis) if self.weight_override else None
+                if override is not None:
+                    key = (*key, "override", override[0].key())
+                    self.weight_cache.setdefault(key, override)
+                elif key not in self.weight_cache:
                     data = const.numpy()
                     params = compute_weight_qparams(data, spec, axis)
                     self.weight_cache[key] = (params, quantize_array(data, params))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
@@ -16,6 +16,9 @@ from lpot_ir.passes.quantization.dynamic import DynamicQuantizePass
 from lpot_ir.passes.quantization.insert_qdq import InsertQDQPass
 from lpot_ir.passes.quantization.ort_fusions import avoid_slow_ort_fusions
 from lpot_ir.passes.quantization.space_to_depth import space_to_depth_stems
+
+if TYPE_CHECKING:
+    from lpot_ir.passes.quantization.recovery.stages import RecoveryContext, RecoveryReport
 
 __all__ = ["QuantizationReport", "quantize_model"]
 
@@ -28,12 +31,14 @@ class QuantizationReport:
         annotations: the annotators' decisions (effective configs, FP32 reasons, notes).
         dropped: annotated nodes left FP32 by the rewrite (e.g. ``no_range``).
         used_ranges: value name -> the activation range used (what a recipe stores).
+        recovery: what the accuracy-recovery passes did (``None`` when none ran).
         quantized: names of the nodes that run in INT8.
     """
 
     annotations: AnnotationResult
     dropped: dict[str, Fp32Reason] = field(default_factory=dict)
     used_ranges: dict[str, TensorRange] = field(default_factory=dict)
+    recovery: RecoveryReport | None = None
 
     @property
     def quantized(self) -> list[str]:
@@ -52,6 +57,7 @@ def quantize_model(
     nodes: list[QuantizableNode] | None = None,
     unsupported: Mapping[str, Fp32Reason] | None = None,
     weight_cache: dict[tuple[object, ...], Any] | None = None,
+    recovery: RecoveryContext | None = None,
 ) -> QuantizationReport:
     """Quantize ``model`` in place under ``config``.
 
@@ -62,6 +68,8 @@ def quantize_model(
         nodes: quantizable nodes; computed from the capability table when ``None``.
         unsupported: covered nodes that cannot be quantized (computed with ``nodes`` when ``None``).
         weight_cache: see :class:`InsertQDQPass` (reuse across configurations of one model).
+        recovery: what the accuracy-recovery passes of ``config.recovery`` need (FP32 model, calibration
+            batches, candidate ranges), or a record to replay; see :mod:`lpot_ir.passes.quantization.recovery.stages`.
     """
     if nodes is None:
         nodes, unsupported = quantizable_nodes(model, config.approach)
@@ -72,9 +80,19 @@ def quantize_model(
         dynamic(model)
         report.dropped = dynamic.dropped
     else:
-        insert = InsertQDQPass(range_of or _no_ranges, weight_cache)
+        lookup = range_of or _no_ranges
+        override = None
+        if config.recovery.enabled:
+            from lpot_ir.passes.quantization.recovery import stages
+
+            report.recovery = stages.RecoveryReport()
+            lookup = stages.before_insertion(model, config, recovery, lookup, report.recovery)
+            override = stages.weight_override(config, recovery, report.recovery)
+        insert = InsertQDQPass(lookup, weight_cache, override)
         insert(model)
         report.dropped, report.used_ranges = insert.dropped, insert.used_ranges
+        if report.recovery is not None:
+            stages.after_insertion(model, config, recovery, report.quantized, report.recovery)
         space_to_depth_stems(model)  # quantized 7x7/2 stems: QLinearConv is slow on 3 channels
     if config.format is QuantFormat.QOPERATOR:
         from lpot_ir.passes.quantization.lower_qoperator import lower_to_qoperator
