@@ -120,3 +120,21 @@ def shifted_linear(kind: str, seed: int = 0, features: int = 32, outputs: int = 
         ]
         return build(nodes, ["N", 16, features], "y", {"w": weight, "b": rng.normal(0, 0.1, outputs)})
     return build([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], ["N", features], "y", {"w": weight})
+
+
+def outlier_inputs(count: int, seed: int) -> np.ndarray:
+    """``[count, 4, 8, 8]`` Gaussian activations; channel 0 has rare large outliers (~0.5% of its values, ~25x)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, (count, 4, 8, 8)).astype(np.float32)
+    spikes = rng.random((count, 8, 8)) < 0.005
+    x[:, 0][spikes] = 25.0
+    return x
+
+
+def pointwise(outlier_weight: float, seed: int = 0) -> onnx.ModelProto:
+    """A 1x1 conv (4 -> 8 channels) whose weights reading input channel 0 are scaled by ``outlier_weight``."""
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, 0.5, (8, 4, 1, 1))
+    weight[:, 0] *= outlier_weight
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="pw")
+    return build([node], ["N", 4, 8, 8], "y", {"w": weight, "b": np.zeros(8)})

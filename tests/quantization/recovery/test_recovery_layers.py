@@ -1,4 +1,4 @@
-"""Conv/Gemm/MatMul as matrix products: columns and column sums against ONNX Runtime's own outputs."""
+"""Conv/Gemm/MatMul as matrix products: im2col rows and row sums against ONNX Runtime's own outputs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("op", "x_shape", "w_shape", "attrs"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_columns_reproduce_onnxruntime(op, x_shape, w_shape, attrs):
+def test_rows_reproduce_onnxruntime(op, x_shape, w_shape, attrs):
     rng = np.random.default_rng(len(x_shape) + len(attrs))
     w = rng.standard_normal(w_shape).astype(np.float32)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -37,11 +37,11 @@ def test_columns_reproduce_onnxruntime(op, x_shape, w_shape, attrs):
     positions = np.sort(rng.choice(count, min(count, 40), replace=False))
     matrix = layer.weight_matrix(w)
     np.testing.assert_array_equal(layer.weight_from_matrix(matrix), w)
-    got = np.matmul(matrix, layer.columns(x, positions))
+    got = np.matmul(layer.rows(x, positions), matrix.transpose(0, 2, 1))
     np.testing.assert_allclose(got, layer.outputs(y, positions), rtol=1e-4, atol=1e-4)
-    # the column sum (bias correction's mean input) equals the sum of every column
-    full = layer.columns(x, np.arange(count)).sum(axis=-1)
-    np.testing.assert_allclose(layer.column_sum(x), full, rtol=1e-5, atol=1e-4)
+    # the row sum (bias correction's mean input) equals the sum of every row
+    full = layer.rows(x, np.arange(count)).sum(axis=1)
+    np.testing.assert_allclose(layer.row_sum(x), full, rtol=1e-5, atol=1e-4)
 
 
 def test_unsupported_products_are_declined():

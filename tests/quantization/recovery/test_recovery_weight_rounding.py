@@ -63,11 +63,11 @@ def test_ratio_one_is_plain_minmax_quantization():
     np.testing.assert_array_equal(q, quantize_array(weight, reference))
 
 
-def _layer(seed: int, k: int = 96, c: int = 24, columns: int = 3072):
+def _layer(seed: int, k: int = 96, c: int = 24, positions: int = 3072):
     rng = np.random.default_rng(seed)
     weight = (rng.standard_normal((1, c, k)) * 0.1).astype(np.float32)
     weight[0, :, 0] = 0.8  # one large weight per channel: a coarse per-channel grid for all the others
-    x = np.maximum(rng.standard_normal((1, k, columns)), 0).astype(np.float32)  # post-ReLU inputs
+    x = np.maximum(rng.standard_normal((1, positions, k)), 0).astype(np.float32)  # post-ReLU input rows
     scale = (np.abs(weight).max(axis=-1, keepdims=True) / 127).astype(np.float32)
     integers = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
     return weight, scale, integers, x
@@ -75,8 +75,8 @@ def _layer(seed: int, k: int = 96, c: int = 24, columns: int = 3072):
 
 def test_adaround_lowers_held_out_output_error():
     weight, scale, integers, x = _layer(2)
-    train, held = x[..., :2048], x[..., 2048:]
-    target = np.matmul(weight, train)
+    train, held = x[:, :2048], x[:, 2048:]
+    target = np.matmul(train, weight.transpose(0, 2, 1))
     result = adaround_matrix(
         weight, integers, scale, np.zeros_like(scale), -127, 127, train, target,
         iterations=300, batch=128, regularization=10.0, learning_rate=0.05, rng=np.random.default_rng(0),
@@ -84,9 +84,10 @@ def test_adaround_lowers_held_out_output_error():
     assert result.integers is not None and result.error_learned < result.error_nearest
 
     def held_out_error(q: np.ndarray) -> float:
-        return float(np.square(np.matmul(q.astype(np.float32) * scale, held) - np.matmul(weight, held)).sum())
+        weights = (q.astype(np.float32) * scale).transpose(0, 2, 1)
+        return float(np.square(np.matmul(held, weights) - np.matmul(held, weight.transpose(0, 2, 1))).sum())
 
-    # Deterministic set-up (fixed seeds): the learned rounding measured 0.79-0.81x nearest on held-out columns
+    # Deterministic set-up (fixed seeds): the learned rounding measured 0.79-0.81x nearest on held-out positions
     # for layer seeds 2, 5 and 7; 0.9 leaves margin for another CPU's float rounding.
     assert held_out_error(result.integers) < 0.9 * held_out_error(integers)
     moved = result.integers.astype(np.int32) - integers
@@ -94,9 +95,9 @@ def test_adaround_lowers_held_out_output_error():
 
 
 def test_adaround_keeps_saturated_weights_and_can_decline():
-    weight, scale, integers, x = _layer(3, k=16, c=4, columns=256)
+    weight, scale, integers, x = _layer(3, k=16, c=4, positions=256)
     clipped = np.clip(integers, -64, 64)  # weights beyond the range stay where they are
-    target = np.matmul(weight, x)
+    target = np.matmul(x, weight.transpose(0, 2, 1))
     result = adaround_matrix(
         weight, clipped, scale, np.zeros_like(scale), -64, 64, x, target,
         iterations=60, batch=64, regularization=10.0, learning_rate=0.1, rng=np.random.default_rng(0),
@@ -107,7 +108,7 @@ def test_adaround_keeps_saturated_weights_and_can_decline():
         assert result.integers.min() >= -64 and result.integers.max() <= 64
     exact = np.round(weight / scale) * scale  # weights on the grid: nearest has no error, nothing to learn
     result = adaround_matrix(
-        exact, np.round(exact / scale), scale, np.zeros_like(scale), -127, 127, x, np.matmul(exact, x),
+        exact, np.round(exact / scale), scale, np.zeros_like(scale), -127, 127, x, np.matmul(x, exact.transpose(0, 2, 1)),
         iterations=60, batch=64, regularization=10.0, learning_rate=0.1, rng=np.random.default_rng(0),
     )
     assert result.integers is None and result.iterations == 0

@@ -1,13 +1,13 @@
 """Conv, Gemm and MatMul seen as grouped matrix products, at sampled output positions.
 
-Layer-wise recovery (AdaRound, bias correction) needs a layer's output as ``W @ X``: for each group ``g``
-of a layer, ``y[g] = W[g] @ X[g]`` where ``W[g]`` is ``[out channels of the group, K]`` and ``X[g]``
-holds one column of ``K`` input values per output position (``im2col`` for a convolution). Only the
-output positions asked for are materialized, so a layer's columns fit in memory whatever its feature
-map size.
+Layer-wise recovery (AdaRound, bias correction) needs a layer's output as a matrix product: for each
+group ``g`` of a layer, ``y[g] = X[g] @ W[g].T`` where ``W[g]`` is ``[out channels of the group, K]`` and
+``X[g]`` holds one row of ``K`` input values per output position (``im2col`` for a convolution; kept
+positions-major, so taking a batch of positions is a contiguous slice). Only the output positions asked
+for are materialized, so a layer's inputs fit in memory whatever its feature map size.
 
 :class:`LinearLayer` describes one node (its groups, kernel, strides, pads, transposes) and converts
-between the ONNX weight layout and the matrix layout, and between activations and columns. Every row of
+between the ONNX weight layout and the matrix layout, and between activations and rows. Every row of
 the matrix layout is one output channel, the axis along which weights are quantized per channel.
 """
 
@@ -131,22 +131,22 @@ class LinearLayer:
         return tuple(int(d) for d in input_shape[:-1])
 
     def num_positions(self, input_shape: Sequence[int]) -> int:
-        """How many output positions (columns) one input of this shape gives."""
+        """How many output positions (rows) one input of this shape gives."""
         return int(np.prod(self.output_shape(input_shape)))
 
-    def columns(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Input columns ``[groups, K, len(positions)]`` for flat output ``positions`` of input ``x``."""
+    def rows(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Input rows ``[groups, len(positions), K]`` for flat output ``positions`` of input ``x``."""
         positions = np.asarray(positions, dtype=np.int64)
         if self.op_type == "Conv":
-            return self._conv_columns(x, positions)
+            return self._conv_rows(x, positions)
         if self.op_type == "Gemm":
             rows = (x.T if self.trans_a else x)[positions]
             if self.alpha != 1.0:
                 rows = rows * np.float32(self.alpha)
-            return rows.T[None]
-        return x.reshape(-1, x.shape[-1])[positions].T[None]
+            return np.ascontiguousarray(rows)[None]
+        return np.ascontiguousarray(x.reshape(-1, x.shape[-1])[positions])[None]
 
-    def _conv_columns(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _conv_rows(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         nd = len(self.kernel)
         begin, end, outs = self._conv_geometry(x.shape[2:])
         padded = np.pad(x, [(0, 0), (0, 0), *zip(begin, end, strict=True)]) if any(begin) or any(end) else x
@@ -161,13 +161,13 @@ class LinearLayer:
             gather.append(taps.reshape(shape))
         patches = padded[tuple(gather)]  # [P, C_in, *kernel]
         per_group = patches.reshape(count, self.groups, -1)  # [P, g, C_in/g * prod(kernel)]
-        return np.ascontiguousarray(per_group.transpose(1, 2, 0))
+        return np.ascontiguousarray(per_group.transpose(1, 0, 2))
 
-    def column_sum(self, x: np.ndarray) -> np.ndarray:
-        """The sum of the input columns over every output position of ``x``: ``[groups, K]`` (float64).
+    def row_sum(self, x: np.ndarray) -> np.ndarray:
+        """The sum of the input rows over every output position of ``x``: ``[groups, K]`` (float64).
 
-        ``W @ column_sum(x) / num_positions(x.shape)`` is the mean output without bias, computed per
-        kernel tap from strided slices, without materializing the columns.
+        ``W @ row_sum(x) / num_positions(x.shape)`` is the mean output without bias, computed per
+        kernel tap from strided slices, without materializing the rows.
         """
         if self.op_type == "Gemm":
             rows = x.T if self.trans_a else x
@@ -184,19 +184,19 @@ class LinearLayer:
                       self.strides[d])
                 for d in range(nd)
             )
-            part = padded[(slice(None), slice(None), *window)]
-            sums[(slice(None), *tap)] = part.sum(axis=(0, *range(2, 2 + nd)), dtype=np.float64)
+            part = padded[(slice(None), slice(None)) + window]
+            sums[(slice(None),) + tuple(tap)] = part.sum(axis=(0, *range(2, 2 + nd)), dtype=np.float64)
         return sums.reshape(self.groups, -1)
 
     def outputs(self, y: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Output values ``[groups, out channels per group, len(positions)]`` at flat output ``positions``."""
+        """Output values ``[groups, len(positions), out channels per group]`` at flat output ``positions``."""
         positions = np.asarray(positions, dtype=np.int64)
         if self.op_type == "Conv":
             moved = np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
         else:
             moved = y.reshape(-1, y.shape[-1])
         picked = moved[positions]  # [P, C]
-        return np.ascontiguousarray(picked.reshape(len(positions), self.groups, -1).transpose(1, 2, 0))
+        return np.ascontiguousarray(picked.reshape(len(positions), self.groups, -1).transpose(1, 0, 2))
 
 
 def _ints(node: ir.Node, name: str, default: Sequence[int]) -> tuple[int, ...]:

@@ -12,10 +12,11 @@ the deployed model does.
 
 Per target, with ``x_q`` its input in the quantized model and ``x`` in the FP32 model:
 
-1. **AdaRound** (:func:`~lpot_ir.passes.quantization.recovery.weight_rounding.adaround_matrix`): sampled
-   input columns of ``x_q``, the FP32 outputs ``W x`` at the same positions; the learned integers replace
-   the weight's. Skipped when the samples give fewer columns than a weight row has inputs (a classifier
-   over 32 samples), when the weight is shared, or when the work budget is spent.
+1. **AdaRound** (:func:`~lpot_ir.passes.quantization.recovery.weight_rounding.adaround_matrix`): the
+   im2col rows of ``x_q`` at sampled output positions, the FP32 outputs ``W x`` at the same positions; the
+   learned integers replace the weight's. Skipped when the samples give fewer than three times as many
+   positions as a weight row has inputs (a classifier over 32 samples: it would fit the samples, not the
+   layer), when the weight is shared, or when the work budget is spent.
 2. **Bias correction**: the per-channel mean output shift ``E[W x + b] - E[W_q x_q + b_q]``, computed
    exactly from per-tap means of the inputs (the mean commutes with the linear op), is added to the
    int32 bias (scale = activation scale x weight scale). A Conv/Gemm without a bias gets one (ONNX
@@ -89,7 +90,7 @@ class LayerwiseReport:
     """What :func:`layerwise_recovery` did.
 
     Attributes:
-        adarounded: node -> (output error with the previous rounding, with the learned one) on the calibration columns.
+        adarounded: node -> (output error with the previous rounding, with the learned one) on the calibration positions.
         corrected: node -> mean absolute bias correction relative to the output's standard deviation.
         skipped: node -> why a technique was not applied to it.
         seconds: wall time.
@@ -178,7 +179,7 @@ def _bias_slot(node: ir.Node, fp_node: ir.Node, layer: LinearLayer) -> _Bias | N
             return _Bias("int32", q_bias, fp_bias.reshape(-1).astype(np.float32), node.outputs[0])
         return _Bias("int32", None, np.zeros(channels, dtype=np.float32), node.outputs[0])
     out = node.outputs[0]  # MatMul: a float bias Add right after it
-    uses = out.uses()
+    uses = list(out.uses())
     if len(uses) != 1 or out.is_graph_output():
         return None
     add = uses[0].node
@@ -190,7 +191,7 @@ def _bias_slot(node: ir.Node, fp_node: ir.Node, layer: LinearLayer) -> _Bias | N
         return None
     if bias.size != channels or (bias.ndim and bias.shape[-1] != channels):
         return None
-    fp_uses = fp_node.outputs[0].uses()
+    fp_uses = list(fp_node.outputs[0].uses())
     if len(fp_uses) != 1 or fp_uses[0].node.name != add.name:
         return None
     fp_bias = _const(fp_uses[0].node.inputs[1 - fp_uses[0].idx])
@@ -252,7 +253,7 @@ def _remove_created_bias(graph: ir.Graph, target: _Target) -> None:
 
 def _bias_scale(target: _Target) -> np.ndarray:
     assert target.bias is not None and target.bias.value is not None
-    dq = target.bias.value.uses()[0].node
+    dq = next(iter(target.bias.value.uses())).node
     scale, _zp, _axis = _dq_params(dq)
     return scale
 
@@ -292,7 +293,11 @@ def _flip(target: _Target, mask: np.ndarray) -> np.ndarray:
 
 def _plan_iterations(targets: Sequence[_Target], options: RecoveryOptions) -> dict[str, int]:
     """Adam steps per layer within the per-layer and total work budgets (deterministic: no clock)."""
-    per_step = {t.name: adaround_work(t.weight_fp32.size, options.adaround_batch) for t in targets if t.exclusive}
+    per_step = {
+        t.name: adaround_work(t.weight_fp32.size, options.adaround_batch, t.layer.out_channels // t.layer.groups)
+        for t in targets
+        if t.exclusive
+    }
     plan = {
         name: min(options.adaround_iterations, int(options.adaround_layer_seconds * REFERENCE_FLOPS / work))
         for name, work in per_step.items()
@@ -313,19 +318,20 @@ def _dequantized(batches: list[np.ndarray], dq: ir.Node) -> list[np.ndarray]:
     return [((b.astype(np.int32) - zp.astype(np.int32)).astype(np.float32) * s) for b in batches]
 
 
-def _sample_columns(
+def _sample_rows(
     target: _Target, x_q: list[np.ndarray], x_fp: list[np.ndarray], limit: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows in the quantized model and FP32 outputs (no bias) at up to ``limit`` sampled positions."""
     layer = target.layer
     quota = max(1, math.ceil(limit / max(len(x_q), 1)))
-    weight = layer.weight_matrix(target.weight_fp32)
-    columns, outputs = [], []
+    weight_t = layer.weight_matrix(target.weight_fp32).transpose(0, 2, 1)
+    inputs, outputs = [], []
     for xq, xf in zip(x_q, x_fp, strict=True):
         count = layer.num_positions(xq.shape)
         pick = np.arange(count) if count <= quota else np.sort(rng.choice(count, size=quota, replace=False))
-        columns.append(layer.columns(xq, pick))
-        outputs.append(np.matmul(weight, layer.columns(xf, pick)))
-    return np.concatenate(columns, axis=-1), np.concatenate(outputs, axis=-1)
+        inputs.append(layer.rows(xq, pick))
+        outputs.append(np.matmul(layer.rows(xf, pick), weight_t))
+    return np.concatenate(inputs, axis=1), np.concatenate(outputs, axis=1)
 
 
 def _adaround(
@@ -335,9 +341,9 @@ def _adaround(
     """(mask of moved weights or None, error before, error after, reason when skipped)."""
     layer = target.layer
     k = target.weight_fp32.size // layer.out_channels
-    columns, outputs = _sample_columns(target, x_q, x_fp, options.adaround_columns, rng)
-    if columns.shape[-1] < k:
-        return None, 0.0, 0.0, f"AdaRound: {columns.shape[-1]} input columns for {k} inputs per channel (too few samples)"
+    rows, outputs = _sample_rows(target, x_q, x_fp, min(options.adaround_positions, max(512, 32 * k)), rng)
+    if rows.shape[1] < 3 * k:  # too few equations per unknown of a channel: it would fit the samples
+        return None, 0.0, 0.0, f"AdaRound: {rows.shape[1]} output positions for {k} inputs per channel (too few samples)"
     q_value = target.weight_dq.inputs[0]
     assert q_value is not None and q_value.const_value is not None
     current = q_value.const_value.numpy()
@@ -350,7 +356,7 @@ def _adaround(
         layer.channel_vector(zp),
         qmin,
         qmax,
-        columns,
+        rows,
         outputs,
         iterations=steps,
         batch=options.adaround_batch,
@@ -379,8 +385,8 @@ def _mean_shift(target: _Target, x_q: list[np.ndarray], x_fp: list[np.ndarray]) 
     layer = target.layer
     assert target.bias is not None
     positions = sum(layer.num_positions(x.shape) for x in x_q)
-    mean_q = sum(layer.column_sum(x) for x in x_q) / positions
-    mean_fp = sum(layer.column_sum(x) for x in x_fp) / positions
+    mean_q = np.sum([layer.row_sum(x) for x in x_q], axis=0) / positions
+    mean_fp = np.sum([layer.row_sum(x) for x in x_fp], axis=0) / positions
     q_value = target.weight_dq.inputs[0]
     assert q_value is not None and q_value.const_value is not None
     scale, zp, axis = _dq_params(target.weight_dq)

@@ -29,8 +29,9 @@ class RecoveryOptions:
             of the calibration data; fewer if it holds fewer).
         threads: ONNX Runtime intra-op threads for their model runs (``None``: all cores).
         adaround_iterations: Adam steps per layer (fewer when the budget says so).
-        adaround_batch: input columns (output positions) per step.
-        adaround_columns: input columns kept per layer (sampled uniformly from the calibration samples).
+        adaround_batch: output positions (input rows of im2col) per step.
+        adaround_positions: at most this many output positions kept per layer (sampled uniformly from the
+            calibration samples); a layer with ``K`` inputs per output channel keeps ``max(512, 32 K)`` of them.
         adaround_seconds: AdaRound's total budget, in seconds of the reference core (:data:`REFERENCE_FLOPS`).
         adaround_layer_seconds: the budget of one layer, same unit.
         adaround_min_iterations: a layer that cannot get this many steps within the budgets keeps the
@@ -39,24 +40,24 @@ class RecoveryOptions:
         adaround_learning_rate: Adam's step size on the rounding variables.
         range_search_margin: range search keeps the configured algorithm and scheme unless another one
             lowers the estimated error by more than this fraction.
-        seed: seed of the column sampling (results are deterministic for a given seed).
+        seed: seed of the position sampling (results are deterministic for a given seed).
     """
 
     samples: int = 32
     threads: int | None = None
     adaround_iterations: int = 300
     adaround_batch: int = 128
-    adaround_columns: int = 2048
+    adaround_positions: int = 2048
     adaround_seconds: float = 30.0
     adaround_layer_seconds: float = 3.0
     adaround_min_iterations: int = 50
     adaround_regularization: float = 10.0
-    adaround_learning_rate: float = 0.05
+    adaround_learning_rate: float = 0.1
     range_search_margin: float = 0.02
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("samples", "adaround_iterations", "adaround_batch", "adaround_columns", "adaround_min_iterations"):
+        for name in ("samples", "adaround_iterations", "adaround_batch", "adaround_positions", "adaround_min_iterations"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"RecoveryOptions.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("adaround_seconds", "adaround_layer_seconds", "adaround_regularization", "range_search_margin"):

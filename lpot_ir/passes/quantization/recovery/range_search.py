@@ -221,9 +221,10 @@ def search_ranges(
             continue
         consumers = _consumer_weights(value)
         axis = consumers[0][0] if consumers else None
-        weights = None
-        if consumers:
-            weights = sum(w for a, w in consumers if a == axis and w.shape == consumers[0][1].shape)
+        weights: np.ndarray | None = None
+        for consumer_axis, norms in consumers:  # consumers reading the same channels add up
+            if consumer_axis == axis and norms.shape == consumers[0][1].shape:
+                weights = norms if weights is None else weights + norms
         plans[name] = (spec, options, axis, weights)
     if not plans:
         return result

@@ -20,9 +20,9 @@ model (earlier layers already rounded: see :mod:`~lpot_ir.passes.quantization.re
 ``X_fp`` its input in the FP32 model, and ``E_0`` the error of nearest rounding (so ``lambda`` does not
 depend on the layer's scale). ``V`` starts where ``h(V)`` equals the fractional part (the soft weight is
 the FP32 weight); the first 20% of the steps have no regularizer, then ``beta`` anneals from 20 to 2,
-pushing every ``h`` to 0 or 1. Plain numpy (im2col for Conv): Adam on mini-batches of input columns.
+pushing every ``h`` to 0 or 1. Plain numpy (im2col for Conv): Adam on mini-batches of output positions.
 A layer keeps nearest rounding when the learned rounding does not lower its output error on the
-calibration columns. The scale is the one the weight already has (min/max or MSE-clipped); weights
+calibration positions. The scale is the one the weight already has (min/max or MSE-clipped); weights
 at the ends of the integer range, or clipped by it, keep their value.
 """
 
@@ -136,8 +136,8 @@ class AdaRoundResult:
 
     Attributes:
         integers: the chosen integers (matrix layout, zero point included), or ``None`` if nearest was kept.
-        error_nearest: output error (mean over columns of the squared error summed over channels) of the
-            given rounding on the calibration columns.
+        error_nearest: output error (mean over positions of the squared error summed over channels) of the
+            given rounding on the calibration positions.
         error_learned: the same for the learned rounding.
         iterations: Adam steps run.
     """
@@ -148,14 +148,18 @@ class AdaRoundResult:
     iterations: int
 
 
-def adaround_work(weights: int, batch: int) -> float:
-    """Floating-point operations of one AdaRound step on a layer with ``weights`` weights."""
-    return float(weights) * (4.0 * batch + 60.0)
+def adaround_work(weights: int, batch: int, channels_per_group: int = 2) -> float:
+    """Floating-point operations (and their equivalent in memory traffic) of one AdaRound step on a layer
+    with ``weights`` weights: two matrix products of ``2 * batch`` flops per weight, ~60 elementwise
+    operations per weight; depthwise layers (one channel per group) spend most of a step gathering rows and
+    running tiny products, measured at about six times their flops."""
+    work = float(weights) * (4.0 * batch + 60.0)
+    return 6.0 * work if channels_per_group == 1 else work
 
 
-def _output_error(deq: np.ndarray, columns: np.ndarray, target: np.ndarray) -> float:
-    diff = np.matmul(deq, columns) - target
-    return float(np.einsum("gcp,gcp->", diff, diff, dtype=np.float64)) / max(columns.shape[-1], 1)
+def _output_error(deq: np.ndarray, rows: np.ndarray, target: np.ndarray) -> float:
+    diff = np.matmul(rows, deq.transpose(0, 2, 1)) - target
+    return float(np.einsum("gpc,gpc->", diff, diff, dtype=np.float64)) / max(rows.shape[1], 1)
 
 
 def adaround_matrix(
@@ -165,7 +169,7 @@ def adaround_matrix(
     zero_point: np.ndarray,
     qmin: int,
     qmax: int,
-    columns: np.ndarray,
+    rows: np.ndarray,
     target: np.ndarray,
     *,
     iterations: int,
@@ -183,20 +187,20 @@ def adaround_matrix(
         zero_point: zero points, same shape as ``scale``.
         qmin: the integer range's lower end.
         qmax: the integer range's upper end.
-        columns: the layer's input columns in the quantized model, ``[g, K, P]``.
-        target: the FP32 layer's output without bias at the same positions, ``[g, C, P]``.
+        rows: the layer's inputs in the quantized model, one row per output position, ``[g, P, K]``.
+        target: the FP32 layer's output without bias at the same positions, ``[g, P, C]``.
         iterations: Adam steps.
-        batch: columns per step.
+        batch: positions per step.
         regularization: lambda, relative to the nearest-rounding error.
         learning_rate: Adam's step size.
-        rng: the column sampler.
+        rng: picks each step's positions.
     """
     weight = weight.astype(np.float32)
     scale = scale.astype(np.float32)
     zp = zero_point.astype(np.float32)
     current = integers.astype(np.float32)
     deq_current = (current - zp) * scale
-    error_nearest = _output_error(deq_current, columns, target)
+    error_nearest = _output_error(deq_current, rows, target)
     if error_nearest <= 0.0 or iterations < 1:
         return AdaRoundResult(None, error_nearest, error_nearest, 0)
 
@@ -204,45 +208,73 @@ def adaround_matrix(
     base = np.floor(u)
     rest = (u - base).astype(np.float32)
     learnable = (base + zp >= qmin) & (base + zp + 1 <= qmax)
-    fixed = np.where(learnable, 0.0, deq_current).astype(np.float32)  # clipped / saturated weights keep their value
-    base_deq = np.where(learnable, base * scale, 0.0).astype(np.float32)
+    # the soft weight is offset + scale_learn * h: clipped / saturated weights keep their value (scale_learn 0)
+    offset = np.where(learnable, base * scale, deq_current).astype(np.float32)
     scale_learn = np.where(learnable, scale, 0.0).astype(np.float32)
     p = np.clip((rest - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
     v = np.log(p / (1.0 - p)).astype(np.float32)
+
+    total = rows.shape[1]
+    batch = min(batch, total)
+    by_position = np.ascontiguousarray(rows.transpose(1, 0, 2))  # [P, g, K]: a step's gather copies whole blocks
+    target_by_position = np.ascontiguousarray(target.transpose(1, 0, 2))
+
+    width = np.float32(ZETA - GAMMA)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    coefficient = np.float32(2.0 * regularization / max(int(learnable.sum()), 1))
+    grad_scale = np.float32(2.0 / (error_nearest * batch))
+    warm = int(0.2 * iterations)
+    sig, h, deq, tmp, aux = (np.empty_like(v) for _ in range(5))
     m = np.zeros_like(v)
     s2 = np.zeros_like(v)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    count = max(int(learnable.sum()), 1)
-    total = columns.shape[-1]
-    batch = min(batch, total)
-    warm = int(0.2 * iterations)
-    norm = np.float32(1.0 / error_nearest)
     for step in range(iterations):
-        sig = 1.0 / (1.0 + np.exp(-v))
-        h = np.clip(sig * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-        deq = fixed + base_deq + scale_learn * h
-        pick = rng.choice(total, size=batch, replace=False) if batch < total else np.arange(total)
-        cols = columns[:, :, pick]
-        diff = np.matmul(deq, cols) - target[:, :, pick]
-        grad_w = np.matmul(diff, cols.transpose(0, 2, 1)) * (2.0 * norm / batch)
-        grad_h = grad_w * scale_learn
-        if step >= warm:
-            progress = (step - warm) / max(iterations - warm - 1, 1)
-            beta_reg = 20.0 + (2.0 - 20.0) * progress
-            centred = 2.0 * h - 1.0
-            mag = np.abs(centred)
-            grad_h -= (regularization / count) * 2.0 * beta_reg * np.power(mag, beta_reg - 1.0) * np.sign(centred)
-        inside = (h > 0.0) & (h < 1.0)
-        grad_v = np.where(inside & learnable, grad_h * (ZETA - GAMMA) * sig * (1.0 - sig), 0.0).astype(np.float32)
-        m = beta1 * m + (1 - beta1) * grad_v
-        s2 = beta2 * s2 + (1 - beta2) * grad_v * grad_v
-        m_hat = m / (1 - beta1 ** (step + 1))
-        s_hat = s2 / (1 - beta2 ** (step + 1))
-        v = (v - learning_rate * m_hat / (np.sqrt(s_hat) + eps)).astype(np.float32)
+        np.negative(v, out=sig)
+        np.exp(sig, out=sig)
+        sig += 1.0
+        np.reciprocal(sig, out=sig)  # sigmoid(v)
+        np.multiply(sig, width, out=h)
+        h += GAMMA
+        np.clip(h, 0.0, 1.0, out=h)  # the rectified sigmoid
+        np.multiply(scale_learn, h, out=deq)
+        deq += offset
+        pick = rng.choice(total, size=batch, replace=False) if batch < total else slice(None)
+        inputs = by_position[pick].transpose(1, 0, 2)  # [g, B, K]
+        diff = np.matmul(inputs, deq.transpose(0, 2, 1))  # [g, B, C]
+        diff -= target_by_position[pick].transpose(1, 0, 2)
+        grad = np.matmul(diff.transpose(0, 2, 1), inputs)  # d loss / d weight, [g, C, K]
+        grad *= grad_scale
+        grad *= scale_learn  # d loss / d h
+        if step >= warm:  # regularizer 1 - |2h - 1|^beta, beta annealed from 20 to 2
+            beta = 20.0 + (2.0 - 20.0) * (step - warm) / max(iterations - warm - 1, 1)
+            np.multiply(h, 2.0, out=tmp)
+            tmp -= 1.0
+            np.abs(tmp, out=aux)
+            np.power(aux, np.float32(beta - 2.0), out=aux)
+            aux *= tmp  # sign(c) |c|^(beta - 1)
+            aux *= coefficient * np.float32(beta)
+            grad -= aux
+        np.subtract(h, 0.5, out=aux)
+        np.abs(aux, out=aux)
+        np.subtract(1.0, sig, out=tmp)
+        tmp *= sig
+        tmp *= width  # d h / d v inside (0, 1) ...
+        tmp *= aux < 0.5  # ... and 0 where h is clipped
+        grad *= tmp
+        m *= beta1
+        m += (1 - beta1) * grad
+        s2 *= beta2
+        np.multiply(grad, grad, out=grad)
+        s2 += (1 - beta2) * grad
+        step_size = learning_rate * np.sqrt(1 - beta2 ** (step + 1)) / (1 - beta1 ** (step + 1))
+        np.sqrt(s2, out=tmp)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= np.float32(step_size)
+        v -= tmp
 
     up = v >= 0.0  # h(V) >= 0.5
     learned = np.where(learnable, np.clip(base + zp + up, qmin, qmax), current)
-    error_learned = _output_error((learned - zp) * scale, columns, target)
+    error_learned = _output_error((learned - zp) * scale, rows, target)
     if error_learned >= error_nearest:
         return AdaRoundResult(None, error_nearest, error_learned, iterations)
     return AdaRoundResult(learned.astype(integers.dtype), error_nearest, error_learned, iterations)
