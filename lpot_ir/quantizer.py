@@ -13,11 +13,10 @@ without calibration data.
 
 from __future__ import annotations
 
-import binascii
+import dataclasses
 import json
 import logging
 import os
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
     QuantizableNode,
@@ -45,10 +45,18 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.quantization.pipeline import quantize_model
+from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.quantization import (
+    PREPARE_PIPELINE,
+    PipelineRecord,
+    QuantizationContext,
+    no_ranges,
+    prepare_model,
+    quantize_model,
+    select_pipeline,
+)
+from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
 from lpot_ir.passes.quantization.recovery.options import RecoveryOptions
-from lpot_ir.passes.quantization.recovery.record import RecoveryRecord
-from lpot_ir.passes.quantization.recovery.stages import RecoveryContext, needs_data
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -64,10 +72,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 2
-"""Written when the recipe holds a recovery record; plain recipes are still written as version 1 (readable
-by older lpot-ir), and both are read."""
-_READABLE_VERSIONS = (1, 2)
+RECIPE_FORMAT_VERSION = 3
+"""Recipe file format. 2 added ``pipeline`` (name, version, steps); 3 added ``records`` (the decisions steps
+took from calibration data, replayed without it), and is written only when a step recorded something.
+Version 1 and 2 recipes still load; version 1 replays with the pipeline its configuration selects."""
+
+_READABLE_RECIPE_VERSIONS = (1, 2, 3)
 
 
 def _version() -> str:
@@ -128,53 +138,58 @@ class Recipe:
         config: the tuning configuration.
         ranges: value name -> the activation range used.
         lpot_ir_version: the version that wrote the recipe.
-        format_version: the recipe file format (1 without a recovery record, 2 with one).
-        recovery: what the data-driven accuracy-recovery passes decided (clip ratios, learned roundings,
-            bias corrections, range-search schemes), so the model is rebuilt without data; ``None`` if none ran.
+        format_version: the recipe file format.
+        pipeline: the quantization pipeline that ran (name, version, steps); ``None`` in version 1 recipes.
+        records: step name -> the decisions it took from calibration data (accuracy-recovery passes:
+            clip ratios, learned roundings, bias corrections, chosen schemes), replayed without data.
     """
 
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = field(default_factory=_version)
-    format_version: int = 1
-    recovery: RecoveryRecord | None = None
+    format_version: int = 2
+    pipeline: PipelineRecord | None = None
+    records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "fp32_model_digest": self.fp32_model_digest,
             "config": self.config.to_dict(),
             "ranges": {name: r.to_list() for name, r in sorted(self.ranges.items())},
             "lpot_ir_version": self.lpot_ir_version,
         }
-        if self.recovery:
+        if self.pipeline is not None:
+            out["pipeline"] = self.pipeline.to_dict()
+        if self.records:  # omitted when no step recorded anything: such recipes stay readable by version 2
             out["format_version"] = RECIPE_FORMAT_VERSION
-            out["recovery"] = self.recovery.to_dict()
+            out["records"] = {step: dict(data) for step, data in sorted(self.records.items())}
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the recipe") -> Recipe:
         try:
             version = int(data.get("format_version", 0))
-            if version not in _READABLE_VERSIONS:
+            if version not in _READABLE_RECIPE_VERSIONS:
                 raise QuantizationError(
                     f"{source} has recipe format_version {version}; this lpot-ir reads versions "
-                    f"{', '.join(map(str, _READABLE_VERSIONS))}. Re-create the recipe with this version (quantize "
-                    "the FP32 model again)."
+                    f"{', '.join(map(str, _READABLE_RECIPE_VERSIONS))}. Re-create the recipe with this version "
+                    "(quantize the FP32 model again)."
                 )
-            recovery = RecoveryRecord.from_dict(data["recovery"]) if data.get("recovery") else None
+            pipeline = data.get("pipeline") if version >= 2 else None
             return cls(
                 fp32_model_digest=str(data["fp32_model_digest"]),
                 config=TuningConfig.from_dict(data["config"]),
                 ranges={str(k): TensorRange.from_list(v) for k, v in dict(data.get("ranges", {})).items()},
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
-                recovery=recovery,
+                pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
+                records={str(k): dict(v) for k, v in dict(data.get("records") or {}).items()},
             )
         except LpotError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, binascii.Error, zlib.error) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise QuantizationError(
                 f"{source} is not a valid lpot-ir recipe ({type(exc).__name__}: {exc}). A recipe is the "
                 "'<model>.recipe.json' written beside a quantized model by QuantizedModel.save()."
@@ -220,12 +235,22 @@ class QuantizedModel:
         config: the tuning configuration applied.
         recipe: the configuration plus the ranges used (replay with :func:`apply_recipe`).
         decisions: node name -> :class:`NodeDecision`, for every node the capability table covers.
+        steps: what each step of the quantization pipeline did (changes, per-rule counts, ``details``,
+            time); the passes' results themselves are not kept.
     """
 
     model: onnx.ModelProto
     config: TuningConfig
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
+    steps: tuple[StepReport, ...] = field(default=(), repr=False, compare=False)
+
+    def step(self, name: str) -> StepReport:
+        """The report of the pipeline step ``name`` (``KeyError`` if it did not run)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
 
     @property
     def fp32_nodes(self) -> dict[str, Fp32Reason]:
@@ -271,8 +296,25 @@ class QuantizedModel:
         return frontends.export_to_tensorflow(self.model, path)
 
 
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """The FP32 model a quantization starts from after the ``int8-prepare`` stage, and what hangs off it.
+
+    ``key`` is ``None`` for the optimized model itself (no prepare step changed it); calibrations,
+    quantizable nodes and quantized weights are cached per prepared model.
+    """
+
+    key: tuple[object, ...] | None
+    proto: onnx.ModelProto
+    weight_cache: WeightCache = field(default_factory=dict)
+
+
 class ModelQuantizer:
     """Quantizes one FP32 model under many configurations, computing the expensive parts once.
+
+    A configuration runs the ``int8-prepare`` stage (FP32 rewrites; cached per prepared-model key),
+    calibrates the prepared model (cached per prepared model, algorithm set and sampling size), then
+    the quantization pipeline the configuration selects (see :mod:`lpot_ir.passes.quantization`).
 
     Args:
         model: a path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``.
@@ -282,7 +324,11 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
-        recovery_options: samples and budgets of the data-driven recovery passes (``TuningConfig.recovery``).
+        batch_axes: ``{input name: batch axis or None}`` for inputs whose batch axis the model's dimension
+            names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
+            calibration and by the tuning loop's sensitivity and accuracy proxy.
+        recovery_options: samples and work budgets of the data-driven accuracy-recovery passes
+            (:class:`~lpot_ir.passes.quantization.recovery.options.RecoveryOptions`).
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -301,23 +347,24 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        batch_axes: Mapping[str, int | None] | None = None,
         recovery_options: RecoveryOptions | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
         self.fp32_model = _optimize(loaded) if optimize else loaded
-        self._fp32_proto = to_proto(self.fp32_model)
+        self._base = _Prepared(None, to_proto(self.fp32_model))
         self.approach = Approach(approach)
         self.calib_dataloader = calib_dataloader
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
-        self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
-        self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
-        self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
+        self.batch_axes = dict(batch_axes) if batch_axes else None
+        self._nodes: dict[tuple[object, Approach], tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
+        self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
+        self._prepared: dict[tuple[object, ...], _Prepared] = {}
+        self._feeds: dict[int, list[dict[str, Any]]] = {}
         self.recovery_options = recovery_options or RecoveryOptions()
-        self._recovery_feeds: list[dict[str, Any]] | None = None
-        self._clip_cache: dict[tuple[object, ...], Any] = {}  # MSE clip ratios, shared by every config
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -326,22 +373,69 @@ class ModelQuantizer:
             return ()
         return (alias,) if isinstance(alias, str) else tuple(alias)
 
-    def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
-        """Quantizable nodes and unsupported reasons for ``approach`` (cached)."""
+    def nodes_for(
+        self, approach: Approach | str, prepared: _Prepared | None = None
+    ) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
+        """Quantizable nodes and unsupported reasons for ``approach`` (cached), of the optimized model
+        or of a prepared one."""
         approach = Approach(approach)
         if approach is Approach.QAT:
             approach = Approach.STATIC
-        if approach not in self._nodes:
-            self._nodes[approach] = quantizable_nodes(self.fp32_model, approach, name_map=self.name_map)
-        return self._nodes[approach]
+        prepared = prepared or self._base
+        key = (prepared.key, approach)
+        if key not in self._nodes:
+            model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+            self._nodes[key] = quantizable_nodes(model, approach, name_map=self.name_map)
+        return self._nodes[key]
+
+    # -- the prepare stage -------------------------------------------------------------------------
+
+    def _feeds_for(self, sampling_size: int) -> Callable[[], Feeds] | None:
+        """Calibration batches as ORT feeds (at most ``sampling_size`` samples; read once, cached)."""
+        if self.calib_dataloader is None:
+            return None
+        loader = self.calib_dataloader
+
+        def feeds() -> Feeds:
+            if sampling_size not in self._feeds:
+                self._feeds[sampling_size] = feeds_from_batches(
+                    loader, self._base.proto, sampling_size, batch_axes=self.batch_axes
+                )
+            return self._feeds[sampling_size]
+
+        return feeds
+
+    def prepared(self, config: TuningConfig, steps: tuple[str, ...] | None = None) -> _Prepared:
+        """The FP32 model after the prepare stage for ``config`` (cached per prepared-model key).
+
+        The key is (steps, ``config.recovery``, ``config.calib_sampling_size``): prepare steps read only
+        those (the contract in docs/architecture.md). When no step changes the model, the optimized model
+        itself is used, so its calibration and quantized weights are shared.
+        """
+        steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
+        if not steps:
+            return self._base
+        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size)
+        if key not in self._prepared:
+            model = ir.serde.deserialize_model(self._base.proto)
+            nodes, unsupported = self.nodes_for(config.approach)
+            context = QuantizationContext(
+                config, tuple(nodes), unsupported, no_ranges, self._base.weight_cache, self._base.proto,
+                self._feeds_for(config.calib_sampling_size),
+            )
+            changed = prepare_model(model, context, steps=steps)
+            self._prepared[key] = _Prepared(key, to_proto(model)) if changed else self._base
+        return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------
 
-    def calibration_tensors(self) -> list[str]:
+    def calibration_tensors(self, prepared: _Prepared | None = None) -> list[str]:
         """Every activation any static configuration could need a range for."""
-        graph_nodes = {n.name: n for n in self.fp32_model.graph}
+        prepared = prepared or self._base
+        model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+        graph_nodes = {n.name: n for n in model.graph}
         names: dict[str, None] = {}
-        nodes, _ = self.nodes_for(Approach.STATIC)
+        nodes, _ = self.nodes_for(Approach.STATIC, prepared)
         for qnode in nodes:
             node = graph_nodes.get(qnode.name)
             if node is None or qnode.category is OpCategory.EMBEDDING:
@@ -356,13 +450,17 @@ class ModelQuantizer:
                     names[value.name] = None
         return list(names)
 
-    def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
-        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached)."""
+    def calibration(
+        self, algorithms: Iterable[CalibAlgorithm], sampling_size: int, prepared: _Prepared | None = None
+    ) -> Any:
+        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
+        of the optimized model or of a prepared one."""
         from lpot_ir.calibration import calibrate
 
+        prepared = prepared or self._base
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
-        for (cached_algos, size), result in self._calibrations.items():
-            if size == sampling_size and algos <= cached_algos:
+        for (key, cached_algos, size), result in self._calibrations.items():
+            if key == prepared.key and size == sampling_size and algos <= cached_algos:
                 return result
         if self.calib_dataloader is None:
             raise QuantizationError(
@@ -371,16 +469,18 @@ class ModelQuantizer:
             )
         cache_dir = self.workspace / "calibration" if self.workspace is not None else None
         ordered: list[CalibAlgorithm] = sorted(algos, key=lambda a: a.value)
+        model = self.fp32_model if prepared.key is None else prepared.proto
         result = calibrate(
-            self.fp32_model,
+            model,
             self.calib_dataloader,
-            tensors=self.calibration_tensors(),
+            tensors=self.calibration_tensors(prepared),
             algorithms=ordered,
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
+            batch_axes=self.batch_axes,
         )
-        self._calibrations[(algos, sampling_size)] = result
+        self._calibrations[(prepared.key, algos, sampling_size)] = result
         return result
 
     # -- applying a configuration ------------------------------------------------------------------
@@ -388,13 +488,10 @@ class ModelQuantizer:
     def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
         """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
         config = config or default_config(self.approach)
-        range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
-        recovery = None
+        prepared = self.prepared(config)
+        range_of: RangeLookup = no_ranges
         if config.approach is not Approach.DYNAMIC:
-            algorithms = _algorithms(config)
-            if config.recovery.range_search:
-                algorithms |= set(CalibAlgorithm)  # every candidate, from the same single calibration run
-            result = self.calibration(algorithms, config.calib_sampling_size)
+            result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                 try:
@@ -402,59 +499,43 @@ class ModelQuantizer:
                 except KeyError:
                     return None
 
-            if config.recovery.enabled:
-                recovery = self._recovery_context(config, result)
-        return self._apply(config, range_of, recovery)
+        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)))
 
     def apply_ranges(
-        self, config: TuningConfig, ranges: Mapping[str, TensorRange], recovery: RecoveryRecord | None = None
+        self,
+        config: TuningConfig,
+        ranges: Mapping[str, TensorRange],
+        pipeline: PipelineRecord | None = None,
+        records: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> QuantizedModel:
-        """Apply ``config`` with given activation ranges and recovery decisions (no calibration data);
-        used by :func:`apply_recipe`."""
-        context = None
-        if config.recovery.enabled and config.approach is not Approach.DYNAMIC:
-            context = RecoveryContext(self.fp32_model, replay=recovery or RecoveryRecord(), options=self.recovery_options)
-        return self._apply(config, lambda name, _algorithm: ranges.get(name), context)
+        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
 
-    def recovery_feeds(self) -> list[dict[str, Any]]:
-        """The first ``recovery_options.samples`` calibration samples as ONNX Runtime feeds (cached)."""
-        if self._recovery_feeds is None:
-            if self.calib_dataloader is None:
-                raise QuantizationError(
-                    "The configuration's recovery passes need calibration data, but no calib_dataloader was given. "
-                    "Pass calib_dataloader= (Python) or --calib DATA (CLI), or turn them off."
-                )
-            self._recovery_feeds = _first_samples(self.fp32_model, self.calib_dataloader, self.recovery_options.samples)
-        return self._recovery_feeds
-
-    def _recovery_context(self, config: TuningConfig, result: Any) -> RecoveryContext:
-        feeds = self.recovery_feeds() if needs_data(config) else []
-
-        def candidates(name: str) -> dict[CalibAlgorithm, TensorRange]:
-            out = {}
-            for algorithm in result.algorithms:
-                try:
-                    out[algorithm] = result.range(name, algorithm)
-                except KeyError:
-                    continue
-            return out
-
-        return RecoveryContext(
-            self.fp32_model, feeds, candidates, options=self.recovery_options, clip_cache=self._clip_cache
-        )
+        Args:
+            config: the configuration.
+            ranges: value name -> range (whatever the algorithm).
+            pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
+            records: the steps' recorded decisions (a recipe's ``records``): the steps replay them instead
+                of reading calibration data.
+        """
+        record = pipeline or PipelineRecord.current(select_pipeline(config))
+        prepared = self.prepared(config, record.prepare)
+        return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record, dict(records or {}))
 
     def _apply(
         self,
         config: TuningConfig,
-        range_of: Callable[[str, CalibAlgorithm], TensorRange | None],
-        recovery: RecoveryContext | None = None,
+        prepared: _Prepared,
+        range_of: RangeLookup,
+        record: PipelineRecord,
+        replay: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> QuantizedModel:
-        model = ir.serde.deserialize_model(self._fp32_proto)
-        nodes, unsupported = self.nodes_for(config.approach)
-        report = quantize_model(
-            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=self._weight_cache,
-            recovery=recovery,
+        model = ir.serde.deserialize_model(prepared.proto)
+        nodes, unsupported = self.nodes_for(config.approach, prepared)
+        context = QuantizationContext(
+            config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
+            self._feeds_for(config.calib_sampling_size), replay, self.recovery_options,
         )
+        report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
         decisions: dict[str, NodeDecision] = {}
@@ -469,40 +550,15 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        record = report.recovery.record if report.recovery is not None else None
-        recipe = Recipe(self.fp32_digest, config, used, recovery=record or None)
-        return QuantizedModel(proto, config, recipe, decisions)
-
-
-def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
-    return None
-
-
-def _first_samples(model: ir.Model, dataloader: Iterable[Any], samples: int) -> list[dict[str, Any]]:
-    """The first ``samples`` samples of ``dataloader`` as feeds (the last batch sliced)."""
-    from lpot_ir.backends.onnxruntime.session import batch_inputs, input_specs, make_feed
-    from lpot_ir.backends.onnxruntime.timing import count_samples
-
-    specs = input_specs(model)
-    feeds: list[dict[str, Any]] = []
-    seen = 0
-    for batch in dataloader:
-        feed = make_feed(specs, batch_inputs(batch, len(specs)))
-        count = count_samples(feed)
-        if count == 0:
-            continue
-        if seen + count > samples:
-            keep = samples - seen
-            feed = {k: (v[:keep] if v.ndim and v.shape[0] == count else v) for k, v in feed.items()}
-            count = keep
-        feeds.append(feed)
-        seen += count
-        if seen >= samples:
-            break
-    return feeds
+        recipe = Recipe(self.fp32_digest, config, used, pipeline=record, records=report.records)
+        steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
+        return QuantizedModel(proto, config, recipe, decisions, steps)
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
+    """The calibration algorithms ``config`` reads ranges of (all of them when range search is on)."""
+    if config.recovery.range_search:
+        return set(CalibAlgorithm)
     algos = {config.global_config.activation.algorithm}
     for scoped in config.overrides:
         act = scoped.override.activation
@@ -542,7 +598,8 @@ def quantize(
         calib_dataloader: calibration batches (static approach; also the example inputs for exporting a
             framework model).
         **kwargs: ``framework``, ``params`` (MXNet), ``inputs``/``outputs`` (frozen TensorFlow graphs) for
-            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``).
+            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``,
+            ``batch_axes``).
 
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
@@ -566,13 +623,17 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
     Args:
         fp32_model: the FP32 model the recipe was made from.
         recipe: a :class:`Recipe` or the path of its JSON file.
-        **kwargs: passed to :class:`ModelQuantizer` (``name_map``).
+        **kwargs: passed to :class:`ModelQuantizer` (``name_map``; ``calib_dataloader`` only for a step that
+            reads calibration data without recording its decisions in ``Recipe.records``: the quantization
+            stage's recovery passes record theirs, so replaying them needs no data).
 
     Raises:
-        QuantizationError: the recipe is malformed or was made from a different model.
+        QuantizationError: the recipe is malformed, was made from a different model, or ran a step that
+            is not registered.
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe)
+    _check_pipeline(recipe.pipeline)
     quantizer = ModelQuantizer(fp32_model, approach=recipe.config.approach, **kwargs)
     if quantizer.fp32_digest != recipe.fp32_model_digest:
         raise QuantizationError(
@@ -580,4 +641,24 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.recovery)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.records)
+
+
+def _check_pipeline(record: PipelineRecord | None) -> None:
+    """A recipe replays the steps it recorded: each must be registered; warn when the pipeline's version moved."""
+    if record is None:
+        return
+    registered = available_passes()
+    missing = [s for s in (*record.prepare, *record.steps) if s not in registered]
+    if missing:
+        raise QuantizationError(
+            f"The recipe's pipeline '{record.name}' ran step(s) {', '.join(repr(s) for s in missing)}, which "
+            "are not registered in this process. Import the module that registers them (@register_pass / "
+            "@register_rule_set) before applying the recipe."
+        )
+    if record.name in PIPELINES and pipeline_version(record.name) != record.version:
+        logger.warning(
+            "The recipe was made by pipeline '%s' version %d; this lpot-ir has version %d, so the replayed model "
+            "may differ from the one the recipe was saved with.",
+            record.name, record.version, pipeline_version(record.name),
+        )

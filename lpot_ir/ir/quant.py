@@ -31,6 +31,7 @@ from typing import Any
 __all__ = [
     "ANNOTATION_KEY",
     "FP32_REASON_KEY",
+    "RANGE_KEY",
     "DType",
     "Scheme",
     "Granularity",
@@ -58,6 +59,9 @@ __all__ = [
 
 ANNOTATION_KEY = "lpot_ir.quant"
 FP32_REASON_KEY = "lpot_ir.fp32_reason"
+RANGE_KEY = "lpot_ir.range"
+"""``value.meta`` key: a :class:`TensorRange` a pass chose for this activation (range search); Q/DQ insertion
+uses it instead of the calibrated range of the spec's algorithm."""
 
 
 class DType(str, enum.Enum):

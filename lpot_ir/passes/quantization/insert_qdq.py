@@ -7,7 +7,8 @@
   producer and shared by all its consumers. When the producer itself asked for its output to be
   quantized, every consumer reads the dequantized value (ONNX Runtime then fuses ``DQ -> op -> Q`` into
   one integer kernel); otherwise only the consumers that asked for it do. A graph output keeps its name.
-  Scales come from calibrated ranges (``range_of(value, algorithm)``), or from the data for constants.
+  Scales come from calibrated ranges (``range_of(value, algorithm)``, or the range a pass chose and put in
+  ``value.meta[RANGE_KEY]``), or from the data for constants.
 * :class:`SharedQuantSpec` outputs reuse their source's scale and zero point, so data-movement ops pass
   INT8 through with ``DQ -> op -> Q`` of identical parameters (fused by ONNX Runtime, never requantized).
 * **weights** are quantized offline and stored as int8/uint8 initializers feeding ``DequantizeLinear``
@@ -23,8 +24,7 @@ equal parameters is ever produced, because quantization is decided per tensor, o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -33,7 +33,7 @@ from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, 
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
-    CalibAlgorithm,
+    RANGE_KEY,
     DerivedBiasSpec,
     DType,
     Fp32Category,
@@ -44,6 +44,14 @@ from lpot_ir.ir.quant import (
     SharedQuantSpec,
     TensorRange,
 )
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import (
+    QUANTIZED_WEIGHT_KEY,
+    QuantizationPass,
+    QuantizedWeight,
+    QuantPassResult,
+    RangeLookup,
+)
 from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output
 from lpot_ir.passes.quantization.qparams import (
     QParams,
@@ -53,16 +61,9 @@ from lpot_ir.passes.quantization.qparams import (
 )
 from lpot_ir.passes.quantization.qparams import weight_qparams as compute_weight_qparams
 
-__all__ = ["InsertQDQPass", "RangeLookup", "WeightOverride", "weight_axis"]
+__all__ = ["InsertQDQPass", "RangeLookup", "weight_axis"]
 
 logger = logging.getLogger(__name__)
-
-RangeLookup = Callable[[str, CalibAlgorithm], "TensorRange | None"]
-"""``range_of(value_name, algorithm)``: the calibrated range of an activation, or ``None``."""
-
-WeightOverride = Callable[[ir.Node, int, np.ndarray, QuantSpec, "int | None"], "tuple[QParams, np.ndarray] | None"]
-"""``override(node, input index, weight, spec, axis)``: (parameters, integers) replacing the min/max rounding of
-a weight (e.g. MSE clipping), or ``None`` to keep it."""
 
 _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 
@@ -81,44 +82,35 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
 
 
 @dataclass
+class _Run:
+    """The state of one run of :class:`InsertQDQPass` (what it reports, and the weights it planned)."""
+
+    used_ranges: dict[str, TensorRange] = field(default_factory=dict)
+    dropped: dict[str, Fp32Reason] = field(default_factory=dict)
+    weight_keys: dict[tuple[ir.Node, int], tuple[object, ...]] = field(default_factory=dict)
+
+
+@dataclass
 class _ActivationPlan:
     params: QParams
     from_producer: bool  # the producer asked: every consumer reads the dequantized value
     direct_int8: bool = False  # the producer already emits int8 (Gather on an int8 table)
 
 
-class InsertQDQPass(ir.passes.InPlacePass):
+@register_pass("insert-qdq")
+class InsertQDQPass(QuantizationPass):
     """Insert Q/DQ (and quantized weights and biases) from the annotations of the main graph.
 
-    Args:
-        range_of: ``(value_name, algorithm) -> TensorRange | None``; the calibrated activation ranges.
-        weight_cache: optional dict reused across runs on copies of the same model: (weight name, spec,
-            axis) -> (parameters, quantized data), so applying another configuration does not quantize
-            the same weights again.
-        weight_override: optional hook that quantizes a weight differently (see :data:`WeightOverride`).
-
-    Attributes:
-        used_ranges: value name -> the range actually used (for recipes), filled by the run.
-        dropped: node name -> why an annotated node was left FP32 after all.
+    Reads ``context.range_of`` (the calibrated activation ranges) and ``context.weight_cache`` (quantized
+    weights reused across configurations of the same model). The result's ``ranges`` are the ranges
+    used (for recipes), its ``fp32`` the annotated nodes left FP32 after all (e.g. ``no_range``).
+    Each weight ``DequantizeLinear`` carries a :class:`QuantizedWeight` in ``node.meta``.
     """
 
-    def __init__(
-        self,
-        range_of: RangeLookup,
-        weight_cache: dict[tuple[object, ...], tuple[QParams, np.ndarray]] | None = None,
-        weight_override: WeightOverride | None = None,
-    ) -> None:
-        super().__init__()
-        self.range_of = range_of
-        self.weight_cache = weight_cache if weight_cache is not None else {}
-        self.weight_override = weight_override
-        self.used_ranges: dict[str, TensorRange] = {}
-        self.dropped: dict[str, Fp32Reason] = {}
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> QuantPassResult:
         graph = model.graph
         nodes = list(graph)
-        self._weight_keys: dict[tuple[ir.Node, int], tuple[object, ...]] = {}
+        run = _Run()
         plans: dict[ir.Value, _ActivationPlan] = {}
         requests: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
         weight_params: dict[tuple[ir.Node, int], QParams] = {}
@@ -128,15 +120,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
             annotation = node.meta.get(ANNOTATION_KEY)
             if not isinstance(annotation, QuantAnnotation) or annotation.dynamic:
                 continue
-            planned = self._plan_node(node, annotation, plans, weight_params)
+            planned = self._plan_node(run, node, annotation, plans, weight_params)
             if isinstance(planned, Fp32Reason):
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = planned
-                self.dropped[node.name or ""] = planned
+                run.dropped[node.name or ""] = planned
                 continue
             new_plans, new_ranges = planned
             plans.update(new_plans)
-            self.used_ranges.update(new_ranges)
+            run.used_ranges.update(new_ranges)
             for index, spec in annotation.inputs:
                 value = node.inputs[index]
                 if isinstance(spec, QuantSpec) and value is not None and value in plans:
@@ -144,16 +136,17 @@ class InsertQDQPass(ir.passes.InPlacePass):
             active.append((node, annotation))
 
         if not active:
-            return ir.passes.PassResult(model, modified=False)
+            return QuantPassResult(model, False, fp32=run.dropped, ranges=run.used_ranges)
         builder = GraphBuilder(model)
-        self._quantize_weights(model, builder, active, plans, weight_params)
+        self._quantize_weights(run, model, builder, active, plans, weight_params)
         self._insert_activation_qdq(builder, plans, requests)
-        return ir.passes.PassResult(model, modified=True)
+        return QuantPassResult(model, True, changes=len(active), fp32=run.dropped, ranges=run.used_ranges)
 
     # -- planning ----------------------------------------------------------------------------------
 
     def _plan_node(
         self,
+        run: _Run,
         node: ir.Node,
         annotation: QuantAnnotation,
         plans: dict[ir.Value, _ActivationPlan],
@@ -175,16 +168,13 @@ class InsertQDQPass(ir.passes.InPlacePass):
             if index in weight_inputs and const is not None:
                 shape = tuple(const.shape)
                 axis = weight_axis(node, len(shape)) if spec.granularity is Granularity.PER_CHANNEL else None
-                key: tuple[object, ...] = (value.name, spec, axis, shape, const.dtype)
-                override = self.weight_override(node, index, const.numpy(), spec, axis) if self.weight_override else None
-                if override is not None:
-                    key = (*key, "override", override[0].key())
-                    self.weight_cache.setdefault(key, override)
-                elif key not in self.weight_cache:
+                key = (value.name, spec, axis, shape, const.dtype)
+                weight_cache = self.context.weight_cache
+                if key not in weight_cache:
                     data = const.numpy()
                     params = compute_weight_qparams(data, spec, axis)
-                    self.weight_cache[key] = (params, quantize_array(data, params))
-                node_weights[index] = self.weight_cache[key][0]
+                    weight_cache[key] = (params, quantize_array(data, params))
+                node_weights[index] = weight_cache[key][0]
                 node_weight_keys[index] = key
                 continue
             if value in plans or value in new:
@@ -228,11 +218,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 return Fp32Reason(Fp32Category.UNSUPPORTED, "bias needs a quantized weight")
         for index, params in node_weights.items():
             weight_params[(node, index)] = params
-            self._weight_keys[(node, index)] = node_weight_keys[index]
+            run.weight_keys[(node, index)] = node_weight_keys[index]
         return new, ranges
 
     def _range(self, value: ir.Value, spec: QuantSpec) -> TensorRange | None:
-        rng = self.range_of(value.name or "", spec.algorithm)
+        chosen = value.meta.get(RANGE_KEY)  # a pass chose this tensor's range (range search)
+        rng = chosen if isinstance(chosen, TensorRange) else self.context.range_of(value.name or "", spec.algorithm)
         if rng is None or not (np.isfinite(rng.lo) and np.isfinite(rng.hi)):
             return None
         return rng
@@ -241,6 +232,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
 
     def _quantize_weights(
         self,
+        run: _Run,
         model: ir.Model,
         builder: GraphBuilder,
         active: list[tuple[ir.Node, QuantAnnotation]],
@@ -262,13 +254,16 @@ class InsertQDQPass(ir.passes.InPlacePass):
                     key = (id(value), (embedding, *params.key()))
                     replacement = cache.get(key)
                     if replacement is None:
-                        qdata = self.weight_cache[self._weight_keys[(node, index)]][1]
+                        weight_key = run.weight_keys[(node, index)]
+                        qdata = self.context.weight_cache[weight_key][1]
                         base = value.name or "weight"
                         q_init = builder.initializer(f"{base}_quantized", qdata)
                         if embedding:
                             replacement = q_init
                         else:
                             dq = self._dequantize(builder, q_init, params, f"{base}_dequantized", qdata.shape)
+                            assert isinstance(spec, QuantSpec)
+                            dq.meta[QUANTIZED_WEIGHT_KEY] = QuantizedWeight(base, spec, params.axis)
                             graph.insert_before(node, dq)
                             replacement = dq.outputs[0]
                         cache[key] = replacement

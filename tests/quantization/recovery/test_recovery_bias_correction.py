@@ -57,7 +57,7 @@ def test_bias_correction_removes_the_mean_shift_on_held_out_samples(model, shape
     # estimated on the calibration samples leaves only the floor (measured ~0.6x) plus the int32 bias rounding.
     assert before > 10 * floor, "the test model no longer shows a rounding shift"
     assert after < 3 * floor + 1e-4, f"shift {before:.2e} -> {after:.2e}, floor {floor:.2e}"
-    assert corrected.recipe.recovery is not None and list(corrected.recipe.recovery.biases) == [
+    assert list(corrected.recipe.records["bias-correction"]["biases"]) == [
         n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
     ]
     again = apply_recipe(model, corrected.recipe)  # no data: the stored corrections
@@ -70,7 +70,7 @@ def test_bias_correction_only_adds_a_bias_where_one_is_needed():
     quantizer = ModelQuantizer(model, batches(calibration))
     corrected = quantizer.quantize(_per_tensor_weights(RecoveryConfig(bias_correction=True)))
     conv = next(n for n in corrected.model.graph.node if n.op_type == "Conv")
-    assert len(conv.input) == 3 and corrected.recipe.recovery.biases["dw"].created
+    assert len(conv.input) == 3 and corrected.recipe.records["bias-correction"]["biases"]["dw"]["created"]
     dq = next(n for n in corrected.model.graph.node if n.output[0] == conv.input[2])
     assert dq.op_type == "DequantizeLinear"  # int32 bias, fused by ONNX Runtime into QLinearConv
     init = {t.name: t for t in corrected.model.graph.initializer}[dq.input[0]]

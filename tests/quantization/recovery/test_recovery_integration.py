@@ -13,7 +13,7 @@ from recovery_models import batches, build, images, run, small_cnn
 
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.quant import RecoveryConfig, WeightRounding
-from lpot_ir.passes.quantization.pipeline import quantize_model
+from lpot_ir.passes.quantization import QuantizationContext, quantize_model
 from lpot_ir.quantizer import ModelQuantizer, Recipe, apply_recipe, default_config
 
 ALL = RecoveryConfig(bias_correction=True, weight_rounding=WeightRounding.ADAROUND, range_search=True)
@@ -47,7 +47,7 @@ def test_adaround_lowers_a_layers_held_out_output_error():
     held = images(48, seed=2)
     nearest = quantizer.quantize(_config(RecoveryConfig()))
     learned = quantizer.quantize(_config(RecoveryConfig(weight_rounding=WeightRounding.ADAROUND)))
-    assert set(learned.recipe.recovery.roundings) == {"conv"}
+    assert set(learned.recipe.records["weight-rounding"]["roundings"]) == {"conv"}
     # fixed seeds: the learned rounding measured 0.84-0.90x nearest's error of the conv output on held-out
     # samples (weight seeds 0-3); the input's and output's own quantization errors are in both
     assert _layer_error(model, learned.model, held, "c") < 0.95 * _layer_error(model, nearest.model, held, "c")
@@ -57,17 +57,18 @@ def test_too_few_samples_for_a_layer_keep_its_rounding(cnn):
     _model, quantizer, _held = cnn
     learned = quantizer.quantize(_config(RecoveryConfig(weight_rounding=WeightRounding.ADAROUND)))
     # the classifier sees one position per sample: 32 positions for 16 inputs per channel would be fitted
-    assert set(learned.recipe.recovery.roundings) == {"conv1", "dw", "pw"}
+    assert set(learned.recipe.records["weight-rounding"]["roundings"]) == {"conv1", "dw", "pw"}
 
 
 def test_every_pass_together_is_replayed_bit_for_bit_from_the_saved_recipe(cnn, tmp_path):
     model, quantizer, held = cnn
     quantized = quantizer.quantize(_config(ALL))
-    record = quantized.recipe.recovery
-    assert record is not None and record.roundings and record.biases and record.algorithms
+    records = quantized.recipe.records
+    assert records["weight-rounding"]["roundings"] and records["bias-correction"]["biases"]
+    assert records["range-search"]["algorithms"]
     path = quantized.save(tmp_path / "cnn.onnx")
     text = (tmp_path / "cnn.recipe.json").read_text()
-    assert json.loads(text)["format_version"] == 2
+    assert json.loads(text)["format_version"] == 3
     assert len(text) < 20_000  # masks and corrections are packed: a few KB for this model
     again = apply_recipe(model, Recipe.load(tmp_path / "cnn.recipe.json"))
     assert again.model.SerializeToString() == quantized.model.SerializeToString()
@@ -82,24 +83,24 @@ def test_quantizing_twice_gives_the_same_model(cnn):
     assert first.recipe.to_json() == second.recipe.to_json()
 
 
-def test_plain_recipes_keep_format_version_1(cnn):
+def test_plain_recipes_keep_format_version_2(cnn):
     _model, quantizer, _held = cnn
-    assert quantizer.quantize(_config(RecoveryConfig())).recipe.to_dict()["format_version"] == 1
+    assert quantizer.quantize(_config(RecoveryConfig())).recipe.to_dict()["format_version"] == 2
 
 
 def test_mse_clipping_needs_no_data_and_data_driven_passes_say_what_they_need(cnn):
     model, quantizer, _held = cnn
-    nodes, unsupported = quantizer.nodes_for(default_config().approach)
     ranges = quantizer.quantize(_config(RecoveryConfig())).recipe.ranges
-    fresh = ir.serde.deserialize_model(quantizer._fp32_proto)
-    report = quantize_model(
-        fresh, _config(RecoveryConfig(weight_rounding=WeightRounding.MSE)), lambda n, _a: ranges.get(n),
-        nodes=nodes, unsupported=unsupported,
-    )
-    assert report.recovery is not None and not report.dropped
-    fresh = ir.serde.deserialize_model(quantizer._fp32_proto)
-    with pytest.raises(QuantizationError, match="bias correction.*RecoveryContext"):
-        quantize_model(
-            fresh, _config(RecoveryConfig(bias_correction=True)), lambda n, _a: ranges.get(n),
-            nodes=nodes, unsupported=unsupported,
+    proto = quantizer._base.proto
+    for recovery, needs_data in ((RecoveryConfig(weight_rounding=WeightRounding.MSE), False),
+                                 (RecoveryConfig(bias_correction=True), True)):
+        fresh = ir.serde.deserialize_model(proto)
+        context = QuantizationContext.for_model(
+            fresh, _config(recovery), range_of=lambda n, _a: ranges.get(n), fp32_model=proto
         )
+        if needs_data:
+            with pytest.raises(QuantizationError, match="needs calibration data"):
+                quantize_model(fresh, context)
+        else:
+            report = quantize_model(fresh, context)
+            assert not report.dropped and "weight-rounding" in report.records

@@ -24,8 +24,8 @@ only considers switching a tensor configured ``sym`` to ``asym`` (a one-sided te
 about 2 in resolution). A different algorithm or scheme replaces the configured one only when it lowers
 the estimated error by more than ``RecoveryOptions.range_search_margin``.
 
-The choices go into the recipe: the ranges as the recipe's ``ranges``, changed schemes in its recovery
-record (:mod:`~lpot_ir.passes.quantization.recovery.record`).
+The choices go into the recipe: the ranges as the recipe's ``ranges`` (``insert-qdq`` reads them from
+``value.meta[RANGE_KEY]``), the changed schemes and the chosen algorithms in the step's record.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -42,10 +43,22 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import constant_value
 from lpot_ir.ir.model import to_proto
-from lpot_ir.ir.quant import ANNOTATION_KEY, CalibAlgorithm, QuantAnnotation, QuantSpec, Scheme, TensorRange
+from lpot_ir.ir.quant import (
+    ANNOTATION_KEY,
+    RANGE_KEY,
+    Approach,
+    CalibAlgorithm,
+    QuantAnnotation,
+    QuantSpec,
+    Scheme,
+    TensorRange,
+)
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
 from lpot_ir.passes.quantization.qparams import QParams, compute_qparams, numpy_dtype
+from lpot_ir.passes.quantization.recovery.layerwise import first_samples
 
-__all__ = ["RangeSearchResult", "searched_tensors", "search_ranges", "apply_schemes"]
+__all__ = ["RangeSearchResult", "RangeSearchPass", "searched_tensors", "search_ranges", "apply_schemes"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +87,6 @@ class RangeSearchResult:
     errors: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def range_of(
-        self, fallback: Callable[[str, CalibAlgorithm], TensorRange | None]
-    ) -> Callable[[str, CalibAlgorithm], TensorRange | None]:
-        """A ``range_of`` for :class:`~lpot_ir.passes.quantization.insert_qdq.InsertQDQPass`: the chosen
-        range of a searched tensor, ``fallback`` for the others."""
-
-        def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
-            chosen = self.ranges.get(name)
-            return chosen if chosen is not None else fallback(name, algorithm)
-
-        return range_of
 
 
 def searched_tensors(model: ir.Model) -> dict[str, tuple[ir.Value, QuantSpec]]:
@@ -291,3 +293,37 @@ def apply_schemes(model: ir.Model, schemes: Mapping[str, Scheme]) -> int:
             annotation, inputs=edit(annotation.inputs, node.inputs), outputs=edit(annotation.outputs, node.outputs)
         )
     return edits
+
+
+@register_pass("range-search")
+class RangeSearchPass(QuantizationPass):
+    """``RecoveryConfig.range_search``: choose each activation's range and scheme (between annotation and
+    Q/DQ insertion). The chosen range goes into ``value.meta[RANGE_KEY]`` (read by ``insert-qdq``, and
+    recorded with the recipe's ranges); changed schemes are edited into the annotations and recorded."""
+
+    def call(self, model: ir.Model) -> QuantPassResult:
+        if not self.context.recovery.range_search or self.context.config.approach is Approach.DYNAMIC:
+            return QuantPassResult(model, False)
+        replay = self.context.recorded(self.name)
+        if replay is not None:  # the recipe's ranges are the chosen ones: only the schemes are applied
+            edits = apply_schemes(model, {k: Scheme(v) for k, v in dict(replay.get("schemes", {})).items()})
+            return QuantPassResult(model, edits > 0, changes=edits, record=dict(replay))
+        range_of = self.context.range_of
+
+        def candidates(name: str) -> dict[CalibAlgorithm, TensorRange]:
+            found = {algorithm: range_of(name, algorithm) for algorithm in CalibAlgorithm}
+            return {algorithm: rng for algorithm, rng in found.items() if rng is not None}
+
+        options = self.context.recovery_options
+        feeds = first_samples(self.context.calibration_feeds(), options.samples)
+        result = search_ranges(model, candidates, feeds, margin=options.range_search_margin, threads=options.threads)
+        edits = apply_schemes(model, result.schemes)
+        values = {name: value for name, (value, _spec) in searched_tensors(model).items()}
+        for name, rng in result.ranges.items():
+            values[name].meta[RANGE_KEY] = rng
+        record: dict[str, Any] = {}
+        if result.schemes:
+            record["schemes"] = {k: v.value for k, v in sorted(result.schemes.items())}
+        if result.algorithms:
+            record["algorithms"] = {k: v.value for k, v in sorted(result.algorithms.items())}
+        return QuantPassResult(model, bool(result.ranges), changes=edits + len(result.ranges), record=record, report=result)

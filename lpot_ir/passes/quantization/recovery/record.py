@@ -1,20 +1,22 @@
-""":class:`RecoveryRecord`: what the data-driven recovery passes decided, stored in the recipe.
+"""How the recovery passes store their data-driven decisions in the recipe, compactly and exactly.
 
 ``apply_recipe`` rebuilds a quantized model bit for bit without calibration data, so every decision that
-came from data (or that would be costly or fragile to recompute) is stored, compactly:
+came from data (or would be costly or fragile to recompute) is in the recipe, under the step's name
+(``QuantPassResult.record``, handed back as ``QuantizationContext.replay``):
 
-* range search: the chosen ranges are the recipe's ``ranges`` already; the record adds the activations
-  whose scheme changed (``schemes``) and, for reports, the algorithm chosen per activation (``algorithms``);
-* MSE clipping: one clip ratio per output channel (float32) per weight-bearing node (``clip_ratios``);
-* AdaRound: per node, a bit mask of the weights whose integer moved one step away from the rounding
-  the model had before (nearest or clipped), packed 8 per byte and zlib-compressed (``roundings``); the
-  direction is implied: towards the other neighbour of ``weight / scale``;
-* bias correction: per node, the int32 change of its bias, or (a MatMul whose bias is a float ``Add``
-  after it) the float32 change of that bias (``biases``).
+* ``range-search``: the chosen ranges are the recipe's ``ranges`` already; the record adds the activations
+  whose scheme changed (``schemes``) and the algorithm chosen per activation (``algorithms``, for reports);
+* ``weight-rounding``: MSE clipping's ratio per output channel (float32, per weight ``DequantizeLinear``:
+  ``clip_ratios``), and AdaRound's bit mask of the weights whose integer moved one step from the rounding
+  before it, packed 8 per byte (``roundings``; the direction is implied: towards the other neighbour of
+  ``weight / scale``);
+* ``bias-correction``: per node, the change of its int32 bias (narrowest integer type that holds it), or
+  of the float bias ``Add`` after a MatMul (float32), and whether the bias was created (``biases``).
 
 Arrays are written as ``{"dtype", "shape", "data"}`` with ``data`` base64 of zlib-compressed little-endian
-bytes. For a 5M-weight CNN the record is tens of kilobytes without AdaRound; AdaRound adds about
-one bit per weight before compression (~0.1 byte per weight after it).
+bytes. Sizes on EfficientNet-Lite0 (4.7M weights): bias corrections and clip ratios are tens of kilobytes;
+AdaRound moves 30-45% of the weights it rounds, nearly at random, so its masks stay at about one bit per
+rounded weight (~0.5 MB for 3.4M).
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ from __future__ import annotations
 import base64
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lpot_ir.ir.quant import Scheme
-
-__all__ = ["RecoveryRecord", "BiasChange", "encode_array", "decode_array", "pack_mask", "unpack_mask"]
+__all__ = ["BiasChange", "encode_array", "decode_array", "pack_mask", "unpack_mask"]
 
 
 def encode_array(array: np.ndarray) -> dict[str, Any]:
@@ -104,49 +104,3 @@ def _narrowest(delta: np.ndarray) -> np.ndarray:
         if info.min <= lo and hi <= info.max:
             return delta.astype(dtype)
     return delta
-
-
-@dataclass
-class RecoveryRecord:
-    """The data-driven decisions of the recovery passes for one quantized model.
-
-    Attributes:
-        schemes: activation value -> the scheme range search chose, where it differs from the configuration.
-        algorithms: activation value -> the calibration algorithm range search chose (for reports).
-        clip_ratios: node -> per-channel clip ratios of its weight (MSE clipping).
-        roundings: node -> mask of the weights AdaRound moved one step from the previous rounding.
-        biases: node -> its bias change (bias correction).
-    """
-
-    schemes: dict[str, Scheme] = field(default_factory=dict)
-    algorithms: dict[str, str] = field(default_factory=dict)
-    clip_ratios: dict[str, np.ndarray] = field(default_factory=dict)
-    roundings: dict[str, np.ndarray] = field(default_factory=dict)
-    biases: dict[str, BiasChange] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.schemes or self.algorithms or self.clip_ratios or self.roundings or self.biases)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.schemes:
-            out["schemes"] = {k: v.value for k, v in sorted(self.schemes.items())}
-        if self.algorithms:
-            out["algorithms"] = dict(sorted(self.algorithms.items()))
-        if self.clip_ratios:
-            out["clip_ratios"] = {k: encode_array(v) for k, v in sorted(self.clip_ratios.items())}
-        if self.roundings:
-            out["roundings"] = {k: pack_mask(v) for k, v in sorted(self.roundings.items())}
-        if self.biases:
-            out["biases"] = {k: v.to_dict() for k, v in sorted(self.biases.items())}
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RecoveryRecord:
-        return cls(
-            schemes={str(k): Scheme(v) for k, v in dict(data.get("schemes", {})).items()},
-            algorithms={str(k): str(v) for k, v in dict(data.get("algorithms", {})).items()},
-            clip_ratios={str(k): decode_array(v) for k, v in dict(data.get("clip_ratios", {})).items()},
-            roundings={str(k): unpack_mask(v) for k, v in dict(data.get("roundings", {})).items()},
-            biases={str(k): BiasChange.from_dict(v) for k, v in dict(data.get("biases", {})).items()},
-        )

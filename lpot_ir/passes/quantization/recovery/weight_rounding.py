@@ -29,21 +29,48 @@ at the ends of the integer range, or clipped by it, keep their value.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import onnx
 import onnx_ir as ir
+from onnx import numpy_helper
 
-from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory
-from lpot_ir.ir.quant import QuantSpec
+from lpot_ir.ir.quant import Approach, QuantSpec, WeightRounding
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import (
+    QUANTIZED_WEIGHT_KEY,
+    QuantizationContext,
+    QuantizationPass,
+    QuantizedWeight,
+    QuantPassResult,
+)
 from lpot_ir.passes.quantization.qparams import (
     QParams,
     qrange,
     quantize_array,
+    quantize_bias,
     range_qparams,
+    weight_qparams,
     weight_ranges,
 )
-from lpot_ir.passes.quantization.recovery.record import RecoveryRecord
+from lpot_ir.passes.quantization.recovery.layerwise import (
+    LayerwiseWalk,
+    Target,
+    broadcast_channel,
+    constant,
+    dq_params,
+    find_targets,
+    first_samples,
+    set_constant,
+    single_threaded_blas,
+)
+from lpot_ir.passes.quantization.recovery.options import REFERENCE_FLOPS, RecoveryOptions
+from lpot_ir.passes.quantization.recovery.record import decode_array, encode_array, pack_mask, unpack_mask
 
 __all__ = [
     "ZETA",
@@ -53,8 +80,12 @@ __all__ = [
     "AdaRoundResult",
     "adaround_matrix",
     "adaround_work",
-    "ClipOverride",
+    "moved_integers",
+    "WeightRoundingReport",
+    "WeightRoundingPass",
 ]
+
+_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 logger = logging.getLogger(__name__)
 
@@ -280,42 +311,246 @@ def adaround_matrix(
     return AdaRoundResult(learned.astype(integers.dtype), error_nearest, error_learned, iterations)
 
 
-class ClipOverride:
-    """The weight hook of :class:`~lpot_ir.passes.quantization.insert_qdq.InsertQDQPass` for MSE clipping.
+# -- the pass ---------------------------------------------------------------------------------------
 
-    Computes (or, when replaying a recipe, reads) each compute node's clip ratios and records the ones
-    that differ from plain min/max in ``record.clip_ratios``.
+_CLIP_CACHE_TAG = "mse-clip-ratios"
+"""Key tag of the clip ratios kept in ``context.weight_cache``: (source, spec, axis, tag) -> (params, ratios)."""
 
-    Args:
-        record: where the ratios are written, or read from when ``replay`` is set.
-        replay: use the ratios in ``record`` instead of searching.
-        cache: (weight name, spec, axis, shape) -> ratios, shared across configurations of one model.
+
+def _fp32_arrays(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _clip_weights(
+    model: ir.Model, context: QuantizationContext, replay: Mapping[str, Any] | None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Re-quantize each quantized Conv/Gemm/MatMul weight with MSE clip ratios; re-derive its int32 biases.
+
+    Returns the ratios that differ from 1 (keyed by the weight's DequantizeLinear) and how many weights changed.
+    """
+    assert context.fp32_model is not None
+    fp32 = _fp32_arrays(context.fp32_model)
+    fp_nodes = {n.name: n for n in context.fp32_model.graph.node}
+    chosen: dict[str, np.ndarray] = {}
+    changed = 0
+    for dq in list(model.graph):
+        info = dq.meta.get(QUANTIZED_WEIGHT_KEY)
+        if not isinstance(info, QuantizedWeight) or info.source not in fp32:
+            continue
+        consumers = [use.node for use in dq.outputs[0].uses()]
+        if not consumers or any(c.op_type not in _COMPUTE for c in consumers):
+            continue
+        key = dq.name or ""
+        weight = numpy_helper.to_array(fp32[info.source]).astype(np.float32)
+        if replay is not None:
+            if key not in replay:
+                continue
+            ratios = decode_array(replay[key])
+        else:
+            cache_key = (info.source, info.spec, info.axis, _CLIP_CACHE_TAG)
+            cached = context.weight_cache.get(cache_key)
+            ratios = cached[1] if cached is not None else clip_ratios(weight, info.spec, info.axis)
+            if cached is None:
+                context.weight_cache[cache_key] = (weight_qparams(weight, info.spec, info.axis), ratios)
+            if np.all(ratios == 1.0):
+                continue
+        params, integers = clipped_weight(weight, info.spec, info.axis, ratios)
+        q_value, scale_value, zp_value = dq.inputs[0], dq.inputs[1], dq.inputs[2]
+        assert q_value is not None and scale_value is not None and zp_value is not None
+        set_constant(q_value, integers)
+        set_constant(scale_value, params.scale)
+        set_constant(zp_value, params.zero_point)
+        for node in consumers:
+            _requantize_bias(node, fp_nodes.get(node.name or ""), fp32, params.scale)
+        chosen[key] = ratios
+        changed += 1
+    return chosen, changed
+
+
+def _requantize_bias(
+    node: ir.Node, fp_node: onnx.NodeProto | None, fp32: Mapping[str, onnx.TensorProto], weight_scale: np.ndarray
+) -> None:
+    """Quantize ``node``'s int32 bias again for a new weight scale (scale = activation x weight)."""
+    if len(node.inputs) < 3 or node.inputs[2] is None or fp_node is None or len(fp_node.input) < 3:
+        return
+    dq = node.inputs[2].producer()
+    act = node.inputs[0].producer() if node.inputs[0] is not None else None
+    if dq is None or act is None or dq.op_type != "DequantizeLinear" or fp_node.input[2] not in fp32:
+        return
+    act_scale = constant(act.inputs[1])
+    q_value, scale_value = dq.inputs[0], dq.inputs[1]
+    if act_scale is None or q_value is None or scale_value is None:
+        return
+    qbias, scale = quantize_bias(numpy_helper.to_array(fp32[fp_node.input[2]]), act_scale, weight_scale)
+    set_constant(q_value, qbias)
+    set_constant(scale_value, scale)
+
+
+def _plan_iterations(targets: Sequence[Target], options: RecoveryOptions) -> dict[str, int]:
+    """Adam steps per layer within the per-layer and total work budgets (deterministic: no clock)."""
+    per_step = {
+        t.name: adaround_work(t.weight_fp32.size, options.adaround_batch, t.layer.out_channels // t.layer.groups)
+        for t in targets
+        if t.exclusive
+    }
+    plan = {
+        name: min(options.adaround_iterations, int(options.adaround_layer_seconds * REFERENCE_FLOPS / work))
+        for name, work in per_step.items()
+    }
+    total = sum(plan[name] * per_step[name] for name in plan)
+    budget = options.adaround_seconds * REFERENCE_FLOPS
+    if total > budget > 0:
+        factor = budget / total
+        plan = {name: int(math.floor(steps * factor)) for name, steps in plan.items()}
+    return {name: steps for name, steps in plan.items() if steps >= options.adaround_min_iterations}
+
+
+def _sample_rows(
+    target: Target, x_q: list[np.ndarray], x_fp: list[np.ndarray], limit: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows in the quantized model and FP32 outputs (no bias) at up to ``limit`` sampled positions."""
+    layer = target.layer
+    quota = max(1, math.ceil(limit / max(len(x_q), 1)))
+    weight_t = layer.weight_matrix(target.weight_fp32).transpose(0, 2, 1)
+    inputs, outputs = [], []
+    for xq, xf in zip(x_q, x_fp, strict=True):
+        count = layer.num_positions(xq.shape)
+        pick = np.arange(count) if count <= quota else np.sort(rng.choice(count, size=quota, replace=False))
+        inputs.append(layer.rows(xq, pick))
+        outputs.append(np.matmul(layer.rows(xf, pick), weight_t))
+    return np.concatenate(inputs, axis=1), np.concatenate(outputs, axis=1)
+
+
+def _adaround_target(
+    target: Target, x_q: list[np.ndarray], x_fp: list[np.ndarray], steps: int, options: RecoveryOptions,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, AdaRoundResult | None, str]:
+    """(the new integers or None, the result, why it was skipped)."""
+    layer = target.layer
+    k = target.weight_fp32.size // layer.out_channels
+    rows, outputs = _sample_rows(target, x_q, x_fp, min(options.adaround_positions, max(512, 32 * k)), rng)
+    if rows.shape[1] < 3 * k:  # too few equations per unknown of a channel: it would fit the samples
+        return None, None, f"{rows.shape[1]} output positions for {k} inputs per channel (too few samples)"
+    current = target.weight_integers()
+    scale, zp, _axis = dq_params(target.weight_dq)
+    qmin, qmax = target.weight_qrange()
+    result = adaround_matrix(
+        layer.weight_matrix(target.weight_fp32),
+        layer.weight_matrix(current),
+        layer.channel_vector(scale),
+        layer.channel_vector(zp),
+        qmin,
+        qmax,
+        rows,
+        outputs,
+        iterations=steps,
+        batch=options.adaround_batch,
+        regularization=options.adaround_regularization,
+        learning_rate=options.adaround_learning_rate,
+        rng=rng,
+    )
+    if result.integers is None:
+        return None, result, "the learned rounding did not lower the output error"
+    return layer.weight_from_matrix(result.integers).astype(current.dtype), result, ""
+
+
+def moved_integers(target: Target, mask: np.ndarray) -> np.ndarray:
+    """The target's integers with the masked ones moved one step towards the other neighbour of ``w / s``."""
+    current = target.weight_integers()
+    scale, zp, axis = dq_params(target.weight_dq)
+    rank = current.ndim
+    base = np.floor(target.weight_fp32 / broadcast_channel(scale, axis, rank)) + broadcast_channel(
+        zp.astype(np.float32), axis, rank
+    )
+    cur = current.astype(np.float32)
+    moved = np.where(cur == base, cur + 1, cur - 1)
+    return np.where(mask.reshape(current.shape), moved, cur).astype(current.dtype)
+
+
+@dataclass
+class WeightRoundingReport:
+    """What ``weight-rounding`` did.
+
+    Attributes:
+        clipped: weights (their DequantizeLinear) re-quantized with MSE clip ratios.
+        adarounded: node -> (output error with the previous rounding, with the learned one) on the calibration positions.
+        skipped: node -> why AdaRound left it alone.
+        seconds: wall time.
+        segments: ONNX Runtime sessions run.
     """
 
-    def __init__(self, record: RecoveryRecord, *, replay: bool = False, cache: dict[tuple[object, ...], np.ndarray] | None = None) -> None:
-        self.record = record
-        self.replay = replay
-        self.cache = cache if cache is not None else {}
+    clipped: list[str] = field(default_factory=list)
+    adarounded: dict[str, tuple[float, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    segments: int = 0
 
-    def __call__(
-        self, node: ir.Node, index: int, data: np.ndarray, spec: QuantSpec, axis: int | None
-    ) -> tuple[QParams, np.ndarray] | None:
-        cap = CAPABILITIES.get(node.op_type)
-        if cap is None or cap.category is not OpCategory.COMPUTE or index not in cap.weight_inputs:
-            return None
-        name = node.name or ""
-        if self.replay:
-            ratios = self.record.clip_ratios.get(name)
-            if ratios is None:
-                return None
-        else:
-            value = node.inputs[index]
-            key = (value.name if value is not None else "", spec, axis, data.shape)
-            ratios = self.cache.get(key)
-            if ratios is None:
-                ratios = clip_ratios(data, spec, axis)
-                self.cache[key] = ratios
-            if np.all(ratios == 1.0):
-                return None
-            self.record.clip_ratios[name] = ratios
-        return clipped_weight(data, spec, axis, ratios)
+
+@register_pass("weight-rounding")
+class WeightRoundingPass(QuantizationPass):
+    """``RecoveryConfig.weight_rounding``: MSE clipping (``mse``), then AdaRound (``adaround``), after Q/DQ insertion.
+
+    Records the clip ratios (per weight DequantizeLinear) and AdaRound's moved weights (a bit mask per
+    node); replaying a recipe applies them without data.
+    """
+
+    def call(self, model: ir.Model) -> QuantPassResult:
+        mode = self.context.recovery.weight_rounding
+        if mode is WeightRounding.NEAREST or self.context.config.approach is Approach.DYNAMIC:
+            return QuantPassResult(model, False)
+        started = time.perf_counter()
+        replay = self.context.recorded(self.name)
+        report = WeightRoundingReport()
+        ratios, changes = _clip_weights(model, self.context, replay.get("clip_ratios", {}) if replay is not None else None)
+        report.clipped = sorted(ratios)
+        record: dict[str, Any] = {}
+        if ratios:
+            record["clip_ratios"] = {k: encode_array(v) for k, v in sorted(ratios.items())}
+        if mode is WeightRounding.ADAROUND:
+            assert self.context.fp32_model is not None
+            fp32 = ir.serde.deserialize_model(self.context.fp32_model)
+            targets, report.skipped = find_targets(model, fp32)
+            if replay is not None:
+                masks = replay.get("roundings", {})
+                for target in targets:
+                    if target.name in masks:
+                        set_constant(target.weight_value, moved_integers(target, unpack_mask(masks[target.name])))
+                        changes += 1
+            else:
+                masks = self._adaround(model, targets, report)
+                changes += len(masks)
+                if masks:
+                    record["roundings"] = {k: pack_mask(v) for k, v in sorted(masks.items())}
+        report.seconds = time.perf_counter() - started
+        return QuantPassResult(model, changes > 0, changes=changes, record=record, report=report)
+
+    def _adaround(self, model: ir.Model, targets: list[Target], report: WeightRoundingReport) -> dict[str, np.ndarray]:
+        options = self.context.recovery_options
+        plan = _plan_iterations(targets, options)
+        for target in targets:
+            if not target.exclusive:
+                report.skipped[target.name] = "the quantized weight is shared with another node"
+            elif target.name not in plan:
+                report.skipped[target.name] = "no work budget left for this layer"
+        chosen = [t for t in targets if t.name in plan]
+        if not chosen:
+            return {}
+        assert self.context.fp32_model is not None
+        feeds = first_samples(self.context.calibration_feeds(), options.samples)
+        walk = LayerwiseWalk(model, self.context.fp32_model, feeds, options.threads)
+        rng = np.random.default_rng(options.seed)
+        masks: dict[str, np.ndarray] = {}
+        with single_threaded_blas():
+            for target in chosen:
+                x_q, x_fp = walk.inputs(target)
+                new, result, why = _adaround_target(target, x_q, x_fp, plan[target.name], options, rng)
+                if new is None:
+                    report.skipped[target.name] = why
+                    continue
+                assert result is not None
+                masks[target.name] = new != target.weight_integers()
+                walk.write(target.weight_value, new)
+                report.adarounded[target.name] = (result.error_nearest, result.error_learned)
+        report.segments = walk.segments
+        logger.info("AdaRound: %d of %d layer(s) rounded (%d segments).", len(masks), len(targets), walk.segments)
+        return masks
