@@ -42,6 +42,7 @@ from lpot_ir.ir.quant import (
     Fp32Reason,
     OpQuantConfig,
     QuantFormat,
+    RecoveryOptions,
     TensorRange,
     TuningConfig,
 )
@@ -56,7 +57,6 @@ from lpot_ir.passes.quantization import (
     select_pipeline,
 )
 from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
-from lpot_ir.passes.quantization.recovery.options import RecoveryOptions
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -328,7 +328,7 @@ class ModelQuantizer:
             names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
             calibration and by the tuning loop's sensitivity and accuracy proxy.
         recovery_options: samples and work budgets of the data-driven accuracy-recovery passes
-            (:class:`~lpot_ir.passes.quantization.recovery.options.RecoveryOptions`).
+            (:class:`~lpot_ir.ir.quant.RecoveryOptions`).
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).

@@ -157,6 +157,7 @@ def _fields(config: TuningConfig) -> dict[str, Any]:
         "global_config": config.global_config,
         "overrides": config.overrides,
         "calib_sampling_size": config.calib_sampling_size,
+        "recovery": config.recovery,
     }
 
 
@@ -237,6 +238,7 @@ def tuning_config_from_lpot(config: Any) -> TuningConfig:
         format=quant.format or QuantFormat.QDQ,
         global_config=global_config,
         calib_sampling_size=int(_first(quant.calibration.sampling_size, 100)),
+        recovery=quant.recipes.recovery(),
     )
     for op_type, entry in quant.optype_wise.items():
         tuning = tuning.with_override(ScopeKind.OP_TYPE, op_type, _entry_override(entry))

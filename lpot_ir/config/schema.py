@@ -27,7 +27,17 @@ from lpot_ir.data.dataloader import LastBatch
 from lpot_ir.data.datasets import DATASETS
 from lpot_ir.data.transforms import POSTPROCESSES, TRANSFORMS, check_params
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, Scheme
+from lpot_ir.ir.quant import (
+    Approach,
+    CalibAlgorithm,
+    DType,
+    Granularity,
+    QuantFormat,
+    RecoveryConfig,
+    RecoveryOptions,
+    Scheme,
+    WeightRounding,
+)
 from lpot_ir.metrics.base import METRICS
 
 __all__ = [
@@ -41,6 +51,8 @@ __all__ = [
     "DataLoaderSection",
     "PostprocessSection",
     "CalibrationSection",
+    "RecipesSection",
+    "RecoveryArgs",
     "TensorWise",
     "ModelWise",
     "OpWiseEntry",
@@ -282,6 +294,70 @@ class CalibrationSection(_Section):
             )
 
 
+# -- quantization.recipes: the quantization-stage recovery passes (bias correction, weight rounding,
+# range search). The prepare-stage rewrites (SmoothQuant, equalization) add their keys beside these.
+
+
+@dataclass(frozen=True)
+class RecoveryArgs(_Section):
+    """``quantization.recipes.recovery_args``: how much work bias correction, AdaRound and range search may do
+    (:class:`~lpot_ir.ir.quant.RecoveryOptions`; the same for every configuration tuning tries).
+
+    Attributes:
+        samples: calibration samples they read (the first ones).
+        adaround_iterations: AdaRound's Adam steps per layer.
+        adaround_seconds: AdaRound's total work budget, in seconds of a reference core (deterministic).
+        adaround_layer_seconds: the budget of one layer, same unit.
+        range_search_margin: keep the configured range unless another lowers the error by this fraction.
+    """
+
+    samples: int = 32
+    adaround_iterations: int = 300
+    adaround_seconds: float = 30.0
+    adaround_layer_seconds: float = 3.0
+    range_search_margin: float = 0.02
+
+    def _check(self) -> None:
+        try:
+            self.options()
+        except ValueError as exc:
+            _invalid(self, f"{exc}.")
+
+    def options(self) -> RecoveryOptions:
+        """The :class:`RecoveryOptions` these arguments set (the others keep their defaults)."""
+        return RecoveryOptions(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class RecipesSection(_Section):
+    """``quantization.recipes``: accuracy recovery that keeps ops in INT8 (Neural Compressor's section name).
+
+    Attributes:
+        bias_correction: fold each quantized layer's mean output shift (measured on calibration data) into
+            its bias (Neural Compressor's ``fast_bias_correction``, done layer by layer).
+        weight_rounding: ``nearest``, ``mse`` (per-channel clipping) or ``adaround`` (learned rounding).
+        range_search: choose each activation's calibration algorithm and scheme by the error it causes.
+        recovery_args: how much work those may do.
+    """
+
+    bias_correction: bool = False
+    weight_rounding: WeightRounding = WeightRounding.NEAREST
+    range_search: bool = False
+    recovery_args: RecoveryArgs = field(default_factory=RecoveryArgs)
+
+    def recovery(self) -> RecoveryConfig:
+        """The :class:`RecoveryConfig` these recipes start from (``TuningConfig.recovery``)."""
+        return RecoveryConfig(
+            bias_correction=self.bias_correction,
+            weight_rounding=self.weight_rounding,
+            range_search=self.range_search,
+        )
+
+    def recovery_options(self) -> RecoveryOptions:
+        """The work budgets of the data-driven recovery passes (``ModelQuantizer(recovery_options=...)``)."""
+        return self.recovery_args.options()
+
+
 @dataclass(frozen=True)
 class TensorWise(_Section):
     """Allowed quantization settings of one tensor kind (weight or activation).
@@ -361,6 +437,7 @@ class QuantizationSection(_Section):
         format: ``qdq`` or ``qoperator`` (an lpot-ir field). ``None`` = implied by ``model.framework``
             (``onnxrt_qlinearops`` -> qoperator), else qdq; :class:`Config` resolves it.
         calibration: sampling sizes and calibration data.
+        recipes: accuracy recovery that keeps ops in INT8 (``TuningConfig.recovery``).
         model_wise: constraints for every node.
         op_wise: constraints per node name (framework names allowed).
         optype_wise: constraints per op type (e.g. ``Conv``).
@@ -370,6 +447,7 @@ class QuantizationSection(_Section):
     approach: Approach | None = None
     format: QuantFormat | None = None
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    recipes: RecipesSection = field(default_factory=RecipesSection)
     model_wise: ModelWise = field(default_factory=ModelWise)
     op_wise: dict[str, OpWiseEntry] = field(default_factory=dict)
     optype_wise: dict[str, OpWiseEntry] = field(default_factory=dict)

@@ -128,6 +128,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         format=quant.format,
         global_config=candidates[0],
         calib_sampling_size=sizes[0],
+        recovery=quant.recipes.recovery(),
     )
     pinned: dict[str, Fp32Reason] = {}
     for op_type, entry in quant.optype_wise.items():

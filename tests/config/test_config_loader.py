@@ -159,6 +159,18 @@ def test_every_default() -> None:
             "approach": "post_training_static_quant",
             "format": "qdq",
             "calibration": {"sampling_size": [100]},
+            "recipes": {
+                "bias_correction": False,
+                "weight_rounding": "nearest",
+                "range_search": False,
+                "recovery_args": {
+                    "samples": 32,
+                    "adaround_iterations": 300,
+                    "adaround_seconds": 30.0,
+                    "adaround_layer_seconds": 3.0,
+                    "range_search_margin": 0.02,
+                },
+            },
             "model_wise": {
                 "weight": {"dtype": [], "scheme": [], "granularity": [], "algorithm": []},
                 "activation": {"dtype": [], "scheme": [], "granularity": [], "algorithm": []},

@@ -37,12 +37,12 @@ from lpot_ir.ir.quant import (
     OpQuantConfig,
     QuantSpec,
     RecoveryConfig,
+    RecoveryOptions,
     TensorRange,
     TuningConfig,
 )
 from lpot_ir.passes.base import ContextPass, PassResult
 from lpot_ir.passes.quantization.qparams import QParams
-from lpot_ir.passes.quantization.recovery.options import RecoveryOptions
 
 __all__ = [
     "RangeLookup",

@@ -9,8 +9,7 @@ import onnx
 import pytest
 from recovery_models import batches, positive_inputs, run, shifted_depthwise, shifted_linear
 
-from lpot_ir.ir.quant import Granularity, OpQuantConfig, RecoveryConfig, TuningConfig
-from lpot_ir.passes.quantization.recovery.options import RecoveryOptions
+from lpot_ir.ir.quant import Granularity, OpQuantConfig, RecoveryConfig, RecoveryOptions, TuningConfig
 from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
 

@@ -2,11 +2,11 @@
 
 Each technique is a self-contained module of this package, imported by its full path:
 
-* ``range_search``: per-tensor choice of the calibration algorithm and scheme by the error it causes;
-* ``weight_rounding``: MSE-optimal per-channel weight clipping, and AdaRound (learned rounding);
-* ``bias_correction``: the mean output shift of each quantized layer, folded into its int32 bias;
-* ``layerwise`` (the engine AdaRound and bias correction share), ``layers`` (Conv/Gemm/MatMul as matrix
-  products), ``record`` (what a recipe stores so the model is rebuilt bit for bit without data);
+* ``range_search`` (step ``range-search``): per-tensor calibration algorithm and scheme by the error it causes;
+* ``weight_rounding`` (step ``weight-rounding``): MSE-optimal per-channel weight clipping, and AdaRound;
+* ``bias_correction`` (step ``bias-correction``): each quantized layer's mean output shift, folded into its bias;
+* ``layerwise`` (the engine AdaRound and bias correction share), ``segments`` (running a model piece by
+  piece), ``layers`` (Conv/Gemm/MatMul as matrix products), ``record`` (how recipes store the decisions);
 * ``equalization``, ``smoothquant``: FP32 rewrites applied before calibration.
 """
 

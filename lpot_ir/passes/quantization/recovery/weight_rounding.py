@@ -40,7 +40,7 @@ import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
 
-from lpot_ir.ir.quant import Approach, QuantSpec, WeightRounding
+from lpot_ir.ir.quant import Approach, QuantSpec, RecoveryOptions, WeightRounding
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import (
     QUANTIZED_WEIGHT_KEY,
@@ -69,12 +69,12 @@ from lpot_ir.passes.quantization.recovery.layerwise import (
     set_constant,
     single_threaded_blas,
 )
-from lpot_ir.passes.quantization.recovery.options import REFERENCE_FLOPS, RecoveryOptions
 from lpot_ir.passes.quantization.recovery.record import decode_array, encode_array, pack_mask, unpack_mask
 
 __all__ = [
     "ZETA",
     "GAMMA",
+    "REFERENCE_FLOPS",
     "clip_ratios",
     "clipped_weight",
     "AdaRoundResult",
@@ -91,6 +91,11 @@ logger = logging.getLogger(__name__)
 
 ZETA = 1.1
 GAMMA = -0.1
+REFERENCE_FLOPS = 20e9
+"""Floating-point operations per second of the reference core that converts AdaRound's budgets (seconds)
+into a fixed amount of work, so results do not depend on the machine's speed or load. Measured on the
+development machine (one AVX-512 core, numpy with OpenBLAS): float32 matrix products of AdaRound's sizes
+run at 20-40 GFLOP/s there, so a budget of N seconds takes about N seconds or less on one such core."""
 _COARSE = np.round(np.arange(1.0, 0.499, -0.05), 2).astype(np.float32)
 _FINE = np.array([-0.04, -0.03, -0.02, -0.01, 0.01, 0.02, 0.03, 0.04], dtype=np.float32)
 
