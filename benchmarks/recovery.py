@@ -24,7 +24,8 @@ Each technique is one entry of :data:`TECHNIQUES`: the models it runs on, and th
 with plain INT8 (a :class:`~lpot_ir.ir.quant.RecoveryConfig` each). The "applied" column counts the
 sites a prepare-stage rewrite changed, or the decisions a quantization-stage pass recorded in the recipe
 (biases corrected, weights clipped or AdaRounded, activations given another range or scheme); "seconds" is
-the wall time of that quantization (calibration is cached across the rows of one model). Quantization is lpot-ir's default
+the wall time of that quantization and "cpu s" the CPU time of this process (all its threads) during it,
+which a loaded machine inflates less (calibration is cached across the rows of one model). Quantization is lpot-ir's default
 configuration for this CPU (u8 activations, s8 per-channel weights) and, where a technique names it, the
 per-tensor-weights variant. Exported models, data and calibration statistics are cached under
 ``$LPOT_IR_CACHE/recovery-bench`` (default ``~/.cache/lpot_ir``).
@@ -349,21 +350,23 @@ def run_technique(technique: Technique, task: Task, *, latency: bool, rounds: in
     latency_models: dict[str, onnx.ModelProto] = {}
     for per_tensor in (False, True) if technique.per_tensor else (False,):
         weights = "per-tensor" if per_tensor else "per-channel"
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plain = quantizer.quantize(_config(default_config(), per_tensor, RecoveryConfig()))
+        seconds = (time.perf_counter() - start, time.process_time() - cpu)
         plain_metrics = task.metric(reference, _outputs(plain.model, task.feeds))
-        rows.append((weights, "off", *plain_metrics.values(), "", "", f"{time.perf_counter() - start:.1f}"))
+        rows.append((weights, "off", *plain_metrics.values(), "", "", *(f"{t:.1f}" for t in seconds)))
         if not per_tensor:
             latency_models["int8"] = plain.model
         for label, recovery in technique.settings:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = quantizer.quantize(_config(default_config(), per_tensor, recovery))
+            seconds = (time.perf_counter() - start, time.process_time() - cpu)
             metrics = task.metric(reference, _outputs(result.model, task.feeds))
             applied, declined = _sites(result, technique.name)
-            rows.append((weights, label, *metrics.values(), applied, declined, f"{time.perf_counter() - start:.1f}"))
+            rows.append((weights, label, *metrics.values(), applied, declined, *(f"{t:.1f}" for t in seconds)))
             if not per_tensor:
                 latency_models[f"int8 {label}"] = result.model
-    headers = ["weights", technique.name, *plain_metrics.keys(), "applied", "declined", "seconds"]
+    headers = ["weights", technique.name, *plain_metrics.keys(), "applied", "declined", "seconds", "cpu s"]
     print(format_table(headers, rows, title=f"{technique.name} on {task.name}: INT8 error against FP32"))
     if latency:
         comparison = compare_latency(latency_models, task.latency_input, rounds=rounds, iterations=20)

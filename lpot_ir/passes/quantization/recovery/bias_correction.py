@@ -57,11 +57,16 @@ from lpot_ir.passes.quantization.recovery.layerwise import (
 )
 from lpot_ir.passes.quantization.recovery.record import BiasChange
 
-__all__ = ["BiasSlot", "BiasCorrectionReport", "BiasCorrectionPass", "bias_slot", "mean_shift"]
+__all__ = ["SIGNIFICANCE", "BiasSlot", "BiasCorrectionReport", "BiasCorrectionPass", "bias_slot", "mean_shift"]
 
 logger = logging.getLogger(__name__)
 
 _INT32 = np.iinfo(np.int32)
+
+SIGNIFICANCE = 3.0
+"""A channel is corrected only when its measured shift exceeds this many standard errors of its
+per-sample estimate: a correction that is mostly sampling noise only adds error (measured effect in
+docs/quantization.md, *Bias correction*)."""
 
 
 @dataclass
@@ -124,20 +129,28 @@ def _bias_scale(slot: BiasSlot) -> np.ndarray:
     return scale.reshape(-1).astype(np.float64)
 
 
-def mean_shift(target: Target, slot: BiasSlot, x_q: list[np.ndarray], x_fp: list[np.ndarray]) -> np.ndarray:
-    """``E[y_fp] - E[y_q]`` per output channel (float64), from the per-tap means of the inputs."""
+def mean_shift(
+    target: Target, slot: BiasSlot, x_q: list[np.ndarray], x_fp: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``E[y_fp] - E[y_q]`` per output channel and its standard error (float64 each), from the per-tap means
+    of each sample's inputs (the standard error from the spread of the per-sample shifts)."""
     layer = target.layer
-    positions = sum(layer.num_positions(x.shape) for x in x_q)
-    mean_q = np.sum([layer.row_sum(x) for x in x_q], axis=0) / positions
-    mean_fp = np.sum([layer.row_sum(x) for x in x_fp], axis=0) / positions
-    out_fp = np.matmul(layer.weight_matrix(target.weight_fp32.astype(np.float64)), mean_fp[..., None]).reshape(-1)
-    out_q = np.matmul(layer.weight_matrix(target.dequantized_weight()), mean_q[..., None]).reshape(-1)
+    sums_q = np.concatenate([layer.row_sums(x) for x in x_q])  # [samples, g, K]
+    sums_fp = np.concatenate([layer.row_sums(x) for x in x_fp])
+    per_sample = sum(layer.num_positions(x.shape) for x in x_q) / len(sums_q)
+    weight_fp = layer.weight_matrix(target.weight_fp32.astype(np.float64))  # [g, C, K]
+    weight_q = layer.weight_matrix(target.dequantized_weight())
+    # per sample: W @ mean_fp - W_q @ mean_q, [samples, C]
+    shifts = (np.einsum("gck,sgk->sgc", weight_fp, sums_fp) - np.einsum("gck,sgk->sgc", weight_q, sums_q)) / per_sample
+    shifts = shifts.reshape(len(sums_q), -1)
     if slot.value is None:
-        bias_q = np.zeros_like(out_q)
+        bias_q = np.zeros(shifts.shape[1])
     else:
         current = slot.value.const_value.numpy().astype(np.float64).reshape(-1)  # type: ignore[union-attr]
         bias_q = current * _bias_scale(slot) if slot.kind == "int32" else current
-    return (out_fp + slot.fp32.astype(np.float64)) - (out_q + bias_q)
+    shift = shifts.mean(axis=0) + slot.fp32.astype(np.float64) - bias_q
+    error = shifts.std(axis=0) / np.sqrt(len(shifts)) if len(shifts) > 1 else np.zeros_like(shift)
+    return shift, error
 
 
 def _create_bias(builder: GraphBuilder, target: Target, slot: BiasSlot) -> None:
@@ -262,7 +275,8 @@ class BiasCorrectionPass(QuantizationPass):
             for target in targets:
                 slot = slots[target.name]
                 x_q, x_fp = walk.inputs(target)
-                shift = mean_shift(target, slot, x_q, x_fp)
+                shift, error = mean_shift(target, slot, x_q, x_fp)
+                shift = np.where(np.abs(shift) > SIGNIFICANCE * error, shift, 0.0)
                 if slot.kind == "int32":
                     steps = np.clip(np.round(shift / _bias_scale(slot)), _INT32.min, _INT32.max)
                     delta: np.ndarray = steps.astype(np.int32)

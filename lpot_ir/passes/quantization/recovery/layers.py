@@ -169,15 +169,20 @@ class LinearLayer:
         ``W @ row_sum(x) / num_positions(x.shape)`` is the mean output without bias, computed per
         kernel tap from strided slices, without materializing the rows.
         """
+        return self.row_sums(x).sum(axis=0)
+
+    def row_sums(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`row_sum` per sample (the first axis of ``x``; Gemm: per row): ``[samples, groups, K]``."""
         if self.op_type == "Gemm":
             rows = x.T if self.trans_a else x
-            return (rows.sum(axis=0, dtype=np.float64) * float(self.alpha))[None]
+            return (rows.astype(np.float64) * float(self.alpha))[:, None, :]
         if self.op_type == "MatMul":
-            return x.reshape(-1, x.shape[-1]).sum(axis=0, dtype=np.float64)[None]
+            samples = x.shape[0] if x.ndim > 2 else x.reshape(-1, x.shape[-1]).shape[0]
+            return x.reshape(samples, -1, x.shape[-1]).sum(axis=1, dtype=np.float64)[:, None, :]
         nd = len(self.kernel)
         begin, end, outs = self._conv_geometry(x.shape[2:])
         padded = np.pad(x, [(0, 0), (0, 0), *zip(begin, end, strict=True)]) if any(begin) or any(end) else x
-        sums = np.zeros((x.shape[1], *self.kernel), dtype=np.float64)
+        sums = np.zeros((x.shape[0], x.shape[1], *self.kernel), dtype=np.float64)
         for tap in np.ndindex(*self.kernel):
             window = tuple(
                 slice(tap[d] * self.dilations[d], tap[d] * self.dilations[d] + self.strides[d] * (outs[d] - 1) + 1,
@@ -185,8 +190,8 @@ class LinearLayer:
                 for d in range(nd)
             )
             part = padded[(slice(None), slice(None)) + window]
-            sums[(slice(None),) + tuple(tap)] = part.sum(axis=(0, *range(2, 2 + nd)), dtype=np.float64)
-        return sums.reshape(self.groups, -1)
+            sums[(slice(None), slice(None)) + tuple(tap)] = part.sum(axis=tuple(range(2, 2 + nd)), dtype=np.float64)
+        return sums.reshape(x.shape[0], self.groups, -1)
 
     def outputs(self, y: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Output values ``[groups, len(positions), out channels per group]`` at flat output ``positions``."""
