@@ -26,6 +26,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir import __version__, frontends
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
@@ -33,8 +34,10 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     default_op_config,
     quantizable_nodes,
 )
+from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     Approach,
@@ -46,7 +49,14 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.base import (
+    PIPELINES,
+    StepReport,
+    available_passes,
+    pipeline_steps,
+    pipeline_version,
+    run_pipeline,
+)
 from lpot_ir.passes.quantization import (
     PREPARE_PIPELINE,
     PipelineRecord,
@@ -78,15 +88,6 @@ took from calibration data, replayed without it), and is written only when a ste
 Version 1 and 2 recipes still load; version 1 replays with the pipeline its configuration selects."""
 
 _READABLE_RECIPE_VERSIONS = (1, 2, 3)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lpot-ir")
-    except Exception:  # not installed as a distribution (running from a source tree)
-        return "0.0.0+unknown"
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -147,7 +148,7 @@ class Recipe:
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
-    lpot_ir_version: str = field(default_factory=_version)
+    lpot_ir_version: str = __version__
     format_version: int = 2
     pipeline: PipelineRecord | None = None
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -279,7 +280,6 @@ class QuantizedModel:
         Returns:
             The written path, or the ``torch.nn.Module`` for ``pytorch``.
         """
-        from lpot_ir import frontends
 
         kind = target.lower()
         if kind == "pytorch":
@@ -455,7 +455,6 @@ class ModelQuantizer:
     ) -> Any:
         """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
         of the optimized model or of a prepared one."""
-        from lpot_ir.calibration import calibrate
 
         prepared = prepared or self._base
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
@@ -568,16 +567,8 @@ def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
 
 
 def _optimize(model: ir.Model) -> ir.Model:
-    """Run the ``fp32-optimize`` pipeline; on failure keep the model as loaded (with a warning)."""
-    backup = to_proto(model)
-    try:
-        from lpot_ir.passes.base import run_pipeline
-
-        report = run_pipeline(model, "fp32-optimize")
-        model = getattr(report, "model", None) or model
-    except Exception as exc:  # an optimizer failure must not stop quantization: fall back to the loaded model
-        logger.warning("fp32-optimize failed (%s: %s); quantizing the model as loaded.", type(exc).__name__, exc)
-        model = ir.serde.deserialize_model(backup)
+    """Run the ``fp32-optimize`` pipeline (a failing rule or pass raises :class:`PassError` naming it)."""
+    model = run_pipeline(model, "fp32-optimize").model
     # weights stored in Constant nodes become initializers, so they can be stored quantized
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
     return model
@@ -604,7 +595,6 @@ def quantize(
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
     """
-    from lpot_ir.frontends import resolve_model
 
     approach = config.approach if config is not None else kwargs.pop("approach", Approach.STATIC)
     kwargs.pop("approach", None)
@@ -612,7 +602,7 @@ def quantize(
     converted = resolve_model(model, calib_dataloader=calib_dataloader, **frontend_options)
     if converted.framework != "onnx":
         model = converted.model
-        kwargs.setdefault("name_map", {k: v for k, v in converted.name_map.items() if v and v != k} or None)
+        kwargs.setdefault("name_map", converted.aliases_map)
     quantizer = ModelQuantizer(model, calib_dataloader, approach=approach, **kwargs)
     return quantizer.quantize(config or default_config(approach))
 

@@ -21,16 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.batching import BatchLayout
+from lpot_ir.backends.onnxruntime.session import make_session, run_feed
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
-
-if TYPE_CHECKING:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import all_graphs, to_proto
 
@@ -192,8 +191,6 @@ def collect(
     Raises:
         DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
     """
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
-    from lpot_ir.backends.onnxruntime.session import make_session, run_feed
 
     stats = {
         name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)

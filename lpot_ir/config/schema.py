@@ -18,15 +18,18 @@ comma-separated string (``dtype: int8, fp32``), and always holds a tuple. Cross-
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import yaml
+
+from lpot_ir.config.coerce import SectionError, coerce_fields, to_plain
 from lpot_ir.data.dataloader import LastBatch
 from lpot_ir.data.datasets import DATASETS
 from lpot_ir.data.transforms import POSTPROCESSES, TRANSFORMS, check_params
-from lpot_ir.errors import ConfigError
 from lpot_ir.ir.quant import (
     Approach,
     CalibAlgorithm,
@@ -166,20 +169,6 @@ class Objective(str, enum.Enum):
         return self.value
 
 
-class SectionError(ConfigError):
-    """A cross-field rule of one section failed; the loader adds the section's path and line.
-
-    Attributes:
-        section: the dataclass name.
-        detail: what is wrong and how to fix it.
-    """
-
-    def __init__(self, section: str, detail: str) -> None:
-        super().__init__(f"{section}: {detail}")
-        self.section = section
-        self.detail = detail
-
-
 def _invalid(owner: object, message: str) -> None:
     raise SectionError(type(owner).__name__, message)
 
@@ -190,8 +179,6 @@ class _Section:
     then :meth:`_check` applies the section's cross-field rules."""
 
     def __post_init__(self) -> None:
-        from lpot_ir.config.loader import coerce_fields
-
         coerce_fields(self)
         self._check()
 
@@ -255,8 +242,6 @@ class DataLoaderSection(_Section):
 
 
 def _check_registry(owner: object, registry: dict[str, type], kind: str, spec: dict[str, Any]) -> None:
-    import difflib
-
     for name, params in spec.items():
         if name not in registry:
             close = difflib.get_close_matches(str(name), list(registry), n=1)
@@ -827,12 +812,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (YAML/JSON types); ``load_config(c.to_dict()) == c``."""
-        from lpot_ir.config.loader import to_plain
-
         return to_plain(self)
 
     def to_yaml(self) -> str:
         """The configuration as YAML text; ``load_config(c.to_yaml()) == c``."""
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)

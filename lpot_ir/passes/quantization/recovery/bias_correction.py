@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.builder import GraphBuilder
 from lpot_ir.ir.quant import Approach
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder
 from lpot_ir.passes.quantization.qparams import quantize_bias
 from lpot_ir.passes.quantization.recovery.layerwise import (
     LayerwiseWalk,
@@ -299,8 +300,6 @@ class BiasCorrectionPass(QuantizationPass):
         changes = {name: BiasChange.from_dict(data) for name, data in recorded.items()}
         missing = sorted(set(changes) - set(slots))
         if missing:
-            from lpot_ir.errors import QuantizationError
-
             raise QuantizationError(
                 f"The recipe corrects the bias of {missing[:3]}, which are not quantized layers with a bias slot "
                 "in this model under the recipe's configuration. Apply the recipe to the FP32 model it was made from."

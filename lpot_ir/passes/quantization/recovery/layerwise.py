@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_ir as ir
+from threadpoolctl import threadpool_limits
 
 from lpot_ir.backends.onnxruntime.capabilities import constant_value
 from lpot_ir.ir.model import to_proto
@@ -236,13 +237,7 @@ class single_threaded_blas:
     more so on a loaded machine) and results are then reproducible."""
 
     def __enter__(self) -> None:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: without it numpy keeps its own threads
-            self._limits = None
-            return
         self._limits = threadpool_limits(limits=1, user_api="blas")
 
     def __exit__(self, *exc: object) -> None:
-        if self._limits is not None:
-            self._limits.restore_original_limits()
+        self._limits.restore_original_limits()

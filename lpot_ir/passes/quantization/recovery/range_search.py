@@ -42,6 +42,7 @@ import onnx
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import constant_value
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
@@ -211,8 +212,6 @@ def search_ranges(
         margin: keep the configured choice unless another lowers the error by more than this fraction.
         threads: ONNX Runtime intra-op threads.
     """
-    from lpot_ir.backends.onnxruntime.session import make_session
-
     started = time.perf_counter()
     result = RangeSearchResult()
     tensors = searched_tensors(model)

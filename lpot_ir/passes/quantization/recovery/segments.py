@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.errors import QuantizationError
 
 __all__ = ["SegmentRunner"]
@@ -133,8 +134,6 @@ class SegmentRunner:
         return sorted(needed)
 
     def _run(self, segment: list[int], requested: set[str]) -> None:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         members = set(segment)
         after = self._done | members
         produced: list[str] = []
