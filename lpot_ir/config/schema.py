@@ -54,6 +54,7 @@ __all__ = [
     "DataLoaderSection",
     "PostprocessSection",
     "CalibrationSection",
+    "SmoothQuantArgs",
     "RecipesSection",
     "RecoveryArgs",
     "TensorWise",
@@ -279,10 +280,6 @@ class CalibrationSection(_Section):
             )
 
 
-# -- quantization.recipes: the quantization-stage recovery passes (bias correction, weight rounding,
-# range search). The prepare-stage rewrites (SmoothQuant, equalization) add their keys beside these.
-
-
 @dataclass(frozen=True)
 class RecoveryArgs(_Section):
     """``quantization.recipes.recovery_args``: how much work bias correction, AdaRound and range search may do
@@ -314,25 +311,52 @@ class RecoveryArgs(_Section):
 
 
 @dataclass(frozen=True)
-class RecipesSection(_Section):
-    """``quantization.recipes``: accuracy recovery that keeps ops in INT8 (Neural Compressor's section name).
+class SmoothQuantArgs(_Section):
+    """``quantization.recipes.smooth_quant_args`` (Neural Compressor's key).
 
     Attributes:
+        alpha: SmoothQuant's migration strength(s) in [0, 1]. The first value is used by ``lpot quantize``
+            and as tuning's starting point; tuning may try the others. The default starts at 0.7, not the
+            paper's 0.5: on MiniLM 0.5 made INT8 worse and 0.7-0.8 three times better (docs/quantization.md).
+    """
+
+    alpha: tuple[float, ...] = (0.7, 0.5, 0.8)
+
+    def _check(self) -> None:
+        if not self.alpha or any(not 0.0 <= a <= 1.0 for a in self.alpha):
+            _invalid(self, f"alpha must be one or more numbers in [0, 1], got {list(self.alpha)}.")
+
+
+@dataclass(frozen=True)
+class RecipesSection(_Section):
+    """``quantization.recipes``: accuracy recovery that keeps ops in INT8 (Neural Compressor's key).
+
+    Attributes:
+        smooth_quant: SmoothQuant for MatMul/Gemm inputs (an FP32 rewrite before calibration).
+        smooth_quant_args: its settings (``alpha``).
+        cross_layer_equalization: cross-layer equalization of Conv pairs (an lpot-ir key; an FP32 rewrite
+            before calibration).
         bias_correction: fold each quantized layer's mean output shift (measured on calibration data) into
             its bias (Neural Compressor's ``fast_bias_correction``, done layer by layer).
         weight_rounding: ``nearest``, ``mse`` (per-channel clipping) or ``adaround`` (learned rounding).
         range_search: choose each activation's calibration algorithm and scheme by the error it causes.
-        recovery_args: how much work those may do.
+        recovery_args: how much work bias correction, AdaRound and range search may do.
     """
 
+    smooth_quant: bool = False
+    smooth_quant_args: SmoothQuantArgs = field(default_factory=SmoothQuantArgs)
+    cross_layer_equalization: bool = False
+    # the quantization-stage passes (they read calibration data and record their decisions in the recipe)
     bias_correction: bool = False
     weight_rounding: WeightRounding = WeightRounding.NEAREST
     range_search: bool = False
     recovery_args: RecoveryArgs = field(default_factory=RecoveryArgs)
 
     def recovery(self) -> RecoveryConfig:
-        """The :class:`RecoveryConfig` these recipes start from (``TuningConfig.recovery``)."""
+        """The :class:`RecoveryConfig` these recipes start from (the first ``alpha``)."""
         return RecoveryConfig(
+            equalization=self.cross_layer_equalization,
+            smoothquant_alpha=self.smooth_quant_args.alpha[0] if self.smooth_quant else None,
             bias_correction=self.bias_correction,
             weight_rounding=self.weight_rounding,
             range_search=self.range_search,

@@ -81,7 +81,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     # -- quantization (lpot_ir.passes.quantization; every step gets the QuantizationContext) --------
     # Stage: FP32 rewrites of the optimized model BEFORE calibration (accuracy recovery: equalization,
     # SmoothQuant). ModelQuantizer runs it once per prepared-model key and calibrates its result.
-    "int8-prepare": (),
+    "int8-prepare": ("cross-layer-equalization", "smoothquant"),
     # Stage: after Q/DQ insertion (or the dynamic rewrite), before lowering (accuracy recovery: bias
     # correction, weight rounding). Steps may read calibration feeds and the FP32 model from the context.
     "int8-refine": ("weight-rounding", "bias-correction"),

@@ -160,6 +160,9 @@ def test_every_default() -> None:
             "format": "qdq",
             "calibration": {"sampling_size": [100]},
             "recipes": {
+                "smooth_quant": False,
+                "smooth_quant_args": {"alpha": [0.7, 0.5, 0.8]},
+                "cross_layer_equalization": False,
                 "bias_correction": False,
                 "weight_rounding": "nearest",
                 "range_search": False,
