@@ -175,3 +175,16 @@ def test_mse_finds_the_outlier_tensor_at_its_first_fallback(digits, quantizer, t
     for name in OUTLIER_OPS:
         assert outcome.decisions[name]["quantized"] is False
     assert outcome.decisions["/pw2/pw2.0/Conv"]["quantized"] is True
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (4, 7, 16), (4, 9), (4,)])
+def test_error_statistics_equal_the_error_of_the_concatenated_samples(shape):
+    from lpot_ir.tuning.sensitivity import ErrorStatistics, normalized_error
+
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=shape) * rng.uniform(0.1, 10, size=shape[-1] if len(shape) == 3 else 1)
+    actual = reference + rng.normal(scale=0.05, size=shape)
+    stats = ErrorStatistics()
+    for i in range(shape[0]):  # one sample at a time, as the sensitivity meter streams them
+        stats.update(actual[i : i + 1], reference[i : i + 1])
+    assert stats.error() == pytest.approx(normalized_error(actual, reference), rel=1e-9)
