@@ -238,14 +238,23 @@ def run_lpot_ir(spec: TaskSpec, folder: Path, rundir: Path) -> ToolRun:
     model = spec.framework_model(folder)  # the user's model object: loaded before the clock starts
     calib = _calibration_batches(spec, folder)
     conf = _lpot_yaml(task, workspace)
+    log = logging.FileHandler(rundir / "lpot_ir.log", mode="w")  # lpot-ir's own INFO log, for the record
+    log.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    lpot_logger = logging.getLogger("lpot_ir")
+    lpot_logger.addHandler(log)
+    lpot_logger.setLevel(logging.INFO)
     began = time.perf_counter()
     counter = CountingEval(spec, folder, began)
-    quantizer = Quantization(conf)
-    quantizer.progress = False
-    quantizer.model = model
-    quantizer.calib_dataloader = calib
-    quantizer.eval_func = counter
-    quantizer.fit()
+    try:
+        quantizer = Quantization(conf)
+        quantizer.progress = False
+        quantizer.model = model
+        quantizer.calib_dataloader = calib
+        quantizer.eval_func = counter
+        quantizer.fit()
+    finally:
+        lpot_logger.removeHandler(log)
+        log.close()
     wall = time.perf_counter() - began
     outcome = quantizer.outcome
     output = rundir / "lpot_ir.int8.onnx"
@@ -308,7 +317,7 @@ def run_ort(folder: Path, rundir: Path, approach: str) -> ToolRun:
     try:
         quant_pre_process(str(source), str(prepared))
     except Exception as error:  # noqa: BLE001 - ORT raises anything; a user would quantize the original then
-        note = f"quant_pre_process failed ({type(error).__name__}: {str(error).splitlines()[0][:120]}); quantized the original"
+        note = f"quant_pre_process failed ({_first_line(error, 120)}); quantized the original"
         shutil.copyfile(source, prepared)
     if approach == "dynamic":
         quantize_dynamic(str(prepared), str(output))
@@ -359,6 +368,42 @@ def run_peers(names: Sequence[str], folder: Path, rundir: Path, timeout: float) 
 # --------------------------------------------------------------------------------------------- scoring
 
 
+def _tool_key(run: ToolRun, peers: Sequence[str]) -> str:
+    """``lpot-ir``, ``ort`` or the peer's name: what ``--reuse`` names."""
+    if run.tool.startswith("lpot-ir"):
+        return "lpot-ir"
+    if run.tool.startswith("ORT"):
+        return "ort"
+    return str(run.details.get("peer") or next((p for p in peers if p in run.tool.lower()), run.tool))
+
+
+def _save_runs(rundir: Path, runs: Sequence[ToolRun], peers: Sequence[str]) -> None:
+    """Each tool's raw result (before re-scoring) in RUNDIR/runs.json, for ``--reuse``."""
+    saved = {}
+    path = rundir / "runs.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        fresh.setdefault(_tool_key(run, peers), []).append(asdict(run))
+    saved.update(fresh)
+    path.write_text(json.dumps(saved, indent=1, default=str))
+
+
+def _load_runs(rundir: Path, reuse: set[str]) -> dict[str, list[ToolRun]]:
+    path = rundir / "runs.json"
+    if not reuse or not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    found = {}
+    for key in reuse:
+        entries = [ToolRun(**e) for e in saved.get(key, [])]
+        if entries and all(e.model is None or Path(e.model).exists() for e in entries):
+            found[key] = entries
+            logger.info("reusing %s from %s", key, path)
+    return found
+
+
 def _latency_inputs(folder: Path) -> tuple[np.ndarray, ...]:
     task = suite_eval.load_task(folder)
     feed = suite_eval.load_feeds(folder / "eval.npz")[int(task.get("latency_feed", 0))]
@@ -394,6 +439,9 @@ def score_runs(task: Mapping[str, Any], folder: Path, fp32: float, runs: list[To
     models: dict[str, Any] = {"FP32": str(fp32_model)}
     models.update({run.tool: run.model for run in runs if run.model})
     iterations = _iterations(fp32_model, inputs)
+    if len(models) == 1:
+        return {"latency": None, "fp32_compute_ops": fp32_compute_ops(onnx.load(str(fp32_model)))[1],
+                "fp32_megabytes": os.path.getsize(fp32_model) / 2**20}  # fmt: skip
     logger.info("latency: %d models, %d rounds x %d runs, batch of feed %s", len(models), rounds, iterations, task.get("latency_feed", 0))
     comparison = compare_latency(models, inputs, rounds=max(rounds, len(models)), iterations=iterations, warmup=3)
     for run in runs:
@@ -409,6 +457,11 @@ def score_runs(task: Mapping[str, Any], folder: Path, fp32: float, runs: list[To
 
 
 # --------------------------------------------------------------------------------------------- report
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:limit] if text else ''}"
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -447,7 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds (at least one per model)")
     parser.add_argument("--peer-timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--reuse", default="",
+        help="tools whose models from an earlier run in RUNDIR to reuse instead of running them again "
+        "(ort and/or peer names, e.g. 'ort,inc,nncf'): develop lpot-ir against fixed peer results",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    reuse = {t.strip() for t in args.reuse.split(",") if t.strip()}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("lpot_ir",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -473,14 +532,17 @@ def main(argv: list[str] | None = None) -> int:
         fp32_eval_seconds = time.perf_counter() - start
         logger.info("%s: FP32 %s = %.6f (%.1f s per evaluation)", name, task["metric"], fp32, fp32_eval_seconds)
         runs: list[ToolRun] = []
+        reused = _load_runs(rundir, reuse)
         if "lpot-ir" in tools:
             logger.info("%s: lpot-ir default tuning ...", name)
             try:
                 runs.append(run_lpot_ir(spec, folder, rundir))
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep the suite going
                 logger.exception("lpot-ir failed on %s", name)
-                runs.append(ToolRun("lpot-ir basic (default)", None, None, None, note=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}"))
-        if "ort" in tools:
+                runs.append(ToolRun("lpot-ir basic (default)", None, None, None, note=f"failed: {_first_line(error)}"))
+        if "ort" in tools and "ort" in reused:
+            runs += reused["ort"]
+        elif "ort" in tools:
             approaches = ["static", "dynamic"] if task["approach"] == "dynamic" else ["static"]
             for approach in approaches:
                 logger.info("%s: ORT %s ...", name, approach)
@@ -488,8 +550,10 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run_ort(folder, rundir, approach))
                 except Exception as error:  # noqa: BLE001
                     logger.exception("ORT %s failed on %s", approach, name)
-                    runs.append(ToolRun(f"ORT quantize_{approach}", None, None, None, note=f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}"))
-        runs += run_peers(peers, folder, rundir, args.peer_timeout)
+                    runs.append(ToolRun(f"ORT quantize_{approach}", None, None, None, note=f"failed: {_first_line(error)}"))
+        runs += run_peers([p for p in peers if p not in reused], folder, rundir, args.peer_timeout)
+        runs += [r for p in peers if p in reused for r in reused[p]]
+        _save_runs(rundir, runs, peers)
         extra = score_runs(task, folder, fp32, runs, args.rounds)
         table = markdown_table(name, task, fp32, runs, extra)
         tables.append(table)

@@ -1,7 +1,10 @@
 """Silero VAD (the ONNX model the ``silero-vad`` package ships) on speech synthesized by Debian's espeak-ng.
 
-* Model: ``silero_vad/data/silero_vad.onnx`` (what ``load_silero_vad(onnx=True)`` loads; ONNX frontend):
-  inputs ``input`` (B, 576) float32 = 64 samples of context + a 512-sample chunk at 16 kHz, ``state``
+* Model: ``silero_vad/data/silero_vad_16k_op15.onnx``, what ``load_silero_vad(onnx=True,
+  opset_version=15)`` loads: the 16 kHz model (ONNX frontend). Its 6 Convs are in the main graph and
+  its LSTM (an ONNX ``LSTM``) inside an ``If``. The package's default ``silero_vad.onnx`` puts the whole
+  network inside an ``If`` on ``sr`` (8 or 16 kHz branches), where neither lpot-ir nor ONNX Runtime's
+  quantizer quantizes anything. Inputs ``input`` (B, 576) float32 = 64 samples of context + a 512-sample chunk at 16 kHz, ``state``
   (2, B, 128) float32 (the LSTM state), ``sr`` (int64 scalar, 16000); outputs ``output`` (B, 1) speech
   probability and ``stateN`` (the next state).
 * Data: 8 streams of about 16 s each, processed side by side as a batch of 8 (8 audio channels at once:
@@ -41,7 +44,7 @@ VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-us+f2", "en-gb+m
 def model_path() -> Path:
     import silero_vad
 
-    return Path(silero_vad.__file__).parent / "data" / "silero_vad.onnx"
+    return Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_op15.onnx"
 
 
 def speak(text: str, voice: str, speed: int) -> np.ndarray:
@@ -131,7 +134,7 @@ def build(folder: Path) -> None:
         "description": "Silero VAD (LSTM, ONNX) on espeak-ng speech with silence/noise gaps, 8 streams "
         "as a batch, state carried between chunks; frame-level speech F1",
         "source": {
-            "model": "silero_vad/data/silero_vad.onnx",
+            "model": "silero_vad/data/silero_vad_16k_op15.onnx",
             "data": "sentences of pydoc_data.topics (CPython) spoken by espeak-ng (Debian), gaps of "
             "silence + white noise",
             "packages": package_versions(["silero-vad", "scipy"]),
