@@ -68,19 +68,18 @@ COMPUTE_OPS = frozenset(
 )  # fmt: skip
 """Op types whose FP32 execution is what INT8 quantization is meant to replace."""
 
-INTEGER_OPS_PREFIXES = ("QLinear", "DynamicQuantize")
 INTEGER_OPS = frozenset(
-    {"ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "QAttention", "QGemm", "QEmbedLayerNormalization",
-     "DynamicQuantizeLSTM", "DynamicQuantizeMatMul"}
+    {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "QAttention",
+     "QGemm", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul"}
 )  # fmt: skip
-"""Op types that compute in integers (QOperator form and ONNX Runtime's contrib integer ops)."""
+"""Integer versions of :data:`COMPUTE_OPS` (QOperator form and ONNX Runtime's contrib integer ops)."""
 
 
 def fp32_compute_ops(model: onnx.ModelProto) -> tuple[int, int]:
     """(compute ops left in FP32, all compute ops), one definition for every tool.
 
-    A compute op is a node of :data:`COMPUTE_OPS` or an integer op (:data:`INTEGER_OPS`, ``QLinear*``,
-    ``DynamicQuantize*``). It is INT8 when it is an integer op, or when its activation input (the first
+    A compute op is a node of :data:`COMPUTE_OPS` or of their integer versions (:data:`INTEGER_OPS`).
+    It is INT8 when it is an integer op, or when its activation input (the first
     input that is not a weight: not an initializer, not a ``Constant`` output, not a
     ``DequantizeLinear`` of one) is the output of a ``DequantizeLinear`` (a Q/DQ model). Every other
     compute op runs in FP32. Subgraphs (If/Loop bodies) are included.
@@ -92,7 +91,7 @@ def fp32_compute_ops(model: onnx.ModelProto) -> tuple[int, int]:
         constants |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
 
         for node in graph.node:
-            integer = node.op_type in INTEGER_OPS or node.op_type.startswith(INTEGER_OPS_PREFIXES)
+            integer = node.op_type in INTEGER_OPS
             if not integer and node.op_type not in COMPUTE_OPS:
                 continue
             total += 1
@@ -503,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", default="",
         help="tools whose models from an earlier run in RUNDIR to reuse instead of running them again "
-        "(ort and/or peer names, e.g. 'ort,inc,nncf'): develop lpot-ir against fixed peer results",
+        "(lpot-ir, ort and/or peer names, e.g. 'ort,inc,nncf': develop lpot-ir against fixed peer results); "
+        "reused models are re-scored and re-timed",
     )  # fmt: skip
     args = parser.parse_args(argv)
     reuse = {t.strip() for t in args.reuse.split(",") if t.strip()}
@@ -533,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: FP32 %s = %.6f (%.1f s per evaluation)", name, task["metric"], fp32, fp32_eval_seconds)
         runs: list[ToolRun] = []
         reused = _load_runs(rundir, reuse)
-        if "lpot-ir" in tools:
+        if "lpot-ir" in tools and "lpot-ir" in reused:
+            runs += reused["lpot-ir"]
+        elif "lpot-ir" in tools:
             logger.info("%s: lpot-ir default tuning ...", name)
             try:
                 runs.append(run_lpot_ir(spec, folder, rundir))

@@ -132,6 +132,13 @@ TASKS: dict[str, TaskSpec] = {
             ("silero_vad", "scipy"),
             "Silero VAD (LSTM, state carried), espeak-ng speech with noise gaps, frame-level F1",
         ),
+        TaskSpec(
+            "fashion_cnn",
+            "task_fashion",
+            "onnx",
+            ("torch",),
+            "small CNN trained on Fashion-MNIST (Debian dataset-fashion-mnist), real test labels, top-1",
+        ),
     )
 }
 """Task name -> spec, in the order the runner uses."""

@@ -172,3 +172,15 @@ def test_fp32_compute_ops_counts_only_float_compute(classifier_task: tuple) -> N
     matmul.input[0] = "x"
     assert dq_in.output[0] not in matmul.input
     assert fp32_compute_ops(quantized) == (1, 1)
+
+
+def test_fp32_compute_ops_counts_integer_ops_once(classifier_task: tuple) -> None:
+    """Dynamic quantization: DynamicQuantizeLinear + MatMulInteger is one INT8 compute op."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    folder, _, _, _ = classifier_task
+    out = folder / "dynamic.onnx"
+    quantize_dynamic(str(folder / "model.onnx"), str(out))
+    quantized = onnx.load(str(out))
+    assert "MatMulInteger" in {n.op_type for n in quantized.graph.node}
+    assert fp32_compute_ops(quantized) == (0, 1)
