@@ -243,6 +243,7 @@ def run_lpot_ir(spec: TaskSpec, folder: Path, rundir: Path) -> ToolRun:
     lpot_logger.addHandler(log)
     lpot_logger.setLevel(logging.INFO)
     began = time.perf_counter()
+    cpu_began = time.process_time()
     counter = CountingEval(spec, folder, began)
     try:
         quantizer = Quantization(conf)
@@ -255,6 +256,7 @@ def run_lpot_ir(spec: TaskSpec, folder: Path, rundir: Path) -> ToolRun:
         lpot_logger.removeHandler(log)
         log.close()
     wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     outcome = quantizer.outcome
     output = rundir / "lpot_ir.int8.onnx"
     shutil.copyfile(outcome.files["model"], output)
@@ -269,6 +271,7 @@ def run_lpot_ir(spec: TaskSpec, folder: Path, rundir: Path) -> ToolRun:
             "eval_values": counter.values,
             "eval_ends": [round(t, 3) for t in counter.ends],
             "eval_seconds": round(counter.seconds, 3),
+            "cpu_seconds": round(cpu, 1),
             "trials": len(outcome.trials),
             "stop_reason": str(outcome.stop_reason),
             "sensitivity_calls": outcome.sensitivity_calls,
@@ -312,6 +315,7 @@ def run_ort(folder: Path, rundir: Path, approach: str) -> ToolRun:
     prepared = rundir / f"ort_{approach}.prep.onnx"
     output = rundir / f"ort_{approach}.int8.onnx"
     began = time.perf_counter()
+    cpu_began = time.process_time()
     note = ""
     try:
         quant_pre_process(str(source), str(prepared))
@@ -329,7 +333,10 @@ def run_ort(folder: Path, rundir: Path, approach: str) -> ToolRun:
         name = "ORT quantize_static (QDQ, per-channel)"
     wall = time.perf_counter() - began
     prepared.unlink(missing_ok=True)
-    return ToolRun(tool=name, model=str(output), evaluations=0, wall_seconds=wall, note=note)
+    return ToolRun(
+        tool=name, model=str(output), evaluations=0, wall_seconds=wall, note=note,
+        details={"cpu_seconds": round(time.process_time() - cpu_began, 1)},
+    )  # fmt: skip
 
 
 def run_peers(names: Sequence[str], folder: Path, rundir: Path, timeout: float) -> list[ToolRun]:
@@ -476,13 +483,14 @@ def markdown_table(name: str, task: Mapping[str, Any], fp32: float, runs: Sequen
         f"### {name}: {task['metric']} (FP32 {fp32:.4f}, {extra['fp32_compute_ops']} compute ops, "
         f"{extra['fp32_megabytes']:.1f} MB)",
         "",
-        "| tool | goal met | evals | wall s | INT8 metric | rel loss | speedup | FP32 ops | MB | note |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| tool | goal met | evals | wall s | CPU s | INT8 metric | rel loss | speedup | FP32 ops | MB | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in runs:
         ops = f"{r.fp32_ops}/{r.compute_ops}" if r.fp32_ops is not None else "-"
         lines.append(
             f"| {r.tool} | {_fmt(r.goal_met)} | {_fmt(r.evaluations)} | {_fmt(r.wall_seconds, '.1f')} | "
+            f"{_fmt(r.details.get('cpu_seconds'), '.1f')} | "
             f"{_fmt(r.accuracy)} | {_fmt(r.relative_loss, '.2%')} | {_fmt(r.speedup, '.2f')}x | {ops} | "
             f"{_fmt(r.megabytes, '.1f')} | {r.note} |"
         )
