@@ -492,7 +492,7 @@ def markdown_table(name: str, task: Mapping[str, Any], fp32: float, runs: Sequen
             f"| {r.tool} | {_fmt(r.goal_met)} | {_fmt(r.evaluations)} | {_fmt(r.wall_seconds, '.1f')} | "
             f"{_fmt(r.details.get('cpu_seconds'), '.1f')} | "
             f"{_fmt(r.accuracy)} | {_fmt(r.relative_loss, '.2%')} | {_fmt(r.speedup, '.2f')}x | {ops} | "
-            f"{_fmt(r.megabytes, '.1f')} | {r.note} |"
+            f"{_fmt(r.megabytes, '.2f' if (r.megabytes or 0) < 10 else '.1f')} | {r.note} |"
         )
     return "\n".join(lines)
 
