@@ -4,8 +4,9 @@
 ``model_wise`` list, ``op_wise`` and ``optype_wise`` entries, the first calibration sampling size) or
 a :class:`~lpot_ir.ir.quant.TuningConfig` YAML/JSON (``approach``, ``format``, ``global``,
 ``overrides``). Without ``-c`` this CPU's safe default is used. ``--calib`` is a ``.npy`` file, an
-``.npz`` file or a folder of them; the first axis of each array counts samples. The quantized model
-is written with its recipe (``<stem>.recipe.json``) beside it.
+``.npz`` file or a folder of them, one array per model input (see ``docs/calibration.md``: each input
+keeps its samples on its batch axis; ``--batch-axis NAME=AXIS`` where the model's dimension names do not
+tell). The quantized model is written with its recipe (``<stem>.recipe.json``) beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
+from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
+from lpot_ir.backends.onnxruntime.capabilities import default_op_config
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import load_config
 from lpot_ir.errors import ConfigError
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.quant import (
     Approach,
     DType,
@@ -27,8 +36,9 @@ from lpot_ir.ir.quant import (
     SpecOverride,
     TuningConfig,
 )
+from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
-__all__ = ["add_parser", "run", "load_tuning_config", "tuning_config_from_lpot"]
+__all__ = ["add_parser", "add_batch_axis_argument", "run", "load_tuning_config", "tuning_config_from_lpot"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +64,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--approach", choices=[a.value for a in Approach], help="override the approach")
     parser.add_argument("--format", choices=[f.value for f in QuantFormat], help="override the format (qdq/qoperator)")
     parser.add_argument("--recipe", help="apply a saved recipe instead of calibrating (no --calib needed)")
+    add_batch_axis_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot quantize``; return the exit code (LpotErrors propagate to the CLI, which prints them)."""
-    from lpot_ir.calibration import load_calibration_files
-    from lpot_ir.frontends import resolve_model
-    from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
     output = Path(args.output)
-    example = [_first_sample(args.calib)] if args.calib else None
+
+    batch_axes = parse_batch_axes(args.batch_axis) or None
+    example = _ExampleInputs(args.calib) if args.calib else None
     converted = resolve_model(args.model, framework=args.framework, calib_dataloader=example, params=args.params)
     model = converted.model
-    name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
+    name_map = converted.aliases_map
     if converted.framework != "onnx":
         print(f"Converted the {converted.framework} model to ONNX: " + "; ".join(converted.notes))
     if args.recipe:
@@ -82,14 +92,18 @@ def run(args: argparse.Namespace) -> int:
             overrides["format"] = QuantFormat(args.format)
         if overrides:
             config = TuningConfig(**{**_fields(config), **overrides})
-        quantizer = ModelQuantizer(model, approach=config.approach, progress=True, name_map=name_map)
+        quantizer = ModelQuantizer(
+            model, approach=config.approach, progress=True, name_map=name_map, batch_axes=batch_axes
+        )
         if config.approach is not Approach.DYNAMIC:
             if not args.calib:
                 raise ConfigError(
                     f"Static quantization of '{args.model}' needs calibration data: pass --calib DATA (a .npy "
                     "file, an .npz file or a folder of them), or --approach post_training_dynamic_quant."
                 )
-            quantizer.calib_dataloader = load_calibration_files(args.calib, quantizer.fp32_model)
+            quantizer.calib_dataloader = load_calibration_files(
+                args.calib, quantizer.fp32_model, batch_axes=batch_axes
+            )
         qmodel = quantizer.quantize(config)
     path = qmodel.save(output)
     fp32 = qmodel.fp32_nodes
@@ -102,9 +116,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_batch_axis_argument(parser: argparse.ArgumentParser) -> None:
+    """``--batch-axis NAME=AXIS`` (repeatable), shared by ``quantize`` and ``tune``."""
+    parser.add_argument(
+        "--batch-axis",
+        action="append",
+        default=[],
+        metavar="NAME=AXIS",
+        help="which axis of input NAME holds the batch (NAME=none: not batched), where the model's dimension "
+        "names do not tell; repeat per input",
+    )
+
+
+class _ExampleInputs:
+    """One sample of the calibration data, read only if a framework exporter asks for an example input."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Any:
+        sample = _first_sample(self.path)
+        return iter([] if sample is None else [sample])
+
+
 def _first_sample(path: str) -> Any:
     """One sample of the calibration data (the example input a framework exporter needs), or ``None``."""
-    import numpy as np
 
     root = Path(path)
     files = sorted(root.glob("*.np[yz]")) if root.is_dir() else [root]
@@ -112,9 +148,9 @@ def _first_sample(path: str) -> Any:
         return None
     data = np.load(files[0])
     if isinstance(data, np.ndarray):
-        return data[:1]
+        return data[:1] if data.ndim else data
     with data:
-        arrays = tuple(data[key][:1] for key in data.files)
+        arrays = tuple(data[key][:1] if data[key].ndim else data[key] for key in data.files)
     return arrays[0] if len(arrays) == 1 else arrays
 
 
@@ -125,6 +161,7 @@ def _fields(config: TuningConfig) -> dict[str, Any]:
         "global_config": config.global_config,
         "overrides": config.overrides,
         "calib_sampling_size": config.calib_sampling_size,
+        "recovery": config.recovery,
     }
 
 
@@ -134,7 +171,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
     Raises:
         ConfigError: the file is missing or fits neither format.
     """
-    import yaml
 
     p = Path(path)
     try:
@@ -151,7 +187,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
                 f"Configuration '{p}' looks like a TuningConfig (it has {sorted(data.keys() & _TUNING_KEYS)}) but "
                 f"does not fit it: {exc}. See docs/quantization.md for the format."
             ) from None
-    from lpot_ir.config import load_config
 
     return tuning_config_from_lpot(load_config(p))
 
@@ -189,7 +224,6 @@ def _entry_override(entry: Any) -> OpOverride:
 
 def tuning_config_from_lpot(config: Any) -> TuningConfig:
     """Map an LPOT :class:`~lpot_ir.config.Config` to one TuningConfig: the first value of every list."""
-    from lpot_ir.backends.onnxruntime.capabilities import default_op_config
 
     quant = config.quantization
     base = default_op_config()
@@ -205,6 +239,7 @@ def tuning_config_from_lpot(config: Any) -> TuningConfig:
         format=quant.format or QuantFormat.QDQ,
         global_config=global_config,
         calib_sampling_size=int(_first(quant.calibration.sampling_size, 100)),
+        recovery=quant.recipes.recovery(),
     )
     for op_type, entry in quant.optype_wise.items():
         tuning = tuning.with_override(ScopeKind.OP_TYPE, op_type, _entry_override(entry))
