@@ -1,10 +1,12 @@
 """Silero VAD (the ONNX model the ``silero-vad`` package ships) on speech synthesized by Debian's espeak-ng.
 
-* Model: ``silero_vad/data/silero_vad_16k_op15.onnx``, what ``load_silero_vad(onnx=True,
-  opset_version=15)`` loads: the 16 kHz model (ONNX frontend). Its 6 Convs are in the main graph and
-  its LSTM (an ONNX ``LSTM``) inside an ``If``. The package's default ``silero_vad.onnx`` puts the whole
-  network inside an ``If`` on ``sr`` (8 or 16 kHz branches), where neither lpot-ir nor ONNX Runtime's
-  quantizer quantizes anything. Inputs ``input`` (B, 576) float32 = 64 samples of context + a 512-sample chunk at 16 kHz, ``state``
+* Model: ``silero_vad/data/silero_vad.onnx``, what ``load_silero_vad(onnx=True)`` loads, as shipped
+  (ONNX frontend). The whole network sits inside an ``If`` on ``sr == 16000`` (8 and 16 kHz branches),
+  with more ``If`` nodes inside; a tool that quantizes only the main graph quantizes nothing here (the
+  peers' drivers specialize the ``If`` first; see docs/benchmarks.md). The task ``silero_vad_16k``
+  (:mod:`task_silero_16k`) is the same on the package's ``silero_vad_16k_op15.onnx`` (what
+  ``load_silero_vad(onnx=True, opset_version=15)`` loads), whose 6 Convs are in the main graph and whose
+  LSTM is inside an ``If``. Inputs ``input`` (B, 576) float32 = 64 samples of context + a 512-sample chunk at 16 kHz, ``state``
   (2, B, 128) float32 (the LSTM state), ``sr`` (int64 scalar, 16000); outputs ``output`` (B, 1) speech
   probability and ``stateN`` (the next state).
 * Data: 8 streams of about 16 s each, processed side by side as a batch of 8 (8 audio channels at once:
@@ -41,10 +43,13 @@ CALIB_STRIDE = 20  # every 20th chunk of each calibration stream: 4 x 25 = 100 f
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-us+f2", "en-gb+m3")
 
 
-def model_path() -> Path:
+MODEL_FILE = "silero_vad.onnx"
+
+
+def model_path(model_file: str = MODEL_FILE) -> Path:
     import silero_vad
 
-    return Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_op15.onnx"
+    return Path(silero_vad.__file__).parent / "data" / model_file
 
 
 def speak(text: str, voice: str, speed: int) -> np.ndarray:
@@ -113,10 +118,10 @@ def _feeds(session: object, x: np.ndarray, truth: np.ndarray | None) -> tuple[li
     return feeds, refs
 
 
-def build(folder: Path) -> None:
+def build(folder: Path, model_file: str = MODEL_FILE, name: str = "silero_vad") -> None:
     import onnxruntime as ort
 
-    path = model_path()
+    path = model_path(model_file)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     texts = sentences(max_words=16)
     eval_texts, calib_texts = texts[0::2], texts[1::2]
@@ -130,11 +135,11 @@ def build(folder: Path) -> None:
         for f in steps[CALIB_STRIDE // 2 :: CALIB_STRIDE]
     ]
     task = {
-        "name": "silero_vad",
+        "name": name,
         "description": "Silero VAD (LSTM, ONNX) on espeak-ng speech with silence/noise gaps, 8 streams "
         "as a batch, state carried between chunks; frame-level speech F1",
         "source": {
-            "model": "silero_vad/data/silero_vad_16k_op15.onnx",
+            "model": f"silero_vad/data/{model_file}",
             "data": "sentences of pydoc_data.topics (CPython) spoken by espeak-ng (Debian), gaps of "
             "silence + white noise",
             "packages": package_versions(["silero-vad", "scipy"]),

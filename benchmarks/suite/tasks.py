@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ class TaskSpec:
         frontend: how the model enters lpot-ir: ``onnx``, ``pytorch`` or ``tensorflow``.
         requires: import names the build needs (a missing one skips the task with a note).
         summary: one line for ``--list``.
+        version: bumped when the builder changes what it writes (a folder of another version is rebuilt).
     """
 
     name: str
@@ -78,7 +79,7 @@ class TaskSpec:
     frontend: str
     requires: tuple[str, ...]
     summary: str
-    files: tuple[str, ...] = field(default=())
+    version: int = 1
 
     def load(self) -> Any:
         """The task's builder module."""
@@ -130,7 +131,15 @@ TASKS: dict[str, TaskSpec] = {
             "task_silero",
             "onnx",
             ("silero_vad", "scipy"),
-            "Silero VAD (LSTM, state carried), espeak-ng speech with noise gaps, frame-level F1",
+            "Silero VAD as shipped (LSTM, state carried, network inside an If), espeak-ng speech, frame F1",
+            version=2,
+        ),
+        TaskSpec(
+            "silero_vad_16k",
+            "task_silero_16k",
+            "onnx",
+            ("silero_vad", "scipy"),
+            "Silero VAD's 16 kHz opset-15 model (Convs in the main graph), same data and metric",
         ),
         TaskSpec(
             "fashion_cnn",
@@ -215,13 +224,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serializable: {type(value).__name__}")
 
 
-def _is_complete(folder: Path) -> bool:
+def _is_complete(folder: Path, version: int) -> bool:
     if not (folder / _COMPLETE).exists():
         return False
     try:
-        return json.loads((folder / "task.json").read_text()).get("format_version") == FORMAT_VERSION
+        info = json.loads((folder / "task.json").read_text())
     except (OSError, ValueError):
         return False
+    return info.get("format_version") == FORMAT_VERSION and info.get("task_version", 1) == version
 
 
 def build_task(name: str, workdir: Path | None = None, *, force: bool = False) -> Path:
@@ -233,7 +243,7 @@ def build_task(name: str, workdir: Path | None = None, *, force: bool = False) -
     spec = TASKS[name]
     workdir = (workdir or default_workdir()).expanduser()
     folder = workdir / name
-    if not force and _is_complete(folder):
+    if not force and _is_complete(folder, spec.version):
         return folder
     missing = missing_modules(spec)
     if missing:
@@ -245,6 +255,9 @@ def build_task(name: str, workdir: Path | None = None, *, force: bool = False) -
     began = time.perf_counter()
     try:
         spec.load().build(staging)
+        info = json.loads((staging / "task.json").read_text())
+        info["task_version"] = spec.version
+        (staging / "task.json").write_text(json.dumps(info, indent=1) + "\n")
         (staging / _COMPLETE).write_text(f"built in {time.perf_counter() - began:.1f} s\n")
         if folder.exists():
             shutil.rmtree(folder)
