@@ -34,13 +34,14 @@ Usage (from the repository root, lpot-ir's venv with ``pip install -e '.[suite]'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,14 +309,36 @@ def run_ort(folder: Path, rundir: Path, approach: str) -> ToolRun:
     """ONNX Runtime's one-shot quantizer as its documentation shows it: ``quant_pre_process`` then
     ``quantize_static`` (QDQ, per-channel weights, MinMax; ORT's default QInt8 activations and weights),
     or ``quantize_dynamic`` (defaults) for ``approach="dynamic"``."""
-    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     source = folder / "model.onnx"
     prepared = rundir / f"ort_{approach}.prep.onnx"
     output = rundir / f"ort_{approach}.int8.onnx"
     began = time.perf_counter()
     cpu_began = time.process_time()
+    with _working_directory(rundir):  # ORT leaves <uuid>.data files in the cwd when quant_pre_process fails
+        note = _ort_quantize(source, prepared, output, folder, approach)
+    wall = time.perf_counter() - began
+    prepared.unlink(missing_ok=True)
+    name = "ORT quantize_dynamic" if approach == "dynamic" else "ORT quantize_static (QDQ, per-channel)"
+    return ToolRun(
+        tool=name, model=str(output), evaluations=0, wall_seconds=wall, note=note,
+        details={"cpu_seconds": round(time.process_time() - cpu_began, 1)},
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _ort_quantize(source: Path, prepared: Path, output: Path, folder: Path, approach: str) -> str:
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     note = ""
     try:
         quant_pre_process(str(source), str(prepared))
@@ -324,19 +347,12 @@ def run_ort(folder: Path, rundir: Path, approach: str) -> ToolRun:
         shutil.copyfile(source, prepared)
     if approach == "dynamic":
         quantize_dynamic(str(prepared), str(output))
-        name = "ORT quantize_dynamic"
     else:
         feeds = suite_eval.load_feeds(folder / "calib.npz")
         quantize_static(
             str(prepared), str(output), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True
         )
-        name = "ORT quantize_static (QDQ, per-channel)"
-    wall = time.perf_counter() - began
-    prepared.unlink(missing_ok=True)
-    return ToolRun(
-        tool=name, model=str(output), evaluations=0, wall_seconds=wall, note=note,
-        details={"cpu_seconds": round(time.process_time() - cpu_began, 1)},
-    )  # fmt: skip
+    return note
 
 
 def run_peers(names: Sequence[str], folder: Path, rundir: Path, timeout: float) -> list[ToolRun]:
@@ -518,8 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("lpot_ir",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    workdir = (args.workdir or default_workdir()).expanduser()
-    rundir_root = (args.rundir or workdir / "runs").expanduser()
+    workdir = (args.workdir or default_workdir()).expanduser().resolve()
+    rundir_root = (args.rundir or workdir / "runs").expanduser().resolve()
     tools = {t.strip() for t in args.tools.split(",") if t.strip()}
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     results: dict[str, Any] = {"load_average_start": os.getloadavg(), "tasks": {}}
