@@ -40,7 +40,7 @@ Group = tuple[str, ...]
 REGION_MARGIN = 0.02
 """A group joins the FP32 side for speed only if that is predicted to save this share of the INT8 time."""
 
-MIN_REGION_SECONDS = 1e-3
+MIN_REGION_SECONDS = 2e-4
 """Below this FP32 kernel time per run, per-kernel overheads and timer noise dominate a profile: no regions."""
 
 _DEFAULT_KAPPA = 1e-9
