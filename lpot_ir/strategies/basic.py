@@ -146,6 +146,7 @@ class BasicStrategy(TuneStrategy):
             raise ConfigError(f"tuning.strategy.margin must be in (0, 1], got {margin}.")
         self.calibration = ProxyCalibration()
         self.proxy_readings = 0
+        self._unusable: set[str] = set()  # configurations that could not be built
         self._latency: Any = None
         self._latency_built = False
 
@@ -167,6 +168,10 @@ class BasicStrategy(TuneStrategy):
         try:
             reading = measure(config)
         except Exception as exc:  # the proxy failing must not end tuning
+            if config.recovery.enabled:  # this recovery setting cannot be built: skip it, keep the proxy
+                logger.warning("basic: recovery setting %s failed (%s); skipping it", config.recovery.to_dict(), exc)
+                self._unusable.add(config.key())
+                return None
             logger.warning("basic: the accuracy proxy failed (%s); going on without it", exc)
             self.options["proxy"] = False
             return None
@@ -276,8 +281,11 @@ class BasicStrategy(TuneStrategy):
             return base, False
         readings: list[tuple[float, RecoveryConfig]] = []
         for setting in recovery_candidates(self.space):
-            reading = self._distance(self._config(dataclasses.replace(base, recovery=setting), regions))
+            candidate = self._config(dataclasses.replace(base, recovery=setting), regions)
+            reading = self._distance(candidate)
             if reading is None:
+                if candidate.key() in self._unusable:
+                    continue
                 break
             if reading.distance < plain_reading.distance:
                 readings.append((reading.distance, setting))
