@@ -47,19 +47,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from lpot_ir.data import DataLoader
 from lpot_ir.errors import LpotError
 from lpot_ir.fileio import atomic_write
 
@@ -139,13 +144,11 @@ class DigitsExample:
 
     def eval_dataloader(self, batch_size: int = 100) -> Any:
         """An ``lpot_ir`` DataLoader of (image, label) over the evaluation split."""
-        from lpot_ir.data import DataLoader
 
         return DataLoader(_Pairs(self.eval_data, self.eval_labels), batch_size=batch_size)
 
     def calib_dataloader(self, batch_size: int = 10) -> Any:
         """An ``lpot_ir`` DataLoader of (image, label) over the calibration split."""
-        from lpot_ir.data import DataLoader
 
         return DataLoader(_Pairs(self.calib_data, np.load(self.calib_labels_path)), batch_size=batch_size)
 
@@ -162,7 +165,6 @@ class DigitsExample:
 
         The examples do this so that their YAML can name the files with relative paths.
         """
-        import shutil
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,6 @@ def model_accuracy(model: Any, inputs: np.ndarray, labels: np.ndarray, batch_siz
         labels: class indices [N].
         batch_size: samples per run.
     """
-    import onnxruntime as ort
 
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
@@ -259,8 +260,6 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
@@ -367,8 +366,6 @@ def _add_outlier_channel(net: Any, channel: int, scale: float) -> None:
 
 
 def _export(net: Any, sample: np.ndarray) -> bytes:
-    import io
-
     import torch
 
     buffer = io.BytesIO()
@@ -423,7 +420,6 @@ def build_digits_example(folder: str | os.PathLike[str]) -> DigitsExample:
 
 def _build_here(folder: Path) -> None:
     """Train, export and write the example (the child process of :func:`build_digits_example`)."""
-    import warnings
 
     import torch
 

@@ -37,7 +37,16 @@ from typing import Any
 
 import onnx
 
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import create_dataloader, load_config
+from lpot_ir.config.schema import framework_target
+from lpot_ir.data import create_postprocess
 from lpot_ir.errors import ConfigError
+from lpot_ir.frontends import resolve_model, unwrap_model, wrap_for_eval
+from lpot_ir.ir.quant import Approach
+from lpot_ir.quantizer import ModelQuantizer
+from lpot_ir.tuning import Evaluator, tune
+from lpot_ir.tuning.checks import check_tuning_config
 
 __all__ = ["Quantization"]
 
@@ -58,8 +67,6 @@ class Quantization:
     """
 
     def __init__(self, conf_fname_or_obj: Any = None) -> None:
-        from lpot_ir.config import load_config
-
         self.conf = load_config(conf_fname_or_obj)
         self._model: Any = None
         self._calib_dataloader: Iterable[Any] | None = None
@@ -81,8 +88,6 @@ class Quantization:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper, or a QuantizedModel
 
     @property
@@ -122,8 +127,6 @@ class Quantization:
     @postprocess.setter
     def postprocess(self, value: Any) -> None:
         if isinstance(value, dict):
-            from lpot_ir.data import create_postprocess
-
             value = create_postprocess(value.get("transform", value))
         elif value is not None and not callable(value):
             raise ConfigError(
@@ -185,10 +188,6 @@ class Quantization:
                 or a configuration the run cannot use.
             EvaluationError: the evaluation raised on the FP32 model.
         """
-        from lpot_ir.config.schema import framework_target
-        from lpot_ir.ir.quant import Approach
-        from lpot_ir.quantizer import ModelQuantizer
-        from lpot_ir.tuning import tune
 
         conf = self.conf
         if self._model is None:
@@ -196,10 +195,9 @@ class Quantization:
                 "Quantization has no model. Set quantizer.model = 'model.onnx' (or an onnx.ModelProto, or a "
                 "framework model object) before calling fit(), or pass it: quantizer(model, ...)."
             )
+        check_tuning_config(conf)  # before any conversion, calibration or evaluation runs a model
         calib = self._calib_dataloader
         if calib is None and conf.quantization.calibration.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
             calib = create_dataloader(conf.quantization.calibration.dataloader)
         approach = conf.quantization.approach
         assert approach is not None  # Config resolves it on construction
@@ -229,7 +227,6 @@ class Quantization:
 
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""
-        from lpot_ir.frontends import resolve_model
 
         conf = self.conf
         converted = resolve_model(
@@ -240,8 +237,7 @@ class Quantization:
             outputs=list(conf.model.outputs) or None,
             params=conf.model.params,
         )
-        name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
-        return converted.model, name_map, converted.framework, self._model
+        return converted.model, converted.aliases_map, converted.framework, self._model
 
     def _run_q_func(self, framework: str, original: Any) -> None:
         if self._q_func is None:
@@ -262,15 +258,11 @@ class Quantization:
         self._q_func(original)
 
     def _evaluator(self, framework: str, original: Any) -> Any:
-        from lpot_ir.tuning import Evaluator
-
         conf = self.conf
         accuracy = conf.evaluation.accuracy
         eval_func = self._eval_func
         if eval_func is not None:
             if framework != "onnx":
-                from lpot_ir.frontends import wrap_for_eval
-
                 user_func = eval_func
 
                 def eval_func(proto: onnx.ModelProto) -> Any:
@@ -281,16 +273,12 @@ class Quantization:
             return Evaluator(eval_func=eval_func)
         dataloader = self._eval_dataloader
         if dataloader is None and accuracy is not None and accuracy.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
             dataloader = create_dataloader(accuracy.dataloader)
         metric = self._metric
         if metric is None and accuracy is not None and accuracy.metric is not None:
             metric = dict(accuracy.metric)
         postprocess = self._postprocess
         if postprocess is None and accuracy is not None and accuracy.postprocess is not None:
-            from lpot_ir.data import create_postprocess
-
             postprocess = create_postprocess(accuracy.postprocess.transform)
         if dataloader is None and metric is None:
             return None  # LPOT: no evaluation at all -> quantize without accuracy tuning
@@ -319,7 +307,6 @@ def _calibration_files(section: Any, quantizer: Any) -> Any:
     params = dataset["numpy"] or {}
     if not isinstance(params, dict) or set(params) - {"path", "labels", "label_key"} or "path" not in params:
         return None
-    from lpot_ir.calibration import load_calibration_files
 
     return load_calibration_files(
         params["path"], quantizer.fp32_model, batch_size=section.batch_size, batch_axes=quantizer.batch_axes

@@ -1,8 +1,8 @@
-"""Built-in datasets, transforms and the DataLoader, created from LPOT's YAML form or from Python."""
+"""Built-in datasets, transforms and the DataLoader (built from a YAML section by :func:`lpot_ir.config.create_dataloader`)."""
 
 from __future__ import annotations
 
-from lpot_ir.data.dataloader import DataLoader, LastBatch, collate, create_dataloader
+from lpot_ir.data.dataloader import DataLoader, LastBatch, collate
 from lpot_ir.data.datasets import (
     DATASETS,
     DummyDataset,
@@ -54,7 +54,6 @@ __all__ = [
     "TransformedDataset",
     "Transpose",
     "collate",
-    "create_dataloader",
     "create_dataset",
     "create_postprocess",
     "create_transform",

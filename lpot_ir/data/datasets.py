@@ -16,7 +16,8 @@ from typing import Any, cast
 import numpy as np
 
 from lpot_ir.data.transforms import apply_to_input, build_from_registry
-from lpot_ir.errors import DataError
+from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.registry import add_to_registry
 
 __all__ = [
     "DATASETS",
@@ -36,11 +37,11 @@ DATASETS: dict[str, type] = {}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 
 
-def register_dataset(name: str) -> Callable[[type], type]:
-    """Class decorator: make a dataset available under ``name`` in YAML."""
+def register_dataset(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a dataset available under ``name`` in YAML (duplicate names: :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        DATASETS[name] = cls
+        add_to_registry(DATASETS, name, cls, kind="dataset", replace=replace)
         return cls
 
     return decorate
@@ -311,7 +312,6 @@ def create_dataset(spec: Mapping[str, Any], transform: Callable[[Any], Any] | No
         ConfigError: unknown dataset name or parameter.
         DataError: the data cannot be read.
     """
-    from lpot_ir.errors import ConfigError
 
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise ConfigError(

@@ -13,6 +13,7 @@ Names are the YAML keys; :data:`TRANSFORMS` and :data:`POSTPROCESSES` map them t
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.registry import add_to_registry
 
 __all__ = [
     "TRANSFORMS",
@@ -49,21 +51,22 @@ TRANSFORMS: dict[str, type] = {}
 POSTPROCESSES: dict[str, type] = {}
 
 
-def register_transform(name: str) -> Callable[[type], type]:
-    """Class decorator: make a transform available under ``name`` in YAML."""
+def register_transform(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a transform available under ``name`` in YAML (duplicate names: :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        TRANSFORMS[name] = cls
+        add_to_registry(TRANSFORMS, name, cls, kind="transform", replace=replace)
         return cls
 
     return decorate
 
 
-def register_postprocess(name: str) -> Callable[[type], type]:
-    """Class decorator: make a postprocess transform available under ``name`` in YAML."""
+def register_postprocess(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a postprocess transform available under ``name`` in YAML (duplicate names:
+    :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        POSTPROCESSES[name] = cls
+        add_to_registry(POSTPROCESSES, name, cls, kind="postprocess", replace=replace)
         return cls
 
     return decorate
@@ -325,7 +328,6 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
     Raises:
         ConfigError: unknown name (with the closest one) or keyword arguments the class does not take.
     """
-    import difflib
 
     if name not in registry:
         close = difflib.get_close_matches(name, list(registry), n=1)
@@ -350,7 +352,6 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
 
 def check_params(cls: type, kind: str, name: str, params: Any) -> None:
     """Raise ConfigError if ``params`` names keyword arguments ``cls`` does not accept."""
-    import difflib
 
     try:
         signature = inspect.signature(cls)

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from lpot_ir.errors import ConversionError, ModelLoadError
 from lpot_ir.frontends.base import ConvertedModel, graph_io_names
 
 __all__ = [
+    "mxnet_param_names",
     "MXNET_ENV_REQUIREMENTS",
     "mxnet_env_dir",
     "mxnet_env_python",
@@ -52,6 +54,23 @@ MXNET_ENV_REQUIREMENTS = ("mxnet==1.9.1", "numpy==1.23.5", "onnx==1.14.1")
 
 _READY = "lpot-ir-env.json"
 _SCRIPT = Path(__file__).with_name("_mxnet_export_script.py")
+
+
+def mxnet_param_names(params_path: str | Path) -> set[str]:
+    """Names stored in an MXNet ``.params`` file (``arg:``/``aux:`` prefixes removed), read without MXNet.
+
+    The names are length-prefixed (uint64 little-endian) strings at the end of the file.
+    """
+    data = Path(params_path).read_bytes()
+    names: set[str] = set()
+    for prefix in (b"arg:", b"aux:"):
+        start = data.find(prefix)
+        while start >= 8:
+            (length,) = struct.unpack_from("<Q", data, start - 8)
+            if 4 < length < 4096 and start + length <= len(data):
+                names.add(data[start + 4 : start + length].decode("utf-8", "replace"))
+            start = data.find(prefix, start + 1)
+    return names
 
 
 def mxnet_env_dir() -> Path:
@@ -285,7 +304,6 @@ def convert_mxnet(
                 "beside it). Pass it with --params FILE (YAML: model.params)."
             )
         graph = json.loads(symbol.read_text(encoding="utf-8"))
-        from lpot_ir.frontends.summary import mxnet_param_names
 
         stored = mxnet_param_names(params_path)
         nodes = graph["nodes"]

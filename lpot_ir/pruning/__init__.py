@@ -27,11 +27,18 @@ and :attr:`Pruning.score` the ``eval_func`` result. See docs/pruning.md.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from lpot_ir.config import load_config
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
+from lpot_ir.frontends import is_onnx_model, unwrap_model
+from lpot_ir.ir.model import load_model, to_proto
+from lpot_ir.passes import run_pipeline
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, format_sparsity_table, resolve_schedules
+from lpot_ir.pruning.onnx_pruner import prune_initializers
+from lpot_ir.pruning.torch_pruner import TorchMagnitudePruner
 
 __all__ = ["Pruning", "LayerSparsity", "PruneSchedule", "format_sparsity_table"]
 
@@ -41,8 +48,6 @@ _SPARSITY_TOLERANCE = 0.01
 
 
 def _is_torch_module(model: Any) -> bool:
-    import sys
-
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
 
@@ -60,8 +65,6 @@ class Pruning:
     """
 
     def __init__(self, conf_fname_or_obj: Any) -> None:
-        from lpot_ir.config import load_config
-
         self.conf = load_config(conf_fname_or_obj)
         if self.conf.pruning is None:
             raise ConfigError(
@@ -88,8 +91,6 @@ class Pruning:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper
         self._pruner = None
         self.sparsity_report = []
@@ -159,7 +160,6 @@ class Pruning:
                     f"{type(self._model).__name__}. Set prune.model to the torch model before training; ONNX models "
                     "are pruned one-shot by prune.fit() without callbacks."
                 )
-            from lpot_ir.pruning.torch_pruner import TorchMagnitudePruner
 
             self._pruner = TorchMagnitudePruner(self._model, self.schedules)
         return self._pruner
@@ -181,7 +181,6 @@ class Pruning:
             raise ConfigError(
                 "Pruning has no model. Set prune.model = model (a torch.nn.Module or an ONNX model) first."
             )
-        from lpot_ir.frontends import is_onnx_model
 
         if _is_torch_module(model):
             pruned = self._fit_torch(model)
@@ -241,10 +240,6 @@ class Pruning:
         return model
 
     def _fit_onnx(self, model: Any) -> Any:
-        from lpot_ir.ir.model import load_model, to_proto
-        from lpot_ir.passes import run_pipeline
-        from lpot_ir.pruning.onnx_pruner import prune_initializers
-
         if self._train_func is not None:
             raise ConfigError(
                 "An ONNX model cannot be trained by lpot-ir, so train_func would never run: ONNX models are pruned "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, output_channel_axis
 from lpot_ir.ir.model import all_graphs, all_nodes
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
 
@@ -20,7 +21,8 @@ __all__ = ["prune_initializers", "prunable_initializers"]
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_WEIGHT_OPS = tuple(c.op_type for c in CAPABILITIES.values() if c.category is OpCategory.COMPUTE and c.weight_inputs == (1,))
+"""Conv, ConvTranspose, MatMul, Gemm: the compute ops of the capability table (weight = input 1)."""
 
 
 def _initializers(model: ir.Model) -> dict[str, tuple[ir.Value, np.ndarray]]:
@@ -36,18 +38,6 @@ def _initializers(model: ir.Model) -> dict[str, tuple[ir.Value, np.ndarray]]:
     return found
 
 
-def _channel_axis(node: ir.Node) -> int:
-    """The output-channel axis of a node's weight (input 1)."""
-    if node.op_type == "Gemm":
-        trans_b = node.attributes.get("transB")
-        return 0 if trans_b is not None and trans_b.as_int() else 1
-    if node.op_type == "MatMul":
-        return -1
-    if node.op_type == "ConvTranspose":
-        return 1
-    return 0
-
-
 def prunable_initializers(model: ir.Model) -> dict[str, int]:
     """Weight initializers of Conv/ConvTranspose/Gemm/MatMul nodes with ≥ 2 dims -> their output-channel axis."""
     inits = _initializers(model)
@@ -57,7 +47,7 @@ def prunable_initializers(model: ir.Model) -> dict[str, int]:
             continue
         weight = node.inputs[1]
         if weight is not None and weight.name in inits and inits[weight.name][1].ndim >= 2:
-            found.setdefault(weight.name, _channel_axis(node))
+            found.setdefault(weight.name, output_channel_axis(node) or 0)
     return found
 
 

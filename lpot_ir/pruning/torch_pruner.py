@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
 
 __all__ = ["TorchMagnitudePruner", "prunable_parameters"]
@@ -33,11 +34,13 @@ def prunable_parameters(module: Any) -> list[str]:
 
 
 def _channel_axes(module: Any) -> dict[str, int]:
-    """Weights whose output channels are not axis 0: ConvTranspose stores (in, out / groups, ...)."""
+    """Weights whose output channels are not axis 0: ConvTranspose stores (in, out / groups, ...), like
+    ONNX's ConvTranspose (the capability table's axis)."""
     import torch
 
+    axis = CAPABILITIES["ConvTranspose"].channel_axis
     return {
-        f"{prefix}.weight" if prefix else "weight": 1
+        f"{prefix}.weight" if prefix else "weight": axis
         for prefix, sub in module.named_modules()
         if isinstance(sub, torch.nn.modules.conv._ConvTransposeNd)
     }

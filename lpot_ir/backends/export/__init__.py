@@ -9,19 +9,7 @@ ONNX Runtime candidate within one quantization step of the output.
 from __future__ import annotations
 
 from lpot_ir.backends.export.graph import SUPPORTED_OPS, LoweredGraph, lower_graph
+from lpot_ir.backends.export.tensorflow_lowering import export_to_tensorflow
+from lpot_ir.backends.export.torch_lowering import export_to_pytorch
 
 __all__ = ["SUPPORTED_OPS", "LoweredGraph", "lower_graph", "export_to_pytorch", "export_to_tensorflow"]
-
-
-def export_to_pytorch(qdq_model):  # type: ignore[no-untyped-def]
-    """See :func:`lpot_ir.backends.export.torch_lowering.export_to_pytorch`."""
-    from lpot_ir.backends.export.torch_lowering import export_to_pytorch as _export
-
-    return _export(qdq_model)
-
-
-def export_to_tensorflow(qdq_model, path):  # type: ignore[no-untyped-def]
-    """See :func:`lpot_ir.backends.export.tensorflow_lowering.export_to_tensorflow`."""
-    from lpot_ir.backends.export.tensorflow_lowering import export_to_tensorflow as _export
-
-    return _export(qdq_model, path)
