@@ -176,7 +176,8 @@ class Benchmark:
         evaluation = self.conf.evaluation
         section = getattr(evaluation, mode, None)
         if section is not None and section.dataloader is not None:
-            return create_dataloader(section.dataloader)
+            framework = self.conf.model.framework
+            return create_dataloader(section.dataloader, framework=str(framework) if framework is not None else None)
         return None
 
     def _onnx_model(self, example_inputs: Any) -> Any:

@@ -26,7 +26,7 @@ __all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "EXIT_BROK
 
 logger = logging.getLogger(__name__)
 
-COMMANDS: tuple[str, ...] = ("inspect", "optimize", "benchmark", "summarize", "quantize", "tune")
+COMMANDS: tuple[str, ...] = ("inspect", "optimize", "benchmark", "summarize", "quantize", "tune", "tensorboard")
 """Subcommand modules under ``lpot_ir.commands``, in help order."""
 
 EXIT_OK = 0

@@ -41,8 +41,8 @@ from lpot_ir.calibration import load_calibration_files
 from lpot_ir.config import create_dataloader, load_config
 from lpot_ir.config.schema import framework_target
 from lpot_ir.data import create_postprocess
-from lpot_ir.errors import ConfigError
-from lpot_ir.frontends import resolve_model, unwrap_model, wrap_for_eval
+from lpot_ir.errors import ConfigError, LpotError
+from lpot_ir.frontends import detect_framework, resolve_model, unwrap_model, wrap_for_eval
 from lpot_ir.ir.quant import Approach
 from lpot_ir.quantizer import ModelQuantizer
 from lpot_ir.tuning import Evaluator, tune
@@ -198,7 +198,7 @@ class Quantization:
         check_tuning_config(conf)  # before any conversion, calibration or evaluation runs a model
         calib = self._calib_dataloader
         if calib is None and conf.quantization.calibration.dataloader is not None:
-            calib = create_dataloader(conf.quantization.calibration.dataloader)
+            calib = create_dataloader(conf.quantization.calibration.dataloader, framework=self._data_framework())
         approach = conf.quantization.approach
         assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
@@ -224,6 +224,16 @@ class Quantization:
         original_proto = model if isinstance(model, onnx.ModelProto) else None
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
         return self.outcome.model
+
+    def _data_framework(self) -> str | None:
+        """The framework whose transform flavours the YAML dataloaders use: ``model.framework``, else the
+        model's detected framework (``None``: the ONNX Runtime flavours)."""
+        if self.conf.model.framework is not None:
+            return str(self.conf.model.framework)
+        try:
+            return detect_framework(self._model)
+        except LpotError:
+            return None
 
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""
@@ -273,7 +283,7 @@ class Quantization:
             return Evaluator(eval_func=eval_func)
         dataloader = self._eval_dataloader
         if dataloader is None and accuracy is not None and accuracy.dataloader is not None:
-            dataloader = create_dataloader(accuracy.dataloader)
+            dataloader = create_dataloader(accuracy.dataloader, framework=self._data_framework())
         metric = self._metric
         if metric is None and accuracy is not None and accuracy.metric is not None:
             metric = dict(accuracy.metric)

@@ -286,25 +286,29 @@ class QuantizedModel:
 
         Args:
             target: ``"onnx"`` (the portable Q/DQ model; :meth:`save`), ``"pytorch"`` (a ``torch.nn.Module``
-                that runs without ONNX Runtime) or ``"tensorflow"`` (a SavedModel folder).
-            path: where to write (required for ``onnx`` and ``tensorflow``; ignored for ``pytorch``).
+                that runs without ONNX Runtime), ``"tensorflow"`` (a SavedModel folder) or ``"mxnet"``
+                (``<path>-symbol.json`` + ``<path>-0000.params``, checked against ONNX Runtime in the isolated
+                MXNet environment; Q/DQ emulated in FP32, see :mod:`lpot_ir.backends.export.mxnet_lowering`).
+            path: where to write (required for ``onnx``, ``tensorflow`` and ``mxnet``; ignored for ``pytorch``).
 
         Returns:
-            The written path, or the ``torch.nn.Module`` for ``pytorch``.
+            The written path, the ``torch.nn.Module`` for ``pytorch``, or the ``MXNetExport`` for ``mxnet``.
         """
 
         kind = target.lower()
         if kind == "pytorch":
             return frontends.export_to_pytorch(self.model)
-        if kind not in ("onnx", "tensorflow"):
+        if kind not in ("onnx", "tensorflow", "mxnet"):
             raise QuantizationError(
-                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module) or "
-                "'tensorflow' (a SavedModel folder)."
+                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module), "
+                "'tensorflow' (a SavedModel folder) or 'mxnet' (symbol + params)."
             )
         if path is None:
             raise QuantizationError(f"export({target!r}) writes files: pass path=..., e.g. export({target!r}, 'out').")
         if kind == "onnx":
             return self.save(path)
+        if kind == "mxnet":
+            return frontends.export_to_mxnet(self.model, path)
         return frontends.export_to_tensorflow(self.model, path)
 
 

@@ -14,12 +14,12 @@ PACKAGE = ROOT / "lpot_ir"
 
 OPTIONAL = {
     "torch", "onnxscript", "tensorflow", "tf2onnx", "keras", "mxnet", "hyperopt", "matplotlib", "tqdm", "psutil",
-    "sklearn", "PIL", "ray",
+    "sklearn", "PIL", "ray", "scipy", "pycocotools", "sacrebleu", "tokenizers", "tensorboardX", "tensorboard",
 }
 """Optional frameworks and tools (pyproject extras): the only imports allowed inside functions."""
 
 
-SCRIPTS = {"lpot_ir/frontends/_mxnet_export_script.py"}
+SCRIPTS = {"lpot_ir/frontends/_mxnet_export_script.py", "lpot_ir/backends/export/_mxnet_lowering_script.py"}
 """Files run by another interpreter (the isolated MXNet environment), not imported as modules."""
 
 

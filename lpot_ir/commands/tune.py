@@ -21,6 +21,7 @@ from lpot_ir.commands.quantize import add_batch_axis_argument
 from lpot_ir.config import load_config
 from lpot_ir.ir.model import load_model
 from lpot_ir.quantization import Quantization
+from lpot_ir.tuning.tensorboard import TENSORBOARD_DIR, tensorboard_command
 
 __all__ = ["add_parser", "run"]
 
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("model", "report", "plot", "decisions"):
         if name in outcome.files:
             lines.append(f"{name + ':':<16} {outcome.files[name]}")
+    if (Path(outcome.workspace) / TENSORBOARD_DIR).is_dir():
+        lines.append(f"{'tensorboard:':<16} {' '.join(tensorboard_command(outcome.workspace))}")
     if outcome.warning:
         lines.append(f"WARNING: {outcome.warning}")
     print("\n".join(lines))

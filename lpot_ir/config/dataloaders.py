@@ -18,7 +18,7 @@ from lpot_ir.data.transforms import create_transform
 __all__ = ["create_dataloader"]
 
 
-def create_dataloader(section: Any, batch_size: int | None = None) -> DataLoader:
+def create_dataloader(section: Any, batch_size: int | None = None, framework: Any = None) -> DataLoader:
     """Build a :class:`DataLoader` from a YAML ``dataloader`` section (a dict or a DataLoaderSection).
 
     Example:
@@ -27,6 +27,8 @@ def create_dataloader(section: Any, batch_size: int | None = None) -> DataLoader
     Args:
         section: ``{batch_size, last_batch, shuffle, seed, dataset: {name: params}, transform: {name: params}}``.
         batch_size: overrides the section's batch size when given.
+        framework: the model's framework (YAML ``model.framework``): picks the transforms' flavours
+            (see :func:`lpot_ir.data.create_transform`).
 
     Raises:
         ConfigError: the section does not fit the schema (unknown key, dataset or transform).
@@ -34,7 +36,7 @@ def create_dataloader(section: Any, batch_size: int | None = None) -> DataLoader
     """
     if not isinstance(section, DataLoaderSection):
         section = validate_section(DataLoaderSection, section, path="dataloader")
-    transform = create_transform(section.transform) if section.transform else None
+    transform = create_transform(section.transform, framework) if section.transform else None
     dataset = create_dataset(section.dataset, transform)
     return DataLoader(
         dataset,

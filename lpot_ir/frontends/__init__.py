@@ -5,7 +5,8 @@
   (:class:`ConvertedModel`).
 * :func:`wrap_for_eval` turns a candidate ONNX model into something the user's ``eval_func`` can call
   like its own model (an ``nn.Module``, a tf callable, an NDArray callable).
-* :func:`export_to_pytorch` / :func:`export_to_tensorflow` lower a Q/DQ ONNX model back to a framework.
+* :func:`export_to_pytorch` / :func:`export_to_tensorflow` / :func:`export_to_mxnet` lower a Q/DQ ONNX model back
+  to a framework.
 * :func:`summarize` lists a model's likely inputs and outputs (``lpot summarize``).
 
 Heavy frameworks are imported only inside the functions that need them.
@@ -21,6 +22,8 @@ from typing import Any
 
 import onnx
 
+from lpot_ir.backends.export.mxnet_lowering import MXNetExport
+from lpot_ir.backends.export.mxnet_lowering import export_to_mxnet as _export_mxnet
 from lpot_ir.backends.export.tensorflow_lowering import export_to_tensorflow as _export_tensorflow
 from lpot_ir.backends.export.torch_lowering import export_to_pytorch as _export_pytorch
 from lpot_ir.errors import ConversionError, ModelLoadError
@@ -48,6 +51,7 @@ __all__ = [
     "wrap_for_eval",
     "export_to_pytorch",
     "export_to_tensorflow",
+    "export_to_mxnet",
     "summarize",
 ]
 
@@ -206,3 +210,12 @@ def export_to_tensorflow(qdq_model: Any, path: str | os.PathLike[str]) -> Path:
     """
 
     return _export_tensorflow(qdq_model, path)
+
+
+def export_to_mxnet(qdq_model: Any, path: str | os.PathLike[str], **kwargs: Any) -> MXNetExport:
+    """Lower a Q/DQ ONNX model to an MXNet symbol + params (``<path>-symbol.json``, ``<path>-0000.params``),
+    built and checked in the isolated MXNet environment.
+
+    See :mod:`lpot_ir.backends.export.mxnet_lowering`.
+    """
+    return _export_mxnet(qdq_model, path, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lpot_ir.data.transforms import build_from_registry
+from lpot_ir.data.transforms import Registry, build_from_registry
 from lpot_ir.errors import ConfigError
 from lpot_ir.registry import add_to_registry
 
@@ -23,7 +23,7 @@ __all__ = ["BaseMetric", "METRICS", "register_metric", "create_metric", "single_
 
 logger = logging.getLogger(__name__)
 
-METRICS: dict[str, type] = {}
+METRICS: Registry = Registry()
 
 
 def register_metric(name: str, *, replace: bool = False) -> Callable[[type], type]:

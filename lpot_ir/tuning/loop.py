@@ -52,6 +52,7 @@ from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
+from lpot_ir.tuning.tensorboard import TensorBoardWriter
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
@@ -72,6 +73,8 @@ class LoopContext:
             :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
         proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
         estimate_calls: proxy runs made (not evaluations).
+        trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
+            result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
 
     baseline_accuracy: float
@@ -82,6 +85,7 @@ class LoopContext:
     proxy: AgreementProxy | None = None
     estimate_calls: int = 0
     estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+    trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
     def estimate(self, config: TuningConfig) -> float:
         """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
@@ -238,8 +242,6 @@ def tune(
     real_data = bool(feeds)  # the accuracy proxy needs real inputs, never synthetic ones
     feeds = feeds or _first_feed(quantizer, evaluator, optimized_proto)
     meter = ObjectiveMeter([n for n, _ in weights], feeds[0] if feeds else None)
-    if tuning.tensorboard:
-        logger.warning("tuning.tensorboard is not supported by lpot-ir; the report in the workspace replaces it")
 
     if evaluator is None or tuning.exit_policy.performance_only:
         return finalize_without_tuning(config, quantizer, build, meter, fp32_proto, workspace, feeds, start)
@@ -270,6 +272,10 @@ def tune(
             context.proxy = AgreementProxy(
                 optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
             )
+    if tuning.tensorboard:
+        context.trial_observers.append(
+            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        )
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
     replay = {t.config.key(): t for t in recorded}
@@ -389,8 +395,10 @@ def _run_trial(
     accuracy: float | None = None
     objectives: dict[str, float] = {}
     failed: str | None = None
+    quantized: Any = None
     try:
-        model = quantizer.quantize(config).model
+        quantized = quantizer.quantize(config)
+        model = quantized.model
     except Exception as exc:  # one bad configuration must not end tuning
         failed = f"quantization failed: {first_line(exc)}"
         logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
@@ -424,6 +432,11 @@ def _run_trial(
         "-" if loss is None else f"{loss:.2%}",
         ", meets the criterion" if meets else "",
     )
+    for observer in context.trial_observers:
+        try:
+            observer(index, config, quantized, result)
+        except Exception as exc:  # an observer (a report writer) must not end tuning
+            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
     return result
 
 
