@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +42,18 @@ from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
+    FP32,
     Approach,
     CalibAlgorithm,
     Fp32Reason,
+    OpOverride,
     OpQuantConfig,
     QuantFormat,
     RecoveryOptions,
+    ScopeKind,
     TensorRange,
     TuningConfig,
+    WeightRounding,
 )
 from lpot_ir.passes.base import (
     PIPELINES,
@@ -393,6 +398,7 @@ class ModelQuantizer:
         self._feeds: dict[int, list[dict[str, Any]]] = {}
         self.recovery_options = recovery_options or RecoveryOptions()
         self._channel_stats: dict[int, dict[str, Any]] = {}
+        self._recovered: OrderedDict[str, Recipe] = OrderedDict()
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -558,10 +564,23 @@ class ModelQuantizer:
 
     # -- applying a configuration ------------------------------------------------------------------
 
-    def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
-        """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
+    def quantize(self, config: TuningConfig | None = None, *, reuse_recovery: bool = False) -> QuantizedModel:
+        """Apply ``config`` (this CPU's default when ``None``) and return the quantized model.
+
+        Args:
+            config: the configuration.
+            reuse_recovery: when ``config`` only keeps more nodes FP32 than a configuration quantized
+                before (its *reference*: the same configuration without per-node FP32 fallbacks), reuse
+                the decisions the data-driven recovery passes (range search, weight rounding, bias
+                correction) took on the reference instead of taking them again: the ranges, schemes,
+                roundings and bias changes of the nodes still in INT8. A fallback candidate then costs a
+                plain quantization instead of the recovery passes' calibration runs. Its recipe holds what
+                was applied, so it still replays bit for bit. The tuning loop uses this; a direct call
+                computes everything for ``config`` (the default).
+        """
         config = config or default_config(self.approach)
         prepared = self.prepared(config)
+        record = PipelineRecord.current(select_pipeline(config))
         range_of: RangeLookup = no_ranges
         if config.approach is not Approach.DYNAMIC:
             result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
@@ -572,7 +591,24 @@ class ModelQuantizer:
                 except KeyError:
                     return None
 
-        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)))
+        if not reuse_recovery or not _recovers_from_data(config):
+            return self._apply(config, prepared, range_of, record)
+        reference_key = _without_fp32_fallbacks(config).key()
+        reference = self._recovered.get(reference_key)
+        if reference is None or reference_key == config.key():
+            quantized = self._apply(config, prepared, range_of, record)
+            if reference_key == config.key():
+                self._recovered[reference_key] = quantized.recipe
+                while len(self._recovered) > _RECOVERED_KEPT:
+                    self._recovered.popitem(last=False)
+            return quantized
+        self._recovered.move_to_end(reference_key)
+        ranges = reference.ranges
+
+        def reference_range(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+            return ranges.get(name) or range_of(name, algorithm)
+
+        return self._apply(config, prepared, reference_range, record, reference.records, partial=True)
 
     def apply_ranges(
         self,
@@ -604,12 +640,14 @@ class ModelQuantizer:
         range_of: RangeLookup,
         record: PipelineRecord,
         replay: Mapping[str, Mapping[str, Any]] | None = None,
+        partial: bool = False,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(prepared.proto)
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
-            self._feeds_for(config.calib_sampling_size), replay=replay, recovery_options=self.recovery_options,
+            self._feeds_for(config.calib_sampling_size), replay=replay, replay_partial=partial,
+            recovery_options=self.recovery_options,
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
@@ -631,6 +669,23 @@ class ModelQuantizer:
         )
         steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
         return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
+
+
+_RECOVERED_KEPT = 4
+"""How many reference configurations' recovery decisions a :class:`ModelQuantizer` keeps for reuse."""
+
+
+def _recovers_from_data(config: TuningConfig) -> bool:
+    """Whether ``config`` runs a quantization-stage recovery pass that reads calibration data."""
+    recovery = config.recovery
+    return recovery.range_search or recovery.bias_correction or recovery.weight_rounding is not WeightRounding.NEAREST
+
+
+def _without_fp32_fallbacks(config: TuningConfig) -> TuningConfig:
+    """``config`` without its per-node FP32 fallbacks (the configuration a fallback candidate falls back from)."""
+    fallback = OpOverride.from_config(FP32)
+    kept = tuple(o for o in config.overrides if not (o.kind is ScopeKind.NODE_NAME and o.override == fallback))
+    return dataclasses.replace(config, overrides=kept)
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:

@@ -304,7 +304,7 @@ def tune(
         baseline_objectives = meter(fp32_proto)
         header = HistoryHeader(key, baseline, baseline_objectives, details)
 
-    quantize = QuantizeCache(quantizer.quantize)
+    quantize = QuantizeCache(lambda config: quantizer.quantize(config, reuse_recovery=True))
     context = LoopContext(
         baseline_accuracy=baseline,
         criterion=tuning.accuracy_criterion,

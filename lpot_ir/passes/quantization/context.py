@@ -121,6 +121,10 @@ class QuantizationContext:
         replay: ``None`` when quantizing; when rebuilding a model from its recipe, step name -> the record
             the step returned then (:attr:`QuantPassResult.record`, ``{}`` if none). A step that finds
             itself in replay mode applies its record and never reads calibration data.
+        replay_partial: the replayed records were taken on another configuration of the same model (the
+            one a fallback candidate falls back from): a step applies the decisions that concern nodes
+            this model quantizes, skips the others, and records only what it applied. A recipe's replay
+            is strict (``False``): a decision about a node the model does not quantize is an error.
         recovery_options: samples and work budgets of the data-driven recovery passes.
     """
 
@@ -134,6 +138,7 @@ class QuantizationContext:
     channel_ranges: ChannelLookup | None = None
     recovery_factors: Mapping[str, Mapping[str, Any]] | None = None
     replay: Mapping[str, Mapping[str, Any]] | None = None
+    replay_partial: bool = False
     recovery_options: RecoveryOptions = dataclasses.field(default_factory=RecoveryOptions)
 
     @property
