@@ -63,6 +63,11 @@ _CONV_OPS = ("Conv", "ConvTranspose")
 _MATMUL_OPS = ("MatMul", "Gemm")
 
 
+PROBE_ABOVE = 4.0
+"""A fallback candidate probes (aims between the goal and the closest miss) while every evaluated miss
+lost more than this many times the allowed loss (see ``BasicStrategy._target_loss``)."""
+
+
 def recovery_candidates(space: TuningSpace) -> list[RecoveryConfig]:
     """The single recovery techniques that can apply to the space's nodes, cheapest first.
 
@@ -376,6 +381,26 @@ class BasicStrategy(TuneStrategy):
 
         return sorted(steps, key=lambda step: (-ratio(step), position[step]))
 
+    def _target_loss(self, allowed: float) -> float:
+        """The loss the next fallback candidate aims at: ``margin`` x the allowed loss, or a probe.
+
+        The calibration interpolates linearly from FP32 (distance 0, loss 0) to the points this run
+        evaluated. When the closest miss lost more than :data:`PROBE_ABOVE` x the allowed loss and nothing
+        has met the goal yet, the line to the goal is a long extrapolation, and on classifiers (where a
+        small output change flips no top-1) it overstates the loss of small distances: the candidate it
+        picks reverts nearly everything. The candidate then aims at the geometric mean of the target and
+        that miss instead: if it meets the goal, far more stays INT8; if it misses, it is a measured point
+        near the goal, and each probe halves the gap (in log scale) for one evaluation.
+        """
+        target = float(self.options["margin"]) * allowed
+        points = self.calibration.points
+        if any(loss <= allowed for d, loss in points if d > 0):
+            return target
+        misses = [loss for d, loss in points if d > 0 and loss > allowed]
+        if not misses or min(misses) <= PROBE_ABOVE * allowed:
+            return target
+        return math.sqrt(target * min(misses))
+
     def _proxy_prefix(self, base: TuningConfig, reverted: list[Group], remaining: list[Step]) -> list[Step] | None:
         """The shortest prefix of ``remaining`` the calibrated proxy predicts to meet the goal.
 
@@ -385,7 +410,7 @@ class BasicStrategy(TuneStrategy):
         allowed = self.allowed_loss
         if allowed is None or not self._trusted():
             return None
-        target = self.calibration.threshold(float(self.options["margin"]) * allowed)
+        target = self.calibration.threshold(self._target_loss(allowed))
         if target is None:
             return None
 
