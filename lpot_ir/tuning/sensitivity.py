@@ -17,6 +17,11 @@ brings in, without a trial (no accuracy evaluation):
 4. A node's score is the largest error charged to it, plus ``output_share`` x the error it adds: how
    much further its output drifts from the FP32 model's than its inputs already did (amplification).
 
+Nodes inside ``If`` branches are measured too: both models are specialized to the chosen samples first
+(:func:`~lpot_ir.backends.onnxruntime.specialize.specialize` inlines the branches those samples take), so
+the branches' tensors are main-graph tensors of the instrumented copies. Nodes of Loop/Scan bodies get
+no score.
+
 Per-channel normalization matters: a tensor with one outlier channel quantized per tensor keeps its
 overall error small while every other channel is destroyed; the per-channel mean sees it.
 
@@ -49,6 +54,7 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.backends.onnxruntime.specialize import specialize
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
@@ -134,6 +140,17 @@ def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
     return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
 
 
+def _has_if(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "If" for node in model.graph.node)
+
+
+def _specialized(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """``model`` with the If branches ``feed`` takes inlined (the model itself when it has no If)."""
+    if not _has_if(model):
+        return model
+    return specialize(model, [feed])[0].model
+
+
 def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     session = make_session(model_bytes, intra_op_threads=1)
     names = [o.name for o in session.get_outputs()]
@@ -197,12 +214,18 @@ class SensitivityMeter:
         # tensors can be compared with the FP32 model's
         int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
         feed = self._disagreeing_feed(int8.SerializeToString())
-        int8_bytes, _, int8_ir = _instrumented(int8)
+        int8_bytes, _, int8_ir = _instrumented(_specialized(int8, feed))
         int8_values = _run_all(int8_bytes, feed)
-        if self._fp32_instrumented is None:
-            self._fp32_instrumented = _instrumented(self.fp32_model)[:2]
-        fp32_values = _run_all(self._fp32_instrumented[0], feed)
-        report = self._scores(int8_ir, int8_values, fp32_values, quantized)
+        fp32_graph = self._fp32_graph
+        if _has_if(self.fp32_model):  # the branches these samples take, inlined (per feed: not cached)
+            fp32_bytes, _, fp32_ir = _instrumented(_specialized(self.fp32_model, feed))
+            fp32_graph = fp32_ir.graph
+        else:
+            if self._fp32_instrumented is None:
+                self._fp32_instrumented = _instrumented(self.fp32_model)[:2]
+            fp32_bytes = self._fp32_instrumented[0]
+        fp32_values = _run_all(fp32_bytes, feed)
+        report = self._scores(int8_ir, int8_values, fp32_values, quantized, fp32_graph)
         self._cache[key] = report
         if len(self._cache) > 16:
             self._cache.popitem(last=False)
@@ -231,9 +254,11 @@ class SensitivityMeter:
         values: Mapping[str, np.ndarray],
         fp32_values: Mapping[str, np.ndarray],
         quantized: set[str] | None = None,
+        fp32_graph: ir.Graph | None = None,
     ) -> SensitivityReport:
         graph = (int8 if isinstance(int8, ir.Model) else ir.serde.deserialize_model(int8)).graph
-        fp32_nodes = {n.name: n for n in self._fp32_graph}
+        fp32_graph = fp32_graph if fp32_graph is not None else self._fp32_graph
+        fp32_nodes = {n.name: n for n in fp32_graph}
         charged: dict[str, float] = {}
         tensors: dict[str, TensorError] = {}
 
@@ -301,7 +326,7 @@ class SensitivityMeter:
             return drift[name]
 
         scores: dict[str, float] = {}
-        for node in self._fp32_graph:
+        for node in fp32_graph:
             name = node.name or ""
             output_error = max((drift_of(v) for v in node.outputs), default=0.0)
             input_error = max((drift_of(v) for v in node.inputs), default=0.0)

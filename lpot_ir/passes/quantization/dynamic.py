@@ -141,7 +141,10 @@ class DynamicQuantizePass(QuantizationPass):
             if bias_const is not None:
                 data = bias_const.numpy().astype(np.float32)
                 if op == "Conv":
-                    data = data.reshape(1, -1, *([1] * (len(x.shape) - 2 if x.shape is not None else 2)))
+                    # [1, C, 1, ...]: one 1 per spatial axis, which the weight [C_out, C_in, k...] tells even
+                    # where x's shape is unknown (values inside subgraphs often have none)
+                    spatial = len(w_const.shape) - 2 if w_const is not None else (len(x.shape) - 2 if x.shape else 2)
+                    data = data.reshape(1, -1, *([1] * spatial))
                 elif beta != 1.0:
                     data = data * np.float32(beta)
                 bias_value = b.initializer(f"{bias.name}_folded", data)
