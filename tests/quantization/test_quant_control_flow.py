@@ -35,6 +35,7 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.ir.model import load_model, to_proto
 from lpot_ir.ir.quant import Approach, Fp32Category, QuantFormat, TuningConfig
 from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
+from lpot_ir.tuning.latency import build_latency_model
 from lpot_ir.tuning.sensitivity import SensitivityMeter
 from lpot_ir.tuning.space import fallback_groups
 
@@ -179,9 +180,24 @@ def test_qoperator_lowering_reaches_inside_branches(if_result) -> None:
 
 def test_sensitivity_scores_nodes_inside_branches(if_result) -> None:
     quantizer, _qm = if_result
-    meter = SensitivityMeter(to_proto(quantizer.fp32_model), quantizer.quantize, ALL_PATHS[:2], top_k=2)
-    scores = meter(default_config())
-    assert "then_conv" in scores and scores["then_conv"] > 0  # the 16 kHz samples take the then branch
+    meter = SensitivityMeter(to_proto(quantizer.fp32_model), quantizer.quantize, ALL_PATHS, top_k=4)
+    report = meter.measure(default_config())
+    # the four samples take four paths: each group's branch nodes are scored, main-graph nodes in all
+    for name in ("conv0", "then_conv", "else_conv", "inner_then_matmul", "inner_else_matmul", "else_matmul"):
+        assert report.nodes.get(name, 0.0) > 0, (name, report.nodes)
+    assert len({t.tensor for t in report.tensors}) == len(report.tensors)  # merged over groups, once each
+
+
+def test_latency_model_times_groups_inside_branches(if_result) -> None:
+    quantizer, qm = if_result
+    fp32 = to_proto(quantizer.fp32_model)
+    groups = fallback_groups(quantizer.fp32_model, quantizer.nodes)
+    model = build_latency_model(fp32, qm.model, groups, ALL_PATHS[0], seconds=0.2)
+    timed = {name for group in model.groups if model.fp32_time[group] > 0 for name in group}
+    assert "then_conv" in timed  # the branch ALL_PATHS[0] takes, profiled on the copy specialized to it
+    # the edge from the main graph's conv0 into the branch's Conv (without specializing: no edge, no time)
+    index = {name: i for i, group in enumerate(model.groups) for name in group}
+    assert any(b == index["then_conv"] and a >= 0 for a, b, _ in model.edge_list)
 
 
 def test_dynamic_approach_quantizes_matmuls_inside_branches() -> None:
