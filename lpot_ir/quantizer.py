@@ -40,7 +40,7 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
-from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
+from lpot_ir.ir.model import all_nodes, load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     FP32,
     Approach,
@@ -513,7 +513,7 @@ class ModelQuantizer:
         """Every activation any static configuration could need a range for."""
         prepared = prepared or self._base
         model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
-        graph_nodes = {n.name: n for n in model.graph}
+        graph_nodes = {n.name: n for n in all_nodes(model)}  # subgraphs too: their values are calibrated
         names: dict[str, None] = {}
         nodes, _ = self.nodes_for(Approach.STATIC, prepared)
         for qnode in nodes:
@@ -582,8 +582,10 @@ class ModelQuantizer:
         prepared = self.prepared(config)
         record = PipelineRecord.current(select_pipeline(config))
         range_of: RangeLookup = no_ranges
+        notes: Mapping[str, str] = {}
         if config.approach is not Approach.DYNAMIC:
             result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
+            notes = result.skipped
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                 try:
@@ -592,11 +594,11 @@ class ModelQuantizer:
                     return None
 
         if not reuse_recovery or not _recovers_from_data(config):
-            return self._apply(config, prepared, range_of, record)
+            return self._apply(config, prepared, range_of, record, notes=notes)
         reference_key = _without_fp32_fallbacks(config).key()
         reference = self._recovered.get(reference_key)
         if reference is None or reference_key == config.key():
-            quantized = self._apply(config, prepared, range_of, record)
+            quantized = self._apply(config, prepared, range_of, record, notes=notes)
             if reference_key == config.key():
                 self._recovered[reference_key] = quantized.recipe
                 while len(self._recovered) > _RECOVERED_KEPT:
@@ -608,7 +610,7 @@ class ModelQuantizer:
         def reference_range(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
             return ranges.get(name) or range_of(name, algorithm)
 
-        return self._apply(config, prepared, reference_range, record, reference.records, partial=True)
+        return self._apply(config, prepared, reference_range, record, reference.records, partial=True, notes=notes)
 
     def apply_ranges(
         self,
@@ -641,13 +643,14 @@ class ModelQuantizer:
         record: PipelineRecord,
         replay: Mapping[str, Mapping[str, Any]] | None = None,
         partial: bool = False,
+        notes: Mapping[str, str] | None = None,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(prepared.proto)
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
             self._feeds_for(config.calib_sampling_size), replay=replay, replay_partial=partial,
-            recovery_options=self.recovery_options,
+            recovery_options=self.recovery_options, range_notes=dict(notes or {}),
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges

@@ -126,6 +126,9 @@ class QuantizationContext:
             this model quantizes, skips the others, and records only what it applied. A recipe's replay
             is strict (``False``): a decision about a node the model does not quantize is an error.
         recovery_options: samples and work budgets of the data-driven recovery passes.
+        range_notes: value name -> why calibration has no range for it (``CalibrationResult.skipped``, e.g.
+            "no calibration feed took the else_branch of If 'X'"); ``insert-qdq`` quotes it in the reason of
+            a node left FP32 for want of a range.
     """
 
     config: TuningConfig
@@ -140,6 +143,7 @@ class QuantizationContext:
     replay: Mapping[str, Mapping[str, Any]] | None = None
     replay_partial: bool = False
     recovery_options: RecoveryOptions = dataclasses.field(default_factory=RecoveryOptions)
+    range_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def recovery(self) -> RecoveryConfig:
