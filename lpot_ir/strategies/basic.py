@@ -63,7 +63,7 @@ _CONV_OPS = ("Conv", "ConvTranspose")
 _MATMUL_OPS = ("MatMul", "Gemm")
 
 
-PROBE_ABOVE = 4.0
+PROBE_ABOVE = 2.0
 """A fallback candidate probes (aims between the goal and the closest miss) while every evaluated miss
 lost more than this many times the allowed loss (see ``BasicStrategy._target_loss``)."""
 
