@@ -34,6 +34,7 @@ import numpy as np
 
 from lpot_ir.errors import ConfigError
 from lpot_ir.ir.quant import Approach, OpQuantConfig, QuantFormat, TuningConfig
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.registry import add_to_registry
 from lpot_ir.strategies.space import NodeChoices, SpaceNode, expected_cost, node_aliases, node_choices
 
@@ -399,13 +400,8 @@ class TuneStrategy(ABC):
 
     def relative_accuracy(self, result: TrialResult) -> float:
         """Accuracy relative to the baseline, sign-adjusted so larger is better (``-inf`` if failed)."""
-        if result.accuracy is None or not math.isfinite(result.accuracy):
-            return -math.inf
-        baseline = float(self.context.baseline_accuracy)
-        delta = result.accuracy - baseline
-        if baseline != 0:
-            delta /= abs(baseline)
-        return delta if self.higher_is_better else -delta
+        loss = relative_loss(float(self.context.baseline_accuracy), result.accuracy, higher_is_better=self.higher_is_better)
+        return -math.inf if loss is None else -loss
 
     def loss(self, result: TrialResult, fp32_penalty: float) -> float:
         """A loss to minimize for model-based searches (tpe, bayesian).

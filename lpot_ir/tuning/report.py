@@ -23,8 +23,8 @@ from typing import Any
 
 from lpot_ir.backends.onnxruntime.benchmarking import format_table
 from lpot_ir.fileio import atomic_path, atomic_write
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.strategies.base import TrialResult
-from lpot_ir.tuning.evaluation import relative_loss
 
 __all__ = ["prefetch_plotting", "write_text_atomic", "format_trials", "format_decisions", "write_report", "write_plot", "write_decisions"]
 
