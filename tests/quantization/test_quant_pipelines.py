@@ -187,4 +187,4 @@ def test_custom_quant_pass_example_runs() -> None:
     # energy but the outlier column's own (1/16 of it): the relative RMS error drops about 4x
     assert errors["per_channel"] < errors["per_tensor"] / 2, errors
     assert "recipe: int8-qdq v1: annotate, range-search, insert-qdq, report-weight-error, weight-rounding, " \
-        "bias-correction, space-to-depth-stems, avoid-slow-ort-fusions" in lines
+        "bias-correction, mixed-precision, space-to-depth-stems, avoid-slow-ort-fusions" in lines
