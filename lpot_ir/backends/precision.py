@@ -17,7 +17,7 @@ Two declarative tables, read by the ``mixed-precision`` step
 
 * :data:`FLOAT_KERNELS` -- :class:`~lpot_ir.ir.quant.Backend` -> dtype -> op type -> :class:`FloatKernel`: the
   ops that backend runs in that type. ONNX Runtime's CPU provider was measured (ONNX Runtime 1.32, x86-64 with
-  AVX-512 FP16 and AMX-BF16; ``tests/backends/test_precision_table.py`` re-checks it against the installed
+  AVX-512 FP16 and AMX-BF16; ``tests/mixed_precision/test_mp_tables.py`` re-checks it against the installed
   ONNX Runtime): it has **no** bfloat16 kernel for any compute op or activation, and runs most float16 ops by
   casting them to float32 and back (``fp32_arithmetic``), so there fp16 saves model size, not time. The CUDA
   provider's entries come from ONNX Runtime's registered kernels (``docs/OperatorKernels.md``; bf16 Conv only
