@@ -285,7 +285,7 @@ class BasicStrategy(TuneStrategy):
         if met:
             return
         floats = self.space.float_dtypes
-        if floats:
+        if floats and not base.global_config.fp32:  # 16-bit globals (mixed precision alone) fall back to FP32
             self._low = floats[0]
             met = yield from self._fallback(base, start_regions)
             self._low = None
