@@ -36,7 +36,7 @@ import onnx_ir as ir
 from lpot_ir.backends.onnxruntime.capabilities import OpCategory, QuantizableNode, default_op_config
 from lpot_ir.backends.precision import FloatRole, rule_for, supported
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.model import DEFAULT_OPSET
+from lpot_ir.ir.model import DEFAULT_OPSET, all_nodes
 from lpot_ir.ir.quant import (
     LOW_PRECISION_FLOATS,
     Backend,
@@ -185,6 +185,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
     # mixed precision without INT8 (dtype lists of 16-bit types only): the candidates are those types
     candidates = order_fastest_first(float_option(d) for d in floats) if float_only else int8_candidates
     opset = model.opset_imports.get("", DEFAULT_OPSET) if model is not None else DEFAULT_OPSET
+    main = {n.name for n in model.graph} if model is not None else None
     sizes = tuple(int(s) for s in quant.calibration.sampling_size)
     base = TuningConfig(
         approach=quant.approach,
@@ -227,7 +228,8 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         format=quant.format,
         base=base,
         groups=groups,
-        float_choices=float_choices(space_nodes, floats, opset=opset),
+        # the mixed-precision step rewrites the main graph: nodes in If/Loop/Scan bodies get no 16-bit option
+        float_choices=float_choices([n for n in space_nodes if main is None or n.name in main], floats, opset=opset),
     )
     if floats and not space.float_choices and not float_only:
         logger.warning(
@@ -254,7 +256,7 @@ def fallback_groups(model: ir.Model, nodes: Iterable[QuantizableNode]) -> tuple[
     """
     by_name = {n.name: n for n in nodes}
     owner: dict[str, str] = {}
-    for node in model.graph:
+    for node in all_nodes(model):  # If branches and loop bodies too: their nodes are in the space
         name = node.name or ""
         qnode = by_name.get(name)
         if qnode is None or qnode.category in _ANCHORS:

@@ -221,3 +221,44 @@ def test_digits_example_in_fp16_and_bf16():
         assert np.abs(out - reference).max() <= bound
         sure = margin > 2 * bound
         assert (out.argmax(1)[sure] == reference.argmax(1)[sure]).all()
+
+
+def test_control_flow_bodies_stay_fp32_and_main_graph_values_they_read_are_cast_back():
+    """The step rewrites the main graph: nodes in If branches keep FP32 with the reason, and a main-graph fp16
+    value a branch reads from the outer scope reaches it as float32 (the model stays valid for both branches)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    then_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["m", "W2"], ["t"], name="then_mm")], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 4])], [numpy_helper.from_array(weight(8, 4), "W2")],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["m2"], ["e"], name="else_neg")], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 4])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"), helper.make_node("MatMul", ["m", "W3"], ["m2"], name="mm2"),
+         helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="if")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(weight(16, 8), "W"), numpy_helper.from_array(weight(8, 4), "W3")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.standard_normal((2, 16)).astype(np.float32), "c": np.array(flag)} for flag in (True, False)]
+    result = ModelQuantizer(model, feeds, progress=False).quantize(TuningConfig(global_config=FP16))
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.decisions["mm"].float_dtype is DType.FP16 and result.decisions["mm2"].float_dtype is DType.FP16
+    for name in ("then_mm", "else_neg"):
+        reason = result.decisions[name].reason
+        assert reason.category is Fp32Category.UNSUPPORTED and "control-flow subgraph" in reason.detail
+    for feed in feeds:  # two fp16 roundings of unit-scale values through two products: well inside 8 ulps
+        reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        out = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        assert np.abs(out - reference).max() <= 8 * EPS[DType.FP16] * float(np.abs(reference).max())

@@ -49,6 +49,7 @@ from lpot_ir.backends.precision import (
     supported,
 )
 from lpot_ir.ir.builder import GraphBuilder, move_graph_output
+from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -195,6 +196,17 @@ def plan_precisions(model: ir.Model, context: QuantizationContext) -> PrecisionP
         plan.dtypes[name] = wanted
 
     _select_followers(model, followers, plan, backend, opset)
+    for node in all_nodes(model):  # If branches and loop bodies: this step rewrites the main graph only
+        if node.graph is model.graph or _is_converted_node(node):
+            continue
+        name = node.name or ""
+        wanted = _requested(config.resolve(name, node.op_type, aliases.get(name, ())))
+        if wanted is not None:
+            plan.reasons[name] = Fp32Reason(
+                Fp32Category.UNSUPPORTED,
+                f"it is inside a control-flow subgraph (If/Loop/Scan body); the mixed-precision step runs {wanted} "
+                "in the main graph only",
+            )
     op_types = {n.name or "": n.op_type for n in nodes}
     for name, dtype in plan.dtypes.items():
         kernel = kernel_for(backend, dtype, op_types[name], opset)
@@ -400,7 +412,7 @@ class MixedPrecisionPass(QuantizationPass):
             return QuantPassResult(model, False)
         plan = plan_precisions(model, ctx)
         changes = apply_precisions(model, plan)
-        for node in model.graph:
+        for node in all_nodes(model):
             reason = plan.reasons.get(node.name or "")
             if reason is not None:
                 node.meta[FP32_REASON_KEY] = reason
