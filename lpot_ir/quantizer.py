@@ -44,7 +44,9 @@ from lpot_ir.ir.model import all_nodes, load_model, model_digest, save_model, to
 from lpot_ir.ir.quant import (
     FP32,
     Approach,
+    Backend,
     CalibAlgorithm,
+    DType,
     Fp32Reason,
     OpOverride,
     OpQuantConfig,
@@ -97,12 +99,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 3
+RECIPE_FORMAT_VERSION = 4
 """Recipe file format. 2 added ``pipeline`` (name, version, steps); 3 added ``records`` (the decisions steps
-took from calibration data, replayed without it), and is written only when a step recorded something.
-Version 1 and 2 recipes still load; version 1 replays with the pipeline its configuration selects."""
+took from calibration data, replayed without it), and is written only when a step recorded something; 4 added
+mixed precision (``float_dtype`` in node configurations, the configuration's ``backend``), and is written only
+when the configuration uses bf16/fp16, so older lpot-ir versions refuse such a recipe instead of replaying it
+in FP32. Version 1 to 3 recipes still load; version 1 replays with the pipeline its configuration selects."""
 
-_READABLE_RECIPE_VERSIONS = (1, 2, 3)
+_RECORDS_FORMAT_VERSION = 3
+_READABLE_RECIPE_VERSIONS = (1, 2, 3, 4)
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -119,9 +124,11 @@ class NodeDecision:
         op_type: op type.
         quantized: whether it runs in INT8 (annotated and rewritten).
         config: its effective configuration (``None`` when it cannot be quantized at all).
-        reason: why it stays FP32 (``None`` when quantized).
+        reason: why it stays FP32 (``None`` when it runs in INT8, bf16 or fp16).
         note: adjustments made to fit what the node supports (e.g. per_channel -> per_tensor).
         aliases: the framework's name(s) for the node (e.g. the PyTorch module path ``layer1.0.conv1``).
+        float_dtype: the float type it runs in when not INT8 (``bf16``/``fp16`` from the ``mixed-precision``
+            step, else ``fp32``).
     """
 
     name: str
@@ -131,9 +138,17 @@ class NodeDecision:
     reason: Fp32Reason | None = None
     note: str = ""
     aliases: tuple[str, ...] = ()
+    float_dtype: DType = DType.FP32
+
+    @property
+    def precision(self) -> str:
+        """What it runs in, for reports: ``int8`` (8-bit integers, signed or not), ``bf16``, ``fp16`` or ``fp32``."""
+        return "int8" if self.quantized else str(self.float_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "quantized": self.quantized}
+        if self.float_dtype is not DType.FP32:
+            out["float_dtype"] = self.float_dtype.value
         if self.aliases:
             out["aliases"] = list(self.aliases)
         if self.config is not None:
@@ -186,8 +201,10 @@ class Recipe:
         if factors:  # omitted without recovery rewrites: plain recipes are unchanged
             out["recovery_factors"] = factors
         if self.records:  # omitted when no step recorded anything: such recipes stay readable by version 2
-            out["format_version"] = RECIPE_FORMAT_VERSION
+            out["format_version"] = _RECORDS_FORMAT_VERSION
             out["records"] = {step: dict(data) for step, data in sorted(self.records.items())}
+        if self.config.uses_low_precision_float or self.config.backend is not Backend.ONNXRUNTIME_CPU:
+            out["format_version"] = RECIPE_FORMAT_VERSION  # readers before version 4 would drop bf16/fp16
         return out
 
     @classmethod
@@ -657,16 +674,27 @@ class ModelQuantizer:
         proto = to_proto(model)
         decisions: dict[str, NodeDecision] = {}
         quantized = set(result.quantized) - set(dropped)
+        floats = report.float_dtypes
         for qnode in nodes:
             name = qnode.name
             reason = dropped.get(name) or result.fp32.get(name)
             decisions[name] = NodeDecision(
                 name, qnode.op_type, name in quantized, result.configs.get(name),
-                None if name in quantized else reason, result.notes.get(name, ""), qnode.aliases,
+                None if name in quantized or name in floats else reason, result.notes.get(name, ""), qnode.aliases,
+                floats.get(name, DType.FP32),
             )
-        op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
+        op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported or floats else {}
         for name, reason in unsupported.items():
-            decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
+            if name not in floats:
+                decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
+        for name in (*floats, *dropped):  # nodes outside the INT8 table that mixed precision decided about
+            if name not in decisions or name in floats:
+                previous = decisions.get(name)
+                decisions[name] = NodeDecision(
+                    name, op_types.get(name, ""), False, config.resolve(name, op_types.get(name, ""), self._aliases(name)),
+                    None if name in floats else dropped.get(name), previous.note if previous else "",
+                    self._aliases(name), floats.get(name, DType.FP32),
+                )
         recipe = Recipe(
             self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery), records=report.records
         )

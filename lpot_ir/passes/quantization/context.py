@@ -34,6 +34,7 @@ from lpot_ir.calibration import ChannelRange, calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.quant import (
     CalibAlgorithm,
+    DType,
     Fp32Reason,
     OpQuantConfig,
     QuantSpec,
@@ -232,6 +233,7 @@ class QuantPassResult(PassResult):
         record: JSON-able decisions the step took from data, stored in the recipe under the step's name
             and handed back through :attr:`QuantizationContext.replay` by ``apply_recipe`` (``None``: nothing).
         report: what the step did, for people (not stored).
+        float_dtypes: node name -> the 16-bit float type it runs in (``mixed-precision`` only).
     """
 
     fp32: dict[str, Fp32Reason] = dataclasses.field(default_factory=dict)
@@ -239,6 +241,7 @@ class QuantPassResult(PassResult):
     annotations: AnnotationResult | None = None
     record: dict[str, Any] | None = None
     report: object = None
+    float_dtypes: dict[str, DType] = dataclasses.field(default_factory=dict)
 
 
 class QuantizationPass(ContextPass[QuantizationContext]):
