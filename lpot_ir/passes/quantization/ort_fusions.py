@@ -145,6 +145,8 @@ def _fp32_weights_rule(op_type: str) -> Rule:
             "DequantizeLinear", m["q"], b.initializer(scale, "scale_per_channel"),
             b.initializer(zero_point, "zero_point_per_channel"), axis=axis, name=f"{node.name}/input_dq",
         )
+        data.type = ir.TensorType(ir.DataType.FLOAT)  # what the per-tensor DQ's output was: typed and shaped
+        data.shape = m["q"].shape if m["q"] is not None else None
         attrs = forwarded_attributes(node.attributes)
         inputs = [data, m["w"]] + ([m["b"]] if m["b"] is not None else [])
         return b.op(op_type, *inputs, name=node.name, **attrs)
