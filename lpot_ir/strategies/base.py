@@ -241,7 +241,9 @@ class TrialResult:
         objectives: measured objectives (``"performance"`` latency in seconds, ``"modelsize"``, ...).
         meets_goal: the accuracy meets the user's criterion.
         failed: why the trial failed (quantization or evaluation raised), else ``None``.
-        seconds: wall time of the trial.
+        seconds: wall time of the trial (quantization, evaluation and objectives).
+        worker: where it was evaluated (``in-process``, ``process:<slot>:<pid>``, ``ray:<node>:<pid>``;
+            ``None`` when not evaluated or recorded before workers existed).
     """
 
     index: int
@@ -251,6 +253,7 @@ class TrialResult:
     meets_goal: bool = False
     failed: str | None = None
     seconds: float = 0.0
+    worker: str | None = None
 
 
 @runtime_checkable

@@ -2,20 +2,29 @@
 
 :func:`tune` runs it::
 
-    FP32 baseline (evaluated once; recorded in the history header, reused on resume)
+    FP32 baseline (evaluated once, where the candidates are; recorded in the history header, reused on resume)
     strategy = get_strategy(name)(space, context, seed=random_seed, **options)
+    strategy.batch_size = executor.capacity   # how many evaluations run at once (tuning.workers)
     until the exit policy says stop:
-        config = strategy.propose()            # None: the space is exhausted
-        replayed from the history?  -> the recorded result, no evaluation
-        else quantize, evaluate, measure objectives; append to the history at once (fsync)
+        configs = strategy.propose_batch(free workers)   # None: the space is exhausted; []: wait for results
+        for each: replayed from the history?  -> the recorded result, no evaluation
+                  else quantize (here), submit the model to the executor (lpot_ir.tuning.executors)
+        as evaluations finish: measure objectives (here); append to the history at once (fsync)
         strategy.observe(result)
     best = the goal-meeting trial with the best objective (ties: next objective), else the most
            accurate one with a warning; it is re-quantized, saved with its recipe, and reported.
 
-Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion; a positive
-``timeout`` (seconds, counting the time of resumed trials) and ``max_trials`` (trials recorded, resumed
-ones included) bound the search; an exhausted strategy ends it. No configuration is evaluated twice
-(the strategy base class never re-proposes a known key, and the loop checks again).
+With one worker (the default) this is one trial at a time in the tuning process, as before executors
+existed. With more, the strategy proposes batches (:class:`~lpot_ir.strategies.base.UntilGoal`, lists)
+and the loop keeps the workers busy; each history line records the worker that evaluated the trial.
+
+Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion -- the first in
+the order of proposal, so that N workers choose what one would: trials still running after it are
+cancelled and those that finished after it are kept in the history but not chosen from. A positive
+``timeout`` (seconds, counting the time of resumed trials) and ``max_trials`` (trials proposed, resumed
+ones included) bound the search; evaluations already running are waited for. An exhausted strategy ends
+it. No configuration is evaluated twice (the strategy base class never re-proposes a known key, and the
+loop checks again). ``eval_timeout`` bounds each evaluation (the executor stops it; the trial fails).
 
 An ``eval_func`` (or metric) that raises on a candidate marks that trial failed with the exception's
 first line, and tuning goes on. If it raises on the FP32 model, :class:`EvaluationError` explains it.
@@ -45,6 +54,14 @@ from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.strategies import TrialResult
 from lpot_ir.tuning.checks import check_tuning_config
 from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
+from lpot_ir.tuning.executors import (
+    EvalExecutor,
+    EvalResult,
+    make_executor,
+    shipped_evaluation,
+    ships_evaluation,
+    where_evaluations_run,
+)
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.objectives import ObjectiveMeter
@@ -231,6 +248,10 @@ def tune(
     start = time.perf_counter()
     tuning = config.tuning
     strategy_cls = check_tuning_config(config)  # configuration errors before any model runs
+    accuracy_tuning = evaluator is not None and not tuning.exit_policy.performance_only
+    shipped = None
+    if accuracy_tuning and ships_evaluation(tuning):  # an evaluation workers cannot receive: say so before any work
+        shipped = shipped_evaluation(evaluator, where_evaluations_run(tuning))
     prefetch_plotting()
     workspace = Path(tuning.workspace.path)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -251,81 +272,54 @@ def tune(
     recorded: list[TrialResult] = []
     if tuning.workspace.resume:
         header, recorded = _read_resume(Path(tuning.workspace.resume), key, details)
-        baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
-        logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
-    else:
-        baseline = _evaluate_baseline(evaluator, fp32_proto)
-        baseline_objectives = meter(fp32_proto)
-        header = HistoryHeader(key, baseline, baseline_objectives, details)
-    history.start(header, recorded)
+    with make_executor(tuning, evaluator, shipped) as executor:
+        logger.info("evaluations run %s", executor.description)
+        if tuning.workspace.resume:
+            baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
+            logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
+        else:
+            baseline = _evaluate_baseline(executor, evaluator, fp32_proto)
+            baseline_objectives = meter(fp32_proto)
+            header = HistoryHeader(key, baseline, baseline_objectives, details)
+        history.start(header, recorded)
 
-    context = LoopContext(
-        baseline_accuracy=baseline,
-        criterion=tuning.accuracy_criterion,
-        higher_is_better=bool(tuning.accuracy_criterion.higher_is_better and evaluator.higher_is_better),
-    )
-    context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
-    if feeds:
-        batch_axes = getattr(quantizer, "batch_axes", None)
-        context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds, batch_axes=batch_axes)
-        if real_data:
-            context.proxy = AgreementProxy(
-                optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
-            )
-    if tuning.tensorboard:
-        context.trial_observers.append(
-            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        context = LoopContext(
+            baseline_accuracy=baseline,
+            criterion=tuning.accuracy_criterion,
+            higher_is_better=bool(tuning.accuracy_criterion.higher_is_better and evaluator.higher_is_better),
         )
-    strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
-
-    replay = {t.config.key(): t for t in recorded}
-    trials: list[TrialResult] = []
-    seen: dict[str, TrialResult] = {}
-    exit_policy = tuning.exit_policy
-    replayed_seconds = 0.0
-    evaluated = 0
-    stop_reason = ""
-    bar = _progress_bar(progress, exit_policy.max_trials)
-    try:
-        while True:
-            if len(trials) >= exit_policy.max_trials:
-                stop_reason = f"max_trials ({exit_policy.max_trials}) reached"
-                break
-            elapsed = time.perf_counter() - start + replayed_seconds
-            if exit_policy.timeout > 0 and elapsed >= exit_policy.timeout:
-                stop_reason = f"timeout ({exit_policy.timeout} s) reached"
-                break
-            proposal = strategy.propose()
-            if proposal is None:
-                stop_reason = "the search space is exhausted"
-                break
-            key_ = proposal.key()
-            if key_ in seen:  # the base class prevents this; never evaluate twice regardless
-                strategy.observe(dataclasses.replace(seen[key_], config=proposal))
-                continue
-            if key_ in replay:
-                result = replay.pop(key_)
-                replayed_seconds += result.seconds
-            else:
-                if replay and len(trials) < len(recorded):
-                    logger.warning(
-                        "resume: the strategy proposed a configuration the earlier run did not try at trial %d; "
-                        "the resumed run diverges from it (is the strategy deterministic for its seed?)",
-                        len(trials),
-                    )
-                result = _run_trial(len(trials), proposal, quantizer, evaluator, meter, context)
-                history.append(result)
-                evaluated += 1
-            seen[key_] = result
-            trials.append(result)
-            strategy.observe(result)
-            _update_bar(bar, trials, context)
-            if exit_policy.timeout == 0 and result.meets_goal:
-                stop_reason = f"trial {result.index} meets the accuracy criterion (timeout 0: first success)"
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+        context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
+        if feeds:
+            batch_axes = getattr(quantizer, "batch_axes", None)
+            context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds, batch_axes=batch_axes)
+            if real_data:
+                context.proxy = AgreementProxy(
+                    optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
+                )
+        if tuning.tensorboard:
+            context.trial_observers.append(
+                TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+            )
+        strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
+        strategy.batch_size = executor.capacity
+        search = _Search(
+            strategy=strategy,
+            executor=executor,
+            quantizer=quantizer,
+            meter=meter,
+            context=context,
+            history=history,
+            exit_policy=tuning.exit_policy,
+            recorded=recorded,
+            start=start,
+        )
+        bar = _progress_bar(progress, tuning.exit_policy.max_trials)
+        try:
+            search.run(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    trials, stop_reason, evaluated = search.considered(), search.stop_reason, search.evaluated
 
     outcome = finalize(
         config=config,
@@ -340,7 +334,7 @@ def tune(
         feeds=feeds,
         stop_reason=stop_reason,
         evaluated=evaluated,
-        replayed=len(trials) - evaluated,
+        replayed=search.replayed,
         start=start,
         history_path=history.path,
         strategy_name=strategy_cls.name or tuning.strategy.name,
@@ -357,17 +351,23 @@ def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:
     return dataclasses.replace(criterion, higher_is_better=higher_is_better)
 
 
-def _evaluate_baseline(evaluator: Evaluator, model: onnx.ModelProto) -> float:
-    try:
-        return evaluator(model)
-    except LpotError:
-        raise
-    except Exception as exc:  # the user's code may raise anything
-        raise EvaluationError(
-            f"The {evaluator.description} raised {first_line(exc)} on the FP32 model, before any "
-            "quantization. Tuning needs the FP32 accuracy as its baseline: fix the evaluation (it receives an "
-            "onnx.ModelProto; run it on the FP32 model yourself to reproduce) and start again."
-        ) from exc
+def _evaluate_baseline(executor: EvalExecutor, evaluator: Evaluator, model: onnx.ModelProto) -> float:
+    """The FP32 accuracy, evaluated where the candidates will be (so both see the same environment)."""
+    result = executor.evaluate(-1, model)
+    if result.error is None and result.accuracy is not None:
+        return float(result.accuracy)
+    if isinstance(result.exception, LpotError):
+        raise result.exception
+    what = (
+        f"did not finish within tuning.exit_policy.eval_timeout ({result.error})"
+        if result.timed_out
+        else f"raised {result.error}"
+    )
+    raise EvaluationError(
+        f"The {evaluator.description} {what} on the FP32 model, before any quantization. Tuning needs the FP32 "
+        "accuracy as its baseline: fix the evaluation (it receives an onnx.ModelProto; run it on the FP32 model "
+        "yourself to reproduce) and start again."
+    ) from result.exception
 
 
 def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[HistoryHeader, list[TrialResult]]:
@@ -383,61 +383,218 @@ def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[Hist
     return header, trials
 
 
-def _run_trial(
-    index: int,
-    config: TuningConfig,
-    quantizer: Any,
-    evaluator: Evaluator,
-    meter: ObjectiveMeter,
-    context: LoopContext,
-) -> TrialResult:
-    began = time.perf_counter()
-    accuracy: float | None = None
-    objectives: dict[str, float] = {}
-    failed: str | None = None
-    quantized: Any = None
-    try:
-        quantized = quantizer.quantize(config)
-        model = quantized.model
-    except Exception as exc:  # one bad configuration must not end tuning
-        failed = f"quantization failed: {first_line(exc)}"
-        logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
-    else:
+@dataclass
+class _Running:
+    """A trial whose evaluation was submitted: what the loop needs when its result comes."""
+
+    position: int
+    config: TuningConfig
+    quantized: Any
+    began: float
+    quantize_seconds: float
+
+
+@dataclass
+class _Search:
+    """The propose / evaluate / observe loop over an executor (see the module docstring)."""
+
+    strategy: Any
+    executor: EvalExecutor
+    quantizer: Any
+    meter: ObjectiveMeter
+    context: LoopContext
+    history: TuningHistory
+    exit_policy: Any
+    recorded: list[TrialResult]
+    start: float
+    slots: list[TrialResult | None] = field(default_factory=list)
+    running: dict[int, _Running] = field(default_factory=dict)
+    seen: dict[str, TrialResult] = field(default_factory=dict)
+    stop_reason: str = ""
+    first_success: int | None = None
+    evaluated: int = 0
+    replayed: int = 0
+    replayed_seconds: float = 0.0
+    bar: Any = None
+    replay: dict[str, TrialResult] = field(default_factory=dict)
+
+    def run(self, bar: Any) -> None:
+        """Propose, evaluate and observe until the exit policy or the strategy ends the search."""
+        self.bar = bar
+        self.replay = {t.config.key(): t for t in self.recorded}
+        while True:
+            if not self.stop_reason:
+                self._propose()
+            if not self.running:
+                if self.stop_reason:
+                    return
+                continue  # results arrived while proposing (replayed, failed quantization): propose again
+            self._finish(self._wait())
+
+    # -- proposing -------------------------------------------------------------------------------
+
+    def _stop(self, why: str) -> None:
+        if not self.stop_reason:
+            self.stop_reason = why
+
+    def _propose(self) -> None:
+        policy = self.exit_policy
+        while not self.stop_reason and len(self.running) < self.executor.capacity:
+            if len(self.slots) >= policy.max_trials:
+                self._stop(f"max_trials ({policy.max_trials}) reached")
+                return
+            elapsed = time.perf_counter() - self.start + self.replayed_seconds
+            if policy.timeout > 0 and elapsed >= policy.timeout:
+                self._stop(f"timeout ({policy.timeout} s) reached")
+                return
+            room = min(self.executor.capacity - len(self.running), policy.max_trials - len(self.slots))
+            batch = self.strategy.propose_batch(room)
+            if batch is None:
+                self._stop("the search space is exhausted")
+                return
+            if not batch:
+                if not self.running:  # nothing to wait for: a strategy bug, never loop forever
+                    self._stop("the strategy waits for results but none are pending")
+                return
+            for proposal in batch:
+                self._start(proposal)
+                if self.stop_reason:
+                    return
+
+    def _start(self, proposal: TuningConfig) -> None:
+        key = proposal.key()
+        if key in self.seen:  # the base class prevents this; never evaluate twice regardless
+            self.strategy.observe(dataclasses.replace(self.seen[key], config=proposal))
+            return
+        position = len(self.slots)
+        self.slots.append(None)
+        if key in self.replay:
+            result = self.replay.pop(key)
+            self.replayed += 1
+            self.replayed_seconds += result.seconds / self.executor.capacity
+            self._record(position, result, append=False)
+            return
+        if self.replay and position < len(self.recorded):
+            logger.warning(
+                "resume: the strategy proposed a configuration the earlier run did not try at trial %d; "
+                "the resumed run diverges from it (is the strategy deterministic for its seed?)",
+                position,
+            )
+        began = time.perf_counter()
         try:
-            accuracy = evaluator(model)
-        except Exception as exc:  # the user's eval_func may raise anything
-            failed = f"evaluation failed: {first_line(exc)}"
-            logger.warning("trial %d: %s; the trial is marked failed and tuning goes on", index, failed)
-        if failed is None:
+            quantized = self.quantizer.quantize(proposal)
+        except Exception as exc:  # one bad configuration must not end tuning
+            failed = f"quantization failed: {first_line(exc)}"
+            logger.warning("trial %d: %s", position, failed, exc_info=not isinstance(exc, LpotError))
+            result = TrialResult(position, proposal, None, {}, False, failed, time.perf_counter() - began)
+            self._record(position, self._observed(position, proposal, None, result), append=True)
+            return
+        quantize_seconds = time.perf_counter() - began
+        self.running[position] = _Running(position, proposal, quantized, began, quantize_seconds)
+        self.executor.submit(position, quantized.model)
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def _wait(self) -> tuple[_Running, EvalResult]:
+        while True:
+            done = self.executor.wait()
+            job = self.running.pop(done.index, None)
+            if job is not None:
+                return job, done
+
+    def _finish(self, item: tuple[_Running, EvalResult]) -> None:
+        job, done = item
+        measured = time.perf_counter()
+        accuracy: float | None = None
+        objectives: dict[str, float] = {}
+        failed: str | None = None
+        if done.error is not None or done.accuracy is None:
+            failed = done.error if done.timed_out else f"evaluation failed: {done.error}"
+            logger.warning("trial %d: %s; the trial is marked failed and tuning goes on", job.position, failed)
+        else:
+            accuracy = float(done.accuracy)
             try:
-                objectives = meter(model)
+                objectives = self.meter(job.quantized.model)
             except Exception as exc:
                 failed = f"objective measurement failed: {first_line(exc)}"
-                logger.warning("trial %d: %s", index, failed)
-    meets = failed is None and accuracy is not None and context.meets_goal(accuracy)
-    result = TrialResult(
-        index=index,
-        config=config,
-        accuracy=accuracy if failed is None else None,
-        objectives=objectives,
-        meets_goal=meets,
-        failed=failed,
-        seconds=time.perf_counter() - began,
-    )
-    loss = context.relative_loss(result.accuracy)
-    logger.info(
-        "trial %d: accuracy %s (%s relative loss)%s",
-        index,
-        "failed" if result.accuracy is None else f"{result.accuracy:.4f}",
-        "-" if loss is None else f"{loss:.2%}",
-        ", meets the criterion" if meets else "",
-    )
-    for observer in context.trial_observers:
-        try:
-            observer(index, config, quantized, result)
-        except Exception as exc:  # an observer (a report writer) must not end tuning
-            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
-    return result
+                logger.warning("trial %d: %s", job.position, failed)
+        self.evaluated += 1
+        meets = failed is None and accuracy is not None and self.context.meets_goal(accuracy)
+        seconds = job.quantize_seconds + done.seconds + (time.perf_counter() - measured)
+        result = TrialResult(
+            index=job.position,
+            config=job.config,
+            accuracy=accuracy if failed is None else None,
+            objectives=objectives,
+            meets_goal=meets,
+            failed=failed,
+            seconds=seconds,
+            worker=done.worker,
+        )
+        self._record(job.position, self._observed(job.position, job.config, job.quantized, result), append=True)
+
+    def _observed(self, position: int, config: TuningConfig, quantized: Any, result: TrialResult) -> TrialResult:
+        """Log the trial and tell the observers (TensorBoard...)."""
+        loss = self.context.relative_loss(result.accuracy)
+        logger.info(
+            "trial %d: accuracy %s (%s relative loss)%s%s",
+            position,
+            "failed" if result.accuracy is None else f"{result.accuracy:.4f}",
+            "-" if loss is None else f"{loss:.2%}",
+            ", meets the criterion" if result.meets_goal else "",
+            f" [{result.worker}]" if result.worker and self.executor.capacity > 1 else "",
+        )
+        for observer in self.context.trial_observers:
+            try:
+                observer(position, config, quantized, result)
+            except Exception as exc:  # an observer (a report writer) must not end tuning
+                logger.warning("trial %d: observer %s failed: %s", position, type(observer).__name__, first_line(exc))
+        return result
+
+    def _record(self, position: int, result: TrialResult, *, append: bool) -> None:
+        if append:
+            self.history.append(result)
+        self.slots[position] = result
+        self.seen[result.config.key()] = result
+        self.strategy.observe(result)
+        _update_bar(self.bar, [t for t in self.slots if t is not None], self.context)
+        if self.exit_policy.timeout == 0 and result.meets_goal:
+            if self.first_success is None or position < self.first_success:
+                self.first_success = position
+                self.stop_reason = f"trial {result.index} meets the accuracy criterion (timeout 0: first success)"
+            for later in [p for p in self.running if p > position]:  # one worker would never have run them
+                self._cancel(later, "a trial proposed before it met the accuracy criterion")
+        for key in list(self.strategy.superseded):
+            for p, job in list(self.running.items()):
+                if job.config.key() == key:
+                    self._cancel(p, "an alternative before it met the accuracy criterion")
+
+    def _cancel(self, position: int, why: str) -> None:
+        job = self.running.pop(position)
+        self.executor.cancel(position)
+        self.strategy.withdraw(job.config)
+        logger.info("trial %d: cancelled (%s)", position, why)
+
+    def considered(self) -> list[TrialResult]:
+        """The trials the best model is chosen from, in proposal order: every finished one, except those
+        that one worker would not have run (after the first success with timeout 0, or superseded)."""
+        out = []
+        superseded = self.strategy.superseded
+        for position, trial in enumerate(self.slots):
+            if trial is None:
+                continue
+            if self.first_success is not None and position > self.first_success:
+                continue
+            if trial.config.key() in superseded:
+                continue
+            out.append(trial)
+        left_out = sum(t is not None for t in self.slots) - len(out)
+        if left_out:
+            logger.info(
+                "%d trial(s) that finished after the decisive one (speculative with several workers) are in the "
+                "history but not chosen from", left_out,
+            )  # fmt: skip
+        return out
 
 
 def _progress_bar(enabled: bool, total: int) -> Any:
