@@ -358,6 +358,8 @@ class TuneStrategy(ABC):
         self.superseded: set[str] = set()
         """Keys of configurations evaluated speculatively (an :class:`UntilGoal` batch) after the first one
         that met the goal: not part of the search's result."""
+        self.notes: dict[str, str] = {}
+        """Node name -> why this strategy kept it in FP32, when it knows better than "a trial lost accuracy"."""
         self._results: dict[str, TrialResult] = {}
         self._proposed: set[str] = set()
         self._inflight: set[str] = set()

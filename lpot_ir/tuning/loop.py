@@ -5,7 +5,7 @@
     FP32 baseline (evaluated once, where the candidates are; recorded in the history header, reused on resume)
     strategy = get_strategy(name)(space, context, seed=random_seed, **options)
     strategy.batch_size = executor.capacity   # how many evaluations run at once (tuning.workers)
-    until the exit policy says stop:
+    until the exit policy says stop:                       (lpot_ir.tuning.trials.TrialRunner)
         configs = strategy.propose_batch(free workers)   # None: the space is exhausted; []: wait for results
         for each: replayed from the history?  -> the recorded result, no evaluation
                   else quantize (here), submit the model to the executor (lpot_ir.tuning.executors)
@@ -14,17 +14,15 @@
     best = the goal-meeting trial with the best objective (ties: next objective), else the most
            accurate one with a warning; it is re-quantized, saved with its recipe, and reported.
 
-With one worker (the default) this is one trial at a time in the tuning process, as before executors
-existed. With more, the strategy proposes batches (:class:`~lpot_ir.strategies.base.UntilGoal`, lists)
-and the loop keeps the workers busy; each history line records the worker that evaluated the trial.
+With one worker (the default) this is one trial at a time in the tuning process. With more (local
+worker processes or Ray, docs/distributed.md), the strategy proposes batches and the loop keeps the
+workers busy; each history line records the worker that evaluated the trial.
 
-Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion -- the first in
-the order of proposal, so that N workers choose what one would: trials still running after it are
-cancelled and those that finished after it are kept in the history but not chosen from. A positive
-``timeout`` (seconds, counting the time of resumed trials) and ``max_trials`` (trials proposed, resumed
-ones included) bound the search; evaluations already running are waited for. An exhausted strategy ends
-it. No configuration is evaluated twice (the strategy base class never re-proposes a known key, and the
-loop checks again). ``eval_timeout`` bounds each evaluation (the executor stops it; the trial fails).
+Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion (the first in
+the order of proposal); a positive ``timeout`` (seconds, counting the time of resumed trials) and
+``max_trials`` (trials recorded, resumed ones included) bound the search; an exhausted strategy ends it.
+No configuration is evaluated twice (the strategy base class never re-proposes a known key, and the
+loop checks again). ``eval_timeout`` bounds each evaluation.
 
 An ``eval_func`` (or metric) that raises on a candidate marks that trial failed with the exception's
 first line, and tuning goes on. If it raises on the FP32 model, :class:`EvaluationError` explains it.
@@ -38,6 +36,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,6 @@ from lpot_ir.tuning.checks import check_tuning_config
 from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
 from lpot_ir.tuning.executors import (
     EvalExecutor,
-    EvalResult,
     make_executor,
     shipped_evaluation,
     ships_evaluation,
@@ -64,32 +62,54 @@ from lpot_ir.tuning.executors import (
 )
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
+from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_latency_model
 from lpot_ir.tuning.objectives import ObjectiveMeter
 from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
+from lpot_ir.tuning.proxy import DistanceReading, OutputDistance
 from lpot_ir.tuning.report import prefetch_plotting
-from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
+from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
 from lpot_ir.tuning.tensorboard import TensorBoardWriter
+from lpot_ir.tuning.trials import TrialRunner
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
 logger = logging.getLogger(__name__)
 
+LATENCY_FILE = "latency_model.json"
 PROXY_SAMPLES = 256
-"""Calibration samples (at most) the accuracy proxy compares FP32 and INT8 top-1 on."""
+"""Calibration samples (at most) the accuracy proxy compares FP32 and candidate outputs on."""
+ADVICE_EVALUATIONS = 5.0
+"""Proxy, sensitivity and profiling work together may take this many FP32 evaluations' time."""
+PROXY_READING_SHARE = 0.1
+"""One proxy reading's FP32 run may take at most this share of an FP32 evaluation (fewer feeds if longer)."""
 
 
 @dataclass
 class LoopContext:
     """The :class:`~lpot_ir.strategies.StrategyContext` the loop gives strategies.
 
+    Everything here but the goal test is *advice*: proxy readings, sensitivity measurements and the
+    latency model cost time but no evaluation. Together they get a budget of ``advice_budget`` units,
+    fixed when the run starts (:func:`plan_advice`: :data:`ADVICE_EVALUATIONS` FP32 evaluations' worth,
+    one unit being one proxy reading) and stored in the history, so a resumed run decides the same way.
+    Once it is spent, ``distance`` answers only from its cache, the sensitivity and latency methods
+    return nothing, and strategies go on with evaluations alone.
+
     Attributes:
         baseline_accuracy: the FP32 model's accuracy.
         criterion: the ``AccuracyCriterion`` (relative or absolute, higher_is_better).
         sensitivity: measures per-node error for a configuration (one instrumented run); a
             :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
-        proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
-        estimate_calls: proxy runs made (not evaluations).
+        proxy: the label-free output distance (:class:`~lpot_ir.tuning.proxy.OutputDistance`) behind
+            ``distance``.
+        latency_builder: ``config -> LatencyModel`` (profiles FP32 and ``config``'s INT8 model).
+        baseline_latency: the FP32 model's measured latency (the ``performance`` objective), if measured.
+        advice_budget: units the advice may use in all (``inf``: no limit).
+        sensitivity_units: what one sensitivity measurement costs, in units.
+        latency_units: what building the latency model costs, in units.
+        advice_used: units used so far.
+        advice_seconds: wall seconds the advice took (for the report).
         trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
             result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
@@ -99,79 +119,101 @@ class LoopContext:
     sensitivity: Callable[[TuningConfig], dict[str, float]] | None = None
     higher_is_better: bool = True
     sensitivity_calls: int = 0
-    proxy: AgreementProxy | None = None
-    estimate_calls: int = 0
-    estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+    proxy: OutputDistance | None = None
+    latency_builder: Callable[[TuningConfig], LatencyModel] | None = None
+    baseline_latency: float | None = None
+    advice_budget: float = math.inf
+    sensitivity_units: float = 1.0
+    latency_units: float = 1.0
+    advice_used: float = 0.0
+    advice_seconds: float = 0.0
     trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
-    def estimate(self, config: TuningConfig) -> float:
-        """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
-        if self.proxy is None or not self.proxy.applicable:
-            return math.nan
+    # -- the budget ------------------------------------------------------------------------------
+
+    def advice_left(self) -> float:
+        """Units of advice left (never negative)."""
+        return max(0.0, self.advice_budget - self.advice_used)
+
+    def _charged(self, units: float, work: Callable[[], Any]) -> Any:
+        began = time.perf_counter()
+        self.advice_used += units
         try:
-            value = self.proxy(config)
+            return work()
         finally:
-            self.estimate_calls = self.proxy.runs
-        self.estimates.setdefault(config.key(), (config, value))
-        return value
+            self.advice_seconds += time.perf_counter() - began
 
-    def proxy_reason(self, in_int8: Callable[[TuningConfig], bool]) -> str | None:
-        """Why the proxy made a node fall back: its last estimate of a configuration with the node in INT8."""
-        threshold = self.estimate_threshold
-        found = [v for c, v in self.estimates.values() if in_int8(c)]
-        if not found or threshold is None or found[-1] <= threshold:
-            return None
-        return (
-            f"the accuracy proxy predicted that keeping it in INT8 lost up to {found[-1]:.2%} accuracy (top-1 changed "
-            f"on {found[-1]:.2%} of calibration samples; {threshold:.2%} allowed), without an evaluation"
-        )
-
-    @property
-    def estimate_threshold(self) -> float | None:
-        """The largest proxy value predicted to meet the goal: the allowed absolute drop of an accuracy
-        in [0, 1] (higher is better); ``None`` when the proxy does not apply."""
-        if self.proxy is None or not self.proxy.applicable or not self.higher_is_better:
-            return None
-        base = float(self.baseline_accuracy)
-        if not (0.0 < base <= 1.0):
-            return None
-        allowed = base - float(self.criterion.threshold(base))
-        return allowed if allowed > 0 else None
-
-    def tensor_sensitivity(self, config: TuningConfig) -> list[TensorError]:
-        """Per-quantized-tensor errors with the nodes that quantize each (largest first; same run as
-        :meth:`op_sensitivity`, cached)."""
-        measure = getattr(self.sensitivity, "measure", None)
-        if measure is None:
-            return []
-        try:
-            return list(measure(config).tensors)
-        except Exception as exc:
-            logger.warning("tensor sensitivity could not be measured (%s)", first_line(exc))
-            return []
-        finally:
-            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+    # -- the goal ----------------------------------------------------------------------------------
 
     def meets_goal(self, accuracy: float) -> bool:
         if accuracy is None or not math.isfinite(accuracy):
             return False
         return bool(self.criterion.is_met(self.baseline_accuracy, accuracy))
 
-    def op_sensitivity(self, config: TuningConfig) -> dict[str, float]:
-        if self.sensitivity is None:
-            return {}
-        self.sensitivity_calls += 1
-        try:
-            return self.sensitivity(config)
-        except Exception as exc:  # a measurement problem must not end tuning: strategies then use model order
-            logger.warning("op sensitivity could not be measured (%s); strategies fall back to model order", first_line(exc))
-            return {}
-        finally:
-            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+    @property
+    def allowed_loss(self) -> float | None:
+        """The relative accuracy loss the criterion allows (an absolute criterion is divided by the baseline)."""
+        base = float(self.baseline_accuracy)
+        threshold = float(self.criterion.threshold(base))
+        if base == 0 or not math.isfinite(threshold):
+            return None
+        return abs(base - threshold) / abs(base)
 
     def relative_loss(self, accuracy: float | None) -> float | None:
         """Accuracy lost relative to the baseline (positive = worse), sign-adjusted for the direction."""
         return relative_loss(self.baseline_accuracy, accuracy, higher_is_better=self.higher_is_better)
+
+    # -- advice --------------------------------------------------------------------------------------
+
+    def distance(self, config: TuningConfig) -> DistanceReading | None:
+        """How far ``config``'s outputs are from FP32's on calibration feeds (``None``: no proxy or budget)."""
+        if self.proxy is None:
+            return None
+        known = self.proxy.cached(config)
+        if known is not None:
+            return known
+        if self.advice_left() <= 0:
+            return None
+        proxy = self.proxy
+        return self._charged(1.0, lambda: proxy(config))
+
+    def tensor_sensitivity(self, config: TuningConfig) -> list[TensorError]:
+        """Per-quantized-tensor errors with the nodes that quantize each (largest first; same run as
+        :meth:`op_sensitivity`, cached)."""
+        measure = getattr(self.sensitivity, "measure", None)
+        if measure is None or self.advice_left() <= 0:
+            return []
+        try:
+            return list(self._charged(self._sensitivity_cost(config), lambda: measure(config)).tensors)
+        except Exception as exc:
+            logger.warning("tensor sensitivity could not be measured (%s)", first_line(exc))
+            return []
+        finally:
+            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+
+    def op_sensitivity(self, config: TuningConfig) -> dict[str, float]:
+        sensitivity = self.sensitivity
+        if sensitivity is None or self.advice_left() <= 0:
+            return {}
+        self.sensitivity_calls += 1
+        try:
+            return self._charged(self._sensitivity_cost(config), lambda: sensitivity(config))
+        except Exception as exc:  # a measurement problem must not end tuning: strategies then use model order
+            logger.warning("op sensitivity could not be measured (%s); strategies fall back to model order", first_line(exc))
+            return {}
+        finally:
+            self.sensitivity_calls = int(getattr(sensitivity, "calls", self.sensitivity_calls))
+
+    def latency_model(self, config: TuningConfig) -> LatencyModel | None:
+        """The latency model, from profiles of FP32 and of ``config`` quantized (``None``: not available)."""
+        builder = self.latency_builder
+        if builder is None or self.advice_left() <= 0:
+            return None
+        return self._charged(self.latency_units, lambda: builder(config))
+
+    def _sensitivity_cost(self, config: TuningConfig) -> float:
+        cached = getattr(self.sensitivity, "is_cached", None)
+        return 0.0 if cached is not None and cached(config) else self.sensitivity_units
 
 
 def run_key(build: SpaceBuild, config: Any, fp32_digest: str, evaluator: Evaluator | None) -> tuple[str, dict[str, Any]]:
@@ -210,7 +252,6 @@ def _first_feed(
                 return feeds
     if not synthetic:
         return []
-
     try:
         return [synthetic_inputs(model, batch_size=1, seed=0)]
     except LpotError as exc:
@@ -269,80 +310,218 @@ def tune(
 
     key, details = run_key(build, config, quantizer.fp32_digest, evaluator)
     history = TuningHistory(workspace / HISTORY_FILE)
-    recorded: list[TrialResult] = []
-    if tuning.workspace.resume:
-        header, recorded = _read_resume(Path(tuning.workspace.resume), key, details)
     with make_executor(tuning, evaluator, shipped) as executor:
         logger.info("evaluations run %s", executor.description)
-        if tuning.workspace.resume:
-            baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
-            logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
-        else:
-            baseline = _evaluate_baseline(executor, evaluator, fp32_proto)
-            baseline_objectives = meter(fp32_proto)
-            header = HistoryHeader(key, baseline, baseline_objectives, details)
-        history.start(header, recorded)
-
-        context = LoopContext(
-            baseline_accuracy=baseline,
-            criterion=tuning.accuracy_criterion,
-            higher_is_better=bool(tuning.accuracy_criterion.higher_is_better and evaluator.higher_is_better),
-        )
-        context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
-        if feeds:
-            batch_axes = getattr(quantizer, "batch_axes", None)
-            context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds, batch_axes=batch_axes)
-            if real_data:
-                context.proxy = AgreementProxy(
-                    optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
-                )
-        if tuning.tensorboard:
-            context.trial_observers.append(
-                TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
-            )
-        strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
-        strategy.batch_size = executor.capacity
-        search = _Search(
-            strategy=strategy,
-            executor=executor,
-            quantizer=quantizer,
-            meter=meter,
-            context=context,
-            history=history,
-            exit_policy=tuning.exit_policy,
-            recorded=recorded,
-            start=start,
-        )
-        bar = _progress_bar(progress, tuning.exit_policy.max_trials)
-        try:
-            search.run(bar)
-        finally:
-            if bar is not None:
-                bar.close()
-    trials, stop_reason, evaluated = search.considered(), search.stop_reason, search.evaluated
-
+        runner, context, strategy, baseline_objectives = _search(
+            config, strategy_cls, quantizer, evaluator, executor, build, key, details, history, meter, feeds,
+            real_data, optimized_proto, fp32_proto, workspace, start, progress,
+        )  # fmt: skip
     outcome = finalize(
         config=config,
         quantizer=quantizer,
         build=build,
         context=context,
-        trials=trials,
+        trials=runner.considered(),
         weights=weights,
         baseline_objectives=baseline_objectives,
         fp32_proto=fp32_proto,
         workspace=workspace,
         feeds=feeds,
-        stop_reason=stop_reason,
-        evaluated=evaluated,
-        replayed=search.replayed,
+        stop_reason=runner.stop_reason,
+        evaluated=runner.evaluated,
+        replayed=runner.replayed,
         start=start,
         history_path=history.path,
         strategy_name=strategy_cls.name or tuning.strategy.name,
+        strategy_notes=dict(strategy.notes),
     )
-    outcome.estimate_calls = context.estimate_calls
-    if context.estimate_calls:
-        logger.info("accuracy proxy: %d run(s) on calibration samples (not evaluations)", context.estimate_calls)
+    outcome.proxy_readings = context.proxy.runs if context.proxy is not None else 0
+    outcome.advice_seconds = context.advice_seconds
+    if outcome.proxy_readings:
+        logger.info(
+            "accuracy proxy: %d reading(s) on calibration feeds (not evaluations); advice took %.1f s",
+            outcome.proxy_readings, context.advice_seconds,
+        )  # fmt: skip
     return outcome
+
+
+def _search(
+    config: Any,
+    strategy_cls: Any,
+    quantizer: Any,
+    evaluator: Evaluator,
+    executor: EvalExecutor,
+    build: SpaceBuild,
+    key: str,
+    details: dict[str, Any],
+    history: TuningHistory,
+    meter: ObjectiveMeter,
+    feeds: list[dict[str, np.ndarray]],
+    real_data: bool,
+    optimized_proto: onnx.ModelProto,
+    fp32_proto: onnx.ModelProto,
+    workspace: Path,
+    start: float,
+    progress: bool,
+) -> tuple[TrialRunner, LoopContext, Any, dict[str, float]]:
+    """The baseline, the context and the strategy, then the trials (:class:`TrialRunner`) on ``executor``."""
+    tuning = config.tuning
+    recorded: list[TrialResult] = []
+    eval_seconds = math.nan
+    if tuning.workspace.resume:
+        header, recorded = _read_resume(Path(tuning.workspace.resume), key, details)
+        baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
+        logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
+    else:
+        baseline, eval_seconds = _evaluate_baseline(executor, evaluator, fp32_proto)
+        baseline_objectives = meter(fp32_proto)
+        header = HistoryHeader(key, baseline, baseline_objectives, details)
+
+    quantize = QuantizeCache(quantizer.quantize)
+    context = LoopContext(
+        baseline_accuracy=baseline,
+        criterion=tuning.accuracy_criterion,
+        higher_is_better=bool(tuning.accuracy_criterion.higher_is_better and evaluator.higher_is_better),
+        baseline_latency=baseline_objectives.get("performance"),
+    )
+    context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
+    if feeds:
+        if real_data:
+            context.proxy = _make_proxy(optimized_proto, quantize, feeds)
+        groups = build.space.fallback_groups
+
+        def latency_builder(c: TuningConfig) -> LatencyModel:
+            return cached_latency_model(
+                workspace / LATENCY_FILE,
+                f"{key}:{c.key()}",
+                lambda: build_latency_model(optimized_proto, quantize(c).model, groups, feeds[0]),
+            )
+
+        context.latency_builder = latency_builder
+    plan = header.advice or plan_advice(eval_seconds, context.proxy, quantize, build.space.model_wise_configs()[0])
+    _apply_plan(context, plan)
+    if feeds:  # the sensitivity measurement chooses its samples among the proxy's feeds: same cost scale
+        context.sensitivity = SensitivityMeter(
+            optimized_proto,
+            quantize,
+            context.proxy.feeds if context.proxy else feeds,
+            batch_axes=getattr(quantizer, "batch_axes", None),
+        )
+    header = dataclasses.replace(header, advice=dict(plan))
+    history.start(header, recorded)
+    if tuning.tensorboard:
+        context.trial_observers.append(
+            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        )
+    strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
+    strategy.batch_size = executor.capacity
+    bar = _progress_bar(progress, tuning.exit_policy.max_trials)
+    runner = TrialRunner(
+        strategy=strategy,
+        executor=executor,
+        quantize=quantize,
+        meter=meter,
+        context=context,
+        history=history,
+        exit_policy=tuning.exit_policy,
+        recorded=recorded,
+        start=start,
+        progress=None if bar is None else (lambda trials: _update_bar(bar, trials, context)),
+    )
+    try:
+        runner.run()
+    finally:
+        if bar is not None:
+            bar.close()
+    return runner, context, strategy, baseline_objectives
+
+
+class QuantizeCache:
+    """``quantizer.quantize`` with the last few results kept by configuration key.
+
+    The strategy's proxy reading, the sensitivity measurement and the trial itself often quantize the
+    same configuration one after the other; quantization is deterministic, so it is done once.
+    """
+
+    def __init__(self, quantize: Callable[[TuningConfig], Any], size: int = 4) -> None:
+        self._quantize = quantize
+        self._size = size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def __call__(self, config: TuningConfig) -> Any:
+        key = config.key()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        return self.fresh(config)
+
+    def fresh(self, config: TuningConfig) -> Any:
+        """Quantize ``config`` even if a result is cached (to time it), and cache the result."""
+        key = config.key()
+        result = self._quantize(config)
+        self._cache[key] = result
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return result
+
+
+def _make_proxy(model: onnx.ModelProto, quantize: Callable[[TuningConfig], Any], feeds: list[dict[str, np.ndarray]]) -> OutputDistance | None:
+    try:
+        proxy = OutputDistance(model, quantize, feeds)
+    except Exception as exc:  # the proxy is advice: without it, tuning goes on with evaluations
+        logger.warning("the accuracy proxy is not available (%s); tuning uses evaluations only", first_line(exc))
+        return None
+    logger.info("accuracy proxy: output '%s' compared as %s", proxy.output_name, proxy.kind)
+    return proxy
+
+
+def plan_advice(
+    eval_seconds: float, proxy: OutputDistance | None, quantize: QuantizeCache, config: TuningConfig
+) -> dict[str, float]:
+    """Fix the advice budget in units of one proxy reading, from what things cost on this model.
+
+    One FP32 evaluation took ``eval_seconds``. The proxy keeps as many feeds as one FP32 run can go
+    through in :data:`PROXY_READING_SHARE` of that; a reading costs that run plus one quantization
+    (timed here, after the calibration it needs); a sensitivity measurement about one quantization
+    and three such runs; the latency model one quantization and two short profiled runs. The budget is
+    :data:`ADVICE_EVALUATIONS` evaluations' worth. Without a measured evaluation time (nothing to
+    relate to) the budget is unlimited.
+    """
+    if not math.isfinite(eval_seconds) or eval_seconds <= 0:
+        return {"units": math.inf, "sensitivity_units": 1.0, "latency_units": 1.0}
+    run = 0.0
+    if proxy is not None:
+        proxy.limit_feeds(PROXY_READING_SHARE * eval_seconds)
+        run = proxy.reference_seconds
+    try:
+        quantize(config)  # calibration happens here, once
+        began = time.perf_counter()
+        quantize.fresh(config)
+        quantize_seconds = max(time.perf_counter() - began, 1e-3)
+    except Exception:  # the first trial will report what is wrong
+        quantize_seconds = eval_seconds * PROXY_READING_SHARE
+    reading = max(run + quantize_seconds, 1e-3)
+    plan = {
+        "units": ADVICE_EVALUATIONS * eval_seconds / reading,
+        "sensitivity_units": (quantize_seconds + 3 * run) / reading,
+        "latency_units": (quantize_seconds + 2 * run) / reading,
+        "eval_seconds": eval_seconds,
+    }
+    if proxy is not None:
+        plan["proxy_feeds"] = float(len(proxy.feeds))
+    logger.info(
+        "advice budget: %.0f proxy reading(s) worth (evaluation %.2f s, reading ~%.2f s)", plan["units"], eval_seconds, reading
+    )
+    return plan
+
+
+def _apply_plan(context: LoopContext, plan: Mapping[str, float]) -> None:
+    context.advice_budget = float(plan.get("units", math.inf))
+    context.sensitivity_units = float(plan.get("sensitivity_units", 1.0))
+    context.latency_units = float(plan.get("latency_units", 1.0))
+    if context.proxy is not None and "proxy_feeds" in plan:
+        context.proxy.keep_feeds(int(plan["proxy_feeds"]))
 
 
 def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:
@@ -351,11 +530,12 @@ def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:
     return dataclasses.replace(criterion, higher_is_better=higher_is_better)
 
 
-def _evaluate_baseline(executor: EvalExecutor, evaluator: Evaluator, model: onnx.ModelProto) -> float:
-    """The FP32 accuracy, evaluated where the candidates will be (so both see the same environment)."""
+def _evaluate_baseline(executor: EvalExecutor, evaluator: Evaluator, model: onnx.ModelProto) -> tuple[float, float]:
+    """The FP32 accuracy and the seconds its evaluation took, evaluated where the candidates will be (so
+    both see the same environment)."""
     result = executor.evaluate(-1, model)
     if result.error is None and result.accuracy is not None:
-        return float(result.accuracy)
+        return float(result.accuracy), result.seconds
     if isinstance(result.exception, LpotError):
         raise result.exception
     what = (
@@ -383,220 +563,6 @@ def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[Hist
     return header, trials
 
 
-@dataclass
-class _Running:
-    """A trial whose evaluation was submitted: what the loop needs when its result comes."""
-
-    position: int
-    config: TuningConfig
-    quantized: Any
-    began: float
-    quantize_seconds: float
-
-
-@dataclass
-class _Search:
-    """The propose / evaluate / observe loop over an executor (see the module docstring)."""
-
-    strategy: Any
-    executor: EvalExecutor
-    quantizer: Any
-    meter: ObjectiveMeter
-    context: LoopContext
-    history: TuningHistory
-    exit_policy: Any
-    recorded: list[TrialResult]
-    start: float
-    slots: list[TrialResult | None] = field(default_factory=list)
-    running: dict[int, _Running] = field(default_factory=dict)
-    seen: dict[str, TrialResult] = field(default_factory=dict)
-    stop_reason: str = ""
-    first_success: int | None = None
-    evaluated: int = 0
-    replayed: int = 0
-    replayed_seconds: float = 0.0
-    bar: Any = None
-    replay: dict[str, TrialResult] = field(default_factory=dict)
-
-    def run(self, bar: Any) -> None:
-        """Propose, evaluate and observe until the exit policy or the strategy ends the search."""
-        self.bar = bar
-        self.replay = {t.config.key(): t for t in self.recorded}
-        while True:
-            if not self.stop_reason:
-                self._propose()
-            if not self.running:
-                if self.stop_reason:
-                    return
-                continue  # results arrived while proposing (replayed, failed quantization): propose again
-            self._finish(self._wait())
-
-    # -- proposing -------------------------------------------------------------------------------
-
-    def _stop(self, why: str) -> None:
-        if not self.stop_reason:
-            self.stop_reason = why
-
-    def _propose(self) -> None:
-        policy = self.exit_policy
-        while not self.stop_reason and len(self.running) < self.executor.capacity:
-            if len(self.slots) >= policy.max_trials:
-                self._stop(f"max_trials ({policy.max_trials}) reached")
-                return
-            elapsed = time.perf_counter() - self.start + self.replayed_seconds
-            if policy.timeout > 0 and elapsed >= policy.timeout:
-                self._stop(f"timeout ({policy.timeout} s) reached")
-                return
-            room = min(self.executor.capacity - len(self.running), policy.max_trials - len(self.slots))
-            batch = self.strategy.propose_batch(room)
-            if batch is None:
-                self._stop("the search space is exhausted")
-                return
-            if not batch:
-                if not self.running:  # nothing to wait for: a strategy bug, never loop forever
-                    self._stop("the strategy waits for results but none are pending")
-                return
-            for proposal in batch:
-                self._start(proposal)
-                if self.stop_reason:
-                    return
-
-    def _start(self, proposal: TuningConfig) -> None:
-        key = proposal.key()
-        if key in self.seen:  # the base class prevents this; never evaluate twice regardless
-            self.strategy.observe(dataclasses.replace(self.seen[key], config=proposal))
-            return
-        position = len(self.slots)
-        self.slots.append(None)
-        if key in self.replay:
-            result = self.replay.pop(key)
-            self.replayed += 1
-            self.replayed_seconds += result.seconds / self.executor.capacity
-            self._record(position, result, append=False)
-            return
-        if self.replay and position < len(self.recorded):
-            logger.warning(
-                "resume: the strategy proposed a configuration the earlier run did not try at trial %d; "
-                "the resumed run diverges from it (is the strategy deterministic for its seed?)",
-                position,
-            )
-        began = time.perf_counter()
-        try:
-            quantized = self.quantizer.quantize(proposal)
-        except Exception as exc:  # one bad configuration must not end tuning
-            failed = f"quantization failed: {first_line(exc)}"
-            logger.warning("trial %d: %s", position, failed, exc_info=not isinstance(exc, LpotError))
-            result = TrialResult(position, proposal, None, {}, False, failed, time.perf_counter() - began)
-            self._record(position, self._observed(position, proposal, None, result), append=True)
-            return
-        quantize_seconds = time.perf_counter() - began
-        self.running[position] = _Running(position, proposal, quantized, began, quantize_seconds)
-        self.executor.submit(position, quantized.model)
-
-    # -- results ---------------------------------------------------------------------------------
-
-    def _wait(self) -> tuple[_Running, EvalResult]:
-        while True:
-            done = self.executor.wait()
-            job = self.running.pop(done.index, None)
-            if job is not None:
-                return job, done
-
-    def _finish(self, item: tuple[_Running, EvalResult]) -> None:
-        job, done = item
-        measured = time.perf_counter()
-        accuracy: float | None = None
-        objectives: dict[str, float] = {}
-        failed: str | None = None
-        if done.error is not None or done.accuracy is None:
-            failed = done.error if done.timed_out else f"evaluation failed: {done.error}"
-            logger.warning("trial %d: %s; the trial is marked failed and tuning goes on", job.position, failed)
-        else:
-            accuracy = float(done.accuracy)
-            try:
-                objectives = self.meter(job.quantized.model)
-            except Exception as exc:
-                failed = f"objective measurement failed: {first_line(exc)}"
-                logger.warning("trial %d: %s", job.position, failed)
-        self.evaluated += 1
-        meets = failed is None and accuracy is not None and self.context.meets_goal(accuracy)
-        seconds = job.quantize_seconds + done.seconds + (time.perf_counter() - measured)
-        result = TrialResult(
-            index=job.position,
-            config=job.config,
-            accuracy=accuracy if failed is None else None,
-            objectives=objectives,
-            meets_goal=meets,
-            failed=failed,
-            seconds=seconds,
-            worker=done.worker,
-        )
-        self._record(job.position, self._observed(job.position, job.config, job.quantized, result), append=True)
-
-    def _observed(self, position: int, config: TuningConfig, quantized: Any, result: TrialResult) -> TrialResult:
-        """Log the trial and tell the observers (TensorBoard...)."""
-        loss = self.context.relative_loss(result.accuracy)
-        logger.info(
-            "trial %d: accuracy %s (%s relative loss)%s%s",
-            position,
-            "failed" if result.accuracy is None else f"{result.accuracy:.4f}",
-            "-" if loss is None else f"{loss:.2%}",
-            ", meets the criterion" if result.meets_goal else "",
-            f" [{result.worker}]" if result.worker and self.executor.capacity > 1 else "",
-        )
-        for observer in self.context.trial_observers:
-            try:
-                observer(position, config, quantized, result)
-            except Exception as exc:  # an observer (a report writer) must not end tuning
-                logger.warning("trial %d: observer %s failed: %s", position, type(observer).__name__, first_line(exc))
-        return result
-
-    def _record(self, position: int, result: TrialResult, *, append: bool) -> None:
-        if append:
-            self.history.append(result)
-        self.slots[position] = result
-        self.seen[result.config.key()] = result
-        self.strategy.observe(result)
-        _update_bar(self.bar, [t for t in self.slots if t is not None], self.context)
-        if self.exit_policy.timeout == 0 and result.meets_goal:
-            if self.first_success is None or position < self.first_success:
-                self.first_success = position
-                self.stop_reason = f"trial {result.index} meets the accuracy criterion (timeout 0: first success)"
-            for later in [p for p in self.running if p > position]:  # one worker would never have run them
-                self._cancel(later, "a trial proposed before it met the accuracy criterion")
-        for key in list(self.strategy.superseded):
-            for p, job in list(self.running.items()):
-                if job.config.key() == key:
-                    self._cancel(p, "an alternative before it met the accuracy criterion")
-
-    def _cancel(self, position: int, why: str) -> None:
-        job = self.running.pop(position)
-        self.executor.cancel(position)
-        self.strategy.withdraw(job.config)
-        logger.info("trial %d: cancelled (%s)", position, why)
-
-    def considered(self) -> list[TrialResult]:
-        """The trials the best model is chosen from, in proposal order: every finished one, except those
-        that one worker would not have run (after the first success with timeout 0, or superseded)."""
-        out = []
-        superseded = self.strategy.superseded
-        for position, trial in enumerate(self.slots):
-            if trial is None:
-                continue
-            if self.first_success is not None and position > self.first_success:
-                continue
-            if trial.config.key() in superseded:
-                continue
-            out.append(trial)
-        left_out = sum(t is not None for t in self.slots) - len(out)
-        if left_out:
-            logger.info(
-                "%d trial(s) that finished after the decisive one (speculative with several workers) are in the "
-                "history but not chosen from", left_out,
-            )  # fmt: skip
-        return out
-
-
 def _progress_bar(enabled: bool, total: int) -> Any:
     if not enabled:
         return None
@@ -621,3 +587,4 @@ def _update_bar(bar: Any, trials: list[TrialResult], context: LoopContext) -> No
     bar.set_postfix_str(
         f"best trial {best.index}: acc {best.accuracy:.4f} (loss {loss:.2%}){' goal met' if best.meets_goal else ''}"
     )
+
