@@ -16,7 +16,7 @@ import pytest
 from lpot_ir.errors import EvaluationError
 from lpot_ir.tuning import Evaluator, tune
 from tests.tuning.distributed_helpers import MisbehaveOnce, SlowEvaluation, random_config
-from tests.tuning.helpers import make_config
+from tests.tuning.helpers import PLAIN, make_config
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +54,17 @@ def test_mse_on_two_workers_chooses_what_one_worker_chooses(digits, quantizer, t
     assert one.met_goal and two.met_goal
     assert two.best.config.key() == one.best.config.key()
     assert _summary(two) == _summary(one)  # speculative trials past the first success are not chosen from
+
+
+def test_basic_fallback_on_four_workers_meets_the_goal_in_parallel_prefixes(digits, quantizer, tmp_path):
+    one = tune(make_config(tmp_path / "one", strategy_options=PLAIN), quantizer, Evaluator(eval_func=digits.eval_func), progress=False)
+    config = make_config(tmp_path / "four", strategy_options=PLAIN, workers=4)
+    four = tune(config, quantizer, Evaluator(eval_func=digits.eval_func), progress=False)
+    assert one.met_goal and four.met_goal
+    # the prefixes one worker tries one after the other (1, 2, 4... steps) run at once; the first that meets
+    # the goal is chosen, so the chosen model keeps no more ops in FP32 than the sequential search's
+    assert len(four.model.quantized_nodes) >= len(one.model.quantized_nodes)
+    assert all(line["worker"].startswith("process:") for line in _history(tmp_path / "four"))
 
 
 def test_worker_killed_mid_trial_is_rerun_and_nothing_is_lost(digits, quantizer, tmp_path, reference):
