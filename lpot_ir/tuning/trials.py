@@ -127,7 +127,8 @@ class TrialRunner:
             self.replayed_seconds += result.seconds / self.executor.capacity
             self._record(position, result, append=False)
             return
-        if self.replay and position < len(self.recorded):
+        sequential = all(t.worker in (None, "in-process") for t in self.recorded)  # else the history may have holes
+        if self.replay and position < len(self.recorded) and sequential:
             logger.warning(
                 "resume: the strategy proposed a configuration the earlier run did not try at trial %d; "
                 "the resumed run diverges from it (is the strategy deterministic for its seed?)",
