@@ -47,6 +47,7 @@ from typing import Any
 import onnx
 
 from lpot_ir.errors import ConfigError, EvaluationError, first_line
+from lpot_ir.tuning.worker import ray_evaluate
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -273,8 +274,15 @@ def shipped_evaluation(evaluation: Any, where: str) -> ShippedEvaluation:
     Raises:
         EvaluationError: it cannot be pickled (a closure over an ONNX Runtime session, an open file, a
             lock, a generator...): the message names the part that fails when it can, and what to change.
+        ConfigError: cloudpickle is not installed.
     """
-    import cloudpickle
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ConfigError(
+            f"{where} sends evaluations to worker processes, which needs cloudpickle: install it with `pip install "
+            "'lpot-ir[distributed]'`, or evaluate in this process (tuning.workers: 1 without tuning.distributed)."
+        ) from None
 
     try:
         payload = cloudpickle.dumps(evaluation)
@@ -627,8 +635,6 @@ class RayExecutor(EvalExecutor):
         timeout: float = 0.0,
     ) -> None:
         ray = import_ray()
-        from lpot_ir.tuning.worker import ray_evaluate
-
         self._ray = ray
         self.shipped = shipped
         self.threads = int(threads)

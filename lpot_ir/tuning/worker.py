@@ -22,7 +22,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from typing import Any
+
+import onnx
+
+from lpot_ir.errors import first_line
 
 __all__ = ["evaluate_bytes", "load_evaluation", "ray_evaluate", "extend_sys_path", "main"]
 
@@ -60,16 +65,8 @@ def _constant(value: bytes) -> Callable[[], bytes]:
     return lambda: value
 
 
-def _first_line(exc: BaseException) -> str:
-    from lpot_ir.errors import first_line
-
-    return first_line(exc)
-
-
 def evaluate_bytes(evaluation: Any, index: int, model: bytes, worker: str) -> dict[str, Any]:
     """Run ``evaluation`` on the serialized ONNX ``model``; never raises."""
-    import onnx
-
     began = time.perf_counter()
     accuracy: float | None = None
     error: str | None = None
@@ -77,7 +74,7 @@ def evaluate_bytes(evaluation: Any, index: int, model: bytes, worker: str) -> di
     try:
         accuracy = float(evaluation(onnx.load_from_string(model)))
     except Exception as exc:  # the user's eval_func may raise anything: the driver records it
-        error = _first_line(exc)
+        error = first_line(exc)
         try:
             exception = pickle.dumps(exc)
         except Exception:  # an exception that cannot be pickled is reported by its text
@@ -107,7 +104,7 @@ def ray_evaluate(
         return {
             "index": index,
             "accuracy": None,
-            "error": f"the evaluation could not be loaded on the worker: {_first_line(exc)}",
+            "error": f"the evaluation could not be loaded on the worker: {first_line(exc)}",
             "exception": None,
             "seconds": 0.0,
             "worker": worker,
@@ -118,8 +115,6 @@ def ray_evaluate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """A local worker process: ``python -m lpot_ir.tuning.worker FD SLOT``."""
-    from multiprocessing.connection import Connection
-
     args = list(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=int(args[0]))
     connection = Connection(sock.detach())
@@ -136,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 evaluation = load_evaluation(digest, _constant(payload), sys_path, threads)
             except Exception as exc:
-                connection.send_bytes(pickle.dumps(("setup-failed", _first_line(exc))))
+                connection.send_bytes(pickle.dumps(("setup-failed", first_line(exc))))
                 return 1
             connection.send_bytes(pickle.dumps(("ready", name)))
         elif kind == "eval":
