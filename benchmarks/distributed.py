@@ -9,7 +9,9 @@ real CPU work, not a sleep, so workers compete for the cores as real evaluations
    Ray (a local Ray instance started for the run) with 2 and 4 workers; one thread per worker. Prints
    wall time and the ratio to the in-process run (interleaved ``--rounds``, median of the per-round
    ratios). All runs choose the same model (checked).
-2. **overhead**: the same candidate evaluated ``--repeats`` times one after the other through each
+2. **parallel capacity**: 4 evaluations without tuning, one after the other in this process against 2
+   and 4 local workers at once: the speed-up the machine allows at the moment (other load included).
+3. **overhead**: the same candidate evaluated ``--repeats`` times one after the other through each
    executor; overhead = the driver's wall time per evaluation minus the evaluation's own time in the
    worker (shipping the model, scheduling, the result's return). Printed in ms and as a share of one
    evaluation.
@@ -35,7 +37,7 @@ import onnx
 
 from lpot_ir.config import load_config
 from lpot_ir.examples_data import DigitsExample, digits_example
-from lpot_ir.quantizer import ModelQuantizer
+from lpot_ir.quantizer import ModelQuantizer, default_config
 from lpot_ir.tuning import Evaluator, tune
 from lpot_ir.tuning.executors import InProcessExecutor, LocalProcessExecutor, RayExecutor, shipped_evaluation
 
@@ -113,8 +115,6 @@ def scaling(digits: DigitsExample, evaluation: RepeatedEvaluation, trials: int, 
 
 def overhead(digits: DigitsExample, evaluation: RepeatedEvaluation, repeats: int) -> None:
     quantizer = ModelQuantizer(digits.model_path, digits.calib_dataloader(batch_size=10))
-    from lpot_ir.quantizer import default_config
-
     model = quantizer.quantize(default_config()).model
     evaluator = Evaluator(eval_func=evaluation)
     shipped = shipped_evaluation(evaluator, "benchmark")
@@ -141,6 +141,36 @@ def overhead(digits: DigitsExample, evaluation: RepeatedEvaluation, repeats: int
         print(f"{name:32s} {start:8.1f} {mean_eval:8.3f} {extra * 1e3:12.1f} {extra / mean_eval:7.1%}")
 
 
+def capacity(digits: DigitsExample, evaluation: RepeatedEvaluation) -> None:
+    """What this machine gives right now: 4 evaluations one after the other in this process, against the
+    same 4 on 2 and 4 local workers at once (an upper bound of the tuning speed-up, overhead included)."""
+    quantizer = ModelQuantizer(digits.model_path, digits.calib_dataloader(batch_size=10))
+    model = quantizer.quantize(default_config()).model
+    evaluator = Evaluator(eval_func=evaluation)
+    shipped = shipped_evaluation(evaluator, "benchmark")
+    print("\n== parallel capacity: 4 evaluations, no tuning ==")
+    print(f"{'executor':32s} {'wall s':>8s} {'ratio':>7s}")
+    base = None
+    for name, make in [
+        ("in-process, one after the other", lambda: InProcessExecutor(evaluator)),
+        ("2 local workers", lambda: LocalProcessExecutor(shipped, 2)),
+        ("4 local workers", lambda: LocalProcessExecutor(shipped, 4)),
+    ]:
+        with make() as executor:
+            for index in range(executor.capacity):  # warm every worker
+                executor.submit(index, model)
+            for _ in range(executor.capacity):
+                executor.wait()
+            began = time.perf_counter()
+            for index in range(4):
+                executor.submit(100 + index, model)
+            for _ in range(4):
+                executor.wait()
+            wall = time.perf_counter() - began
+        base = base or wall
+        print(f"{name:32s} {wall:8.2f} {wall / base:7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-seconds", type=float, default=1.0)
@@ -156,6 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lpot-distributed-") as folder:
         if not args.skip_scaling:
             scaling(digits, evaluation, args.trials, args.rounds, Path(folder))
+    capacity(digits, evaluation)
     overhead(digits, evaluation, args.repeats)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 

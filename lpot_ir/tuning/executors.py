@@ -9,7 +9,7 @@ has workers, and returns an :class:`EvalResult` for each as it finishes (in any 
   is called in the tuning process. With ``tuning.exit_policy.eval_timeout`` it runs in a thread and is
   abandoned when it takes too long (a thread cannot be killed: it is left running).
 * :class:`LocalProcessExecutor` (``tuning.workers: N`` > 1): N worker processes on this machine
-  (``python -m lpot_ir.tuning.worker``), each set up once with the evaluation.
+  (:func:`lpot_ir.tuning.worker.main`), each set up once with the evaluation.
 * :class:`RayExecutor` (``tuning.distributed: {backend: ray, address: ...}``): one Ray task per
   evaluation; the evaluation is put into Ray's object store once and loaded once per Ray worker process.
 
@@ -70,6 +70,9 @@ MAX_ATTEMPTS = 3
 
 STARTUP_TIMEOUT = 300.0
 """Seconds local worker processes may take to start and load the evaluation."""
+
+WORKER_COMMAND = "import sys; from lpot_ir.tuning.worker import main; sys.exit(main(sys.argv[1:]))"
+"""What a local worker process runs (``-c``, not ``-m``: the package imports the module first)."""
 
 IN_PROCESS = "in-process"
 """The ``worker`` of a trial evaluated in the tuning process."""
@@ -407,7 +410,7 @@ class LocalProcessExecutor(EvalExecutor):
         env = {**os.environ, "PYTHONPATH": _python_path(), "OMP_NUM_THREADS": str(self.threads)}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "lpot_ir.tuning.worker", str(child.fileno()), str(slot)],
+                [sys.executable, "-c", WORKER_COMMAND, str(child.fileno()), str(slot)],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,

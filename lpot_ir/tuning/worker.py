@@ -4,7 +4,7 @@ A worker holds the evaluation (the :class:`~lpot_ir.tuning.evaluation.Evaluator`
 cloudpickle bytes and kept by its digest) and evaluates candidate models sent as serialized ONNX bytes.
 :func:`evaluate_bytes` is the one function both kinds of worker run:
 
-* a local worker process (``python -m lpot_ir.tuning.worker FD``, :class:`LocalProcessExecutor`) reads
+* a local worker process (:func:`main` with ``FD SLOT``, :class:`LocalProcessExecutor`) reads
   messages from the socket ``FD``: ``("setup", evaluation, digest, sys_path, threads)`` once, then
   ``("eval", index, model_bytes)`` per job; it answers ``("ready", name)`` and ``("done", result)``;
 * a Ray task (:class:`RayExecutor`) calls :func:`ray_evaluate`.
@@ -114,7 +114,7 @@ def ray_evaluate(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """A local worker process: ``python -m lpot_ir.tuning.worker FD SLOT``."""
+    """A local worker process, given ``FD SLOT`` (the socket to the driver, the worker's slot number)."""
     args = list(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=int(args[0]))
     connection = Connection(sock.detach())
@@ -140,6 +140,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
