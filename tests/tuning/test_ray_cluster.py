@@ -56,6 +56,12 @@ def _node_ports() -> list[str]:
     ]  # fmt: skip
 
 
+def _ray_start(*args: str) -> None:
+    done = subprocess.run([RAY, "start", *args], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"ray start {' '.join(args[:2])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
 def _stop(temp_dir: str, port: int) -> None:
     """Kill this cluster's processes (found by its temporary folder or head port), by pid."""
     mine = []
@@ -74,24 +80,28 @@ def _stop(temp_dir: str, port: int) -> None:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A head node and a second node, one CPU each; yields the head's address."""
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    port = _free_port()
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))  # nodes, workers and driver
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats", "--temp-dir", temp_dir]
+    started: list[tuple[str, int]] = []
     try:
-        subprocess.run(
-            [RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-             "--ray-client-server-port", str(_free_port()), *common, *_node_ports()],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        subprocess.run(
-            [RAY, "start", "--address", f"127.0.0.1:{port}", *common, *_node_ports()],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        for attempt in (1, 2):  # the ports are picked free, then bound by Ray: another process may take one between
+            temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths stay under 108 bytes
+            port = _free_port()
+            started.append((temp_dir, port))
+            common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats", "--temp-dir", temp_dir]
+            try:
+                _ray_start("--head", "--port", str(port), "--include-dashboard", "false",
+                           "--ray-client-server-port", str(_free_port()), *common, *_node_ports())  # fmt: skip
+                _ray_start("--address", f"127.0.0.1:{port}", *common, *_node_ports())
+                break
+            except RuntimeError:
+                _stop(temp_dir, port)
+                if attempt == 2:
+                    raise
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(temp_dir, port)
+        for temp_dir, port in started:
+            _stop(temp_dir, port)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
