@@ -16,6 +16,7 @@ __all__ = [
     "ConversionError",
     "QuantizationError",
     "PassError",
+    "WriteError",
     "first_line",
 ]
 
@@ -50,6 +51,17 @@ class QuantizationError(LpotError):
 
 class PassError(LpotError):
     """A rewrite rule or a pass raised: the message names the pass, and for a rule the rule and the node."""
+
+
+class WriteError(LpotError, OSError):
+    """A file that could not be written (full disk, file size limit, read-only or forbidden folder).
+
+    Raised by :mod:`lpot_ir.fileio`; the file that was there before is unchanged. It is also an ``OSError``
+    (with the original ``errno``), so code that handles I/O errors keeps working.
+    """
+
+    def __str__(self) -> str:  # the paragraph, not OSError's "[Errno N] strerror: filename"
+        return str(self.args[0]) if self.args else ""
 
 
 def first_line(exc: BaseException) -> str:
