@@ -7,9 +7,8 @@ file untouched. A failed write (full disk, file size limit, read-only folder) ra
 :class:`~lpot_ir.errors.WriteError`: one paragraph naming the file, and still an ``OSError``.
 
 Temporary files are named ``.<name>.<host>-<pid>.<random><suffix>``. A process killed with SIGKILL cannot
-remove its own, so the next write to the same destination removes those whose process (on this host) is
-gone: a killed run never leaves more than one stale temporary per file behind, and only until the file is
-written again. A new file gets the permissions of a plain ``open()`` (``0o666`` minus the umask); a
+remove its own, so every write removes those in its folder whose process (on this host) is gone: a killed
+run's temporaries last only until the next file is written in the same folder. A new file gets the permissions of a plain ``open()`` (``0o666`` minus the umask); a
 replaced file keeps its own.
 """
 
@@ -18,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import socket
 import stat
@@ -63,22 +63,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(dest: str | os.PathLike[str]) -> int:
-    """Remove temporaries of ``dest`` left by processes of this host that no longer run; return how many.
+    """Remove the temporaries left in ``dest``'s folder by processes of this host that no longer run (a
+    killed writer of any file there); return how many.
 
     Temporaries of live processes (a parallel writer) and of other hosts (a shared folder) are left alone.
     """
-    dest = Path(dest)
-    prefix = f".{dest.name}.{_HOST}-"
+    folder = Path(dest).parent
+    pattern = re.compile(r"\..+\." + re.escape(_HOST) + r"-(\d+)\.[^.]*(\..*)?")
     removed = 0
     try:
-        entries = list(os.scandir(dest.parent))
+        entries = list(os.scandir(folder))
     except OSError:
         return 0
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        match = pattern.fullmatch(entry.name) if entry.name.startswith(".") else None
+        if match is None:
             continue
-        pid_text = entry.name[len(prefix):].split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):

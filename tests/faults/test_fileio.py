@@ -88,11 +88,12 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     (tmp_path / f"{stale_prefix}abc.onnx").write_bytes(b"half a model")
     (tmp_path / f"{stale_prefix}dir").mkdir()
     (tmp_path / f"{stale_prefix}dir" / "best_model.onnx.0a1b2c3d.data").write_bytes(b"half the weights")
+    (tmp_path / f".report.txt{stale_prefix[len('.best_model.onnx'):]}q1w2e3.tmp").write_bytes(b"another file's")
     live = tmp_path / f"{mine.replace(f'-{os.getpid()}.', '-1.')}xyz.tmp"  # pid 1 always runs
     live.write_bytes(b"another process's write in progress")
     other = tmp_path / ".report.txt.somehost-12345.abc.tmp"
     other.write_bytes(b"")
-    assert remove_stale_temporaries(dest) == 2
+    assert remove_stale_temporaries(dest) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
     save_model(load_model(_mlp()), dest)  # every save sweeps its own destination's stale temporaries
     assert live.exists()

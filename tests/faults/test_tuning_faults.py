@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,26 @@ def test_full_disk_in_lpot_quantize_is_one_paragraph_and_keeps_the_output(digits
     assert len(lines) == 1 and "Could not write" in lines[0] and "int8.onnx" in lines[0] and "Traceback" not in err
     assert snapshot(tmp_path) == before and temporaries(tmp_path) == []
     assert json.loads((tmp_path / "int8.recipe.json").read_text())["config"]["approach"] != "post_training_dynamic_quant"
+
+
+def test_lpot_tune_resume_before_any_history_starts_a_new_run(digits, tmp_path, capsys):
+    """A run killed before its FP32 baseline was recorded has no history; ``--resume`` (what a scheduler that
+    restarts killed jobs runs) starts over instead of failing, and the next ``--resume`` replays everything."""
+    folder = digits.copy_files(tmp_path)
+    conf = Path(__file__).resolve().parents[2] / "examples" / "usage_yaml_only" / "conf.yaml"
+    (folder / "conf.yaml").write_text(conf.read_text())
+    argv = ["tune", "conf.yaml", "-m", "model.onnx", "--no-progress", "--resume", "-w", str(tmp_path / "ws")]
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        assert main(argv) == 0
+        first, err = capsys.readouterr()
+        assert "--resume: no tuning history in" in err
+        assert main(argv) == 0
+        again = capsys.readouterr().out
+    finally:
+        os.chdir(cwd)
+    evaluated = re.search(r"trials: +(\d+) \((\d+) evaluated, (\d+) resumed\)", first)
+    resumed = re.search(r"trials: +(\d+) \((\d+) evaluated, (\d+) resumed\)", again)
+    assert evaluated and resumed and int(evaluated.group(2)) > 0
+    assert resumed.group(1) == evaluated.group(1) and resumed.group(2) == "0" and resumed.group(3) == evaluated.group(1)
