@@ -178,7 +178,9 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
     except OSError as exc:
         raise ConfigError(f"Cannot read configuration '{p}': {exc.strerror or exc}. Check the path.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Configuration '{p}' is not valid YAML: {exc}. Fix the syntax and try again.") from None
+        raise ConfigError(
+            f"Configuration '{p}' is not valid YAML: {' '.join(str(exc).split())}. Fix the syntax and try again."
+        ) from None
     if isinstance(data, dict) and data.keys() & _TUNING_KEYS and not data.keys() & {"model", "quantization"}:
         try:
             return TuningConfig.from_dict(data)

@@ -88,13 +88,13 @@ def _parse(text: str, source: str | None) -> tuple[Any, dict[KeyPath, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise ConfigError(
             f"Cannot parse the YAML configuration{where}{at}: {problem}. Check the indentation, the ':' after "
             "each key and the quoting of values."
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Cannot parse the YAML configuration{where}: {exc}") from None
+        raise ConfigError(f"Cannot parse the YAML configuration{where}: {' '.join(str(exc).split())}.") from None
     return data, lines
 
 
