@@ -637,15 +637,20 @@ class ExitPolicy(_Section):
         timeout: seconds; 0 = stop at the first configuration that meets the accuracy criterion.
         max_trials: the most configurations to evaluate.
         performance_only: skip accuracy evaluation; quantize everything quantizable (LPOT's option).
+        eval_timeout: seconds one accuracy evaluation may take (0 = no limit); a trial whose evaluation
+            runs longer is recorded as failed and tuning goes on.
     """
 
     timeout: int = 0
     max_trials: int = 100
     performance_only: bool = False
+    eval_timeout: float = 0.0
 
     def _check(self) -> None:
         if self.timeout < 0:
             _invalid(self, f"timeout must be 0 or more seconds, got {self.timeout}.")
+        if not 0 <= self.eval_timeout < math.inf:
+            _invalid(self, f"eval_timeout must be 0 (no limit) or a finite number of seconds, got {self.eval_timeout}.")
         if self.max_trials < 1:
             _invalid(self, f"max_trials must be at least 1, got {self.max_trials}.")
 

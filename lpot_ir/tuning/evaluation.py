@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,9 +46,14 @@ class Evaluator:
         postprocess: ``(preds, labels) -> (preds, labels)`` applied per batch.
         iteration: batches to evaluate (N > 0: the first N; 0 or -1: all).
         intra_op_threads: ONNX Runtime intra-op threads for the evaluation session.
+        timeout: seconds one evaluation may take (0: no limit); ``tuning.exit_policy.eval_timeout`` sets it
+            for tuning. An evaluation that runs longer raises :class:`EvaluationError` (the loop marks the
+            trial failed and goes on). Python cannot stop a thread: the late evaluation finishes in the
+            background and its result is dropped.
 
     Raises:
-        ConfigError: neither ``eval_func`` nor ``dataloader`` and ``metric`` are given.
+        ConfigError: neither ``eval_func`` nor ``dataloader`` and ``metric`` are given, or a negative
+            ``timeout``.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class Evaluator:
         *,
         iteration: int = -1,
         intra_op_threads: int | None = None,
+        timeout: float = 0.0,
     ) -> None:
         if eval_func is None and (dataloader is None or metric is None):
             missing = "a metric" if dataloader is not None else "an evaluation dataloader"
@@ -75,6 +82,9 @@ class Evaluator:
         self.postprocess = postprocess
         self.iteration = int(iteration)
         self.intra_op_threads = intra_op_threads
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout >= 0:
+            raise ConfigError(f"The evaluation timeout must be 0 (no limit) or more seconds, got {timeout!r}.")
+        self.timeout = float(timeout)
 
     @property
     def higher_is_better(self) -> bool:
@@ -96,10 +106,17 @@ class Evaluator:
 
         Raises:
             Exception: whatever the user's ``eval_func`` or metric raises (the loop records it).
-            EvaluationError: the result is None, not a number, NaN or infinite.
+            EvaluationError: the result is None, not a number, NaN or infinite, or it took longer than
+                ``timeout`` seconds.
         """
-        value = self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
+        if self.timeout > 0:
+            value = _call_with_timeout(self._measure, model, self.timeout, self.description)
+        else:
+            value = self._measure(model)
         return _as_number(value, self.description)
+
+    def _measure(self, model: onnx.ModelProto) -> Any:
+        return self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
 
     def _run_metric(self, model: onnx.ModelProto) -> float:
         # __init__ guarantees both when there is no eval_func (the only case that gets here)
@@ -255,6 +272,36 @@ def split_batch(item: Any, index: int, *, need_labels: bool = True) -> tuple[Any
             "label) samples does."
         )
     return item, None
+
+
+def _call_with_timeout(func: Callable[[Any], Any], arg: Any, seconds: float, where: str) -> Any:
+    """``func(arg)`` in a daemon thread, waited for at most ``seconds``.
+
+    Raises:
+        EvaluationError: it did not return in time (the thread is left to finish on its own).
+        Exception: whatever ``func`` raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = func(arg)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="lpot-evaluation", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        logger.warning("the %s still runs after %g s; it is left to finish in the background", where, seconds)
+        raise EvaluationError(
+            f"The {where} did not return within {seconds:g} s (the per-evaluation timeout). If it hangs, fix it "
+            "(a deadlock, a stalled data source); if it is just slow, raise tuning.exit_policy.eval_timeout "
+            "(0: no limit)."
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _as_number(value: Any, where: str) -> float:

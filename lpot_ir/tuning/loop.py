@@ -17,12 +17,14 @@ Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy cri
 ones included) bound the search; an exhausted strategy ends it. No configuration is evaluated twice
 (the strategy base class never re-proposes a known key, and the loop checks again).
 
-An ``eval_func`` (or metric) that raises on a candidate marks that trial failed with the exception's
-first line, and tuning goes on. If it raises on the FP32 model, :class:`EvaluationError` explains it.
+An ``eval_func`` (or metric) that raises on a candidate, returns None, NaN or an infinity, or runs longer
+than ``exit_policy.eval_timeout`` seconds marks that trial failed with the reason, and tuning goes on. If
+it fails on the FP32 model, :class:`EvaluationError` explains it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -289,6 +291,9 @@ def tune(
     if evaluator is None or tuning.exit_policy.performance_only:
         return finalize_without_tuning(config, quantizer, build, meter, fp32_proto, workspace, feeds, start)
 
+    if tuning.exit_policy.eval_timeout > 0:  # on a copy: the caller's evaluator is left as it was
+        evaluator = copy.copy(evaluator)
+        evaluator.timeout = float(tuning.exit_policy.eval_timeout)
     key, details = run_key(build, config, quantizer.fp32_digest, evaluator)
     history = TuningHistory(workspace / HISTORY_FILE)
     recorded: list[TrialResult] = []

@@ -186,7 +186,7 @@ def test_every_default() -> None:
             "strategy": {"name": "basic"},
             "accuracy_criterion": {"relative": 0.01, "higher_is_better": True},
             "objective": ["performance"],
-            "exit_policy": {"timeout": 0, "max_trials": 100, "performance_only": False},
+            "exit_policy": {"timeout": 0, "max_trials": 100, "performance_only": False, "eval_timeout": 0.0},
             "random_seed": 1978,
             "tensorboard": False,
             "workspace": {"path": "./lpot_workspace"},

@@ -1,14 +1,16 @@
-"""Faults during tuning: an eval_func that returns None, NaN or infinity fails its trial with the reason and
-tuning goes on; a full disk while the workspace, the calibration cache or ``lpot quantize -o`` is written
+"""Faults during tuning: an eval_func that raises, returns None, NaN or infinity, or hangs past
+``exit_policy.eval_timeout`` fails its trial with the reason and tuning goes on; a full disk while the workspace, the calibration cache or ``lpot quantize -o`` is written
 leaves the previous files as they were (real write failures: RLIMIT_FSIZE, see tests/faults/limits.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,50 @@ def test_eval_func_returning_no_number_fails_the_trial_and_tuning_goes_on(digits
     recorded = TuningHistory(outcome.files["history"]).read()[1]
     assert recorded[0].failed == first.failed
     assert first.failed in outcome.files["report"].read_text()
+
+
+def test_eval_func_raising_fails_the_trial_and_tuning_goes_on(digits, quantizer, tmp_path):
+    calls = {"n": 0}
+
+    def eval_func(model):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyError("no such label file")
+        return digits.eval_func(model)
+
+    outcome = _tune(make_config(tmp_path, max_trials=10, strategy_options=NO_PROXY), quantizer, eval_func)
+    first = outcome.trials[0]
+    assert first.failed == "evaluation failed: KeyError: 'no such label file'" and first.accuracy is None
+    assert len(outcome.trials) > 1 and outcome.met_goal and outcome.best is not first
+    assert TuningHistory(outcome.files["history"]).read()[1][0].failed == first.failed
+
+
+def test_eval_func_hanging_past_the_timeout_fails_the_trial_and_tuning_goes_on(digits, quantizer, tmp_path):
+    """Trial 0's evaluation blocks until the test ends; with ``eval_timeout: 1`` it is recorded as failed
+    after a second and the next trials run (the blocked thread is released at the end)."""
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def eval_func(model):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            release.wait(300)
+            return 1.0  # arrives after the timeout: dropped
+        return digits.eval_func(model)
+
+    config = make_config(tmp_path, max_trials=10, strategy_options=NO_PROXY)
+    exit_policy = dataclasses.replace(config.tuning.exit_policy, eval_timeout=1)
+    config = dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, exit_policy=exit_policy))
+    evaluator = Evaluator(eval_func=eval_func)
+    try:
+        outcome = tune(config, quantizer, evaluator, progress=False)
+    finally:
+        release.set()
+    first = outcome.trials[0]
+    assert first.failed.startswith("evaluation failed: EvaluationError: The eval_func") and first.accuracy is None
+    assert "did not return within 1 s (the per-evaluation timeout)" in first.failed
+    assert len(outcome.trials) > 1 and outcome.met_goal and outcome.best is not first
+    assert evaluator.timeout == 0  # the caller's evaluator is not changed
 
 
 def test_eval_func_returning_nan_on_the_fp32_model_is_a_clear_error(quantizer, tmp_path):
