@@ -18,6 +18,7 @@ __all__ = [
     "PassError",
     "WriteError",
     "first_line",
+    "paragraph",
 ]
 
 
@@ -69,3 +70,9 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def paragraph(text: object) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), for quoting a library's
+    multi-line message inside an error paragraph."""
+    return " ".join(str(text).split())

@@ -46,7 +46,7 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.batching import BatchAxes, BatchLayout
 from lpot_ir.backends.onnxruntime.session import InputSpec, make_feed
-from lpot_ir.errors import DataError
+from lpot_ir.errors import DataError, paragraph
 
 __all__ = ["NumpyBatches", "load_calibration_files"]
 
@@ -58,7 +58,7 @@ _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, N
 
 
 def _unreadable(where: str, exc: BaseException) -> DataError:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    reason = paragraph(exc) or type(exc).__name__
     return DataError(
         f"Calibration data {where} is not a readable numpy file ({reason}); it may be truncated or corrupted, "
         "or hold pickled objects. Re-save it with numpy.save / numpy.savez from numeric arrays."

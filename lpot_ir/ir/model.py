@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from lpot_ir.errors import ModelLoadError
+from lpot_ir.errors import ModelLoadError, paragraph
 from lpot_ir.fileio import atomic_paths, fsync_file, temporary_prefix
 
 __all__ = [
@@ -222,9 +222,9 @@ def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
         if _has_external_data(proto):
             try:
                 onnx.load_external_data_for_model(proto, str(path.parent))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, onnx.checker.ValidationError) as exc:
                 raise ModelLoadError(
-                    f"Model {label} stores weights in external data files that cannot be read ({exc}). "
+                    f"Model {label} stores weights in external data files that cannot be read ({paragraph(exc)}). "
                     "Keep the external data files beside the model file, with the names the model records."
                 ) from None
         return label, proto
