@@ -153,7 +153,6 @@ def _mapping(data: Any, what: str) -> Mapping[str, Any]:
     return data
 
 
-
 @dataclass(frozen=True)
 class QuantSpec:
     """How one tensor is quantized.
