@@ -44,7 +44,7 @@ def add_to_registry(registry: MutableMapping[str, Any], name: str, obj: Any, *, 
         if _origin(existing) is None or _origin(existing) != _origin(obj):
             where = ".".join(_origin(existing) or ("", repr(existing))).strip(".")
             raise DuplicateNameError(
-                f"A {kind} named {name!r} is already registered ({where}). Pick another name, or pass "
+                f"A {kind} named {str(name)!r} is already registered ({where}). Pick another name, or pass "
                 "replace=True to replace it."
             )
     registry[name] = obj
