@@ -40,6 +40,7 @@ import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
 
+from lpot_ir.backends.onnxruntime.capabilities import OpCategory, op_types
 from lpot_ir.ir.quant import Approach, QuantSpec, RecoveryOptions, WeightRounding
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import (
@@ -85,7 +86,7 @@ __all__ = [
     "WeightRoundingPass",
 ]
 
-_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_COMPUTE = op_types(OpCategory.COMPUTE)
 
 logger = logging.getLogger(__name__)
 
