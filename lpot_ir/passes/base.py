@@ -28,6 +28,7 @@ every such step (``run_pipeline(model, name, context=...)``). The quantization p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -38,13 +39,14 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import onnx_ir as ir
 
-from lpot_ir.errors import ConfigError, LpotError, PassError, first_line
+from lpot_ir.errors import ConfigError, LpotError, PassError, first_line, with_origin
 from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.pattern import Rule, RuleSet
 from lpot_ir.passes.rewrite import RewriteDriver, RewriteReport, gc_paused
 from lpot_ir.registry import DuplicateNameError, add_to_registry
 
 __all__ = [
+    "at_node",
     "Pass",
     "PassResult",
     "ContextPass",
@@ -484,6 +486,33 @@ class PipelineReport:
         return "\n".join(lines)
 
 
+_NODE_ATTR = "_lpot_node"
+"""The attribute :func:`at_node` sets on an exception: which node the pass was working on."""
+
+
+@contextlib.contextmanager
+def at_node(node: ir.Node) -> Iterator[None]:
+    """Inside a pass, mark an exception raised in the block with ``node``, so the error the pass manager
+    reports names the node as well as the pass (the innermost ``at_node`` wins)::
+
+        for node in model.graph:
+            with at_node(node):
+                ...
+    """
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, _NODE_ATTR, None) is None:
+            setattr(exc, _NODE_ATTR, f"{node.op_type} node '{node.name}'")
+        raise
+
+
+def _node_phrase(exc: BaseException) -> str:
+    """`` on Conv node 'c1'`` when :func:`at_node` marked ``exc``, else ``""``."""
+    node = getattr(exc, _NODE_ATTR, None)
+    return f" on {node}" if node else ""
+
+
 class PassManager(ir.passes.PassManager):
     """Runs a pipeline (a sequence of step names and/or pass objects) once, recording a report.
 
@@ -530,14 +559,17 @@ class PassManager(ir.passes.PassManager):
             start = time.perf_counter()
             try:
                 result = pass_(model)
-            except LpotError:
+            except LpotError as exc:  # bad input found by a pass: the same error, saying which pass and node
+                with_origin(exc, f"Pass '{name}'{_node_phrase(exc)}")
                 raise
             except Exception as exc:  # a bug in a pass: say which pass, keep the traceback chained
-                raise PassError(
-                    f"Pass '{name}' raised {first_line(exc)}. The model is left as the previous steps made it; "
-                    f"run with --debug (or look at the chained exception) for the traceback, and fix the pass or "
-                    f"leave it out of the pipeline."
-                ) from exc
+                error = PassError(
+                    f"Pass '{name}' raised {first_line(exc)}{_node_phrase(exc)}. The model is left as the previous "
+                    f"steps made it; run with --debug (or look at the chained exception) for the traceback, and "
+                    f"fix the pass or leave it out of the pipeline."
+                )
+                error.origin = f"Pass '{name}'"
+                raise error from exc
             seconds = time.perf_counter() - start
             model = result.model
             if isinstance(result, PassResult):

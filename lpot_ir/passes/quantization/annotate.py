@@ -60,7 +60,7 @@ from lpot_ir.ir.quant import (
     TensorQuantSpec,
     TuningConfig,
 )
-from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.base import at_node, register_pass
 from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationPass, QuantPassResult
 from lpot_ir.registry import add_to_registry
 
@@ -204,7 +204,8 @@ def annotate(
         if name not in selected:
             continue
         _node, qnode, op_config = active[name]
-        annotation = _annotation(_Site(node, qnode, op_config, dynamic, fused_producers, selected))
+        with at_node(node):
+            annotation = _annotation(_Site(node, qnode, op_config, dynamic, fused_producers, selected))
         node.meta[ANNOTATION_KEY] = annotation
         result.quantized.append(name)
     return result
