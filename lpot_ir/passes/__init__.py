@@ -56,6 +56,8 @@ __all__ = [
     "run_pipeline",
 ]
 
-# Register the built-in cleanup and fusion steps.
+# Register the built-in steps (importing any module under lpot_ir.passes runs this file first).
 import lpot_ir.passes.cleanup  # noqa: E402,F401
 import lpot_ir.passes.fusion  # noqa: E402,F401
+import lpot_ir.passes.mixed_precision  # noqa: E402,F401
+import lpot_ir.passes.quantization  # noqa: E402,F401

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -127,11 +126,6 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 _VERSIONS: dict[str, int] = {}
 """Pipeline name -> its version (default 1). Bump a built-in pipeline's version when one of its steps
 changes the models it produces: recipes record (name, version, steps) and warn on replay when it differs."""
-
-# Modules that register the built-in steps; imported on first lookup (they import this module).
-_BUILTIN_MODULES = (
-    "lpot_ir.passes.cleanup", "lpot_ir.passes.fusion", "lpot_ir.passes.quantization", "lpot_ir.passes.mixed_precision",
-)
 
 
 @dataclasses.dataclass
@@ -343,14 +337,8 @@ def insert_step(pipeline: str, step: str, *, before: str | None = None, after: s
     PIPELINES[pipeline] = tuple(steps)
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def available_passes() -> dict[str, str]:
     """Every registered step name -> ``"pass"`` or ``"rule set"``."""
-    _load_builtins()
     names = {n: "pass" for n in _PASSES}
     names.update({n: "rule set" for n in _RULE_SETS})
     return dict(sorted(names.items()))
@@ -371,7 +359,6 @@ def get_pass(
         ConfigError: no pass or rule set has that name (the message lists the available ones), or the
             pass is a :class:`ContextPass` and ``context`` is missing or of the wrong type.
     """
-    _load_builtins()
     if name in _RULE_SETS:
         return RuleSetPass(_build_rule_set(name), trace=trace, max_steps=max_steps)
     if name in _PASSES:
