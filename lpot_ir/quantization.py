@@ -27,6 +27,10 @@ PyTorch), so evaluation code written for the framework model works unchanged.
 ``onnx.ModelProto``, ``.save(path)`` writes it with its recipe); it never returns ``None``: if no
 configuration meets the accuracy criterion, the most accurate one is returned with a warning.
 Details of the run (trials, report files) are in :attr:`Quantization.outcome`.
+
+With ``approach: quant_aware_training`` the model is first trained with fake quantization where PTQ puts
+Q/DQ (``q_func``, or the built-in loop from ``quantization.train``); tuning then starts from the trained
+weights and the learned activation ranges (see docs/qat.md and :mod:`lpot_ir.qat`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class Quantization:
         self._postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None
         self._eval_func: Callable[[Any], Any] | None = None
         self._q_func: Callable[[Any], Any] | None = None
+        self._train_dataloader: Iterable[Any] | None = None
+        self.qat_model: Any = None
         self.outcome: Any = None
         self.progress = True
 
@@ -145,7 +151,8 @@ class Quantization:
 
     @property
     def q_func(self) -> Callable[[Any], Any] | None:
-        """The training function of quantization-aware training (framework models only; see docs/usage.md)."""
+        """``q_func(model)``: your training loop for quantization-aware training. ``model`` is the fake-quantized
+        ``torch.nn.Module`` lpot-ir builds (see docs/qat.md); train it in place."""
         return self._q_func
 
     @q_func.setter
@@ -153,6 +160,16 @@ class Quantization:
         if value is not None and not callable(value):
             raise ConfigError(f"q_func must be callable (model -> None), got {type(value).__name__}.")
         self._q_func = value
+
+    @property
+    def train_dataloader(self) -> Iterable[Any] | None:
+        """Training batches ``(inputs, labels)`` for the built-in QAT loop (default: ``quantization.train.dataloader``)."""
+        return self._train_dataloader
+
+    @train_dataloader.setter
+    def train_dataloader(self, value: Iterable[Any] | None) -> None:
+        _check_iterable(value, "train_dataloader")
+        self._train_dataloader = value
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -181,11 +198,12 @@ class Quantization:
         """Tune and return the best quantized model (a ``QuantizedModel``; never ``None``).
 
         Raises:
-            ConfigError: no model, quantization-aware training without ``q_func`` (or on an ONNX model),
-                or a configuration the run cannot use.
+            ConfigError: no model, quantization-aware training with neither ``q_func`` nor training data
+                (or without torch), or a configuration the run cannot use.
             EvaluationError: the evaluation raised on the FP32 model.
         """
         from lpot_ir.config.schema import framework_target
+        from lpot_ir.ir.model import to_proto
         from lpot_ir.ir.quant import Approach
         from lpot_ir.quantizer import ModelQuantizer
         from lpot_ir.tuning import tune
@@ -205,11 +223,11 @@ class Quantization:
         assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
         source_framework = target.source if target is not None else None
-        model, name_map, framework, original = self._convert(source_framework, calib)
         if approach is Approach.QAT:
-            self._run_q_func(framework, original)
-            if framework != "onnx":
-                model, name_map, framework, original = self._convert(source_framework, calib)
+            self._check_qat()
+            if calib is None:
+                calib = self._training_dataloader()  # example inputs for the export, starting ranges
+        model, name_map, framework, original = self._convert(source_framework, calib)
         evaluator = self._evaluator(framework, original)
         quantizer = ModelQuantizer(
             model,
@@ -218,7 +236,9 @@ class Quantization:
             workspace=conf.tuning.workspace.path,
             name_map=name_map,
         )
-        original_proto = model if isinstance(model, onnx.ModelProto) else None
+        original_proto = model if isinstance(model, onnx.ModelProto) else to_proto(quantizer.fp32_model)
+        if approach is Approach.QAT:
+            quantizer = self._train_qat(quantizer)
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
         return self.outcome.model
 
@@ -238,23 +258,52 @@ class Quantization:
         name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
         return converted.model, name_map, converted.framework, self._model
 
-    def _run_q_func(self, framework: str, original: Any) -> None:
-        if self._q_func is None:
+    def _check_qat(self) -> None:
+        conf = self.conf
+        train = conf.quantization.train
+        has_data = self._train_dataloader is not None or (train is not None and train.dataloader is not None)
+        if self._q_func is None and not has_data:
             raise ConfigError(
-                "quantization.approach is quant_aware_training, which needs q_func (your training loop); none was "
-                "given. Set quantizer.q_func = train(model), or use post_training_static_quant."
+                "quantization.approach is quant_aware_training, which needs a training loop: set quantizer.q_func = "
+                "train(model) (your loop), or give the built-in loop its data with quantization.train.dataloader in "
+                "the YAML or quantizer.train_dataloader in Python. Or use post_training_static_quant."
             )
-        if framework == "onnx":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
             raise ConfigError(
-                "Quantization-aware training needs a trainable framework model (e.g. a torch.nn.Module); an ONNX "
-                "model cannot be trained by lpot-ir. Pass the framework model, or use post_training_static_quant."
-            )
-        logger.warning(
-            "quant_aware_training: lpot-ir runs your q_func on the FP32 %s model, then quantizes the trained model "
-            "post-training with accuracy-driven tuning (no fake-quant modules are inserted during training).",
-            framework,
-        )
-        self._q_func(original)
+                "Quantization-aware training trains with PyTorch's fake-quantize ops, but torch is not installed. "
+                "Install it (pip install 'lpot-ir[torch]'), or use post_training_static_quant."
+            ) from None
+
+    def _training_dataloader(self) -> Iterable[Any] | None:
+        train = self.conf.quantization.train
+        if self._train_dataloader is not None:
+            return self._train_dataloader
+        if train is not None and train.dataloader is not None:
+            from lpot_ir.data import create_dataloader
+
+            return create_dataloader(train.dataloader)
+        return None
+
+    def _train_qat(self, fp32_quantizer: Any) -> Any:
+        """Train the fake-quantized model (q_func or the built-in loop); return the trained model's quantizer."""
+        from lpot_ir.qat import finish_qat, prepare_qat
+        from lpot_ir.tuning.space import build_space
+
+        conf = self.conf
+        build = build_space(conf, fp32_quantizer.nodes, fp32_quantizer.fp32_model)
+        config = build.space.model_wise_configs()[0]  # the configuration the first trial quantizes with
+        module = prepare_qat(fp32_quantizer, config)
+        if self._q_func is not None:
+            logger.info("quant_aware_training: running q_func on the fake-quantized model (%s)", type(module).__name__)
+            self._q_func(module)
+        else:
+            from lpot_ir.training import train_model
+
+            train_model(module, conf.quantization.train, self._training_dataloader(), where="quantization.train")
+        self.qat_model = module
+        return finish_qat(module, fp32_quantizer)
 
     def _evaluator(self, framework: str, original: Any) -> Any:
         from lpot_ir.tuning import Evaluator

@@ -264,6 +264,8 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
+        fixed_ranges: activation ranges that take precedence over calibration (the ranges learned by
+            quantization-aware training); calibration runs only for a tensor they do not cover.
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -282,6 +284,7 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        fixed_ranges: Mapping[str, TensorRange] | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
@@ -292,6 +295,7 @@ class ModelQuantizer:
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
+        self.fixed_ranges: dict[str, TensorRange] = dict(fixed_ranges or {})
         self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
         self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
@@ -367,9 +371,16 @@ class ModelQuantizer:
         config = config or default_config(self.approach)
         range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
         if config.approach is not Approach.DYNAMIC:
-            result = self.calibration(_algorithms(config), config.calib_sampling_size)
+            fixed = self.fixed_ranges
+            if not fixed:
+                self.calibration(_algorithms(config), config.calib_sampling_size)  # fail early without data
 
             def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+                if name in fixed:
+                    return fixed[name]
+                if self.calib_dataloader is None:
+                    return None  # learned ranges only: the node stays FP32 with reason no_range
+                result = self.calibration(_algorithms(config), config.calib_sampling_size)
                 try:
                     return result.range(name, algorithm)
                 except KeyError:
