@@ -51,6 +51,8 @@ __all__ = [
     "build_digits_example",
     "cache_root",
     "model_accuracy",
+    "load_digits_splits",
+    "train_digits_cnn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,6 +295,15 @@ def _make_net() -> Any:
             return self.fc(torch.flatten(x, 1))
 
     return DepthwiseCNN()
+
+
+def train_digits_cnn(splits: dict[str, np.ndarray] | None = None) -> Any:
+    """The example's ``torch.nn.Module`` itself (trained, with the outlier channel; a few seconds, not cached).
+
+    The same recipe as :func:`build_digits_example`, for examples that start from a PyTorch model
+    (quantization-aware training). In eval mode.
+    """
+    return _train(splits if splits is not None else load_digits_splits())
 
 
 def _train(splits: dict[str, np.ndarray]) -> Any:

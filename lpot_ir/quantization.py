@@ -239,6 +239,7 @@ class Quantization:
         original_proto = model if isinstance(model, onnx.ModelProto) else to_proto(quantizer.fp32_model)
         if approach is Approach.QAT:
             quantizer = self._train_qat(quantizer)
+            conf = _without_proxy(conf)
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
         return self.outcome.model
 
@@ -347,6 +348,24 @@ class Quantization:
             )
         iteration = accuracy.iteration if accuracy is not None else -1
         return Evaluator(dataloader=dataloader, metric=metric, postprocess=postprocess, iteration=iteration)
+
+
+def _without_proxy(conf: Any) -> Any:
+    """The configuration with the basic strategy's accuracy proxy off, unless the user set it.
+
+    The proxy predicts accuracy from how often INT8 and the FP32 model it was quantized from disagree.
+    After quantization-aware training that FP32 model is the trained one, which was trained to be good
+    *quantized*, not in FP32: the proxy would judge the trained configuration by the wrong reference
+    and skip it. Without the proxy, the first trial is the configuration training simulated.
+    """
+    import dataclasses
+
+    strategy = conf.tuning.strategy
+    if strategy.name != "basic" or "proxy" in strategy.options:
+        return conf
+    options = {**strategy.options, "proxy": False}
+    tuning = dataclasses.replace(conf.tuning, strategy=dataclasses.replace(strategy, options=options))
+    return dataclasses.replace(conf, tuning=tuning)
 
 
 def _check_iterable(value: Any, name: str) -> None:
