@@ -60,6 +60,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "canonicalize",
         "fuse-batchnorm",
         "fuse-matmul-add",
+        "shrink-pruned-channels",
         "remove-unused",
         "deduplicate-initializers",
         "topological-sort",
@@ -68,7 +69,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 """Named pipelines: pipeline name -> the registered step names it runs, in order."""
 
 # Modules that register the built-in steps; imported on first lookup (they import this module).
-_BUILTIN_MODULES = ("lpot_ir.passes.cleanup", "lpot_ir.passes.fusion")
+_BUILTIN_MODULES = ("lpot_ir.passes.cleanup", "lpot_ir.passes.fusion", "lpot_ir.passes.pruning")
 
 
 @dataclasses.dataclass
