@@ -39,7 +39,7 @@ __all__ = [
     "GroupAnalysis",
     "find_channel_groups",
     "weight_channel_axes",
-    "initializer_array",
+    "constant_array",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,11 +162,25 @@ class GroupAnalysis:
         return [g for g in self.groups.values() if g.prunable]
 
 
-def initializer_array(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data when it is an initializer of the graph (not a graph input), else ``None``."""
-    if value is None or value.const_value is None or value.is_graph_input():
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's data when it is constant: an initializer (not a graph input), a ``Constant`` node's
+    output, or either seen through ``Identity`` nodes; else ``None``."""
+    for _ in range(16):
+        if value is None:
+            return None
+        if value.const_value is not None and not value.is_graph_input():
+            return value.const_value.numpy()
+        producer = value.producer()
+        if producer is None or producer.domain not in ("", "ai.onnx"):
+            return None
+        if producer.op_type == "Identity":
+            value = producer.inputs[0]
+            continue
+        if producer.op_type == "Constant":
+            attr = producer.attributes.get("value")
+            return attr.as_tensor().numpy() if attr is not None and attr.type == ir.AttributeType.TENSOR else None
         return None
-    return value.const_value.numpy()
+    return None
 
 
 def weight_channel_axes(node: ir.Node, rank: int) -> tuple[int, int] | None:
@@ -243,7 +257,7 @@ def _int_list(node: ir.Node, attr: str, input_index: int) -> list[int] | None:
     if attr in node.attributes:
         return list(node.attributes.get_ints(attr) or [])
     if input_index < len(node.inputs) and node.inputs[input_index] is not None:
-        data = initializer_array(node.inputs[input_index])
+        data = constant_array(node.inputs[input_index])
         if data is None:
             producer = node.inputs[input_index].producer()  # type: ignore[union-attr]
             if producer is not None and producer.op_type == "Constant":
@@ -357,7 +371,7 @@ class _Analyzer:
         ins = node.inputs
         data = ins[0] if ins else None
         weight_value = ins[1] if len(ins) > 1 else None
-        weight = initializer_array(weight_value)
+        weight = constant_array(weight_value)
         op = node.op_type
         out = node.outputs[0]
         group_attr = node.attributes.get_int("group", 1) if op in ("Conv", "ConvTranspose") else 1
@@ -405,7 +419,7 @@ class _Analyzer:
         group.sources.append(ChannelParam(node.name or "", 1, weight_value.name or "", out_axis, "weight", seg))  # type: ignore[union-attr]
         bias_index = 2 if op in ("Conv", "ConvTranspose", "Gemm") else None
         if bias_index is not None and len(ins) > bias_index and ins[bias_index] is not None:
-            bias = initializer_array(ins[bias_index])
+            bias = constant_array(ins[bias_index])
             if bias is None:
                 group.decline = f"the bias of '{node.name}' is not a constant"
             elif bias.ndim >= 1 and bias.shape[-1] == channels and int(np.prod(bias.shape[:-1])) == 1:
@@ -440,7 +454,7 @@ class _Analyzer:
             group = self.uf.get(seg.group)
             group.members.append(ChannelParam(node.name or "", 1, node.inputs[1].name or "", 0, "depthwise", seg))  # type: ignore[union-attr]
             if len(node.inputs) > 2 and node.inputs[2] is not None:
-                if initializer_array(node.inputs[2]) is None:
+                if constant_array(node.inputs[2]) is None:
                     raise _Decline("the depthwise bias is not a constant")
                 group.members.append(ChannelParam(node.name or "", 2, node.inputs[2].name or "", 0, "depthwise_bias", seg))
         self._set(out, segs, 1)
@@ -456,7 +470,7 @@ class _Analyzer:
         roles = {1: "bn_scale", 2: "bn_shift", 3: "bn_mean", 4: "bn_var"}
         for index, role in roles.items():
             value = node.inputs[index] if index < len(node.inputs) else None
-            if initializer_array(value) is None:
+            if constant_array(value) is None:
                 raise _Decline(f"its {role[3:]} is not a constant")
         for seg in self.segments[data]:
             if seg.repeat != 1:
@@ -497,7 +511,7 @@ class _Analyzer:
                 continue
             value = operand
             dims = _static_dims(value)
-            const = initializer_array(value)
+            const = constant_array(value)
             if dims is None and const is not None:
                 dims = list(const.shape)
             if dims is None:
@@ -552,7 +566,7 @@ class _Analyzer:
         if data is None or data not in self.segments or self.axes[data] != 1:
             raise _Decline("pooling over the channel axis")
         if node.op_type in ("Resize", "Upsample"):
-            scales = initializer_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+            scales = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
             sizes = node.inputs[3] if len(node.inputs) > 3 else None
             if sizes is not None or scales is None or scales.size < 2 or float(scales[1]) != 1.0:
                 raise _Decline("a Resize that may change the channel axis")
@@ -588,7 +602,7 @@ class _Analyzer:
         if node.op_type == "Reshape":
             if out_dims[1] is None or any(d is None for d in dims[1:]) or out_dims[1] != math.prod(d or 0 for d in dims[1:]):
                 raise _Decline("a Reshape that is not a flatten to [N, features]")
-            shape = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
+            shape = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
             if shape is None or shape.size != 2 or int(shape[1]) not in (-1,):
                 raise _Decline("a Reshape whose shape names the feature count (write -1 to let it shrink)")
         if axis != 1 or any(d is None for d in dims[2:]):

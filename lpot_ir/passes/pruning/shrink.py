@@ -39,8 +39,8 @@ from lpot_ir.passes.pruning.channels import (
     ChannelGroup,
     ChannelParam,
     GroupAnalysis,
+    constant_array,
     find_channel_groups,
-    initializer_array,
     weight_channel_axes,
 )
 
@@ -90,8 +90,8 @@ def _unary(node: ir.Node) -> Callable[[np.ndarray], np.ndarray] | None:
     if op == "Relu":
         return lambda x: np.maximum(x, 0.0)
     if op == "Clip":
-        lo = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
-        hi = initializer_array(node.inputs[2]) if len(node.inputs) > 2 else None
+        lo = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        hi = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
         if (len(node.inputs) > 1 and node.inputs[1] is not None and lo is None) or (
             len(node.inputs) > 2 and node.inputs[2] is not None and hi is None
         ):
@@ -155,7 +155,7 @@ class _Constants:
             if data is None:
                 return self._nan(name)
             if op in ("BatchNormalization",):
-                scale, shift, mean, var = (initializer_array(node.inputs[i]).astype(np.float64) for i in (1, 2, 3, 4))  # type: ignore[union-attr]
+                scale, shift, mean, var = (constant_array(node.inputs[i]).astype(np.float64) for i in (1, 2, 3, 4))  # type: ignore[union-attr]
                 eps = node.attributes.get_float("epsilon", 1e-5)
                 return (data - mean) / np.sqrt(var + eps) * scale + shift
             if op in BINARY_OPS:
@@ -180,7 +180,7 @@ class _Constants:
                     return np.where(data == 0, 0.0, np.nan)
                 return data
             if op == "Pad":
-                value = initializer_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+                value = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
                 mode = node.attributes.get_string("mode", "constant")
                 if mode != "constant":
                     return data
@@ -201,10 +201,10 @@ class _Constants:
 
     def _compute_node(self, node: ir.Node, name: str, data: np.ndarray | None) -> np.ndarray:
         group_attr = node.attributes.get_int("group", 1)
-        weight = initializer_array(node.inputs[1])
+        weight = constant_array(node.inputs[1])
         if weight is None:
             return self._nan(name)
-        bias = initializer_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         if node.op_type == "Conv" and group_attr > 1:  # depthwise member
             if data is None:
                 return self._nan(name)
@@ -244,7 +244,7 @@ class _Constants:
             if tracked is not None:
                 operands.append(tracked)
                 continue
-            const = initializer_array(value)
+            const = constant_array(value)
             if const is None:
                 operands.append(np.full(width, np.nan))  # an activation broadcast over the channels
                 continue
@@ -321,7 +321,7 @@ def _classify(
     unused = np.ones(group.channels, dtype=bool)
     for sink in group.sinks:
         node = nodes[sink.node]
-        weight = initializer_array(node.inputs[sink.input])
+        weight = constant_array(node.inputs[sink.input])
         data = constants.of(_sink_input(nodes, sink))
         if weight is None:
             return [], []
@@ -357,7 +357,7 @@ class _Editor:
     def fold(self, sink: ChannelParam, channels: list[int], data: np.ndarray) -> None:
         """Fold the constant values of removed input channels into the sink's bias."""
         node = self.nodes[sink.node]
-        weight = initializer_array(node.inputs[sink.input]).astype(np.float64)  # type: ignore[union-attr]
+        weight = constant_array(node.inputs[sink.input]).astype(np.float64)  # type: ignore[union-attr]
         idx = sink.segment.indices(channels)
         values = data[idx]
         if not np.any(values != 0):
@@ -375,7 +375,7 @@ class _Editor:
             node = self.nodes[node_name]
             created = self._add_bias(node, np.asarray(delta))
             if created:  # a new bias of a node that is also a source: drop its removed output channels too
-                weight = initializer_array(node.inputs[1])
+                weight = constant_array(node.inputs[1])
                 axes = weight_channel_axes(node, weight.ndim) if weight is not None else None
                 removed = self.deletions.get((node_name, 1), {}).get(axes[0]) if axes is not None else None
                 if removed:
@@ -383,7 +383,7 @@ class _Editor:
         for (node_name, index), by_axis in self.deletions.items():
             node = self.nodes[node_name]
             value = node.inputs[index]
-            data = initializer_array(value)
+            data = constant_array(value)
             assert value is not None and data is not None
             for axis, indices in by_axis.items():
                 data = np.delete(data, sorted(indices), axis=axis)
@@ -394,9 +394,9 @@ class _Editor:
     def _add_bias(self, node: ir.Node, delta: np.ndarray) -> bool:
         """Add ``delta`` to the node's bias; return whether a new bias input was created."""
         index = 2
-        current = initializer_array(node.inputs[index]) if len(node.inputs) > index and node.inputs[index] is not None else None
+        current = constant_array(node.inputs[index]) if len(node.inputs) > index and node.inputs[index] is not None else None
         if current is None:
-            dtype = initializer_array(node.inputs[1]).dtype  # type: ignore[union-attr]
+            dtype = constant_array(node.inputs[1]).dtype  # type: ignore[union-attr]
             new = delta.astype(dtype)
             value = self._initializer(f"{node.name}_folded_bias", new)
             while len(node.inputs) < 3:
@@ -410,7 +410,7 @@ class _Editor:
     def _replace(self, node: ir.Node, index: int, data: np.ndarray) -> None:
         value = node.inputs[index]
         assert value is not None
-        if len(value.uses()) == 1 and not value.is_graph_output():
+        if value.producer() is None and value.const_value is not None and len(value.uses()) == 1 and not value.is_graph_output():
             value.const_value = ir.tensor(data, name=value.name)
             value.shape = ir.Shape(data.shape)
             return
@@ -481,7 +481,7 @@ def _zero_sources(group: ChannelGroup, nodes: dict[str, ir.Node]) -> int:
     for p in group.sources:
         if p.role != "weight":
             continue
-        w = initializer_array(nodes[p.node].inputs[p.input])
+        w = constant_array(nodes[p.node].inputs[p.input])
         if w is None:
             return 0
         zero &= ~np.any(np.moveaxis(w, p.axis, 0).reshape(w.shape[p.axis], -1) != 0, axis=1)
