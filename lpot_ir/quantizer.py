@@ -13,6 +13,7 @@ without calibration data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     default_op_config,
     quantizable_nodes,
 )
+from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
@@ -43,7 +45,17 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.quantization.pipeline import quantize_model
+from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.quantization import (
+    PREPARE_PIPELINE,
+    PipelineRecord,
+    QuantizationContext,
+    no_ranges,
+    prepare_model,
+    quantize_model,
+    select_pipeline,
+)
+from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -59,7 +71,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 1
+RECIPE_FORMAT_VERSION = 2
+"""Recipe file format. 2 added ``pipeline`` (name, version, steps); version 1 recipes still load and replay
+with the pipeline their configuration selects."""
+
+_READABLE_RECIPE_VERSIONS = (1, 2)
 
 
 def _version() -> str:
@@ -121,6 +137,7 @@ class Recipe:
         ranges: value name -> the activation range used.
         lpot_ir_version: the version that wrote the recipe.
         format_version: the recipe file format.
+        pipeline: the quantization pipeline that ran (name, version, steps); ``None`` in version 1 recipes.
     """
 
     fp32_model_digest: str
@@ -128,31 +145,38 @@ class Recipe:
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = field(default_factory=_version)
     format_version: int = RECIPE_FORMAT_VERSION
+    pipeline: PipelineRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "fp32_model_digest": self.fp32_model_digest,
             "config": self.config.to_dict(),
             "ranges": {name: r.to_list() for name, r in sorted(self.ranges.items())},
             "lpot_ir_version": self.lpot_ir_version,
         }
+        if self.pipeline is not None:
+            out["pipeline"] = self.pipeline.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the recipe") -> Recipe:
         try:
             version = int(data.get("format_version", 0))
-            if version != RECIPE_FORMAT_VERSION:
+            if version not in _READABLE_RECIPE_VERSIONS:
                 raise QuantizationError(
-                    f"{source} has recipe format_version {version}; this lpot-ir reads version "
-                    f"{RECIPE_FORMAT_VERSION}. Re-create the recipe with this version (quantize the FP32 model again)."
+                    f"{source} has recipe format_version {version}; this lpot-ir reads versions "
+                    f"{', '.join(map(str, _READABLE_RECIPE_VERSIONS))}. Re-create the recipe with this version "
+                    "(quantize the FP32 model again)."
                 )
+            pipeline = data.get("pipeline") if version >= 2 else None
             return cls(
                 fp32_model_digest=str(data["fp32_model_digest"]),
                 config=TuningConfig.from_dict(data["config"]),
                 ranges={str(k): TensorRange.from_list(v) for k, v in dict(data.get("ranges", {})).items()},
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
+                pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
             )
         except LpotError:
             raise
@@ -202,12 +226,22 @@ class QuantizedModel:
         config: the tuning configuration applied.
         recipe: the configuration plus the ranges used (replay with :func:`apply_recipe`).
         decisions: node name -> :class:`NodeDecision`, for every node the capability table covers.
+        steps: what each step of the quantization pipeline did (changes, per-rule counts, ``details``,
+            time); the passes' results themselves are not kept.
     """
 
     model: onnx.ModelProto
     config: TuningConfig
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
+    steps: tuple[StepReport, ...] = field(default=(), repr=False, compare=False)
+
+    def step(self, name: str) -> StepReport:
+        """The report of the pipeline step ``name`` (``KeyError`` if it did not run)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
 
     @property
     def fp32_nodes(self) -> dict[str, Fp32Reason]:
@@ -253,8 +287,25 @@ class QuantizedModel:
         return frontends.export_to_tensorflow(self.model, path)
 
 
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """The FP32 model a quantization starts from after the ``int8-prepare`` stage, and what hangs off it.
+
+    ``key`` is ``None`` for the optimized model itself (no prepare step changed it); calibrations,
+    quantizable nodes and quantized weights are cached per prepared model.
+    """
+
+    key: tuple[object, ...] | None
+    proto: onnx.ModelProto
+    weight_cache: WeightCache = field(default_factory=dict)
+
+
 class ModelQuantizer:
     """Quantizes one FP32 model under many configurations, computing the expensive parts once.
+
+    A configuration runs the ``int8-prepare`` stage (FP32 rewrites; cached per prepared-model key),
+    calibrates the prepared model (cached per prepared model, algorithm set and sampling size), then
+    the quantization pipeline the configuration selects (see :mod:`lpot_ir.passes.quantization`).
 
     Args:
         model: a path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``.
@@ -289,16 +340,17 @@ class ModelQuantizer:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
         self.fp32_model = _optimize(loaded) if optimize else loaded
-        self._fp32_proto = to_proto(self.fp32_model)
+        self._base = _Prepared(None, to_proto(self.fp32_model))
         self.approach = Approach(approach)
         self.calib_dataloader = calib_dataloader
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
         self.fixed_ranges: dict[str, TensorRange] = dict(fixed_ranges or {})
-        self._nodes: dict[Approach, tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
-        self._calibrations: dict[tuple[frozenset[CalibAlgorithm], int], Any] = {}
-        self._weight_cache: dict[tuple[object, ...], Any] = {}  # quantized weights, shared by every config
+        self._nodes: dict[tuple[object, Approach], tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
+        self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
+        self._prepared: dict[tuple[object, ...], _Prepared] = {}
+        self._feeds: dict[int, list[dict[str, Any]]] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -307,22 +359,67 @@ class ModelQuantizer:
             return ()
         return (alias,) if isinstance(alias, str) else tuple(alias)
 
-    def nodes_for(self, approach: Approach | str) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
-        """Quantizable nodes and unsupported reasons for ``approach`` (cached)."""
+    def nodes_for(
+        self, approach: Approach | str, prepared: _Prepared | None = None
+    ) -> tuple[list[QuantizableNode], dict[str, Fp32Reason]]:
+        """Quantizable nodes and unsupported reasons for ``approach`` (cached), of the optimized model
+        or of a prepared one."""
         approach = Approach(approach)
         if approach is Approach.QAT:
             approach = Approach.STATIC
-        if approach not in self._nodes:
-            self._nodes[approach] = quantizable_nodes(self.fp32_model, approach, name_map=self.name_map)
-        return self._nodes[approach]
+        prepared = prepared or self._base
+        key = (prepared.key, approach)
+        if key not in self._nodes:
+            model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+            self._nodes[key] = quantizable_nodes(model, approach, name_map=self.name_map)
+        return self._nodes[key]
+
+    # -- the prepare stage -------------------------------------------------------------------------
+
+    def _feeds_for(self, sampling_size: int) -> Callable[[], Feeds] | None:
+        """Calibration batches as ORT feeds (at most ``sampling_size`` samples; read once, cached)."""
+        if self.calib_dataloader is None:
+            return None
+        loader = self.calib_dataloader
+
+        def feeds() -> Feeds:
+            if sampling_size not in self._feeds:
+                self._feeds[sampling_size] = feeds_from_batches(loader, self._base.proto, sampling_size)
+            return self._feeds[sampling_size]
+
+        return feeds
+
+    def prepared(self, config: TuningConfig, steps: tuple[str, ...] | None = None) -> _Prepared:
+        """The FP32 model after the prepare stage for ``config`` (cached per prepared-model key).
+
+        The key is (steps, ``config.recovery``, ``config.calib_sampling_size``): prepare steps read only
+        those (the contract in docs/architecture.md). When no step changes the model, the optimized model
+        itself is used, so its calibration and quantized weights are shared.
+        """
+        steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
+        if not steps:
+            return self._base
+        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size)
+        if key not in self._prepared:
+            model = ir.serde.deserialize_model(self._base.proto)
+            nodes, unsupported = self.nodes_for(config.approach)
+            context = QuantizationContext(
+                config, tuple(nodes), unsupported, no_ranges, self._base.weight_cache, self._base.proto,
+                self._feeds_for(config.calib_sampling_size),
+            )
+            changed = prepare_model(model, context, steps=steps)
+            self._prepared[key] = _Prepared(key, to_proto(model)) if changed else self._base
+        return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------
 
-    def calibration_tensors(self) -> list[str]:
+    def calibration_tensors(self, prepared: _Prepared | None = None) -> list[str]:
         """Every activation any static configuration could need a range for."""
-        graph_nodes = {n.name: n for n in self.fp32_model.graph}
+        prepared = prepared or self._base
+        model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
+        graph_nodes = {n.name: n for n in model.graph}
         names: dict[str, None] = {}
-        nodes, _ = self.nodes_for(Approach.STATIC)
+        nodes, _ = self.nodes_for(Approach.STATIC, prepared)
         for qnode in nodes:
             node = graph_nodes.get(qnode.name)
             if node is None or qnode.category is OpCategory.EMBEDDING:
@@ -337,13 +434,17 @@ class ModelQuantizer:
                     names[value.name] = None
         return list(names)
 
-    def calibration(self, algorithms: Iterable[CalibAlgorithm], sampling_size: int) -> Any:
-        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached)."""
+    def calibration(
+        self, algorithms: Iterable[CalibAlgorithm], sampling_size: int, prepared: _Prepared | None = None
+    ) -> Any:
+        """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
+        of the optimized model or of a prepared one."""
         from lpot_ir.calibration import calibrate
 
+        prepared = prepared or self._base
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
-        for (cached_algos, size), result in self._calibrations.items():
-            if size == sampling_size and algos <= cached_algos:
+        for (key, cached_algos, size), result in self._calibrations.items():
+            if key == prepared.key and size == sampling_size and algos <= cached_algos:
                 return result
         if self.calib_dataloader is None:
             raise QuantizationError(
@@ -352,16 +453,17 @@ class ModelQuantizer:
             )
         cache_dir = self.workspace / "calibration" if self.workspace is not None else None
         ordered: list[CalibAlgorithm] = sorted(algos, key=lambda a: a.value)
+        model = self.fp32_model if prepared.key is None else prepared.proto
         result = calibrate(
-            self.fp32_model,
+            model,
             self.calib_dataloader,
-            tensors=self.calibration_tensors(),
+            tensors=self.calibration_tensors(prepared),
             algorithms=ordered,
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
         )
-        self._calibrations[(algos, sampling_size)] = result
+        self._calibrations[(prepared.key, algos, sampling_size)] = result
         return result
 
     # -- applying a configuration ------------------------------------------------------------------
@@ -369,37 +471,66 @@ class ModelQuantizer:
     def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
         """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
         config = config or default_config(self.approach)
-        range_of: Callable[[str, CalibAlgorithm], TensorRange | None] = _no_ranges
+        prepared = self.prepared(config)
+        range_of: RangeLookup = no_ranges
         if config.approach is not Approach.DYNAMIC:
-            fixed = self.fixed_ranges
-            if not fixed:
-                self.calibration(_algorithms(config), config.calib_sampling_size)  # fail early without data
+            # learned ranges (QAT) describe the optimized model; a prepare step that rewrites it needs calibration
+            fixed = self.fixed_ranges if prepared.key is None else {}
+            if fixed:
+                range_of = self._fixed_then_calibrated(config, prepared, fixed)
+            else:
+                result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
 
-            def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
-                if name in fixed:
-                    return fixed[name]
-                if self.calib_dataloader is None:
-                    return None  # learned ranges only: the node stays FP32 with reason no_range
-                result = self.calibration(_algorithms(config), config.calib_sampling_size)
-                try:
-                    return result.range(name, algorithm)
-                except KeyError:
-                    return None
+                def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+                    try:
+                        return result.range(name, algorithm)
+                    except KeyError:
+                        return None
 
-        return self._apply(config, range_of)
+        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)))
 
-    def apply_ranges(self, config: TuningConfig, ranges: Mapping[str, TensorRange]) -> QuantizedModel:
-        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`."""
-        return self._apply(config, lambda name, _algorithm: ranges.get(name))
+    def _fixed_then_calibrated(
+        self, config: TuningConfig, prepared: _Prepared, fixed: Mapping[str, TensorRange]
+    ) -> RangeLookup:
+        """Fixed ranges first; a tensor they miss is calibrated (lazily), or left without range without data."""
+
+        def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+            if name in fixed:
+                return fixed[name]
+            if self.calib_dataloader is None:
+                return None  # learned ranges only: the node stays FP32 with reason no_range
+            result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
+            try:
+                return result.range(name, algorithm)
+            except KeyError:
+                return None
+
+        return range_of
+
+    def apply_ranges(
+        self, config: TuningConfig, ranges: Mapping[str, TensorRange], pipeline: PipelineRecord | None = None
+    ) -> QuantizedModel:
+        """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
+
+        Args:
+            config: the configuration.
+            ranges: value name -> range (whatever the algorithm).
+            pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
+        """
+        record = pipeline or PipelineRecord.current(select_pipeline(config))
+        prepared = self.prepared(config, record.prepare)
+        return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record)
 
     def _apply(
-        self, config: TuningConfig, range_of: Callable[[str, CalibAlgorithm], TensorRange | None]
+        self, config: TuningConfig, prepared: _Prepared, range_of: RangeLookup, record: PipelineRecord
     ) -> QuantizedModel:
-        model = ir.serde.deserialize_model(self._fp32_proto)
-        nodes, unsupported = self.nodes_for(config.approach)
-        report = quantize_model(
-            model, config, range_of, nodes=nodes, unsupported=unsupported, weight_cache=self._weight_cache
+        model = ir.serde.deserialize_model(prepared.proto)
+        nodes, unsupported = self.nodes_for(config.approach, prepared)
+        context = QuantizationContext(
+            config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
+            self._feeds_for(config.calib_sampling_size),
         )
+        report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
         decisions: dict[str, NodeDecision] = {}
@@ -414,15 +545,15 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used)
-        return QuantizedModel(proto, config, recipe, decisions)
-
-
-def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
-    return None
+        recipe = Recipe(self.fp32_digest, config, used, pipeline=record)
+        steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
+        return QuantizedModel(proto, config, recipe, decisions, steps)
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
+    """The calibration algorithms ``config`` reads ranges of (all of them when range search is on)."""
+    if config.recovery.range_search:
+        return set(CalibAlgorithm)
     algos = {config.global_config.activation.algorithm}
     for scoped in config.overrides:
         act = scoped.override.activation
@@ -486,13 +617,16 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
     Args:
         fp32_model: the FP32 model the recipe was made from.
         recipe: a :class:`Recipe` or the path of its JSON file.
-        **kwargs: passed to :class:`ModelQuantizer` (``name_map``).
+        **kwargs: passed to :class:`ModelQuantizer` (``name_map``; ``calib_dataloader`` when the recipe's
+            configuration turns on an accuracy-recovery pass, which reads calibration data again).
 
     Raises:
-        QuantizationError: the recipe is malformed or was made from a different model.
+        QuantizationError: the recipe is malformed, was made from a different model, or ran a step that
+            is not registered.
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe)
+    _check_pipeline(recipe.pipeline)
     quantizer = ModelQuantizer(fp32_model, approach=recipe.config.approach, **kwargs)
     if quantizer.fp32_digest != recipe.fp32_model_digest:
         raise QuantizationError(
@@ -500,4 +634,24 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline)
+
+
+def _check_pipeline(record: PipelineRecord | None) -> None:
+    """A recipe replays the steps it recorded: each must be registered; warn when the pipeline's version moved."""
+    if record is None:
+        return
+    registered = available_passes()
+    missing = [s for s in (*record.prepare, *record.steps) if s not in registered]
+    if missing:
+        raise QuantizationError(
+            f"The recipe's pipeline '{record.name}' ran step(s) {', '.join(repr(s) for s in missing)}, which "
+            "are not registered in this process. Import the module that registers them (@register_pass / "
+            "@register_rule_set) before applying the recipe."
+        )
+    if record.name in PIPELINES and pipeline_version(record.name) != record.version:
+        logger.warning(
+            "The recipe was made by pipeline '%s' version %d; this lpot-ir has version %d, so the replayed model "
+            "may differ from the one the recipe was saved with.",
+            record.name, record.version, pipeline_version(record.name),
+        )

@@ -1,13 +1,16 @@
-"""Rewrite rules and passes: the pass infrastructure, the rewrite driver and the FP32 pipeline.
+"""Rewrite rules and passes: the pass infrastructure, the rewrite driver and the pipelines.
 
-``run_pipeline(model, "fp32-optimize")`` runs the built-in FP32 pipeline (see :data:`PIPELINES`);
-:func:`register_pass` / :func:`register_rule_set` / :func:`register_pipeline` add user steps.
+``run_pipeline(model, "fp32-optimize")`` runs the built-in FP32 pipeline (see :data:`PIPELINES`; the
+quantization pipelines ``int8-*`` are run by :func:`lpot_ir.passes.quantization.quantize_model`);
+:func:`register_pass` / :func:`register_rule_set` / :func:`register_pipeline` / :func:`insert_step`
+add user steps.
 """
 
 from __future__ import annotations
 
 from lpot_ir.passes.base import (
     PIPELINES,
+    ContextPass,
     Pass,
     PassManager,
     PassResult,
@@ -16,6 +19,9 @@ from lpot_ir.passes.base import (
     StepReport,
     available_passes,
     get_pass,
+    insert_step,
+    pipeline_steps,
+    pipeline_version,
     register_pass,
     register_pipeline,
     register_rule_set,
@@ -25,6 +31,7 @@ from lpot_ir.passes.rewrite import RewriteDriver, RewriteLimitError, RewriteRepo
 
 __all__ = [
     "PIPELINES",
+    "ContextPass",
     "Pass",
     "PassManager",
     "PassResult",
@@ -38,6 +45,9 @@ __all__ = [
     "apply_rules",
     "available_passes",
     "get_pass",
+    "insert_step",
+    "pipeline_steps",
+    "pipeline_version",
     "register_pass",
     "register_pipeline",
     "register_rule_set",

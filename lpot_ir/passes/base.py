@@ -16,7 +16,14 @@ set names. :func:`run_pipeline` resolves the names, runs the steps in order and 
 
 Users register their own steps with :func:`register_pass` (a :class:`Pass` subclass or a factory
 returning any ``onnx_ir`` pass) and :func:`register_rule_set` (a function returning a
-:class:`~lpot_ir.ir.pattern.RuleSet`), and their own pipelines with :func:`register_pipeline`.
+:class:`~lpot_ir.ir.pattern.RuleSet`), their own pipelines with :func:`register_pipeline`, and put a
+step into an existing pipeline with :func:`insert_step`.
+
+A pass that needs more than the model (the tuning configuration, calibrated ranges, ...) is a
+:class:`ContextPass`: it is built with the pipeline's *context object*, which the runner hands to
+every such step (``run_pipeline(model, name, context=...)``). The quantization pipelines
+(``int8-qdq``, ``int8-qoperator``, ``int8-dynamic``, ``int8-dynamic-qoperator``) are run this way with a
+:class:`~lpot_ir.passes.quantization.QuantizationContext`.
 """
 
 from __future__ import annotations
@@ -26,17 +33,19 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import onnx_ir as ir
 
 from lpot_ir.errors import ConfigError
+from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.pattern import RuleSet
 from lpot_ir.passes.rewrite import RewriteDriver, RewriteReport, gc_paused
 
 __all__ = [
     "Pass",
     "PassResult",
+    "ContextPass",
     "RuleSetPass",
     "PassManager",
     "PipelineReport",
@@ -45,6 +54,9 @@ __all__ = [
     "register_pass",
     "register_rule_set",
     "register_pipeline",
+    "insert_step",
+    "pipeline_steps",
+    "pipeline_version",
     "get_pass",
     "available_passes",
     "run_pipeline",
@@ -65,11 +77,46 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "deduplicate-initializers",
         "topological-sort",
     ),
+    # -- quantization (lpot_ir.passes.quantization; every step gets the QuantizationContext) --------
+    # Stage: FP32 rewrites of the optimized model BEFORE calibration (accuracy recovery: equalization,
+    # SmoothQuant). ModelQuantizer runs it once per prepared-model key and calibrates its result.
+    "int8-prepare": (),
+    # Stage: after Q/DQ insertion (or the dynamic rewrite), before lowering (accuracy recovery: bias
+    # correction, weight rounding). Steps may read calibration feeds and the FP32 model from the context.
+    "int8-refine": (),
+    "int8-qdq": ("annotate", "insert-qdq", "int8-refine", "space-to-depth-stems", "avoid-slow-ort-fusions"),
+    "int8-qoperator": (
+        "annotate",
+        "insert-qdq",
+        "int8-refine",
+        "space-to-depth-stems",
+        "qoperator",
+        "remove-unused",
+        "avoid-slow-ort-fusions",
+    ),
+    "int8-dynamic": ("annotate", "dynamic-quantize", "int8-refine", "avoid-slow-ort-fusions"),
+    "int8-dynamic-qoperator": (
+        "annotate",
+        "dynamic-quantize",
+        "int8-refine",
+        "qoperator",
+        "remove-unused",
+        "avoid-slow-ort-fusions",
+    ),
 }
-"""Named pipelines: pipeline name -> the registered step names it runs, in order."""
+"""Named pipelines: pipeline name -> the registered step (or pipeline) names it runs, in order."""
+
+_VERSIONS: dict[str, int] = {}
+"""Pipeline name -> its version (default 1). Bump a built-in pipeline's version when one of its steps
+changes the models it produces: recipes record (name, version, steps) and warn on replay when it differs."""
 
 # Modules that register the built-in steps; imported on first lookup (they import this module).
-_BUILTIN_MODULES = ("lpot_ir.passes.cleanup", "lpot_ir.passes.fusion", "lpot_ir.passes.pruning")
+_BUILTIN_MODULES = (
+    "lpot_ir.passes.cleanup",
+    "lpot_ir.passes.fusion",
+    "lpot_ir.passes.pruning",
+    "lpot_ir.passes.quantization",
+)
 
 
 @dataclasses.dataclass
@@ -108,8 +155,31 @@ class Pass(ir.passes.PassBase):
         return f"{type(self).__name__}({self.name!r})"
 
 
+_C = TypeVar("_C")
+
+
+class ContextPass(Pass, Generic[_C]):
+    """A pass that needs more than the model: it is built with the pipeline's context object.
+
+    Subclasses set ``context_type`` (the class of the context they read) and read ``self.context``
+    in :meth:`call`. The pipeline runner (:func:`run_pipeline` / :class:`PassManager` with
+    ``context=``) builds every such step with the one context of the run, so a pass never reaches
+    for globals or for state kept on other passes. Results go into the :class:`PassResult` it returns.
+    """
+
+    context_type: ClassVar[type] = object
+
+    def __init__(self, context: _C) -> None:
+        super().__init__()
+        self.context = context
+
+
 class RuleSetPass(Pass):
-    """A pass that applies one rule set with the rewrite driver (in place)."""
+    """A pass that applies one rule set with the rewrite driver (in place).
+
+    Nodes of a domain the model does not import yet (``com.microsoft`` ops made by a lowering) get
+    that domain imported at version 1.
+    """
 
     def __init__(
         self,
@@ -125,6 +195,10 @@ class RuleSetPass(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         report = self._driver.run(model)
+        if report.total:
+            for node in all_nodes(model):
+                if node.domain not in ("", "ai.onnx") and node.domain not in model.opset_imports:
+                    model.opset_imports[node.domain] = 1
         return PassResult(model, report.total > 0, changes=report.total, details=dict(report.counts), rewrite=report)
 
 
@@ -183,11 +257,62 @@ def register_rule_set(name: str, *, replace: bool = False) -> Callable[[_T], _T]
     return decorator
 
 
-def register_pipeline(name: str, steps: Sequence[str], *, replace: bool = False) -> None:
-    """Register a pipeline: a name for a sequence of registered step names (checked when run)."""
+def register_pipeline(name: str, steps: Sequence[str], *, version: int = 1, replace: bool = False) -> None:
+    """Register a pipeline: a name for a sequence of registered step names (checked when run).
+
+    Args:
+        name: the pipeline name.
+        steps: registered pass, rule set or pipeline names, in order.
+        version: recorded in recipes with the steps; bump it when the pipeline's output changes.
+        replace: replace an existing pipeline of that name.
+    """
     if name in PIPELINES and not replace:
         raise ValueError(f"a pipeline named {name!r} already exists; pass replace=True to replace it")
     PIPELINES[name] = tuple(steps)
+    _VERSIONS[name] = int(version)
+
+
+def pipeline_version(name: str) -> int:
+    """The version of the pipeline ``name`` (1 unless registered with another)."""
+    if name not in PIPELINES:
+        raise ConfigError(f"No pipeline is named '{name}'. Pipelines: {', '.join(sorted(PIPELINES))}.")
+    return _VERSIONS.get(name, 1)
+
+
+def pipeline_steps(pipeline: str | Sequence[str]) -> tuple[str, ...]:
+    """The step names a pipeline runs, nested pipelines expanded (an empty stage gives nothing)."""
+    return tuple(s for s in _resolve(pipeline) if isinstance(s, str))
+
+
+def insert_step(pipeline: str, step: str, *, before: str | None = None, after: str | None = None) -> None:
+    """Put the registered step ``step`` into the pipeline ``pipeline`` (its own list, not a nested one).
+
+    With neither ``before`` nor ``after`` the step is appended. Inserting a step that is already
+    there does nothing, so a module that inserts on import can be imported twice.
+
+    Example: ``insert_step("int8-qdq", "my-check", after="insert-qdq")``.
+
+    Raises:
+        ConfigError: the pipeline does not exist, or ``before``/``after`` is not one of its steps.
+    """
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"No pipeline is named '{pipeline}'. Pipelines: {', '.join(sorted(PIPELINES))}.")
+    if before is not None and after is not None:
+        raise ConfigError("insert_step takes before= or after=, not both.")
+    steps = list(PIPELINES[pipeline])
+    if step in steps:
+        return
+    anchor = before if before is not None else after
+    if anchor is None:
+        steps.append(step)
+    elif anchor not in steps:
+        raise ConfigError(
+            f"Pipeline '{pipeline}' has no step '{anchor}' to insert '{step}' "
+            f"{'before' if before is not None else 'after'}; its steps are: {', '.join(steps) or '(none)'}."
+        )
+    else:
+        steps.insert(steps.index(anchor) + (0 if before is not None else 1), step)
+    PIPELINES[pipeline] = tuple(steps)
 
 
 def _load_builtins() -> None:
@@ -203,17 +328,36 @@ def available_passes() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
-def get_pass(name: str, *, trace: bool = False, max_steps: int | None = None) -> ir.passes.PassBase:
+def get_pass(
+    name: str, *, trace: bool = False, max_steps: int | None = None, context: Any = None
+) -> ir.passes.PassBase:
     """Build the registered pass or rule-set pass ``name``.
 
+    Args:
+        name: the registered name.
+        trace: build a rule-set pass with the driver's trace on.
+        max_steps: the driver's step cap for a rule-set pass.
+        context: the context object a :class:`ContextPass` is built with (ignored by other passes).
+
     Raises:
-        ConfigError: no pass or rule set has that name (the message lists the available ones).
+        ConfigError: no pass or rule set has that name (the message lists the available ones), or the
+            pass is a :class:`ContextPass` and ``context`` is missing or of the wrong type.
     """
     _load_builtins()
     if name in _RULE_SETS:
         return RuleSetPass(_RULE_SETS[name](), trace=trace, max_steps=max_steps)
     if name in _PASSES:
-        made = _PASSES[name]()
+        factory = _PASSES[name]
+        if isinstance(factory, type) and issubclass(factory, ContextPass):
+            wanted = factory.context_type
+            if not isinstance(context, wanted):
+                given = "no context" if context is None else f"a {type(context).__name__}"
+                raise ConfigError(
+                    f"Pass '{name}' needs a {wanted.__name__} and was given {given}. Run it inside a pipeline "
+                    f"that provides one (e.g. lpot_ir.passes.quantization.quantize_model for quantization passes)."
+                )
+            return factory(context)
+        made = factory()
         if not isinstance(made, ir.passes.PassBase):
             raise TypeError(f"the factory registered as pass {name!r} returned {made!r}, not an onnx_ir pass")
         return made
@@ -250,7 +394,10 @@ def _resolve(
 
 @dataclasses.dataclass
 class StepReport:
-    """What one pipeline step did: changes, per-rule counts (rule sets) and wall time."""
+    """What one pipeline step did: changes, per-rule counts (rule sets), wall time, and the pass's result.
+
+    ``result`` is the step's own :class:`PassResult` (a subclass may carry more, e.g. the quantization
+    passes' :class:`~lpot_ir.passes.quantization.QuantPassResult`)."""
 
     name: str
     changes: int
@@ -258,6 +405,7 @@ class StepReport:
     seconds: float
     details: dict[str, int] = dataclasses.field(default_factory=dict)
     rewrite: RewriteReport | None = None
+    result: ir.passes.PassResult | None = None
 
 
 @dataclasses.dataclass
@@ -318,14 +466,23 @@ class PassManager(ir.passes.PassManager):
         steps: registered step names, pipeline names (expanded) or ``onnx_ir`` pass objects.
         trace: build rule-set steps with the driver's trace on.
         max_steps: the driver's step cap for rule-set steps (default: its own).
+        context: the context object every :class:`ContextPass` step is built with.
     """
 
     def __init__(
-        self, steps: str | Sequence[str | ir.passes.PassBase], *, trace: bool = False, max_steps: int | None = None
+        self,
+        steps: str | Sequence[str | ir.passes.PassBase],
+        *,
+        trace: bool = False,
+        max_steps: int | None = None,
+        context: Any = None,
     ) -> None:
         resolved = _resolve(steps)
         self.step_names = [s if isinstance(s, str) else getattr(s, "name", "") or type(s).__name__ for s in resolved]
-        passes = [get_pass(s, trace=trace, max_steps=max_steps) if isinstance(s, str) else s for s in resolved]
+        passes = [
+            get_pass(s, trace=trace, max_steps=max_steps, context=context) if isinstance(s, str) else s
+            for s in resolved
+        ]
         if not passes:
             raise ConfigError("The pipeline is empty: give at least one pass, rule set or pipeline name.")
         super().__init__(passes, steps=1, early_stop=True)
@@ -350,9 +507,11 @@ class PassManager(ir.passes.PassManager):
             seconds = time.perf_counter() - start
             model = result.model
             if isinstance(result, PassResult):
-                step = StepReport(name, result.changes, result.modified, seconds, dict(result.details), result.rewrite)
+                step = StepReport(
+                    name, result.changes, result.modified, seconds, dict(result.details), result.rewrite, result
+                )
             else:
-                step = StepReport(name, int(result.modified), result.modified, seconds)
+                step = StepReport(name, int(result.modified), result.modified, seconds, result=result)
             report.steps.append(step)
             logger.debug("pass %s: %d changes in %.3f s", name, step.changes, seconds)
         report.model = model
@@ -364,13 +523,16 @@ def run_pipeline(
     *,
     trace: bool = False,
     max_steps: int | None = None,
+    context: Any = None,
 ) -> PipelineReport:
     """Run a named pipeline (or a list of step names / passes) on ``model``; return the report.
 
     In-place steps modify ``model``; the final model is ``report.model`` (``model`` itself when
-    every step is in place, as all built-in ones are).
+    every step is in place, as all built-in ones are). ``context`` is handed to every
+    :class:`ContextPass` step.
 
     Raises:
-        ConfigError: a name is neither a pipeline nor a registered pass or rule set.
+        ConfigError: a name is neither a pipeline nor a registered pass or rule set, or a step needs a
+            context that was not given.
     """
-    return PassManager(pipeline, trace=trace, max_steps=max_steps).run(model)
+    return PassManager(pipeline, trace=trace, max_steps=max_steps, context=context).run(model)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
@@ -45,7 +46,7 @@ from lpot_ir.tuning.evaluation import Evaluator, first_line
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.objectives import ObjectiveMeter, ranking_key
 from lpot_ir.tuning.report import prefetch_plotting
-from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError, feeds_from_batches
+from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key"]

@@ -377,23 +377,6 @@ def _concat(units: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return dict(units[0])
 
 
-def feeds_from_batches(batches: Iterable[Any], model: onnx.ModelProto, limit: int) -> list[dict[str, np.ndarray]]:
-    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples."""
-    from lpot_ir.backends.onnxruntime.session import batch_inputs, input_specs, make_feed
-
-    specs = input_specs(model)
-    feeds: list[dict[str, np.ndarray]] = []
-    seen = 0
-    for batch in batches:
-        feed = make_feed(specs, batch_inputs(batch, len(specs)))
-        feeds.append(feed)
-        first = next(iter(feed.values()))
-        seen += int(first.shape[0]) if first.ndim else 1
-        if seen >= limit:
-            break
-    return feeds
-
-
 class AgreementProxy:
     """The label-free accuracy predictor behind ``StrategyContext.estimate`` (see the module docstring).
 

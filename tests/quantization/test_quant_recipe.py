@@ -60,7 +60,7 @@ def test_recipe_round_trip_is_bit_for_bit(model, feeds, tmp_path):
     recipe_file = recipe_path_for(path)
     assert path.exists() and recipe_file == tmp_path / "int8.recipe.json"
     data = json.loads(recipe_file.read_text())
-    assert set(data) == {"format_version", "fp32_model_digest", "config", "ranges", "lpot_ir_version"}
+    assert set(data) == {"format_version", "fp32_model_digest", "config", "ranges", "lpot_ir_version", "pipeline"}
     assert data["config"] == config.to_dict()
     assert set(data["ranges"]) >= {"x", "r"}
 

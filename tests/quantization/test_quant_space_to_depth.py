@@ -8,10 +8,10 @@ import pytest
 from onnx import helper
 from qhelpers import check_valid, make_model, minmax_ranges, op_histogram, run
 
-import lpot_ir.passes.quantization.pipeline as quant_pipeline
 from lpot_ir.ir.model import from_proto, to_proto
 from lpot_ir.ir.pattern import RuleSet
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
+from lpot_ir.passes.quantization import PipelineRecord, select_pipeline
 from lpot_ir.passes.quantization.space_to_depth import (
     SPACE_TO_DEPTH_CONV,
     SPACE_TO_DEPTH_QUANTIZED_CONV,
@@ -77,23 +77,27 @@ def test_rule_declines_with_a_reason(kwargs, reason):
     assert reason in report.explain("stem", "SpaceToDepthConv")
 
 
-def _quantize(proto: onnx.ModelProto, feed, fmt: QuantFormat = QuantFormat.QDQ) -> onnx.ModelProto:
+def _quantize(proto: onnx.ModelProto, feed, fmt: QuantFormat = QuantFormat.QDQ, s2d: bool = True) -> onnx.ModelProto:
     quantizer = ModelQuantizer(proto)
     ranges = minmax_ranges(quantizer.fp32_model, [feed])
-    return quantizer.apply_ranges(TuningConfig(format=fmt), ranges).model
+    config = TuningConfig(format=fmt)
+    record = PipelineRecord.current(select_pipeline(config))
+    assert "space-to-depth-stems" in record.steps
+    if not s2d:  # the same pipeline without the step
+        record = PipelineRecord("no-s2d", 1, record.prepare, tuple(s for s in record.steps if s != "space-to-depth-stems"))
+    return quantizer.apply_ranges(config, ranges, record).model
 
 
 @pytest.mark.parametrize("fmt", [QuantFormat.QDQ, QuantFormat.QOPERATOR])
 @pytest.mark.parametrize("size", [(16, 16), (15, 13)])
-def test_quantized_stem_is_rewritten_and_equal(size, fmt, monkeypatch):
+def test_quantized_stem_is_rewritten_and_equal(size, fmt):
     proto = _stem(size)
     feed = _feed(size)
     with_rule = _quantize(proto, feed, fmt)
     check_valid(with_rule, contrib=fmt is QuantFormat.QOPERATOR)
     hist = op_histogram(with_rule)
     assert hist["SpaceToDepth"] == 1 and hist["Pad"] == 1, hist
-    monkeypatch.setattr(quant_pipeline, "space_to_depth_stems", lambda model: None)
-    without = _quantize(proto, feed, fmt)
+    without = _quantize(proto, feed, fmt, s2d=False)
     assert "SpaceToDepth" not in op_histogram(without)
     (y0,), (y1,) = run(without, feed), run(with_rule, feed)
     step = float(y0.max() - min(float(y0.min()), 0.0)) / 255  # the uint8 output step (min/max range)

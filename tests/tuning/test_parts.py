@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.errors import ConfigError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
@@ -15,7 +16,7 @@ from lpot_ir.strategies import TrialResult
 from lpot_ir.tuning import SensitivityMeter, TuningHistory
 from lpot_ir.tuning.history import HistoryHeader
 from lpot_ir.tuning.objectives import ObjectiveMeter, ranking_key, weighted_score
-from lpot_ir.tuning.sensitivity import feeds_from_batches, normalized_error
+from lpot_ir.tuning.sensitivity import normalized_error
 from lpot_ir.tuning.space import build_space
 from tests.tuning.helpers import OUTLIER_OPS, make_config
 

@@ -9,11 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.ir.model import to_proto
 from lpot_ir.quantizer import default_config
 from lpot_ir.tuning import Evaluator, tune
 from lpot_ir.tuning.loop import LoopContext
-from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, feeds_from_batches
+from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter
 from lpot_ir.tuning.space import build_space
 from tests.tuning.helpers import OUTLIER_OPS, make_config
 

@@ -25,6 +25,7 @@ __all__ = [
     "run_feed",
     "run_batches",
     "model_bytes",
+    "feeds_from_batches",
     "count_samples",
     "synthetic_inputs",
     "synthetic_shapes",
@@ -44,6 +45,7 @@ __all__ = [
 _HOMES = {
     "session": (
         "InputSpec", "input_specs", "output_names", "make_session", "make_feed", "run_feed", "run_batches", "model_bytes",
+        "feeds_from_batches",
     ),
     "timing": ("count_samples", "time_feeds"),
     "synthetic": ("synthetic_inputs", "synthetic_shapes", "parse_shape_overrides"),

@@ -43,6 +43,7 @@ __all__ = [
     "Dim",
     "InputSpec",
     "batch_inputs",
+    "feeds_from_batches",
     "OPTIMIZATION_LEVELS",
     "SessionSource",
     "input_specs",
@@ -441,3 +442,24 @@ def batch_inputs(batch: Any, num_inputs: int) -> Any:
             return batch[0]
         return tuple(batch)
     return batch
+
+
+def feeds_from_batches(batches: Iterable[Any], model: Any, limit: int) -> list[dict[str, np.ndarray]]:
+    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples.
+
+    Args:
+        batches: the dataloader.
+        model: the model the feeds are for (anything :func:`input_specs` takes).
+        limit: stop after the batch that reaches this many samples (first axis).
+    """
+    specs = input_specs(model)
+    feeds: list[dict[str, np.ndarray]] = []
+    seen = 0
+    for batch in batches:
+        feed = make_feed(specs, batch_inputs(batch, len(specs)))
+        feeds.append(feed)
+        first = next(iter(feed.values()))
+        seen += int(first.shape[0]) if first.ndim else 1
+        if seen >= limit:
+            break
+    return feeds

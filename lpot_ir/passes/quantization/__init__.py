@@ -1,31 +1,73 @@
-"""Quantization passes: annotators, the generic Q/DQ insertion, dynamic quantization, QOperator lowering.
+"""Quantization passes and the quantization pipelines (importing this package registers them).
 
-* :func:`annotate` turns a :class:`~lpot_ir.ir.quant.TuningConfig` into node annotations.
-* :class:`InsertQDQPass` is the one pass that turns annotations into QuantizeLinear/DequantizeLinear.
-* :class:`DynamicQuantizePass` rewrites for the dynamic approach (DynamicQuantizeLinear + integer ops).
-* :func:`lower_to_qoperator` lowers Q/DQ to QLinearConv, QLinearMatMul, ... (a rule set).
-* :func:`avoid_slow_ort_fusions` writes patterns ONNX Runtime would fuse into slower kernels in an equivalent form.
-* :func:`quantize_model` runs them in order for one configuration.
+Every step is a registered pass or rule set; the pipelines are data in
+:data:`lpot_ir.passes.base.PIPELINES`:
+
+========================  =========  ==========================================================================
+step                      kind       what it does
+========================  =========  ==========================================================================
+annotate                  pass       ``TuningConfig`` -> :class:`~lpot_ir.ir.quant.QuantAnnotation` node metadata
+insert-qdq                pass       QuantizeLinear/DequantizeLinear, quantized weights and int32 biases
+dynamic-quantize          pass       DynamicQuantizeLinear + integer ops (dynamic approach)
+space-to-depth-stems      rule set   quantized 7x7/2 stems as stride-1 convolutions on SpaceToDepth
+qoperator                 rule set   Q/DQ -> QLinearConv, QLinearMatMul, com.microsoft QLinear* ...
+avoid-slow-ort-fusions    rule set   equivalent forms ONNX Runtime does not fuse into slower kernels
+========================  =========  ==========================================================================
+
+:func:`quantize_model` runs the pipeline a configuration selects (:func:`select_pipeline`) with one
+:class:`QuantizationContext`; :func:`prepare_model` runs the ``int8-prepare`` stage (FP32, before
+calibration).
 """
 
 from __future__ import annotations
 
-from lpot_ir.passes.quantization.annotate import AnnotationResult, annotate
+from lpot_ir.passes.quantization.annotate import AnnotatePass, annotate
+from lpot_ir.passes.quantization.context import (
+    QUANTIZED_WEIGHT_KEY,
+    AnnotationResult,
+    QuantizationContext,
+    QuantizationPass,
+    QuantizedWeight,
+    QuantPassResult,
+    no_ranges,
+)
 from lpot_ir.passes.quantization.dynamic import DynamicQuantizePass
 from lpot_ir.passes.quantization.insert_qdq import InsertQDQPass
 from lpot_ir.passes.quantization.lower_qoperator import lower_to_qoperator, qoperator_rules
 from lpot_ir.passes.quantization.ort_fusions import avoid_slow_ort_fusions, slow_fusion_rules
-from lpot_ir.passes.quantization.pipeline import QuantizationReport, quantize_model
+from lpot_ir.passes.quantization.pipeline import (
+    PIPELINE_FOR,
+    PREPARE_PIPELINE,
+    PipelineRecord,
+    QuantizationReport,
+    prepare_model,
+    quantize_model,
+    select_pipeline,
+)
+from lpot_ir.passes.quantization.space_to_depth import space_to_depth_rules
 
 __all__ = [
+    "PIPELINE_FOR",
+    "PREPARE_PIPELINE",
+    "QUANTIZED_WEIGHT_KEY",
+    "AnnotatePass",
     "AnnotationResult",
     "DynamicQuantizePass",
     "InsertQDQPass",
+    "PipelineRecord",
+    "QuantPassResult",
+    "QuantizationContext",
+    "QuantizationPass",
     "QuantizationReport",
+    "QuantizedWeight",
     "annotate",
     "avoid_slow_ort_fusions",
     "lower_to_qoperator",
+    "no_ranges",
+    "prepare_model",
     "qoperator_rules",
     "quantize_model",
+    "select_pipeline",
     "slow_fusion_rules",
+    "space_to_depth_rules",
 ]

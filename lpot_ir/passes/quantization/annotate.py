@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import onnx_ir as ir
@@ -58,30 +57,15 @@ from lpot_ir.ir.quant import (
     TensorQuantSpec,
     TuningConfig,
 )
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationPass, QuantPassResult
 
-__all__ = ["AnnotationResult", "annotate", "fit_spec", "clear_annotations"]
+__all__ = ["AnnotatePass", "AnnotationResult", "annotate", "fit_spec", "clear_annotations"]
 
 logger = logging.getLogger(__name__)
 
 _ANCHORS = (OpCategory.COMPUTE, OpCategory.EMBEDDING, OpCategory.RECURRENT)
 _DYNAMIC_CATEGORIES = (OpCategory.COMPUTE, OpCategory.EMBEDDING, OpCategory.RECURRENT)
-
-
-@dataclass
-class AnnotationResult:
-    """What :func:`annotate` decided.
-
-    Attributes:
-        configs: node name -> the effective :class:`OpQuantConfig` of every quantizable node.
-        quantized: names of annotated nodes, in graph order.
-        fp32: node name -> why it stays FP32 (every covered node that is not annotated).
-        notes: node name -> adjustments made to fit the node's choices (e.g. per-channel -> per-tensor).
-    """
-
-    configs: dict[str, OpQuantConfig] = field(default_factory=dict)
-    quantized: list[str] = field(default_factory=list)
-    fp32: dict[str, Fp32Reason] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 def fit_spec(spec: QuantSpec, choices: SpecChoices) -> tuple[QuantSpec, list[str]]:
@@ -212,6 +196,17 @@ def annotate(
         node.meta[ANNOTATION_KEY] = annotation
         result.quantized.append(name)
     return result
+
+
+@register_pass("annotate")
+class AnnotatePass(QuantizationPass):
+    """Write the annotations for ``context.config`` (see :func:`annotate`); the result carries the decisions."""
+
+    def call(self, model: ir.Model) -> QuantPassResult:
+        ctx = self.context
+        result = annotate(model, ctx.config, ctx.nodes, ctx.unsupported)
+        modified = bool(result.quantized or result.fp32)
+        return QuantPassResult(model, modified, changes=len(result.quantized), annotations=result)
 
 
 def _not_beneficial(node: ir.Node, qnode: QuantizableNode, dynamic: bool) -> str | None:

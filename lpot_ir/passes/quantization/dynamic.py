@@ -33,6 +33,8 @@ from lpot_ir.ir.quant import (
     QuantAnnotation,
     QuantSpec,
 )
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
 from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output, replace_value
 from lpot_ir.passes.quantization.qparams import quantize_array, weight_qparams
 
@@ -43,20 +45,18 @@ logger = logging.getLogger(__name__)
 _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 
 
-class DynamicQuantizePass(ir.passes.InPlacePass):
+@register_pass("dynamic-quantize")
+class DynamicQuantizePass(QuantizationPass):
     """Rewrite the dynamically annotated nodes of the main graph into integer kernels.
 
-    Attributes:
-        dropped: node name -> why an annotated node was left FP32 after all.
+    The result's ``fp32`` lists the annotated nodes left FP32 after all, with the reason.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped: dict[str, Fp32Reason] = {}
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> QuantPassResult:
         builder = GraphBuilder(model)
-        modified = False
+        changes = 0
+        dropped: dict[str, Fp32Reason] = {}
+        # one DynamicQuantizeLinear per tensor within this run
         self._shared: dict[ir.Value, tuple[ir.Value, ir.Value, ir.Value]] = {}
         for node in list(model.graph):
             annotation = node.meta.get(ANNOTATION_KEY)
@@ -72,13 +72,13 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
             if reason is not None:
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = reason
-                self.dropped[node.name or ""] = reason
+                dropped[node.name or ""] = reason
             else:
-                modified = True
+                changes += 1
         graph = model.graph
         for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
             del graph.initializers[name]
-        return ir.passes.PassResult(model, modified=modified)
+        return QuantPassResult(model, changes > 0, changes=changes, fp32=dropped)
 
     # -- MatMul / Gemm / Conv ----------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ equal parameters is ever produced, because quantization is decided per tensor, o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -33,7 +32,6 @@ from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, 
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
-    CalibAlgorithm,
     DerivedBiasSpec,
     DType,
     Fp32Category,
@@ -43,6 +41,14 @@ from lpot_ir.ir.quant import (
     QuantSpec,
     SharedQuantSpec,
     TensorRange,
+)
+from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.quantization.context import (
+    QUANTIZED_WEIGHT_KEY,
+    QuantizationPass,
+    QuantizedWeight,
+    QuantPassResult,
+    RangeLookup,
 )
 from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output
 from lpot_ir.passes.quantization.qparams import (
@@ -56,9 +62,6 @@ from lpot_ir.passes.quantization.qparams import weight_qparams as compute_weight
 __all__ = ["InsertQDQPass", "RangeLookup", "weight_axis"]
 
 logger = logging.getLogger(__name__)
-
-RangeLookup = Callable[[str, CalibAlgorithm], "TensorRange | None"]
-"""``range_of(value_name, algorithm)``: the calibrated range of an activation, or ``None``."""
 
 _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 
@@ -77,37 +80,35 @@ def weight_axis(node: ir.Node, rank: int) -> int | None:
 
 
 @dataclass
+class _Run:
+    """The state of one run of :class:`InsertQDQPass` (what it reports, and the weights it planned)."""
+
+    used_ranges: dict[str, TensorRange] = field(default_factory=dict)
+    dropped: dict[str, Fp32Reason] = field(default_factory=dict)
+    weight_keys: dict[tuple[ir.Node, int], tuple[object, ...]] = field(default_factory=dict)
+
+
+@dataclass
 class _ActivationPlan:
     params: QParams
     from_producer: bool  # the producer asked: every consumer reads the dequantized value
     direct_int8: bool = False  # the producer already emits int8 (Gather on an int8 table)
 
 
-class InsertQDQPass(ir.passes.InPlacePass):
+@register_pass("insert-qdq")
+class InsertQDQPass(QuantizationPass):
     """Insert Q/DQ (and quantized weights and biases) from the annotations of the main graph.
 
-    Args:
-        range_of: ``(value_name, algorithm) -> TensorRange | None``; the calibrated activation ranges.
-        weight_cache: optional dict reused across runs on copies of the same model: (weight name, spec,
-            axis) -> (parameters, quantized data), so applying another configuration does not quantize
-            the same weights again.
-
-    Attributes:
-        used_ranges: value name -> the range actually used (for recipes), filled by the run.
-        dropped: node name -> why an annotated node was left FP32 after all.
+    Reads ``context.range_of`` (the calibrated activation ranges) and ``context.weight_cache`` (quantized
+    weights reused across configurations of the same model). The result's ``ranges`` are the ranges
+    used (for recipes), its ``fp32`` the annotated nodes left FP32 after all (e.g. ``no_range``).
+    Each weight ``DequantizeLinear`` carries a :class:`QuantizedWeight` in ``node.meta``.
     """
 
-    def __init__(self, range_of: RangeLookup, weight_cache: dict[tuple[object, ...], tuple[QParams, np.ndarray]] | None = None) -> None:
-        super().__init__()
-        self.range_of = range_of
-        self.weight_cache = weight_cache if weight_cache is not None else {}
-        self.used_ranges: dict[str, TensorRange] = {}
-        self.dropped: dict[str, Fp32Reason] = {}
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> QuantPassResult:
         graph = model.graph
         nodes = list(graph)
-        self._weight_keys: dict[tuple[ir.Node, int], tuple[object, ...]] = {}
+        run = _Run()
         plans: dict[ir.Value, _ActivationPlan] = {}
         requests: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
         weight_params: dict[tuple[ir.Node, int], QParams] = {}
@@ -117,15 +118,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
             annotation = node.meta.get(ANNOTATION_KEY)
             if not isinstance(annotation, QuantAnnotation) or annotation.dynamic:
                 continue
-            planned = self._plan_node(node, annotation, plans, weight_params)
+            planned = self._plan_node(run, node, annotation, plans, weight_params)
             if isinstance(planned, Fp32Reason):
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = planned
-                self.dropped[node.name or ""] = planned
+                run.dropped[node.name or ""] = planned
                 continue
             new_plans, new_ranges = planned
             plans.update(new_plans)
-            self.used_ranges.update(new_ranges)
+            run.used_ranges.update(new_ranges)
             for index, spec in annotation.inputs:
                 value = node.inputs[index]
                 if isinstance(spec, QuantSpec) and value is not None and value in plans:
@@ -133,16 +134,17 @@ class InsertQDQPass(ir.passes.InPlacePass):
             active.append((node, annotation))
 
         if not active:
-            return ir.passes.PassResult(model, modified=False)
+            return QuantPassResult(model, False, fp32=run.dropped, ranges=run.used_ranges)
         builder = GraphBuilder(model)
-        self._quantize_weights(model, builder, active, plans, weight_params)
+        self._quantize_weights(run, model, builder, active, plans, weight_params)
         self._insert_activation_qdq(builder, plans, requests)
-        return ir.passes.PassResult(model, modified=True)
+        return QuantPassResult(model, True, changes=len(active), fp32=run.dropped, ranges=run.used_ranges)
 
     # -- planning ----------------------------------------------------------------------------------
 
     def _plan_node(
         self,
+        run: _Run,
         node: ir.Node,
         annotation: QuantAnnotation,
         plans: dict[ir.Value, _ActivationPlan],
@@ -165,11 +167,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 shape = tuple(const.shape)
                 axis = weight_axis(node, len(shape)) if spec.granularity is Granularity.PER_CHANNEL else None
                 key = (value.name, spec, axis, shape, const.dtype)
-                if key not in self.weight_cache:
+                weight_cache = self.context.weight_cache
+                if key not in weight_cache:
                     data = const.numpy()
                     params = compute_weight_qparams(data, spec, axis)
-                    self.weight_cache[key] = (params, quantize_array(data, params))
-                node_weights[index] = self.weight_cache[key][0]
+                    weight_cache[key] = (params, quantize_array(data, params))
+                node_weights[index] = weight_cache[key][0]
                 node_weight_keys[index] = key
                 continue
             if value in plans or value in new:
@@ -213,11 +216,11 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 return Fp32Reason(Fp32Category.UNSUPPORTED, "bias needs a quantized weight")
         for index, params in node_weights.items():
             weight_params[(node, index)] = params
-            self._weight_keys[(node, index)] = node_weight_keys[index]
+            run.weight_keys[(node, index)] = node_weight_keys[index]
         return new, ranges
 
     def _range(self, value: ir.Value, spec: QuantSpec) -> TensorRange | None:
-        rng = self.range_of(value.name or "", spec.algorithm)
+        rng = self.context.range_of(value.name or "", spec.algorithm)
         if rng is None or not (np.isfinite(rng.lo) and np.isfinite(rng.hi)):
             return None
         return rng
@@ -226,6 +229,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
 
     def _quantize_weights(
         self,
+        run: _Run,
         model: ir.Model,
         builder: GraphBuilder,
         active: list[tuple[ir.Node, QuantAnnotation]],
@@ -247,13 +251,16 @@ class InsertQDQPass(ir.passes.InPlacePass):
                     key = (id(value), (embedding, *params.key()))
                     replacement = cache.get(key)
                     if replacement is None:
-                        qdata = self.weight_cache[self._weight_keys[(node, index)]][1]
+                        weight_key = run.weight_keys[(node, index)]
+                        qdata = self.context.weight_cache[weight_key][1]
                         base = value.name or "weight"
                         q_init = builder.initializer(f"{base}_quantized", qdata)
                         if embedding:
                             replacement = q_init
                         else:
                             dq = self._dequantize(builder, q_init, params, f"{base}_dequantized", qdata.shape)
+                            assert isinstance(spec, QuantSpec)
+                            dq.meta[QUANTIZED_WEIGHT_KEY] = QuantizedWeight(base, spec, params.axis)
                             graph.insert_before(node, dq)
                             replacement = dq.outputs[0]
                         cache[key] = replacement

@@ -27,7 +27,8 @@ import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, const, forwarded_attributes, op, var
-from lpot_ir.passes.rewrite import RewriteReport, apply_rules
+from lpot_ir.passes.base import register_rule_set, run_pipeline
+from lpot_ir.passes.rewrite import RewriteReport
 
 __all__ = ["MS_DOMAIN", "qoperator_rules", "lower_to_qoperator"]
 
@@ -327,8 +328,9 @@ def _dynamic_lstm_rule() -> Rule:
                 spec="LSTM(x, DQ(W), DQ(R)) → com.microsoft.DynamicQuantizeLSTM")
 
 
+@register_rule_set("qoperator")
 def qoperator_rules() -> RuleSet:
-    """The Q/DQ -> QOperator rule set."""
+    """The Q/DQ -> QOperator rule set (registered as ``qoperator``)."""
     rules: list[Rule] = []
     for bias in (True, False):
         for act in (None, "Relu", "Clip"):
@@ -348,17 +350,12 @@ def qoperator_rules() -> RuleSet:
 
 
 def lower_to_qoperator(model: ir.Model) -> RewriteReport:
-    """Lower ``model``'s Q/DQ patterns to QOperator ops in place; return the rewrite report."""
-    report = apply_rules(model.graph, qoperator_rules(), on_limit="warn")
-    if any(node.domain == MS_DOMAIN for node in model.graph):
-        model.opset_imports.setdefault(MS_DOMAIN, 1)
-    graph = model.graph
-    for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
-        del graph.initializers[name]
-    unused = [n for n in graph if all(not o.uses() and not o.is_graph_output() for o in n.outputs)
-              and n.op_type == "DequantizeLinear"]
-    for node in unused:
-        graph.remove(node, safe=True)
-    for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
-        del graph.initializers[name]
-    return report
+    """Lower ``model``'s Q/DQ patterns to QOperator ops in place, then drop what became unused.
+
+    The steps ``qoperator`` and ``remove-unused`` of the ``int8-qoperator`` pipeline; returns the
+    rewrite report of ``qoperator``.
+    """
+    report = run_pipeline(model, ["qoperator", "remove-unused"])
+    rewrite = report["qoperator"].rewrite
+    assert rewrite is not None, "qoperator is a rule set"
+    return rewrite

@@ -3,8 +3,7 @@
 ONNX Runtime's optimizer (level ``all``) fuses some patterns into contrib ops whose CPU kernel is slower
 than the standard ops they replace; :data:`~lpot_ir.backends.onnxruntime.capabilities.SLOW_ORT_FUSIONS`
 lists them with the measurement. This rule set rewrites each such pattern into an equivalent form the
-fusion does not match. It runs last in :func:`~lpot_ir.passes.quantization.quantize_model`, on every
-approach and format.
+fusion does not match. It is the last step (``avoid-slow-ort-fusions``) of every quantization pipeline.
 
 Rules (spec in arrow form):
 
@@ -34,6 +33,7 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import SLOW_ORT_FUSIONS, constant_value
 from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, forwarded_attributes, op, var
+from lpot_ir.passes.base import register_rule_set
 from lpot_ir.passes.rewrite import RewriteReport, apply_rules
 
 __all__ = ["avoid_slow_ort_fusions", "slow_fusion_rules"]
@@ -96,6 +96,7 @@ _RULES = {"SkipLayerNormalization": _skip_layer_norm_rule}
 _ORT_BUG_WORKAROUNDS = (_pad_axes_rule,)
 
 
+@register_rule_set("avoid-slow-ort-fusions")
 def slow_fusion_rules() -> RuleSet:
     """The rules for the fusions listed in :data:`SLOW_ORT_FUSIONS`, and the ORT bug workarounds."""
     return RuleSet(
@@ -107,8 +108,5 @@ def slow_fusion_rules() -> RuleSet:
 
 
 def avoid_slow_ort_fusions(model: ir.Model) -> RewriteReport:
-    """Rewrite ``model``'s main graph in place with :func:`slow_fusion_rules`; return the rewrite report."""
-    report = apply_rules(model.graph, slow_fusion_rules(), on_limit="warn")
-    if report.steps:
-        logger.debug("avoid-slow-ort-fusions: %s", dict(report.counts))
-    return report
+    """Rewrite ``model`` in place with :func:`slow_fusion_rules` (the step ``avoid-slow-ort-fusions``)."""
+    return apply_rules(model, slow_fusion_rules())

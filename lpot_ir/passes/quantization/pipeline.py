@@ -1,23 +1,88 @@
-"""``quantize_model``: annotate a model for a TuningConfig, then rewrite it (Q/DQ, dynamic, QOperator),
-then keep ONNX Runtime from fusing it into slower kernels (:mod:`~lpot_ir.passes.quantization.ort_fusions`)."""
+"""The quantization runner: run the pipeline a :class:`TuningConfig` selects, with one context.
+
+A quantization is two stages of registered steps (``PIPELINES`` in :mod:`lpot_ir.passes.base`):
+
+* :data:`PREPARE_PIPELINE` (``int8-prepare``): FP32 rewrites of the optimized model *before*
+  calibration (:func:`prepare_model`); ``ModelQuantizer`` runs it once per prepared-model key and
+  calibrates its result.
+* the pipeline :func:`select_pipeline` picks from the approach and format (``int8-qdq``,
+  ``int8-qoperator``, ``int8-dynamic``, ``int8-dynamic-qoperator``), run by :func:`quantize_model` on the
+  prepared model: annotate, insert Q/DQ (or rewrite dynamically), the ``int8-refine`` stage, then
+  rewrites and lowering for ONNX Runtime.
+
+Both hand the same :class:`~lpot_ir.passes.quantization.context.QuantizationContext` to every step.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import onnx_ir as ir
 
-from lpot_ir.backends.onnxruntime.capabilities import QuantizableNode, quantizable_nodes
-from lpot_ir.ir.quant import Approach, CalibAlgorithm, Fp32Reason, QuantFormat, TensorRange, TuningConfig
-from lpot_ir.passes.quantization.annotate import AnnotationResult, annotate
-from lpot_ir.passes.quantization.dynamic import DynamicQuantizePass
-from lpot_ir.passes.quantization.insert_qdq import InsertQDQPass
-from lpot_ir.passes.quantization.ort_fusions import avoid_slow_ort_fusions
-from lpot_ir.passes.quantization.space_to_depth import space_to_depth_stems
+from lpot_ir.ir.quant import Approach, Fp32Reason, QuantFormat, TensorRange, TuningConfig
+from lpot_ir.passes.base import PipelineReport, pipeline_steps, pipeline_version, run_pipeline
+from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationContext, QuantPassResult
 
-__all__ = ["QuantizationReport", "quantize_model"]
+__all__ = [
+    "PREPARE_PIPELINE",
+    "PIPELINE_FOR",
+    "QuantizationReport",
+    "PipelineRecord",
+    "select_pipeline",
+    "prepare_model",
+    "quantize_model",
+]
+
+PREPARE_PIPELINE = "int8-prepare"
+"""The stage of FP32 rewrites that runs before calibration, for every approach and format."""
+
+PIPELINE_FOR: Mapping[tuple[bool, QuantFormat], str] = {
+    (False, QuantFormat.QDQ): "int8-qdq",
+    (False, QuantFormat.QOPERATOR): "int8-qoperator",
+    (True, QuantFormat.QDQ): "int8-dynamic",
+    (True, QuantFormat.QOPERATOR): "int8-dynamic-qoperator",
+}
+"""(dynamic approach?, format) -> the quantization pipeline's name (the one place that says which)."""
+
+
+def select_pipeline(config: TuningConfig) -> str:
+    """The name of the quantization pipeline ``config`` selects (QAT quantizes like static)."""
+    return PIPELINE_FOR[(config.approach is Approach.DYNAMIC, config.format)]
+
+
+@dataclass(frozen=True)
+class PipelineRecord:
+    """Which pipeline made a quantized model (recorded in recipes; replayed by ``apply_recipe``).
+
+    Attributes:
+        name: the pipeline name (``int8-qdq``, ...).
+        version: its version when the model was made.
+        prepare: the steps of the prepare stage that ran.
+        steps: the steps of the pipeline that ran, nested stages expanded.
+    """
+
+    name: str
+    version: int
+    prepare: tuple[str, ...]
+    steps: tuple[str, ...]
+
+    @classmethod
+    def current(cls, name: str) -> PipelineRecord:
+        """The record of the pipeline ``name`` as registered now."""
+        return cls(name, pipeline_version(name), pipeline_steps(PREPARE_PIPELINE), pipeline_steps(name))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "prepare": list(self.prepare), "steps": list(self.steps)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PipelineRecord:
+        return cls(
+            str(data["name"]),
+            int(data["version"]),  # type: ignore[call-overload]
+            tuple(str(s) for s in data.get("prepare", ())),  # type: ignore[attr-defined]
+            tuple(str(s) for s in data["steps"]),  # type: ignore[attr-defined]
+        )
 
 
 @dataclass
@@ -25,60 +90,65 @@ class QuantizationReport:
     """What :func:`quantize_model` did.
 
     Attributes:
-        annotations: the annotators' decisions (effective configs, FP32 reasons, notes).
-        dropped: annotated nodes left FP32 by the rewrite (e.g. ``no_range``).
+        annotations: the annotator's decisions (effective configs, FP32 reasons, notes).
+        dropped: annotated nodes left FP32 by a later step (e.g. ``no_range``).
         used_ranges: value name -> the activation range used (what a recipe stores).
-        quantized: names of the nodes that run in INT8.
+        pipeline: the name of the pipeline that ran.
+        steps: the pass manager's report (changes and time per step and rule).
     """
 
     annotations: AnnotationResult
     dropped: dict[str, Fp32Reason] = field(default_factory=dict)
     used_ranges: dict[str, TensorRange] = field(default_factory=dict)
+    pipeline: str = ""
+    steps: PipelineReport | None = None
 
     @property
     def quantized(self) -> list[str]:
+        """Names of the nodes that run in INT8."""
         return [n for n in self.annotations.quantized if n not in self.dropped]
 
 
-def _no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
-    return None
+def prepare_model(model: ir.Model, context: QuantizationContext, *, steps: tuple[str, ...] | None = None) -> bool:
+    """Run the prepare stage (FP32 rewrites before calibration) on ``model`` in place.
+
+    Args:
+        model: a copy of the optimized FP32 model.
+        context: the run's context (no ranges yet: ``range_of`` is :func:`no_ranges`).
+        steps: the steps to run instead of the registered ``int8-prepare`` (a recipe's record).
+
+    Returns:
+        Whether any step changed the model.
+    """
+    steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
+    if not steps:
+        return False
+    return run_pipeline(model, list(steps), context=context).modified
 
 
 def quantize_model(
-    model: ir.Model,
-    config: TuningConfig,
-    range_of: Callable[[str, CalibAlgorithm], TensorRange | None] | None = None,
-    *,
-    nodes: list[QuantizableNode] | None = None,
-    unsupported: Mapping[str, Fp32Reason] | None = None,
-    weight_cache: dict[tuple[object, ...], Any] | None = None,
+    model: ir.Model, context: QuantizationContext, *, pipeline: str | tuple[str, ...] | None = None
 ) -> QuantizationReport:
-    """Quantize ``model`` in place under ``config``.
+    """Quantize ``model`` in place: run the pipeline ``context.config`` selects, with ``context``.
 
     Args:
-        model: an FP32 model (main-graph nodes named); modified in place.
-        config: the tuning configuration.
-        range_of: ``(value_name, algorithm) -> TensorRange | None`` (static approach).
-        nodes: quantizable nodes; computed from the capability table when ``None``.
-        unsupported: covered nodes that cannot be quantized (computed with ``nodes`` when ``None``).
-        weight_cache: see :class:`InsertQDQPass` (reuse across configurations of one model).
-    """
-    if nodes is None:
-        nodes, unsupported = quantizable_nodes(model, config.approach)
-    annotations = annotate(model, config, nodes, unsupported)
-    report = QuantizationReport(annotations)
-    if config.approach is Approach.DYNAMIC:
-        dynamic = DynamicQuantizePass()
-        dynamic(model)
-        report.dropped = dynamic.dropped
-    else:
-        insert = InsertQDQPass(range_of or _no_ranges, weight_cache)
-        insert(model)
-        report.dropped, report.used_ranges = insert.dropped, insert.used_ranges
-        space_to_depth_stems(model)  # quantized 7x7/2 stems: QLinearConv is slow on 3 channels
-    if config.format is QuantFormat.QOPERATOR:
-        from lpot_ir.passes.quantization.lower_qoperator import lower_to_qoperator
+        model: the (prepared) FP32 model, main-graph nodes named; modified in place.
+        context: the run's :class:`QuantizationContext` (``QuantizationContext.for_model(model, config)``
+            computes the quantizable nodes).
+        pipeline: a pipeline name or a list of step names to run instead of :func:`select_pipeline`'s.
 
-        lower_to_qoperator(model)
-    avoid_slow_ort_fusions(model)
+    Returns:
+        The :class:`QuantizationReport`, merged from the steps' :class:`QuantPassResult`s.
+    """
+    chosen = select_pipeline(context.config) if pipeline is None else pipeline
+    steps = run_pipeline(model, chosen if isinstance(chosen, str) else list(chosen), context=context)
+    report = QuantizationReport(AnnotationResult(), pipeline=chosen if isinstance(chosen, str) else "", steps=steps)
+    for step in steps.steps:
+        result = step.result
+        if not isinstance(result, QuantPassResult):
+            continue
+        if result.annotations is not None:
+            report.annotations = result.annotations
+        report.dropped.update(result.fp32)
+        report.used_ranges.update(result.ranges)
     return report

@@ -11,7 +11,7 @@ Rules (spec in arrow form):
   (:data:`SPACE_TO_DEPTH_CONV`, FP32; not in any pipeline, it shows the equivalence).
 * ``Conv(DQ(Q(x)), DQ(Wq), B) → Conv(DQ(Q(SpaceToDepth(Pad(x), 2))), DQ(Wq'), B)``
   (:data:`SPACE_TO_DEPTH_QUANTIZED_CONV`): the quantized form, applied by
-  :func:`~lpot_ir.passes.quantization.quantize_model` after Q/DQ insertion (before QOperator lowering).
+  the step ``space-to-depth-stems`` of the static pipelines, after Q/DQ insertion (before QOperator lowering).
   The float input is padded with zeros, which quantize exactly to the zero point the original
   convolution pads with; the int8 weights are rearranged and padded with their zero point, so the
   per-channel scales, the bias and every integer product are unchanged: the outputs are bit-identical.
@@ -30,12 +30,14 @@ import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.ir.pattern import Builder, Decline, Match, Pattern, Rule, RuleSet, const, op, var
+from lpot_ir.passes.base import register_rule_set
 from lpot_ir.passes.rewrite import RewriteReport, apply_rules
 
 __all__ = [
     "SPACE_TO_DEPTH_CONV",
     "SPACE_TO_DEPTH_QUANTIZED_CONV",
     "rearrange_kernel",
+    "space_to_depth_rules",
     "space_to_depth_stems",
 ]
 
@@ -193,11 +195,16 @@ SPACE_TO_DEPTH_CONV = _fp32_rule()
 SPACE_TO_DEPTH_QUANTIZED_CONV = _quantized_rule()
 
 
+@register_rule_set("space-to-depth-stems")
+def space_to_depth_rules() -> RuleSet:
+    """The rule set ``space-to-depth-stems`` (a step of ``int8-qdq`` and ``int8-qoperator``)."""
+    return RuleSet(
+        "space-to-depth-stems",
+        [SPACE_TO_DEPTH_QUANTIZED_CONV],
+        "quantized stride-2 small-channel convolutions as stride-1 convolutions on SpaceToDepth",
+    )
+
+
 def space_to_depth_stems(model: ir.Model) -> RewriteReport:
     """Rewrite ``model``'s quantized stride-2 stems (Q/DQ form) in place; return the rewrite report."""
-    rules = RuleSet("space-to-depth-stems", [SPACE_TO_DEPTH_QUANTIZED_CONV],
-                    "quantized stride-2 small-channel convolutions as stride-1 convolutions on SpaceToDepth")
-    report = apply_rules(model.graph, rules, on_limit="warn")
-    if report.steps:
-        logger.debug("space-to-depth-stems: %s", dict(report.counts))
-    return report
+    return apply_rules(model, space_to_depth_rules())

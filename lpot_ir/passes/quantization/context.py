@@ -1,0 +1,186 @@
+"""What the quantization passes get besides the model: one typed context object, and their result type.
+
+Every step of a quantization pipeline (``int8-prepare``, ``int8-qdq``, ``int8-qoperator``,
+``int8-dynamic``, ...) that needs more than the model is a :class:`QuantizationPass`: the pipeline
+runner (:func:`~lpot_ir.passes.quantization.quantize_model`, or ``ModelQuantizer``) builds it with the
+run's :class:`QuantizationContext`. A pass returns a :class:`QuantPassResult`; the runner merges the
+results of all steps into the :class:`~lpot_ir.passes.quantization.QuantizationReport`.
+
+A recovery pass looks like this (see docs/architecture.md, *Contracts*)::
+
+    @register_pass("bias-correction")
+    class BiasCorrectionPass(QuantizationPass):
+        def call(self, model):
+            if not self.context.recovery.bias_correction:
+                return QuantPassResult(model, False)          # switched off: do nothing
+            feeds = self.context.calibration_feeds()          # calibration inputs
+            fp32 = self.context.fp32_model                    # the FP32 model being quantized
+            ...
+            return QuantPassResult(model, changes > 0, changes=changes)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from lpot_ir.backends.onnxruntime.capabilities import QuantizableNode, quantizable_nodes
+from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.quant import (
+    CalibAlgorithm,
+    Fp32Reason,
+    OpQuantConfig,
+    QuantSpec,
+    RecoveryConfig,
+    TensorRange,
+    TuningConfig,
+)
+from lpot_ir.passes.base import ContextPass, PassResult
+from lpot_ir.passes.quantization.qparams import QParams
+
+__all__ = [
+    "RangeLookup",
+    "WeightCache",
+    "Feeds",
+    "QuantizationContext",
+    "QuantizationPass",
+    "QuantPassResult",
+    "AnnotationResult",
+    "QuantizedWeight",
+    "QUANTIZED_WEIGHT_KEY",
+    "no_ranges",
+]
+
+RangeLookup = Callable[[str, CalibAlgorithm], "TensorRange | None"]
+"""``range_of(value_name, algorithm)``: the calibrated range of an activation, or ``None``."""
+
+WeightCache = dict[tuple[object, ...], tuple[QParams, np.ndarray]]
+"""(weight name, spec, axis, shape, dtype) -> (parameters, quantized data), shared by the configurations
+applied to one (prepared) FP32 model. Entries are never modified: a pass that changes a quantized weight
+replaces the initializer's tensor instead."""
+
+Feeds = Sequence[Mapping[str, np.ndarray]]
+"""Model input batches: ``{input name: array}``, as ONNX Runtime takes them."""
+
+QUANTIZED_WEIGHT_KEY = "lpot_ir.quantized_weight"
+"""``node.meta`` key on each weight ``DequantizeLinear`` written by ``insert-qdq``: a :class:`QuantizedWeight`."""
+
+
+def no_ranges(_name: str, _algorithm: CalibAlgorithm) -> TensorRange | None:
+    """The range lookup when nothing is calibrated (dynamic approach, or before calibration)."""
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedWeight:
+    """Where a quantized weight came from (on its ``DequantizeLinear`` node, for post-insertion passes).
+
+    Attributes:
+        source: the float initializer's name in the FP32 model (``QuantizationContext.fp32_model``).
+        spec: the weight's quantization spec.
+        axis: the per-channel axis, or ``None`` per tensor.
+    """
+
+    source: str
+    spec: QuantSpec
+    axis: int | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantizationContext:
+    """Everything a quantization pass may read besides the model. Built by the runner, one per run.
+
+    Attributes:
+        config: the tuning configuration being applied (``config.recovery`` switches recovery passes).
+        nodes: the quantizable nodes of the model the pipeline starts from.
+        unsupported: covered nodes that cannot be quantized, with reasons.
+        range_of: ``(value name, algorithm) -> TensorRange | None``; :func:`no_ranges` before calibration
+            and for the dynamic approach.
+        weight_cache: quantized weights shared across configurations of the same FP32 model.
+        fp32_model: the FP32 model this run starts from (the prepared model in the quantization
+            stage, the optimized model in the prepare stage); never modify it.
+        feeds: returns the calibration batches (at most ``config.calib_sampling_size`` samples);
+            ``None`` when the run has no calibration data (use :meth:`calibration_feeds`).
+    """
+
+    config: TuningConfig
+    nodes: tuple[QuantizableNode, ...] = ()
+    unsupported: Mapping[str, Fp32Reason] = dataclasses.field(default_factory=dict)
+    range_of: RangeLookup = no_ranges
+    weight_cache: WeightCache = dataclasses.field(default_factory=dict)
+    fp32_model: onnx.ModelProto | None = None
+    feeds: Callable[[], Feeds] | None = None
+
+    @property
+    def recovery(self) -> RecoveryConfig:
+        """The accuracy-recovery switches of the configuration."""
+        return self.config.recovery
+
+    def calibration_feeds(self) -> Feeds:
+        """The calibration batches.
+
+        Raises:
+            QuantizationError: the run has no calibration data.
+        """
+        if self.feeds is None:
+            raise QuantizationError(
+                "An accuracy-recovery pass needs calibration data, but this quantization has none. Pass "
+                "calib_dataloader= (Python) or --calib DATA (CLI), or switch the recovery setting off."
+            )
+        return self.feeds()
+
+    @classmethod
+    def for_model(cls, model: ir.Model, config: TuningConfig, **fields: object) -> QuantizationContext:
+        """A context for ``model`` with its quantizable nodes computed from the capability table."""
+        if "nodes" not in fields:
+            nodes, unsupported = quantizable_nodes(model, config.approach)
+            fields["nodes"] = tuple(nodes)
+            fields.setdefault("unsupported", unsupported)
+        return cls(config, **fields)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> QuantizationContext:
+        """A copy with some fields changed (the context itself is frozen)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass
+class AnnotationResult:
+    """What the annotator decided.
+
+    Attributes:
+        configs: node name -> the effective :class:`OpQuantConfig` of every quantizable node.
+        quantized: names of annotated nodes, in graph order.
+        fp32: node name -> why it stays FP32 (every covered node that is not annotated).
+        notes: node name -> adjustments made to fit the node's choices (e.g. per-channel -> per-tensor).
+    """
+
+    configs: dict[str, OpQuantConfig] = dataclasses.field(default_factory=dict)
+    quantized: list[str] = dataclasses.field(default_factory=list)
+    fp32: dict[str, Fp32Reason] = dataclasses.field(default_factory=dict)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class QuantPassResult(PassResult):
+    """The common :class:`~lpot_ir.passes.PassResult` plus what a quantization step decided.
+
+    Attributes:
+        fp32: node name -> why a node this step was asked to quantize stays FP32 after all.
+        ranges: value name -> the activation range used (recorded in recipes).
+        annotations: the annotator's decisions (``annotate`` only).
+    """
+
+    fp32: dict[str, Fp32Reason] = dataclasses.field(default_factory=dict)
+    ranges: dict[str, TensorRange] = dataclasses.field(default_factory=dict)
+    annotations: AnnotationResult | None = None
+
+
+class QuantizationPass(ContextPass[QuantizationContext]):
+    """Base class of passes in the quantization pipelines: ``self.context`` is the run's context."""
+
+    context_type: ClassVar[type] = QuantizationContext
