@@ -53,7 +53,12 @@ __all__ = [
     "model_accuracy",
     "load_digits_splits",
     "train_digits_cnn",
+    "FASHION_MNIST_DIR",
+    "load_fashion_mnist",
 ]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST (``apt-get install dataset-fashion-mnist``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -402,3 +407,30 @@ def build_digits_example(folder: str | os.PathLike[str]) -> DigitsExample:
     atomic_write(folder / "info.json", json.dumps(info, indent=2).encode())  # last: marks the folder complete
     logger.info("built the digits example in %.1f s (FP32 accuracy %.4f) in %s", train_seconds, accuracy, folder)
     return _describe(folder)
+
+
+def load_fashion_mnist(split: str = "train", limit: int | None = None, folder: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fashion-MNIST images [N, 1, 28, 28] float32 in [0, 1] and labels [N] int64, or ``None`` when absent.
+
+    Args:
+        split: ``train`` (60000 images) or ``test`` (10000).
+        limit: keep the first ``limit`` images.
+        folder: where the ``*-idx?-ubyte.gz`` files are (default :data:`FASHION_MNIST_DIR`, from Debian's
+            ``dataset-fashion-mnist`` package).
+    """
+    import gzip
+
+    root = Path(folder) if folder is not None else FASHION_MNIST_DIR
+    prefix = "train" if split == "train" else "t10k"
+    images_path = root / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = root / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images_path.is_file() or not labels_path.is_file():
+        return None
+    with gzip.open(images_path, "rb") as handle:
+        raw = handle.read()
+    count, rows, cols = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    n = count if limit is None else min(limit, count)
+    images = np.frombuffer(raw, dtype=np.uint8, count=n * rows * cols, offset=16).reshape(n, 1, rows, cols)
+    with gzip.open(labels_path, "rb") as handle:
+        labels = np.frombuffer(handle.read(), dtype=np.uint8, count=n, offset=8)
+    return (images.astype(np.float32) / 255.0), labels.astype(np.int64)

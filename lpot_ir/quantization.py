@@ -41,7 +41,7 @@ from typing import Any
 
 import onnx
 
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, LpotError
 
 __all__ = ["Quantization"]
 
@@ -73,7 +73,9 @@ class Quantization:
         self._eval_func: Callable[[Any], Any] | None = None
         self._q_func: Callable[[Any], Any] | None = None
         self._train_dataloader: Iterable[Any] | None = None
+        self._pruning: Any = None
         self.qat_model: Any = None
+        self.stages: list[Any] = []
         self.outcome: Any = None
         self.progress = True
 
@@ -88,8 +90,10 @@ class Quantization:
     @model.setter
     def model(self, value: Any) -> None:
         from lpot_ir.frontends import unwrap_model
+        from lpot_ir.pruning import Pruning
 
-        self._model = unwrap_model(value)  # LPOT's common.Model wrapper, or a QuantizedModel
+        self._pruning = value if isinstance(value, Pruning) else None  # prune, then quantize: report the stages
+        self._model = unwrap_model(value)  # LPOT's common.Model wrapper, a QuantizedModel, or a Pruning
 
     @property
     def calib_dataloader(self) -> Iterable[Any] | None:
@@ -241,7 +245,44 @@ class Quantization:
             quantizer = self._train_qat(quantizer)
             conf = _without_proxy(conf)
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
+        if self._pruning is not None:
+            self._report_stages(quantizer, evaluator, calib)
         return self.outcome.model
+
+    def _report_stages(self, quantizer: Any, evaluator: Any, calib: Iterable[Any] | None) -> None:
+        """Dense FP32, pruned FP32 and INT8 side by side (sparsity, size, speed, accuracy), appended to the report."""
+        from lpot_ir.frontends import first_batch_inputs
+        from lpot_ir.ir.model import to_proto
+        from lpot_ir.pruning.stages import compare_stages, format_stages
+
+        outcome = self.outcome
+        example = first_batch_inputs(calib)
+        try:
+            dense = self._pruning.dense_model(example)
+        except LpotError as exc:
+            logger.warning("no compression-stage report: %s", exc)
+            return
+        models = {"dense FP32": dense, "pruned FP32": to_proto(quantizer.fp32_model), "INT8": outcome.model.model}
+        dense_accuracy = None
+        if evaluator is not None and outcome.baseline_accuracy is not None:
+            try:
+                dense_accuracy = float(evaluator(dense))
+            except Exception as exc:  # the report must not lose the tuned model
+                logger.warning("could not evaluate the dense model: %s", exc)
+        accuracy = {
+            "dense FP32": dense_accuracy,
+            "pruned FP32": outcome.baseline_accuracy,
+            "INT8": outcome.best.accuracy if outcome.best is not None else None,
+        }
+        self.stages = compare_stages(models, accuracy=accuracy)
+        table = format_stages(self.stages)
+        logger.info("compression stages:\n%s", table)
+        report = outcome.files.get("report")
+        if report is not None:
+            from lpot_ir.fileio import atomic_write
+
+            text = report.read_text() + "\nCompression stages (speedup vs the dense FP32 model, 1 thread)\n" + "-" * 62 + "\n"
+            atomic_write(report, text + table + "\n")
 
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""

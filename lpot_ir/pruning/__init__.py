@@ -105,6 +105,7 @@ class Pruning:
         self.channel_report: list[ChannelSparsity] = []
         self.shrink_report: Any = None
         self._shrunk: Any = None
+        self._dense: Any = None  # the model before pruning: a torch state_dict copy, or the ONNX model
         self.score: Any = None
 
     # -- LPOT's properties -----------------------------------------------------------------------
@@ -256,8 +257,10 @@ class Pruning:
         from lpot_ir.frontends import is_onnx_model
 
         if _is_torch_module(model):
+            self._dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
             pruned = self._fit_torch(model)
         elif is_onnx_model(model):
+            self._dense = model
             pruned = self._fit_onnx(model)
         else:
             raise ConfigError(
@@ -350,17 +353,41 @@ class Pruning:
         if model is None:
             raise ConfigError("Pruning has no model. Set prune.model and call prune.fit() first.")
         if _is_torch_module(model):
-            example = example_inputs if example_inputs is not None else self._example()
-            if example is None and self._channel_pruner is not None and self._channel_pruner._example is not None:
-                args, kwargs = self._channel_pruner._example
-                example = kwargs or tuple(args)
-            if example is None:
-                raise ConfigError("shrunk_model() exports the torch model and needs example_inputs (one batch it accepts).")
+            example = example_inputs if example_inputs is not None else self._example_batch()
             proto = resolve_model(model, calib_dataloader=[(example, None)]).model
         else:
             proto = model if self._shrunk is None else self._shrunk
         self.shrink_report, optimized = _optimize_and_shrink(load_model(proto))
         return to_proto(optimized)
+
+    def dense_model(self, example_inputs: Any = None) -> Any:
+        """The model as it was before ``fit()``, as optimized ONNX (``fp32-optimize``): the baseline of the
+        compression stages (see :func:`lpot_ir.pruning.stages.compare_stages`)."""
+        import copy
+
+        from lpot_ir.frontends import resolve_model
+        from lpot_ir.ir.model import load_model, to_proto
+        from lpot_ir.passes import run_pipeline
+
+        if self._dense is None:
+            raise ConfigError("dense_model() is the model before pruning: call prune.fit() first.")
+        if _is_torch_module(self._model):
+            dense = copy.deepcopy(self._model)
+            dense.load_state_dict(self._dense)
+            example = example_inputs if example_inputs is not None else self._example_batch()
+            proto = resolve_model(dense, calib_dataloader=[(example, None)]).model
+        else:
+            proto = self._dense
+        return to_proto(run_pipeline(load_model(proto), "fp32-optimize").model)
+
+    def _example_batch(self) -> Any:
+        example = self._example()
+        if example is None and self._channel_pruner is not None and self._channel_pruner._example is not None:
+            args, kwargs = self._channel_pruner._example
+            example = kwargs or (args[0] if len(args) == 1 else tuple(args))
+        if example is None:
+            raise ConfigError("Exporting the torch model needs example_inputs (one batch it accepts): set prune.example_inputs.")
+        return example
 
     def _fit_onnx(self, model: Any) -> Any:
         from lpot_ir.ir.model import load_model, to_proto
