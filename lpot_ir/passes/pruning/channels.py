@@ -595,15 +595,14 @@ class _Analyzer:
         dims = _static_dims(data)
         out_dims = _static_dims(node.outputs[0])
         if dims is None or out_dims is None or len(out_dims) != 2:
-            raise _Decline("only a flatten to [N, features] with known shapes keeps channels apart")
+            raise _Decline("only a flatten to [N, features] with known ranks keeps channels apart")
         axis = self.axes[data]
         if node.op_type == "Flatten" and node.attributes.get_int("axis", 1) != 1:
             raise _Decline("Flatten with axis other than 1")
         if node.op_type == "Reshape":
-            if out_dims[1] is None or any(d is None for d in dims[1:]) or out_dims[1] != math.prod(d or 0 for d in dims[1:]):
-                raise _Decline("a Reshape that is not a flatten to [N, features]")
-            shape = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-            if shape is None or shape.size != 2 or int(shape[1]) not in (-1,):
+            if any(d is None for d in dims[1:]):
+                raise _Decline("a Reshape of a tensor whose channel and spatial sizes are not static")
+            if _last_shape_entry(node.inputs[1] if len(node.inputs) > 1 else None) != -1:
                 raise _Decline("a Reshape whose shape names the feature count (write -1 to let it shrink)")
         if axis != 1 or any(d is None for d in dims[2:]):
             raise _Decline("flattening needs the channels on axis 1 and static spatial sizes")
@@ -655,6 +654,18 @@ class _Analyzer:
         if pads[axis] or pads[axis + rank]:
             raise _Decline("padding along the channel axis")
         self._pass_through(node, data)
+
+
+def _last_shape_entry(shape: ir.Value | None) -> int | None:
+    """The last entry of a Reshape's shape: a constant, or the last constant part of a Concat (``[N, -1]``
+    built from ``Shape``); ``None`` when it is not known."""
+    data = constant_array(shape)
+    if data is not None:
+        return int(np.asarray(data).reshape(-1)[-1]) if np.asarray(data).size else None
+    producer = shape.producer() if shape is not None else None
+    if producer is not None and producer.op_type == "Concat" and producer.inputs:
+        return _last_shape_entry(producer.inputs[-1])
+    return None
 
 
 class _Decline(Exception):
