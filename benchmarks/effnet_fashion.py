@@ -72,7 +72,7 @@ def train_epoch(model: Any, data: list[tuple[np.ndarray, np.ndarray]], optimizer
         loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
         loss.backward()
         optimizer.step()
-        total += float(loss)
+        total += loss.item()
     return total / max(len(data), 1)
 
 

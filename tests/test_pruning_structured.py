@@ -133,7 +133,7 @@ def test_gradient_sensitivity_ranks_by_accumulated_weight_times_gradient(digits:
 
     def train(model: torch.nn.Module) -> None:  # the user's own loop, with LPOT's callbacks
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        x, y = torch.from_numpy(digits["train_x"][:512]), torch.from_numpy(digits["train_y"][:512])
+        x, y = torch.from_numpy(digits["train_x"][:384]), torch.from_numpy(digits["train_y"][:384])
         for epoch in range(2):
             if epoch == 1:
                 pruner = prune._channel_pruner
@@ -200,8 +200,10 @@ def test_errors_name_the_fix(digits: dict) -> None:
 
 @pytest.mark.slow
 def test_structured_example_prunes_shrinks_and_quantizes(tmp_path: Path) -> None:
+    """Fashion-MNIST when Debian's dataset-fashion-mnist is installed, the digits otherwise (both real data)."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "pruning" / "structured.py"), "--data", "digits", "--workdir", str(tmp_path)],
+        [sys.executable, str(ROOT / "examples" / "pruning" / "structured.py"), "--data", "auto", "--train-samples", "1200",
+         "--width", "16", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -210,10 +212,13 @@ def test_structured_example_prunes_shrinks_and_quantizes(tmp_path: Path) -> None
     assert total is not None and int(total[2]) * 2 == int(total[1])
     dense = float(re.search(r"^dense accuracy\s+([\d.]+)", out, re.M)[1])  # type: ignore[index]
     pruned = float(re.search(r"^pruned accuracy\s+([\d.]+)", out, re.M)[1])  # type: ignore[index]
-    assert pruned >= dense - 0.03  # about 0.97 dense, 0.99 pruned and fine-tuned in our runs
+    # digits: about 0.97 dense, 0.99 pruned; Fashion-MNIST (1200 images): about 0.77 and 0.78 in our runs. The pruned
+    # model trains four more epochs, which outweighs losing half the channels; 5 points of margin (50 images)
+    assert pruned >= dense - 0.05
     stages = {m[0]: m for m in re.findall(r"^(dense FP32|pruned FP32|INT8)\s+(\d+)\s+([\d.]+)%\s+([\d.]+)", out, re.M)}
     assert set(stages) == {"dense FP32", "pruned FP32", "INT8"}
     # half of the channels of every group: about a quarter of the weights remain (no timing is asserted)
     assert int(stages["pruned FP32"][1]) < 0.35 * int(stages["dense FP32"][1])
-    assert float(stages["INT8"][3]) < 0.5 * float(stages["pruned FP32"][3])  # int8 weights: a quarter of the bytes
+    # int8 weights take a quarter of the bytes; scales, zero points and the graph add a fixed overhead
+    assert float(stages["INT8"][3]) < 0.75 * float(stages["pruned FP32"][3])
     assert "Compression stages" in (tmp_path / "lpot_workspace" / "report.txt").read_text()

@@ -6,7 +6,7 @@ when it is absent, or with ``--data digits``). ``structured.yaml`` prunes half o
 channels from the ONNX graph (``shrink-pruned-channels``), and ``Quantization`` tunes the pruned model to
 INT8; its report gets a table of the three stages: dense FP32, pruned FP32, INT8.
 
-``python examples/pruning/structured.py [--data digits|fashion]``
+``python examples/pruning/structured.py [--data digits|fashion] [--train-samples N] [--width W]``
 """
 
 from __future__ import annotations
@@ -63,26 +63,29 @@ class ResidualCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def load(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+def load(data: str, samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     if data in ("auto", "fashion"):
-        train, test = load_fashion_mnist("train", limit=6000), load_fashion_mnist("test", limit=1000)
+        train, test = load_fashion_mnist("train", limit=samples), load_fashion_mnist("test", limit=1000)
         if train is not None and test is not None:
-            return train[0], train[1], test[0], test[1], "Fashion-MNIST (6000 train / 1000 test images)"
+            return train[0], train[1], test[0], test[1], f"Fashion-MNIST ({len(train[0])} train / 1000 test images)"
         if data == "fashion":
             raise SystemExit("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist, or use --data digits")
     splits = load_digits_splits()
-    return splits["train_x"], splits["train_y"], splits["eval_x"], splits["eval_y"], "scikit-learn digits (16x16)"
+    n = min(samples, len(splits["train_x"]))
+    return splits["train_x"][:n], splits["train_y"][:n], splits["eval_x"], splits["eval_y"], "scikit-learn digits (16x16)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=("auto", "fashion", "digits"), default="auto")
+    parser.add_argument("--train-samples", type=int, default=6000, help="training images (default 6000)")
+    parser.add_argument("--width", type=int, default=32, help="channels of the first layer (default 32)")
     parser.add_argument("--workdir", default="lpot_example_structured", help="where the tuning workspace goes")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    x_train, y_train, x_test, y_test, label = load(args.data)
+    x_train, y_train, x_test, y_test, label = load(args.data, args.train_samples)
 
     def batches(shuffle_seed: int) -> DataLoader:
         return DataLoader(Pairs(x_train, y_train), batch_size=64, shuffle=True, seed=shuffle_seed)
@@ -92,7 +95,7 @@ def main() -> None:
         with torch.no_grad():
             return float((model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
 
-    net = ResidualCNN()
+    net = ResidualCNN(args.width)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     for epoch in range(4):  # the dense model
         net.train()
