@@ -1,9 +1,11 @@
-"""The ``lpot`` command: ``lpot [-v] [--debug] COMMAND ...``.
+"""The ``lpot`` command: ``lpot [-v] [--debug] COMMAND ...`` (``-v`` and ``--debug`` also after COMMAND).
 
 Each subcommand lives in ``lpot_ir/commands/<name>.py`` with ``add_parser(subparsers)`` and
 ``run(args) -> int``; :data:`COMMANDS` lists them in the order ``lpot --help`` shows them (add a command by
 adding its module name). Errors a user can cause (:class:`~lpot_ir.errors.LpotError`) are printed to
 stderr as one paragraph, without a traceback, and the exit code is 2; ``--debug`` shows tracebacks.
+A reader that stops early (``lpot inspect m.onnx | head``) ends the command quietly, as a SIGPIPE would
+end a C program: exit code 141, nothing on stderr.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from lpot_ir.errors import LpotError
 
-__all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "EXIT_BROKEN_PIPE", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ COMMANDS: tuple[str, ...] = ("inspect", "optimize", "benchmark", "summarize", "q
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
+"""What a shell reports for a program ended by SIGPIPE: its reader closed the pipe."""
 
 
 def _version() -> str:
@@ -48,15 +54,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
         prog="lpot",
         description="lpot-ir: accuracy-driven INT8 quantization of ONNX models, measured with ONNX Runtime.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors (and debug logs)")
+    _add_common_options(parser, top=True)
     parser.add_argument("--version", action="version", version=f"lpot-ir {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     commands = _load_commands()
     for module in commands.values():
-        module.add_parser(subparsers)
+        # the same options after the subcommand ("lpot inspect m.onnx --debug", as error messages suggest);
+        # SUPPRESS keeps a subcommand that does not repeat them from resetting the values given before it
+        _add_common_options(module.add_parser(subparsers), top=False)
     return parser, commands
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+        help="more log output (-v info, -vv debug)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+        help="show tracebacks of errors (and debug logs)",
+    )
 
 
 def _paragraph(text: str) -> str:
@@ -82,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.debug)
     module = commands[args.command]
     try:
-        return int(module.run(args) or EXIT_OK)
+        code = int(module.run(args) or EXIT_OK)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except LpotError as exc:
         if args.debug:
             raise
@@ -100,6 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away: point stdout at /dev/null so that the interpreter's final flush
+    does not fail again (the recipe of Python's ``signal`` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
+        pass
 
 
 if __name__ == "__main__":

@@ -239,7 +239,12 @@ class Quantization:
             approach=Approach.STATIC if approach is Approach.QAT else approach,
             workspace=conf.tuning.workspace.path,
             name_map=name_map,
+            batch_axes=dict(conf.model.batch_axes) or None,
         )
+        if self._calib_dataloader is None and conf.quantization.calibration.dataloader is not None:
+            files = _calibration_files(conf.quantization.calibration.dataloader, quantizer)
+            if files is not None:
+                quantizer.calib_dataloader = files
         original_proto = model if isinstance(model, onnx.ModelProto) else to_proto(quantizer.fp32_model)
         if approach is Approach.QAT:
             quantizer = self._train_qat(quantizer)
@@ -407,6 +412,27 @@ def _without_proxy(conf: Any) -> Any:
     options = {**strategy.options, "proxy": False}
     tuning = dataclasses.replace(conf.tuning, strategy=dataclasses.replace(strategy, options=options))
     return dataclasses.replace(conf, tuning=tuning)
+
+
+def _calibration_files(section: Any, quantizer: Any) -> Any:
+    """A YAML calibration dataloader that is plain numpy files, read like ``--calib`` (the model's batch axes).
+
+    ``dataset: {numpy: {path: calib.npz}}`` without transforms or shuffling holds model inputs as they are;
+    :func:`~lpot_ir.calibration.load_calibration_files` reads them with the rules of the command line's
+    ``--calib`` (a state input batched on axis 1, a scalar sample rate, a fixed batch size) rather than
+    indexing samples on axis 0. Any other dataloader is used as configured (``None`` here).
+    """
+    dataset = dict(section.dataset)
+    if list(dataset) != ["numpy"] or section.transform or section.shuffle:
+        return None
+    params = dataset["numpy"] or {}
+    if not isinstance(params, dict) or set(params) - {"path", "labels", "label_key"} or "path" not in params:
+        return None
+    from lpot_ir.calibration import load_calibration_files
+
+    return load_calibration_files(
+        params["path"], quantizer.fp32_model, batch_size=section.batch_size, batch_axes=quantizer.batch_axes
+    )
 
 
 def _check_iterable(value: Any, name: str) -> None:

@@ -26,13 +26,13 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
     QuantizableNode,
     default_op_config,
     quantizable_nodes,
 )
-from lpot_ir.backends.onnxruntime.session import feeds_from_batches
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
@@ -315,6 +315,9 @@ class ModelQuantizer:
         name_map: node name -> framework name(s), usable in configuration scopes.
         optimize: run the ``fp32-optimize`` pipeline first.
         progress: show calibration progress.
+        batch_axes: ``{input name: batch axis or None}`` for inputs whose batch axis the model's dimension
+            names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
+            calibration and by the tuning loop's sensitivity and accuracy proxy.
         fixed_ranges: activation ranges that take precedence over calibration (the ranges learned by
             quantization-aware training); calibration runs only for a tensor they do not cover.
 
@@ -335,6 +338,7 @@ class ModelQuantizer:
         name_map: Mapping[str, str | Sequence[str]] | None = None,
         optimize: bool = True,
         progress: bool = False,
+        batch_axes: Mapping[str, int | None] | None = None,
         fixed_ranges: Mapping[str, TensorRange] | None = None,
     ) -> None:
         loaded = load_model(model)
@@ -346,6 +350,7 @@ class ModelQuantizer:
         self.workspace = Path(workspace) if workspace is not None else None
         self.name_map = name_map
         self.progress = progress
+        self.batch_axes = dict(batch_axes) if batch_axes else None
         self.fixed_ranges: dict[str, TensorRange] = dict(fixed_ranges or {})
         self._nodes: dict[tuple[object, Approach], tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
@@ -384,7 +389,9 @@ class ModelQuantizer:
 
         def feeds() -> Feeds:
             if sampling_size not in self._feeds:
-                self._feeds[sampling_size] = feeds_from_batches(loader, self._base.proto, sampling_size)
+                self._feeds[sampling_size] = feeds_from_batches(
+                    loader, self._base.proto, sampling_size, batch_axes=self.batch_axes
+                )
             return self._feeds[sampling_size]
 
         return feeds
@@ -462,6 +469,7 @@ class ModelQuantizer:
             sampling_size=sampling_size,
             progress=self.progress,
             cache_dir=cache_dir,
+            batch_axes=self.batch_axes,
         )
         self._calibrations[(prepared.key, algos, sampling_size)] = result
         return result
@@ -593,7 +601,8 @@ def quantize(
         calib_dataloader: calibration batches (static approach; also the example inputs for exporting a
             framework model).
         **kwargs: ``framework``, ``params`` (MXNet), ``inputs``/``outputs`` (frozen TensorFlow graphs) for
-            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``).
+            the frontend; the rest goes to :class:`ModelQuantizer` (``workspace``, ``optimize``, ``progress``,
+            ``batch_axes``).
 
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.

@@ -189,3 +189,26 @@ def test_subprocess_and_console_script(bad_files):
     script = Path(sys.executable).parent / "lpot"
     assert script.is_file()
     assert "lpot_ir.cli" in script.read_text()
+
+
+def test_debug_and_verbose_are_accepted_after_the_subcommand(bad_files, capsys):
+    with pytest.raises(ModelLoadError):
+        main(["inspect", str(bad_files["missing"]), "--debug"])
+    code, _, err = run_cli(capsys, "inspect", str(SQUEEZENET), "-v")
+    assert code == 0 and "internal error" not in err
+    # given before the subcommand and not repeated after it, it still holds
+    with pytest.raises(ModelLoadError):
+        main(["--debug", "inspect", str(bad_files["missing"])])
+
+
+@pytest.mark.slow
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """``lpot inspect model.onnx | head``: the reader goes away before lpot writes (issue 9)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lpot_ir.cli", "inspect", str(SQUEEZENET)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    process.stdout.close()  # type: ignore[union-attr]  # closed before the child can write: its writes get EPIPE
+    err = process.stderr.read().decode()  # type: ignore[union-attr]
+    assert process.wait(timeout=120) == 141
+    assert err == ""

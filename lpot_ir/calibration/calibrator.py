@@ -17,6 +17,7 @@ from typing import Any
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.batching import BatchAxes, BatchLayout
 from lpot_ir.calibration import cache as calib_cache
 from lpot_ir.calibration.algorithms import (
     DEFAULT_PERCENTILE,
@@ -62,23 +63,29 @@ def calibrate(
     cache_dir: str | os.PathLike[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     intra_op_threads: int | None = None,
+    batch_axes: BatchAxes | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model``'s tensors over at most ``sampling_size`` samples of ``dataloader``.
 
     Args:
         model: the (FP32-optimized) model to calibrate; it is not modified.
         dataloader: any iterable of batches, ``(inputs, labels)`` or bare inputs; inputs are an array, a
-            tuple/list in model-input order, or a dict by input name. The first axis counts samples.
+            tuple/list in model-input order, or a dict by input name, in the model's layout (one feed) or
+            stacking feeds on a new first axis. Samples are counted on each input's batch axis (see
+            :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`).
         tensors: names to calibrate; ``None`` means every float activation of the main graph (graph
             inputs and node outputs) and every float initializer. Values inside If/Loop/Scan bodies are
             skipped and listed in :attr:`CalibrationResult.skipped`.
         algorithms: the range algorithms to compute (all from the same single pass).
-        sampling_size: how many samples (not batches) to run; the last batch is sliced. A loader with
-            fewer samples is used whole, with a warning.
+        sampling_size: how many samples (not batches) to run; the last batch is sliced. A model with a fixed
+            batch size is never fed less: the size is rounded up to whole batches, with a warning. A loader
+            with fewer samples is used whole, with a warning.
         progress: show a tqdm progress bar over samples (description "calibrating").
         cache_dir: folder of the on-disk cache; a hit returns without running the model.
         percentile: the percentile of the ``percentile`` algorithm.
         intra_op_threads: ONNX Runtime threads inside one op (``None``: all cores).
+        batch_axes: ``{input name: axis or None}`` where the model's dimension names do not tell which
+            axis holds the batch (a :class:`~lpot_ir.calibration.NumpyBatches` loader brings its own).
 
     Returns:
         The :class:`CalibrationResult`.
@@ -99,6 +106,16 @@ def calibrate(
     algos = tuple(dict.fromkeys(CalibAlgorithm(a) for a in algorithms))
     tensor_list = list(dict.fromkeys(tensors)) if tensors is not None else None
     ir_model = _as_ir(model)
+    layout = getattr(dataloader, "layout", None)
+    if not isinstance(layout, BatchLayout) or batch_axes is not None:
+        layout = BatchLayout(ir_model, batch_axes)
+    rounded = layout.round_up(sampling_size)
+    if rounded != sampling_size:
+        logger.warning(
+            "The model's batch is fixed at %d samples; calibration sampling_size %d is rounded up to %d (whole "
+            "batches).", layout.fixed, sampling_size, rounded,
+        )
+        sampling_size = rounded
     selection = select_tensors(ir_model, tensor_list)
     options: dict[str, Any] = {"bins_per_side": DEFAULT_BINS_PER_SIDE}
     if CalibAlgorithm.PERCENTILE in algos:
@@ -144,6 +161,7 @@ def calibrate(
         sampling_size=sampling_size,
         progress=progress,
         intra_op_threads=intra_op_threads,
+        layout=layout,
     )
     if seen == 0:
         raise DataError(

@@ -6,10 +6,10 @@ from the array, without running anything). Values inside If/Loop/Scan bodies can
 outputs; they are reported as skipped.
 
 :func:`instrument` returns a copy of the model whose graph outputs are the requested node outputs.
-:func:`collect` runs ONE session over the data, converts and validates each batch with
-:func:`lpot_ir.backends.onnxruntime.session.make_feed` (the one check that data fits a model), counts
-samples (the first axis of the inputs), slices the last batch to honour ``sampling_size``, and folds
-every output array into a
+:func:`collect` runs ONE session over the data, turns each batch into checked feeds with
+:meth:`lpot_ir.backends.onnxruntime.batching.BatchLayout.feeds` (the model's batch axes; every feed goes
+through ``make_feed``, the one check that data fits a model), counts samples on the batch axes, slices
+the last feed to honour ``sampling_size`` (never below a fixed batch), and folds every output array into a
 :class:`TensorStatistics` at once. Only the statistics survive a batch, so peak memory does not grow with
 the number of samples. A Relu output whose input is calibrated too is not exposed at all: its statistics
 follow exactly from the input's (:meth:`TensorStatistics.after_relu`), which saves a third of the work
@@ -21,13 +21,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
+
+if TYPE_CHECKING:
+    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import all_graphs, to_proto
 
@@ -170,13 +173,6 @@ def instrument(model: ir.Model, output_names: Iterable[str]) -> onnx.ModelProto:
     return proto
 
 
-def _slice_feed(feed: dict[str, np.ndarray], batch_samples: int, keep: int) -> dict[str, np.ndarray]:
-    return {
-        name: (array[:keep] if array.ndim and array.shape[0] == batch_samples else array)
-        for name, array in feed.items()
-    }
-
-
 def collect(
     model: ir.Model,
     batches: Iterator[Any],
@@ -187,20 +183,17 @@ def collect(
     progress: bool = True,
     bins_per_side: int = DEFAULT_BINS_PER_SIDE,
     intra_op_threads: int | None = None,
+    layout: BatchLayout | None = None,
 ) -> tuple[dict[str, TensorStatistics], int]:
     """Run the instrumented model over ``batches`` and return (statistics per activation, samples seen).
+
+    ``layout`` (default: from the model) says where each input keeps its samples.
 
     Raises:
         DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
     """
-    from lpot_ir.backends.onnxruntime.session import (
-        batch_inputs,
-        input_specs,
-        make_feed,
-        make_session,
-        run_feed,
-    )
-    from lpot_ir.backends.onnxruntime.timing import count_samples
+    from lpot_ir.backends.onnxruntime.batching import BatchLayout
+    from lpot_ir.backends.onnxruntime.session import make_session, run_feed
 
     stats = {
         name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)
@@ -213,34 +206,38 @@ def collect(
         payload = instrument(model, outputs).SerializeToString()
         session = make_session(payload, intra_op_threads=intra_op_threads)
         del payload
-    specs = input_specs(model)
+    layout = layout if layout is not None else BatchLayout(model)
     bar = _progress_bar(sampling_size, progress)
     seen = 0
+    runs = 0
     ignored: set[str] = set()
     try:
         for index, batch in enumerate(batches):
             if seen >= sampling_size:
                 break
-            feed = make_feed(specs, batch_inputs(batch, len(specs)))
-            samples = count_samples(feed)
-            if samples == 0:
-                continue
-            if seen + samples > sampling_size:
-                samples = sampling_size - seen
-                feed = _slice_feed(feed, count_samples(feed), samples)
-            for name in selection.inputs:
-                stats[name].update(feed[name], samples)
-            if session is not None:
-                arrays = run_feed(session, feed, where=f"calibration batch {index}")
-                if index == 0:
-                    ignored = _non_float_outputs(outputs, arrays, stats, selection)
-                for name, array in zip(outputs, arrays, strict=True):
-                    if name not in ignored:
-                        stats[name].update(array, samples)
-                del arrays
-            seen += samples
-            if bar is not None:
-                bar.update(samples)
+            for feed in layout.feeds(batch, where=f"calibration batch {index}"):
+                if seen >= sampling_size:
+                    break
+                samples = layout.count(feed)
+                if samples == 0:
+                    continue
+                if seen + samples > sampling_size and layout.splittable:
+                    samples = sampling_size - seen
+                    feed = layout.head(feed, samples)
+                for name in selection.inputs:
+                    stats[name].update(feed[name], samples)
+                if session is not None:
+                    arrays = run_feed(session, feed, where=f"calibration batch {index}")
+                    if runs == 0:
+                        ignored = _non_float_outputs(outputs, arrays, stats, selection)
+                    for name, array in zip(outputs, arrays, strict=True):
+                        if name not in ignored:
+                            stats[name].update(array, samples)
+                    del arrays
+                runs += 1
+                seen += samples
+                if bar is not None:
+                    bar.update(samples)
     finally:
         if bar is not None:
             bar.close()

@@ -4,8 +4,9 @@
 ``model_wise`` list, ``op_wise`` and ``optype_wise`` entries, the first calibration sampling size) or
 a :class:`~lpot_ir.ir.quant.TuningConfig` YAML/JSON (``approach``, ``format``, ``global``,
 ``overrides``). Without ``-c`` this CPU's safe default is used. ``--calib`` is a ``.npy`` file, an
-``.npz`` file or a folder of them; the first axis of each array counts samples. The quantized model
-is written with its recipe (``<stem>.recipe.json``) beside it.
+``.npz`` file or a folder of them, one array per model input (see ``docs/calibration.md``: each input
+keeps its samples on its batch axis; ``--batch-axis NAME=AXIS`` where the model's dimension names do not
+tell). The quantized model is written with its recipe (``<stem>.recipe.json``) beside it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lpot_ir.ir.quant import (
     TuningConfig,
 )
 
-__all__ = ["add_parser", "run", "load_tuning_config", "tuning_config_from_lpot"]
+__all__ = ["add_parser", "add_batch_axis_argument", "run", "load_tuning_config", "tuning_config_from_lpot"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--approach", choices=[a.value for a in Approach], help="override the approach")
     parser.add_argument("--format", choices=[f.value for f in QuantFormat], help="override the format (qdq/qoperator)")
     parser.add_argument("--recipe", help="apply a saved recipe instead of calibrating (no --calib needed)")
+    add_batch_axis_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -65,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
     output = Path(args.output)
-    example = [_first_sample(args.calib)] if args.calib else None
+    from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
+
+    batch_axes = parse_batch_axes(args.batch_axis) or None
+    example = _ExampleInputs(args.calib) if args.calib else None
     converted = resolve_model(args.model, framework=args.framework, calib_dataloader=example, params=args.params)
     model = converted.model
     name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
@@ -82,14 +87,18 @@ def run(args: argparse.Namespace) -> int:
             overrides["format"] = QuantFormat(args.format)
         if overrides:
             config = TuningConfig(**{**_fields(config), **overrides})
-        quantizer = ModelQuantizer(model, approach=config.approach, progress=True, name_map=name_map)
+        quantizer = ModelQuantizer(
+            model, approach=config.approach, progress=True, name_map=name_map, batch_axes=batch_axes
+        )
         if config.approach is not Approach.DYNAMIC:
             if not args.calib:
                 raise ConfigError(
                     f"Static quantization of '{args.model}' needs calibration data: pass --calib DATA (a .npy "
                     "file, an .npz file or a folder of them), or --approach post_training_dynamic_quant."
                 )
-            quantizer.calib_dataloader = load_calibration_files(args.calib, quantizer.fp32_model)
+            quantizer.calib_dataloader = load_calibration_files(
+                args.calib, quantizer.fp32_model, batch_axes=batch_axes
+            )
         qmodel = quantizer.quantize(config)
     path = qmodel.save(output)
     fp32 = qmodel.fp32_nodes
@@ -102,6 +111,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_batch_axis_argument(parser: argparse.ArgumentParser) -> None:
+    """``--batch-axis NAME=AXIS`` (repeatable), shared by ``quantize`` and ``tune``."""
+    parser.add_argument(
+        "--batch-axis",
+        action="append",
+        default=[],
+        metavar="NAME=AXIS",
+        help="which axis of input NAME holds the batch (NAME=none: not batched), where the model's dimension "
+        "names do not tell; repeat per input",
+    )
+
+
+class _ExampleInputs:
+    """One sample of the calibration data, read only if a framework exporter asks for an example input."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Any:
+        sample = _first_sample(self.path)
+        return iter([] if sample is None else [sample])
+
+
 def _first_sample(path: str) -> Any:
     """One sample of the calibration data (the example input a framework exporter needs), or ``None``."""
     import numpy as np
@@ -112,9 +144,9 @@ def _first_sample(path: str) -> Any:
         return None
     data = np.load(files[0])
     if isinstance(data, np.ndarray):
-        return data[:1]
+        return data[:1] if data.ndim else data
     with data:
-        arrays = tuple(data[key][:1] for key in data.files)
+        arrays = tuple(data[key][:1] if data[key].ndim else data[key] for key in data.files)
     return arrays[0] if len(arrays) == 1 else arrays
 
 

@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.commands.quantize import add_batch_axis_argument
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("-w", "--workspace", help="override tuning.workspace.path")
     parser.add_argument("--resume", action="store_true", help="continue the run recorded in the workspace's history")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_batch_axis_argument(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -54,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from lpot_ir.quantization import Quantization
 
     config = _with_workspace(load_config(args.config), args.workspace, args.resume)
+    from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
+
+    batch_axes = parse_batch_axes(args.batch_axis)
+    if batch_axes:
+        model = dataclasses.replace(config.model, batch_axes={**config.model.batch_axes, **batch_axes})
+        config = dataclasses.replace(config, model=model)
     quantizer = Quantization(config)
     quantizer.progress = not args.no_progress
     quantizer.model = args.model
@@ -61,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         from lpot_ir.calibration import load_calibration_files
         from lpot_ir.ir.model import load_model
 
-        quantizer.calib_dataloader = load_calibration_files(args.calib, load_model(args.model))
+        quantizer.calib_dataloader = load_calibration_files(
+            args.calib, load_model(args.model), batch_axes=dict(config.model.batch_axes) or None
+        )
     quantizer.fit()
     outcome = quantizer.outcome
     best = outcome.best

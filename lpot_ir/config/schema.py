@@ -197,6 +197,8 @@ class ModelSection(_Section):
         inputs: input names (needed for some TensorFlow graphs).
         outputs: output names (needed for some TensorFlow graphs).
         params: MXNet: the ``.params`` file (default: ``<prefix>-0000.params`` beside the symbol file).
+        batch_axes: ``{input name: axis}`` (``null``: not batched) for inputs whose batch axis the model's
+            dimension names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`).
     """
 
     name: str = "default_model_name"
@@ -204,6 +206,7 @@ class ModelSection(_Section):
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     params: str | None = None
+    batch_axes: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

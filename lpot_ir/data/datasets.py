@@ -152,7 +152,8 @@ def _load_array(path: Path, what: str) -> Any:
 
 @register_dataset("numpy")
 class NumpyDataset:
-    """Samples from numpy files: the first axis of every array indexes the samples.
+    """Samples from numpy files: the first axis of every array indexes the samples (a 0-d array is one
+    value given with every sample, such as a sample rate).
 
     * ``.npy``: one array, the model's single input.
     * ``.npz``: one array per model input, keyed by the input's name (a sample's input is then a dict;
@@ -191,17 +192,21 @@ class NumpyDataset:
                 if isinstance(labels, (str, os.PathLike))
                 else np.asarray(labels)
             )
-        first = self.inputs if isinstance(self.inputs, np.ndarray) else next(iter(self.inputs.values()))
-        if first.ndim == 0:
+        arrays_with_samples = (
+            [self.inputs] if isinstance(self.inputs, np.ndarray) else [v for v in self.inputs.values() if v.ndim]
+        )
+        if not arrays_with_samples or arrays_with_samples[0].ndim == 0:
             raise DataError(
-                f"numpy dataset: '{self.path}' holds a scalar; the first axis must index the samples."
+                f"numpy dataset: '{self.path}' holds only scalars; the first axis of an array must index the samples."
             )
-        self.length = int(first.shape[0])
+        self.length = int(arrays_with_samples[0].shape[0])
         if isinstance(self.inputs, dict):
-            sizes = {k: v.shape[0] if v.ndim else 0 for k, v in self.inputs.items()}
+            sizes = {k: v.shape[0] for k, v in self.inputs.items() if v.ndim}
             if len(set(sizes.values())) != 1:
                 raise DataError(
-                    f"numpy dataset: the arrays in '{self.path}' hold different numbers of samples: {sizes}."
+                    f"numpy dataset: the arrays in '{self.path}' hold different numbers of samples: {sizes}. The "
+                    "first axis of every array indexes the samples (a 0-d array is one value shared by all); as "
+                    "calibration data, pass the file with --calib, which reads each input's own batch axis."
                 )
         if label_array is not None and len(label_array) != self.length:
             raise DataError(
@@ -214,7 +219,7 @@ class NumpyDataset:
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         if isinstance(self.inputs, dict):
-            sample: Any = {k: v[index] for k, v in self.inputs.items()}
+            sample: Any = {k: v[index] if v.ndim else v for k, v in self.inputs.items()}
         else:
             sample = self.inputs[index]
         return sample, (None if self.labels is None else self.labels[index])

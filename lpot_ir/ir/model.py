@@ -14,6 +14,7 @@ temporary file in the destination folder and renamed into place, so no half-writ
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -299,6 +300,8 @@ def upgrade_opset(
     current = opset_version(proto)
     if current is None or current >= target:
         return proto
+    if current < 7:
+        proto = _channel_prelu_slopes(proto)
     try:
         converted = onnx.version_converter.convert_version(proto, target)
     except Exception as exc:  # the converter raises bare RuntimeError/IndexError from C++
@@ -310,6 +313,41 @@ def upgrade_opset(
     required = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
     converted.ir_version = max(converted.ir_version, required)
     return converted
+
+
+def _channel_prelu_slopes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Before opset 7, a PRelu slope of shape ``[C]`` meant one slope per channel (axis 1), as PyTorch's old
+    exporter wrote it; from opset 7 on it broadcasts from the last axis. Reshape such slopes to
+    ``[C, 1, ...]`` (the input's rank from shape inference) so that the upgraded model means the same."""
+    users = [n for n in proto.graph.node if n.op_type == "PRelu" and n.domain in ("", "ai.onnx") and len(n.input) == 2]
+    initializers = {t.name: t for t in proto.graph.initializer}
+    slopes = {n.input[1] for n in users if n.input[1] in initializers and len(initializers[n.input[1]].dims) == 1
+              and initializers[n.input[1]].dims[0] > 1}
+    if not slopes:
+        return proto
+    inferred = infer_shapes(proto)
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+        if v.type.tensor_type.HasField("shape")
+    }
+    proto = copy.deepcopy(proto)
+    initializers = {t.name: t for t in proto.graph.initializer}
+    shared = [n.input[1] for n in users if n.input[1] in slopes]
+    for node in proto.graph.node:
+        if node.op_type != "PRelu" or len(node.input) != 2 or node.input[1] not in slopes:
+            continue
+        rank = ranks.get(node.input[0])
+        tensor = initializers[node.input[1]]
+        if rank is None or rank < 3 or tensor.dims[0] == 0 or shared.count(node.input[1]) > 1:
+            continue
+        tensor.dims[:] = [tensor.dims[0], *([1] * (rank - 2))]
+        for value in proto.graph.input:  # opset < 9 models often list initializers as graph inputs too
+            if value.name == tensor.name and value.type.tensor_type.HasField("shape"):
+                del value.type.tensor_type.shape.dim[:]
+                for d in tensor.dims:
+                    value.type.tensor_type.shape.dim.add().dim_value = d
+    return proto
 
 
 def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -98,5 +98,6 @@ def finish_qat(module: Any, quantizer: Any) -> Any:
         name_map=quantizer.name_map,
         optimize=False,
         progress=quantizer.progress,
+        batch_axes=quantizer.batch_axes,
         fixed_ranges=module.learned_ranges(),
     )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from lpot_ir.backends.onnxruntime.session import feeds_from_batches
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
@@ -232,7 +232,7 @@ def _first_feed(
     """Input batches for sensitivity and objectives: calibration data, else evaluation data, else synthetic."""
     for source in (getattr(quantizer, "calib_dataloader", None), getattr(evaluator, "dataloader", None)):
         if source is not None and iter(source) is not source:  # a one-shot iterator must be left alone
-            feeds = feeds_from_batches(source, model, limit=limit)
+            feeds = feeds_from_batches(source, model, limit=limit, batch_axes=getattr(quantizer, "batch_axes", None))
             if feeds:
                 return feeds
     if not synthetic:
@@ -314,9 +314,12 @@ def tune(
     )
     context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
     if feeds:
-        context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds)
+        batch_axes = getattr(quantizer, "batch_axes", None)
+        context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds, batch_axes=batch_axes)
         if real_data:
-            context.proxy = AgreementProxy(optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES)
+            context.proxy = AgreementProxy(
+                optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
+            )
     strategy_cls = get_strategy(tuning.strategy.name)
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 

@@ -41,13 +41,16 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
+
+if TYPE_CHECKING:
+    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
 
@@ -151,6 +154,7 @@ class SensitivityMeter:
         max_samples: how many samples to compare FP32 and INT8 on.
         top_k: how many of the most disagreeing samples the instrumented runs use.
         output_share: weight of a node's output error against FP32 in its score.
+        batch_axes: ``{input name: batch axis or None}`` where the model's dimension names do not tell.
 
     Attributes:
         calls: instrumented measurements made (repeated configurations are answered from a cache).
@@ -165,12 +169,14 @@ class SensitivityMeter:
         max_samples: int = 64,
         top_k: int = 8,
         output_share: float = 0.02,
+        batch_axes: Mapping[str, int | None] | None = None,
     ) -> None:
         self.fp32_model = fp32_model
         self.quantize = quantize
         self.top_k = int(top_k)
         self.output_share = float(output_share)
-        self.units = _sample_units(feeds, max_samples, split=_dynamic_batch(fp32_model))
+        self.layout = _layout(fp32_model, batch_axes)
+        self.units = _sample_units(feeds, max_samples, self.layout)
         self._fp32_bytes = fp32_model.SerializeToString()
         self._fp32_outputs: list[list[np.ndarray]] | None = None
         self._fp32_instrumented: tuple[bytes, list[str]] | None = None
@@ -211,15 +217,16 @@ class SensitivityMeter:
         from lpot_ir.backends.onnxruntime.session import make_session
 
         if self._fp32_outputs is None:
-            self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units)
-        outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units)
+            self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units, self.layout)
+        outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units, self.layout)
         scores = [
             sum(normalized_error(o, r, axis=None) for o, r in zip(out, reference, strict=True))
             for out, reference in zip(outputs, self._fp32_outputs, strict=True)
         ]
         order = sorted(range(len(self.units)), key=lambda i: (-scores[i], i))[: max(1, self.top_k)]
         chosen = [self.units[i] for i in sorted(order)]
-        return _concat(chosen)
+        joined = self.layout.group(chosen)
+        return joined[0]  # all chosen samples when they join into one feed, else the most disagreeing one
 
     # -- steps 3 and 4 ----------------------------------------------------------------------------
 
@@ -323,58 +330,40 @@ def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Valu
     return None
 
 
-def _dynamic_batch(model: onnx.ModelProto) -> bool:
-    """True if no input has a fixed first dimension other than 1 (so batches can be split into samples)."""
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value != 1:
-            return False
-    return True
+def _layout(model: onnx.ModelProto, batch_axes: Mapping[str, int | None] | None) -> BatchLayout:
+    from lpot_ir.backends.onnxruntime.batching import BatchLayout
+
+    return BatchLayout(model, batch_axes)
 
 
 def _sample_units(
-    feeds: Iterable[Mapping[str, np.ndarray]], max_samples: int, *, split: bool = True
+    feeds: Iterable[Mapping[str, np.ndarray]], max_samples: int, layout: BatchLayout
 ) -> list[dict[str, np.ndarray]]:
-    """Split batches into single samples where every input has the same first-axis length; else keep them."""
+    """Feeds split into single samples on their batch axes (whole feeds when the batch is fixed)."""
     units: list[dict[str, np.ndarray]] = []
     for feed in feeds:
-        arrays = {k: np.asarray(v) for k, v in feed.items()}
-        sizes = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
-        if split and len(sizes) == 1 and (n := sizes.pop()) > 1:
-            for i in range(n):
-                units.append({k: a[i : i + 1] for k, a in arrays.items()})
-                if len(units) >= max_samples:
-                    return units
-        else:
-            units.append(arrays)
-        if len(units) >= max_samples:
-            break
+        for unit in layout.split({k: np.asarray(v) for k, v in feed.items()}):
+            units.append(unit)
+            if len(units) >= max_samples:
+                return units
     return units
 
 
-def _run_units(session: Any, units: Sequence[Mapping[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def _run_units(session: Any, units: Sequence[Mapping[str, np.ndarray]], layout: BatchLayout) -> list[list[np.ndarray]]:
     """Each unit's outputs; single-sample units run as one batch when every output splits back per sample."""
-    if len(units) > 1 and all(next(iter(u.values())).shape[:1] == (1,) for u in units):
-        try:
-            batched = session.run(None, _concat(units))
-        except Exception:  # a model that does not take the batch after all: run one by one
-            batched = None
+    if len(units) > 1 and all(layout.count(u) == 1 for u in units):
+        joined = layout.group(units)
+        batched = None
+        if len(joined) == 1:
+            try:
+                batched = session.run(None, joined[0])
+            except Exception:  # a model that does not take the batch after all: run one by one
+                batched = None
         if batched is not None and all(np.ndim(o) >= 1 and np.shape(o)[0] == len(units) for o in batched):
             return [[o[i : i + 1] for o in batched] for i in range(len(units))]
     return [session.run(None, dict(u)) for u in units]
 
 
-def _concat(units: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One feed from several units (concatenated on the first axis when the shapes allow, else the first)."""
-    if len(units) == 1:
-        return dict(units[0])
-    try:
-        return {k: np.concatenate([u[k] for u in units], axis=0) for k in units[0]}
-    except ValueError:
-        return dict(units[0])
 
 
 class AgreementProxy:
@@ -391,6 +380,7 @@ class AgreementProxy:
         quantize: ``config -> QuantizedModel`` (or ``onnx.ModelProto``).
         feeds: input batches to take samples from (calibration data).
         max_samples: how many samples to use.
+        batch_axes: ``{input name: batch axis or None}`` where the model's dimension names do not tell.
 
     Attributes:
         applicable: the model has a classifier-shaped output and there are samples; otherwise
@@ -406,13 +396,13 @@ class AgreementProxy:
         feeds: Sequence[Mapping[str, np.ndarray]],
         *,
         max_samples: int = 256,
+        batch_axes: Mapping[str, int | None] | None = None,
     ) -> None:
         from lpot_ir.backends.onnxruntime.session import make_session
 
         self.quantize = quantize
-        split = _dynamic_batch(fp32_model)
-        units = _sample_units(feeds, max_samples, split=split)
-        self._batches = [_concat(units)] if split and units else units
+        layout = _layout(fp32_model, batch_axes)
+        self._batches = layout.group(_sample_units(feeds, max_samples, layout))
         self._cache: dict[str, float] = {}
         self.runs = 0
         self.samples = 0

@@ -153,7 +153,7 @@ def test_every_default() -> None:
     assert config == Config() == load_config(None)
     assert to_plain(config) == {
         "version": 1.0,
-        "model": {"name": "default_model_name", "inputs": [], "outputs": []},
+        "model": {"name": "default_model_name", "inputs": [], "outputs": [], "batch_axes": {}},
         "device": "cpu",
         "quantization": {
             "approach": "post_training_static_quant",

@@ -240,3 +240,15 @@ def test_recovery_config_round_trips_and_is_omitted_when_off():
         RecoveryConfig(smoothquant_alpha=1.5)
     with pytest.raises(ValueError, match="Unknown recovery"):
         RecoveryConfig.from_dict({"equalisation": True})
+
+
+@pytest.mark.parametrize("case", ["test_PReLU_1d_multiparam", "test_PReLU_2d_multiparam", "test_PReLU_3d_multiparam"])
+def test_opset_6_prelu_slopes_stay_per_channel_after_the_upgrade(case: str) -> None:
+    """Old PyTorch exports wrote a ``[C]`` slope meaning one per channel; from opset 7 it would broadcast
+    on the last axis (ONNX Runtime refuses it, or worse, applies it to the wrong axis)."""
+    folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted" / case
+    x = numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / "input_0.pb")))
+    expected = numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / "output_0.pb")))
+    model = to_proto(load_model(folder / "model.onnx"))
+    session = ort.InferenceSession(model.SerializeToString())
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected, rtol=1e-6, atol=1e-6)

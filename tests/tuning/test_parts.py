@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lpot_ir.backends.onnxruntime.session import feeds_from_batches
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.errors import ConfigError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig

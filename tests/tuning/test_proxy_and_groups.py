@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lpot_ir.backends.onnxruntime.session import feeds_from_batches
+from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.ir.model import to_proto
 from lpot_ir.quantizer import default_config
 from lpot_ir.tuning import Evaluator, tune

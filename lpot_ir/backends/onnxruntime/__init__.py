@@ -5,6 +5,8 @@ ONNX Runtime itself.
 
 * :mod:`.session`: :func:`make_session`, :func:`make_feed` (THE check that a batch fits a model),
   :func:`input_specs`, :func:`run_feed`, :func:`run_batches`.
+* :mod:`.batching`: :class:`BatchLayout` (which axis of each input holds the samples: THE batching rules
+  of calibration, sensitivity and the accuracy proxy), :func:`parse_batch_axes`.
 * :mod:`.synthetic`: :func:`synthetic_inputs`, :func:`synthetic_shapes`, :func:`parse_shape_overrides`.
 * :mod:`.timing`: :func:`time_feeds` (warmup + ``perf_counter`` loop), :func:`count_samples`.
 * :mod:`.benchmarking`: :func:`benchmark_model` (multi-instance), :func:`compare_latency`,
@@ -22,6 +24,9 @@ __all__ = [
     "output_names",
     "make_session",
     "make_feed",
+    "feed_values",
+    "BatchLayout",
+    "parse_batch_axes",
     "run_feed",
     "run_batches",
     "model_bytes",
@@ -44,9 +49,10 @@ __all__ = [
 
 _HOMES = {
     "session": (
-        "InputSpec", "input_specs", "output_names", "make_session", "make_feed", "run_feed", "run_batches", "model_bytes",
-        "feeds_from_batches",
+        "InputSpec", "input_specs", "output_names", "make_session", "make_feed", "feed_values", "run_feed", "run_batches",
+        "model_bytes",
     ),
+    "batching": ("BatchLayout", "parse_batch_axes", "feeds_from_batches"),
     "timing": ("count_samples", "time_feeds"),
     "synthetic": ("synthetic_inputs", "synthetic_shapes", "parse_shape_overrides"),
     "benchmarking": (

@@ -43,7 +43,7 @@ __all__ = [
     "Dim",
     "InputSpec",
     "batch_inputs",
-    "feeds_from_batches",
+    "feed_values",
     "OPTIMIZATION_LEVELS",
     "SessionSource",
     "input_specs",
@@ -87,13 +87,18 @@ class InputSpec:
 
     Attributes:
         name: the input's name.
-        shape: ``int`` static, ``str`` symbolic, ``None`` unknown dims; ``None`` for an unknown rank.
+        shape: ``int`` static, ``str`` symbolic, ``None`` unknown dims (a declared ``-1`` or ``0`` is unknown:
+            dynamic); ``None`` for an unknown rank.
         dtype: the numpy dtype ONNX Runtime expects.
     """
 
     name: str
     shape: tuple[Dim, ...] | None
     dtype: np.dtype
+
+    def __post_init__(self) -> None:
+        if self.shape is not None and any(isinstance(d, int) and d <= 0 for d in self.shape):
+            object.__setattr__(self, "shape", tuple(None if isinstance(d, int) and d <= 0 else d for d in self.shape))
 
     def shape_text(self) -> str:
         """The shape as ``(N, 3, 224, 224)``; unknown dims as ``?``."""
@@ -104,7 +109,7 @@ class InputSpec:
 
 def _dim(d: Any) -> Dim:
     if isinstance(d, (int, np.integer)):
-        return int(d)
+        return int(d) if d > 0 else None  # -1 and 0 declare a dynamic dimension (e.g. Paddle exports)
     if d is None:
         return None
     value = getattr(d, "value", d)
@@ -163,7 +168,7 @@ def input_specs(
             specs.append(item)
         elif isinstance(item, tuple) and len(item) == 3:  # (name, shape, dtype)
             name, shape, dtype = item
-            dims = None if shape is None else tuple(d if isinstance(d, (int, str)) else None for d in shape)
+            dims = None if shape is None else tuple(_dim(d) if isinstance(d, (int, np.integer, str)) else None for d in shape)
             specs.append(InputSpec(name, dims, np.dtype(dtype)))
         else:
             raise TypeError("input_specs expects a session, a model, or InputSpec / (name, shape, dtype) items")
@@ -182,7 +187,7 @@ def _proto_input_specs(proto: onnx.ModelProto) -> list[InputSpec]:
         shape: tuple[Dim, ...] | None = None
         if tensor_type.HasField("shape"):
             shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+                _dim(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
             )
         try:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type or onnx.TensorProto.FLOAT))
@@ -341,23 +346,13 @@ def _check_array(spec: InputSpec, value: Any) -> np.ndarray:
     return array
 
 
-def make_feed(
-    model_inputs: ort.InferenceSession | ir.Model | onnx.ModelProto | Sequence[InputSpec], batch: Any
-) -> dict[str, np.ndarray]:
-    """Map one batch of model inputs to the feed ONNX Runtime takes, checking that it fits.
+def feed_values(model_inputs: Any, batch: Any) -> dict[str, Any]:
+    """Map one batch (an array, a tuple/list in input order, or a dict by input name) to ``{input name: value}``.
 
-    Args:
-        model_inputs: a session, a model, or its :func:`input_specs` (fastest when called per batch).
-        batch: one numpy array (a model with one input), a tuple/list with one array per input in input
-            order, or a dict by input name. Array-likes (lists, framework tensors) are converted.
-
-    Returns:
-        ``{input name: numpy array}`` with the dtypes the model expects.
+    Only the mapping is checked (missing, unknown or surplus inputs); :func:`make_feed` checks the values too.
 
     Raises:
-        DataError: a missing or unknown input, a wrong number of arrays, a wrong rank, a static dimension
-            that differs, or a dtype that cannot be used; the message names the input and both
-            shapes and dtypes.
+        DataError: a missing or unknown input, or a wrong number of values.
     """
     specs = input_specs(model_inputs)
     names = [s.name for s in specs]
@@ -377,7 +372,7 @@ def make_feed(
                 f"{spec.dtype}); it gives {', '.join(repr(str(k)) for k in batch) or 'nothing'}. The model's "
                 f"inputs are: {_describe_inputs(specs)}."
             )
-        return {s.name: _check_array(s, batch[s.name]) for s in specs}
+        return {s.name: batch[s.name] for s in specs}
     if isinstance(batch, (tuple, list)):
         if len(batch) != len(specs):
             raise DataError(
@@ -385,14 +380,37 @@ def make_feed(
                 f"{len(specs)} input(s): {_describe_inputs(specs)}. Give one array per input in this order, "
                 "or a dict by input name."
             )
-        return {s.name: _check_array(s, v) for s, v in zip(specs, batch, strict=True)}
+        return {s.name: v for s, v in zip(specs, batch, strict=True)}
     if len(specs) != 1:
         raise DataError(
             f"The batch is a single {type(batch).__name__}, but the model has {len(specs)} inputs: "
             f"{_describe_inputs(specs)}. Give a tuple with one array per input in this order, or a dict by "
             "input name."
         )
-    return {specs[0].name: _check_array(specs[0], batch)}
+    return {specs[0].name: batch}
+
+
+def make_feed(
+    model_inputs: ort.InferenceSession | ir.Model | onnx.ModelProto | Sequence[InputSpec], batch: Any
+) -> dict[str, np.ndarray]:
+    """Map one batch of model inputs to the feed ONNX Runtime takes, checking that it fits.
+
+    Args:
+        model_inputs: a session, a model, or its :func:`input_specs` (fastest when called per batch).
+        batch: one numpy array (a model with one input), a tuple/list with one array per input in input
+            order, or a dict by input name. Array-likes (lists, framework tensors) are converted.
+
+    Returns:
+        ``{input name: numpy array}`` with the dtypes the model expects.
+
+    Raises:
+        DataError: a missing or unknown input, a wrong number of arrays, a wrong rank, a static dimension
+            that differs, or a dtype that cannot be used; the message names the input and both
+            shapes and dtypes.
+    """
+    specs = input_specs(model_inputs)
+    values = feed_values(specs, batch)
+    return {s.name: _check_array(s, values[s.name]) for s in specs}
 
 
 def run_feed(
@@ -443,23 +461,3 @@ def batch_inputs(batch: Any, num_inputs: int) -> Any:
         return tuple(batch)
     return batch
 
-
-def feeds_from_batches(batches: Iterable[Any], model: Any, limit: int) -> list[dict[str, np.ndarray]]:
-    """Feeds from dataloader batches (``(inputs, labels)`` or bare inputs) until ``limit`` samples.
-
-    Args:
-        batches: the dataloader.
-        model: the model the feeds are for (anything :func:`input_specs` takes).
-        limit: stop after the batch that reaches this many samples (first axis).
-    """
-    specs = input_specs(model)
-    feeds: list[dict[str, np.ndarray]] = []
-    seen = 0
-    for batch in batches:
-        feed = make_feed(specs, batch_inputs(batch, len(specs)))
-        feeds.append(feed)
-        first = next(iter(feed.values()))
-        seen += int(first.shape[0]) if first.ndim else 1
-        if seen >= limit:
-            break
-    return feeds
