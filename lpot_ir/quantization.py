@@ -350,6 +350,12 @@ class Quantization:
 
             train_model(module, conf.quantization.train, self._training_dataloader(), where="quantization.train")
         self.qat_model = module
+        if not module.learned_ranges() and fp32_quantizer.calib_dataloader is None:
+            raise ConfigError(
+                "Quantization-aware training learned no activation range: without calibration data the ranges come "
+                "from the training batches, and the model never ran in training mode. Make q_func call model(x) "
+                "after model.train(), or give calib_dataloader."
+            )
         return finish_qat(module, fp32_quantizer)
 
     def _evaluator(self, framework: str, original: Any) -> Any:
