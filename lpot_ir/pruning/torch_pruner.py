@@ -150,7 +150,10 @@ def _analysis_model(module: Any, example: tuple[list[Any], dict[str, Any]]) -> A
         ) from None
     finally:
         module.train(was_training)
-    return load_model(buffer.getvalue(), target_opset=None)
+    from lpot_ir.passes import run_pipeline
+
+    # shapes are static here, so padding and reshape arguments computed from Shape fold into constants
+    return run_pipeline(load_model(buffer.getvalue(), target_opset=None), ["constant-folding"]).model
 
 
 class TorchChannelPruner:
