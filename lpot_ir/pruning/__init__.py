@@ -205,7 +205,7 @@ class Pruning:
             total = sum(r.size for r in report)
             zeros = sum(r.zeros for r in report)
             logger.info("epoch %s: %d weights pruned, overall sparsity %.2f%%", epoch, len(report), 100 * zeros / max(total, 1))
-        if self._channel_pruner is not None and self._channel_pruner._targets is not None:
+        if self._channel_pruner is not None and self._channel_pruner.prepared:
             rows = self._channel_pruner.report()
             total = sum(r.channels for r in rows)
             pruned = sum(r.pruned for r in rows)
@@ -300,7 +300,7 @@ class Pruning:
 
             self._train_dataloader = create_dataloader(train.dataloader)
         pruners = self._torch_pruners("fit")  # checks the names before any training
-        if self._channel_pruner is not None and self._channel_pruner._example is not None:
+        if self._channel_pruner is not None and self._channel_pruner.example is not None:
             self._channel_pruner.prepare()
         if self._train_func is not None:
             self._train_func(model)
@@ -382,8 +382,9 @@ class Pruning:
 
     def _example_batch(self) -> Any:
         example = self._example()
-        if example is None and self._channel_pruner is not None and self._channel_pruner._example is not None:
-            args, kwargs = self._channel_pruner._example
+        captured = self._channel_pruner.example if self._channel_pruner is not None else None
+        if example is None and captured is not None:
+            args, kwargs = captured
             example = kwargs or (args[0] if len(args) == 1 else tuple(args))
         if example is None:
             raise ConfigError("Exporting the torch model needs example_inputs (one batch it accepts): set prune.example_inputs.")

@@ -225,6 +225,26 @@ class TorchChannelPruner:
         """The (channel group, pruner) pairs."""
         return self.prepare()
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the channel groups are known yet."""
+        return self._targets is not None
+
+    @property
+    def example(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """``(args, kwargs)`` of the example input (given, or captured from the first forward), or ``None``."""
+        return self._example
+
+    @property
+    def scores(self) -> dict[int, np.ndarray]:
+        """Group id -> |w x grad| accumulated since the group's last pruning step (gradient_sensitivity)."""
+        return {gid: score.copy() for gid, score in self._taylor.items()}
+
+    @property
+    def masks(self) -> dict[int, list[int]]:
+        """Group id -> its pruned channels."""
+        return {gid: list(channels) for gid, channels in self._masks.items()}
+
     def on_epoch_begin(self, epoch: int) -> None:
         """Choose the channels of every group whose scheduled sparsity changed at ``epoch``; apply the masks."""
         from lpot_ir.pruning.structured import channel_scores, choose_channels
