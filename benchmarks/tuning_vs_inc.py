@@ -29,7 +29,8 @@ their latency measured side by side with
 order rotated, median of per-round ratios), at batch 1 and batch 64, on real evaluation images.
 
 INC's venv lives in ``$LPOT_IR_INC_VENV`` (default ``~/.cache/lpot_ir/inc26-venv``); if it is missing it is
-created with ``python3 -m venv`` and ``pip install`` of :data:`INC_PACKAGES` (about 1.5 minutes).
+created with ``python3 -m venv`` and ``pip install`` of ``INC_VENV.packages`` (about 1.5 minutes), by
+``benchmarks/suite/peers/venvs.py``, which the real-model suite's peer drivers share.
 
 Usage (from the repository root)::
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -53,71 +53,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from suite.peers.venvs import INC_VENV, ensure_venv  # benchmarks/ is this script's sys.path[0]
 
-__all__ = ["INC_PACKAGES", "inc_venv_path", "ensure_inc_venv", "RunResult", "main"]
+__all__ = ["RunResult", "main"]
 
 logger = logging.getLogger("tuning_vs_inc")
-
-INC_PACKAGES = (
-    "neural-compressor==2.6",
-    "onnx==1.15.0",
-    "onnxruntime==1.18.1",
-    "ml_dtypes<0.6",
-    "setuptools<70",
-    "six",
-    "scikit-learn",
-)
-"""What INC 2.6's venv gets (pip resolves numpy 1.26.4 from onnxruntime 1.18.1's ``numpy<2``; no pin needed)."""
 
 STRATEGIES = ("basic", "mse", "bayesian", "tpe", "exhaustive", "random")
 RELATIVE = 0.01
 MAX_TRIALS = 100
 SEED = 1978
 CALIB_BATCH = 10
-_MARKER = ".lpot_ir_inc_venv_complete"
 _HERE = Path(__file__).resolve().parent
-
-
-# --------------------------------------------------------------------------------------------- INC venv
-
-
-def inc_venv_path() -> Path:
-    """``$LPOT_IR_INC_VENV`` or ``~/.cache/lpot_ir/inc26-venv``."""
-    env = os.environ.get("LPOT_IR_INC_VENV")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lpot_ir" / "inc26-venv"
-
-
-def _venv_works(python: Path) -> bool:
-    if not python.exists():
-        return False
-    check = "import neural_compressor, onnx, onnxruntime; assert neural_compressor.__version__ == '2.6'"
-    return subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
-
-
-def ensure_inc_venv(path: Path) -> tuple[Path, float | None]:
-    """INC 2.6's venv python, creating the venv if needed.
-
-    Returns:
-        The venv's python and the seconds it took to create it (``None`` if it already existed).
-    """
-    python = path / "bin" / "python"
-    if (path / _MARKER).exists() or _venv_works(python):
-        (path / _MARKER).touch()
-        return python, None
-    if path.exists():
-        logger.info("removing the incomplete INC venv %s", path)
-        shutil.rmtree(path)
-    base = shutil.which("python3") or sys.executable
-    logger.info("creating INC 2.6's venv in %s (about 1.5 minutes)", path)
-    began = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(path)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *INC_PACKAGES], check=True)
-    seconds = time.perf_counter() - began
-    if not _venv_works(python):
-        raise SystemExit(f"INC's venv in {path} was installed but `import neural_compressor` fails there.")
-    (path / _MARKER).touch()
-    return python, seconds
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -377,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lpot_tuning_vs_inc_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    inc_python, venv_seconds = ensure_inc_venv(inc_venv_path())
+    inc_python, venv_seconds = ensure_venv(INC_VENV)
     fp32, eval_npz, _ = _write_data(workdir)
 
     runs: list[RunResult] = []

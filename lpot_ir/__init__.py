@@ -18,6 +18,7 @@ The LPOT user API, imported lazily (``import lpot_ir`` stays cheap)::
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 __all__ = ["Quantization", "Benchmark", "Pruning", "quantize", "common", "__version__"]
@@ -33,13 +34,8 @@ _LAZY = {
 
 def _version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("lpot-ir")
-        except PackageNotFoundError:
-            return "0.0.0+unknown"
-    except ImportError:  # pragma: no cover - Python < 3.8
+        return version("lpot-ir")
+    except PackageNotFoundError:
         return "0.0.0+unknown"
 
 

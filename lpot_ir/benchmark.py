@@ -27,13 +27,11 @@ mode times synthetic input of batch size 1 (see ``lpot_ir.backends.onnxruntime.s
 
 from __future__ import annotations
 
+import itertools
 import logging
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from lpot_ir.backends.onnxruntime.benchmarking import (
     LatencyStats,
@@ -42,9 +40,14 @@ from lpot_ir.backends.onnxruntime.benchmarking import (
     format_table,
     plan_instances,
 )
-from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
-from lpot_ir.config import load_config
+from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.config import create_dataloader, load_config
+from lpot_ir.config.schema import PerformanceSection
+from lpot_ir.data.transforms import create_postprocess
 from lpot_ir.errors import ConfigError, DataError, EvaluationError
+from lpot_ir.frontends import resolve_model, unwrap_model
+from lpot_ir.metrics import create_metric
+from lpot_ir.tuning.evaluation import run_metric, split_batch
 
 __all__ = ["Benchmark", "AccuracyResult", "PerformanceResult", "BenchmarkResult", "MODES"]
 
@@ -106,29 +109,6 @@ BenchmarkResult = PerformanceResult | AccuracyResult
 """What :meth:`Benchmark.fit` returns."""
 
 
-def _split(item: Any, index: int, *, need_labels: bool) -> tuple[Any, Any]:
-    """``(inputs, labels)`` of one dataloader item."""
-    if isinstance(item, (tuple, list)):
-        if len(item) == 2:
-            return item[0], item[1]
-        raise DataError(
-            f"Dataloader item {index} is a {type(item).__name__} of {len(item)} values; the Benchmark expects "
-            "(inputs, labels) pairs, where inputs is an array, a tuple of arrays (one per model input) or a "
-            "dict by input name."
-        )
-    if need_labels:
-        raise DataError(
-            f"Dataloader item {index} is a bare {type(item).__name__}, but accuracy mode needs (inputs, labels) "
-            "pairs to feed the metric. Make the dataloader yield (inputs, labels)."
-        )
-    return item, None
-
-
-def _samples(feed: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feed.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
 class Benchmark:
     """LPOT's ``Benchmark``: performance (latency, throughput, instances x cores) or accuracy of a model.
 
@@ -156,8 +136,6 @@ class Benchmark:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-
         self._model = unwrap_model(value)
 
     def __call__(self, mode: str = "performance") -> BenchmarkResult:
@@ -198,14 +176,11 @@ class Benchmark:
         evaluation = self.conf.evaluation
         section = getattr(evaluation, mode, None)
         if section is not None and section.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
-            return create_dataloader(section.dataloader)
+            framework = self.conf.model.framework
+            return create_dataloader(section.dataloader, framework=str(framework) if framework is not None else None)
         return None
 
     def _onnx_model(self, example_inputs: Any) -> Any:
-        from lpot_ir.frontends import resolve_model
-
         model = self._model
         if self._converted is not None and self._converted[0] is model:
             return self._converted[1]
@@ -226,8 +201,6 @@ class Benchmark:
     def _performance(self) -> PerformanceResult:
         section = self.conf.evaluation.performance
         if section is None:
-            from lpot_ir.config.schema import PerformanceSection
-
             section = PerformanceSection()
         configs = section.configs
         loader = self._dataloader("performance")
@@ -238,7 +211,7 @@ class Benchmark:
             for index, item in enumerate(loader):
                 if limit is not None and index >= limit:
                     break
-                batches.append(_split(item, index, need_labels=False)[0])
+                batches.append(split_batch(item, index, need_labels=False)[0])
             if not batches:
                 raise DataError("The benchmark dataloader yielded no batches; give it at least one.")
         model = self._onnx_model(batches[0] if batches else None)
@@ -256,8 +229,6 @@ class Benchmark:
         metric = self.metric
         accuracy = self.conf.evaluation.accuracy
         if metric is None and accuracy is not None and accuracy.metric:
-            from lpot_ir.metrics import create_metric
-
             metric = create_metric(accuracy.metric)
             return metric, next(iter(accuracy.metric))
         if metric is None:
@@ -281,8 +252,6 @@ class Benchmark:
             return self.postprocess
         accuracy = self.conf.evaluation.accuracy
         if accuracy is not None and accuracy.postprocess is not None and accuracy.postprocess.transform:
-            from lpot_ir.data.transforms import create_postprocess
-
             return create_postprocess(accuracy.postprocess.transform)
         return None
 
@@ -296,7 +265,6 @@ class Benchmark:
             )
         metric, metric_name = self._make_metric()
         postprocess = self._postprocess()
-        limit = accuracy.iteration if accuracy is not None and accuracy.iteration > 0 else None
         configs = accuracy.configs if accuracy is not None else None
         cores = None
         if configs is not None and configs.num_of_instance > 1:
@@ -311,47 +279,17 @@ class Benchmark:
             first = next(iterator)
         except StopIteration:
             raise DataError("The accuracy dataloader yielded no batches; give it at least one.") from None
-        first_inputs, _ = _split(first, 0, need_labels=True)
+        first_inputs, _ = split_batch(first, 0)
         session = make_session(self._onnx_model(first_inputs), intra_op_threads=cores, inter_op_threads=1)
-        specs = input_specs(session)
         try:
             metric.reset()
         except Exception as exc:  # a user's metric may raise anything
             raise EvaluationError(f"The metric's reset() raised {type(exc).__name__}: {exc}") from None
-        seconds: list[float] = []
-        samples = 0
-        batch_size = 0
-
-        def items() -> Iterable[Any]:
-            yield first
-            yield from iterator
-
-        for index, item in enumerate(items()):
-            if limit is not None and index >= limit:
-                break
-            inputs, labels = _split(item, index, need_labels=True)
-            feed = make_feed(specs, inputs)
-            start = time.perf_counter()
-            preds: Any = run_feed(session, feed, where=f"evaluation batch {index}")
-            seconds.append(time.perf_counter() - start)
-            count = _samples(feed)
-            batch_size = batch_size or count
-            samples += count
-            try:
-                if postprocess is not None:
-                    preds, labels = postprocess(preds, labels)
-                metric.update(preds, labels)
-            except Exception as exc:  # a user's metric may raise anything
-                raise EvaluationError(
-                    f"The metric {metric_name} raised {type(exc).__name__} in update() on batch {index}: {exc}. "
-                    "It receives the model's outputs as a list (one array per output) and the batch's labels."
-                ) from None
-        try:
-            value = float(metric.result())
-        except Exception as exc:  # a user's metric may raise anything
-            raise EvaluationError(
-                f"The metric {metric_name} raised or returned a non-number in result(): {type(exc).__name__}: {exc}"
-            ) from None
+        run = run_metric(
+            session, itertools.chain([first], iterator), metric, postprocess=postprocess,
+            iteration=accuracy.iteration if accuracy is not None else -1, name=metric_name,
+        )
+        value, seconds, samples, batch_size = run.value, run.seconds, run.samples, run.batch_size
         stats = LatencyStats.from_seconds(seconds)
         total = float(sum(seconds))
         return AccuracyResult(

@@ -19,13 +19,14 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from lpot_ir import __version__
 from lpot_ir.errors import LpotError
 
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "EXIT_BROKEN_PIPE", "build_parser", "main"]
 
 logger = logging.getLogger(__name__)
 
-COMMANDS: tuple[str, ...] = ("inspect", "optimize", "benchmark", "summarize", "quantize", "tune")
+COMMANDS: tuple[str, ...] = ("inspect", "optimize", "benchmark", "summarize", "quantize", "tune", "tensorboard")
 """Subcommand modules under ``lpot_ir.commands``, in help order."""
 
 EXIT_OK = 0
@@ -33,15 +34,6 @@ EXIT_INTERNAL = 1
 EXIT_USER_ERROR = 2
 EXIT_BROKEN_PIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
 """What a shell reports for a program ended by SIGPIPE: its reader closed the pipe."""
-
-
-def _version() -> str:
-    try:
-        from lpot_ir import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "unknown"
 
 
 def _load_commands() -> dict[str, ModuleType]:
@@ -55,7 +47,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
         description="lpot-ir: accuracy-driven INT8 quantization of ONNX models, measured with ONNX Runtime.",
     )
     _add_common_options(parser, top=True)
-    parser.add_argument("--version", action="version", version=f"lpot-ir {_version()}")
+    parser.add_argument("--version", action="version", version=f"lpot-ir {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     commands = _load_commands()

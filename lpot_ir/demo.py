@@ -16,6 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import onnx
+
+from lpot_ir import Quantization
+from lpot_ir.errors import LpotError
+from lpot_ir.examples_data import digits_example
+from lpot_ir.tuning.finalize import measure_speedup
+
 __all__ = ["main", "demo_config"]
 
 logger = logging.getLogger(__name__)
@@ -46,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from lpot_ir import Quantization
-    from lpot_ir.errors import LpotError
-    from lpot_ir.examples_data import digits_example
 
     began = time.perf_counter()
     print("Preparing the bundled example (digits CNN; trained once in ~15-30 s, then cached) ...", flush=True)
@@ -67,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     outcome = quantizer.outcome
-    import onnx
 
-    from lpot_ir.tuning.finalize import measure_speedup
 
     all_int8 = next(
         (t.accuracy for t in outcome.trials if not any(o.override.fp32 for o in t.config.overrides)), None

@@ -15,6 +15,8 @@ __all__ = [
     "EvaluationError",
     "ConversionError",
     "QuantizationError",
+    "PassError",
+    "first_line",
 ]
 
 
@@ -44,3 +46,14 @@ class ConversionError(LpotError):
 
 class QuantizationError(LpotError):
     """A quantization request that cannot be satisfied (e.g. a recipe that does not fit the model)."""
+
+
+class PassError(LpotError):
+    """A rewrite rule or a pass raised: the message names the pass, and for a rule the rule and the node."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``ExcType: first line of the message`` (what a failed trial records, and what wrapped errors quote)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

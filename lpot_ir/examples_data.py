@@ -30,17 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
+import io
 import json
 import logging
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from lpot_ir.data import DataLoader
 from lpot_ir.fileio import atomic_write
 
 __all__ = [
@@ -122,13 +128,11 @@ class DigitsExample:
 
     def eval_dataloader(self, batch_size: int = 100) -> Any:
         """An ``lpot_ir`` DataLoader of (image, label) over the evaluation split."""
-        from lpot_ir.data import DataLoader
 
         return DataLoader(_Pairs(self.eval_data, self.eval_labels), batch_size=batch_size)
 
     def calib_dataloader(self, batch_size: int = 10) -> Any:
         """An ``lpot_ir`` DataLoader of (image, label) over the calibration split."""
-        from lpot_ir.data import DataLoader
 
         return DataLoader(_Pairs(self.calib_data, np.load(self.calib_labels_path)), batch_size=batch_size)
 
@@ -145,7 +149,6 @@ class DigitsExample:
 
         The examples do this so that their YAML can name the files with relative paths.
         """
-        import shutil
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -178,7 +181,6 @@ def model_accuracy(model: Any, inputs: np.ndarray, labels: np.ndarray, batch_siz
         labels: class indices [N].
         batch_size: samples per run.
     """
-    import onnxruntime as ort
 
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
@@ -242,8 +244,6 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
@@ -356,8 +356,6 @@ def _add_outlier_channel(net: Any, channel: int, scale: float) -> None:
 
 
 def _export(net: Any, sample: np.ndarray) -> bytes:
-    import io
-
     import torch
 
     buffer = io.BytesIO()
@@ -377,7 +375,6 @@ def _export(net: Any, sample: np.ndarray) -> bytes:
 
 def build_digits_example(folder: str | os.PathLike[str]) -> DigitsExample:
     """Train, export and write the example into ``folder`` (each file atomically). Takes a few seconds."""
-    import warnings
 
     import torch
 
@@ -418,8 +415,6 @@ def load_fashion_mnist(split: str = "train", limit: int | None = None, folder: s
         folder: where the ``*-idx?-ubyte.gz`` files are (default :data:`FASHION_MNIST_DIR`, from Debian's
             ``dataset-fashion-mnist`` package).
     """
-    import gzip
-
     root = Path(folder) if folder is not None else FASHION_MNIST_DIR
     prefix = "train" if split == "train" else "t10k"
     images_path = root / f"{prefix}-images-idx3-ubyte.gz"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.benchmarking import format_table
 from lpot_ir.ir.model import ModelSource, all_graphs, all_nodes, load_model
 
 __all__ = ["TensorSummary", "ModelSummary", "summarize_model", "human_count", "human_bytes"]
@@ -73,7 +74,6 @@ class ModelSummary:
 
     def to_text(self) -> str:
         """Tables for a terminal."""
-        from lpot_ir.backends.onnxruntime.benchmarking import format_table
 
         opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(self.opsets.items()))
         lines = [

@@ -35,13 +35,30 @@ weights and the learned activation ranges (see docs/qat.md and :mod:`lpot_ir.qat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import onnx
 
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import create_dataloader, load_config
+from lpot_ir.config.schema import framework_target
+from lpot_ir.data import create_postprocess
 from lpot_ir.errors import ConfigError, LpotError
+from lpot_ir.fileio import atomic_write
+from lpot_ir.frontends import detect_framework, first_batch_inputs, resolve_model, unwrap_model, wrap_for_eval
+from lpot_ir.ir.model import to_proto
+from lpot_ir.ir.quant import Approach
+from lpot_ir.pruning import Pruning
+from lpot_ir.pruning.stages import compare_stages, format_stages
+from lpot_ir.qat import finish_qat, prepare_qat
+from lpot_ir.quantizer import ModelQuantizer
+from lpot_ir.training import train_model
+from lpot_ir.tuning import Evaluator, tune
+from lpot_ir.tuning.checks import check_tuning_config
+from lpot_ir.tuning.space import build_space
 
 __all__ = ["Quantization"]
 
@@ -62,8 +79,6 @@ class Quantization:
     """
 
     def __init__(self, conf_fname_or_obj: Any = None) -> None:
-        from lpot_ir.config import load_config
-
         self.conf = load_config(conf_fname_or_obj)
         self._model: Any = None
         self._calib_dataloader: Iterable[Any] | None = None
@@ -89,9 +104,6 @@ class Quantization:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-        from lpot_ir.pruning import Pruning
-
         self._pruning = value if isinstance(value, Pruning) else None  # prune, then quantize: report the stages
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper, a QuantizedModel, or a Pruning
 
@@ -132,8 +144,6 @@ class Quantization:
     @postprocess.setter
     def postprocess(self, value: Any) -> None:
         if isinstance(value, dict):
-            from lpot_ir.data import create_postprocess
-
             value = create_postprocess(value.get("transform", value))
         elif value is not None and not callable(value):
             raise ConfigError(
@@ -206,11 +216,6 @@ class Quantization:
                 (or without torch), or a configuration the run cannot use.
             EvaluationError: the evaluation raised on the FP32 model.
         """
-        from lpot_ir.config.schema import framework_target
-        from lpot_ir.ir.model import to_proto
-        from lpot_ir.ir.quant import Approach
-        from lpot_ir.quantizer import ModelQuantizer
-        from lpot_ir.tuning import tune
 
         conf = self.conf
         if self._model is None:
@@ -218,11 +223,10 @@ class Quantization:
                 "Quantization has no model. Set quantizer.model = 'model.onnx' (or an onnx.ModelProto, or a "
                 "framework model object) before calling fit(), or pass it: quantizer(model, ...)."
             )
+        check_tuning_config(conf)  # before any conversion, calibration or evaluation runs a model
         calib = self._calib_dataloader
         if calib is None and conf.quantization.calibration.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
-            calib = create_dataloader(conf.quantization.calibration.dataloader)
+            calib = create_dataloader(conf.quantization.calibration.dataloader, framework=self._data_framework())
         approach = conf.quantization.approach
         assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
@@ -256,10 +260,6 @@ class Quantization:
 
     def _report_stages(self, quantizer: Any, evaluator: Any, calib: Iterable[Any] | None) -> None:
         """Dense FP32, pruned FP32 and INT8 side by side (sparsity, size, speed, accuracy), appended to the report."""
-        from lpot_ir.frontends import first_batch_inputs
-        from lpot_ir.ir.model import to_proto
-        from lpot_ir.pruning.stages import compare_stages, format_stages
-
         outcome = self.outcome
         example = first_batch_inputs(calib)
         try:
@@ -284,14 +284,21 @@ class Quantization:
         logger.info("compression stages:\n%s", table)
         report = outcome.files.get("report")
         if report is not None:
-            from lpot_ir.fileio import atomic_write
-
             text = report.read_text() + "\nCompression stages (speedup vs the dense FP32 model, 1 thread)\n" + "-" * 62 + "\n"
             atomic_write(report, text + table + "\n")
 
+    def _data_framework(self) -> str | None:
+        """The framework whose transform flavours the YAML dataloaders use: ``model.framework``, else the
+        model's detected framework (``None``: the ONNX Runtime flavours)."""
+        if self.conf.model.framework is not None:
+            return str(self.conf.model.framework)
+        try:
+            return detect_framework(self._model)
+        except LpotError:
+            return None
+
     def _convert(self, framework: str | None, calib: Iterable[Any] | None) -> tuple[Any, Any, str, Any]:
         """(model for the quantizer, name map, source framework, the user's original model)."""
-        from lpot_ir.frontends import resolve_model
 
         conf = self.conf
         converted = resolve_model(
@@ -302,8 +309,7 @@ class Quantization:
             outputs=list(conf.model.outputs) or None,
             params=conf.model.params,
         )
-        name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
-        return converted.model, name_map, converted.framework, self._model
+        return converted.model, converted.aliases_map, converted.framework, self._model
 
     def _check_qat(self) -> None:
         conf = self.conf
@@ -316,7 +322,7 @@ class Quantization:
                 "the YAML or quantizer.train_dataloader in Python. Or use post_training_static_quant."
             )
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401  # optional framework: QAT trains with it
         except ImportError:
             raise ConfigError(
                 "Quantization-aware training trains with PyTorch's fake-quantize ops, but torch is not installed. "
@@ -328,16 +334,11 @@ class Quantization:
         if self._train_dataloader is not None:
             return self._train_dataloader
         if train is not None and train.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
-            return create_dataloader(train.dataloader)
+            return create_dataloader(train.dataloader, framework=self._data_framework())
         return None
 
     def _train_qat(self, fp32_quantizer: Any) -> Any:
         """Train the fake-quantized model (q_func or the built-in loop); return the trained model's quantizer."""
-        from lpot_ir.qat import finish_qat, prepare_qat
-        from lpot_ir.tuning.space import build_space
-
         conf = self.conf
         build = build_space(conf, fp32_quantizer.nodes, fp32_quantizer.fp32_model)
         config = build.space.model_wise_configs()[0]  # the configuration the first trial quantizes with
@@ -346,8 +347,6 @@ class Quantization:
             logger.info("quant_aware_training: running q_func on the fake-quantized model (%s)", type(module).__name__)
             self._q_func(module)
         else:
-            from lpot_ir.training import train_model
-
             train_model(module, conf.quantization.train, self._training_dataloader(), where="quantization.train")
         self.qat_model = module
         if not module.learned_ranges() and fp32_quantizer.calib_dataloader is None:
@@ -359,15 +358,11 @@ class Quantization:
         return finish_qat(module, fp32_quantizer)
 
     def _evaluator(self, framework: str, original: Any) -> Any:
-        from lpot_ir.tuning import Evaluator
-
         conf = self.conf
         accuracy = conf.evaluation.accuracy
         eval_func = self._eval_func
         if eval_func is not None:
             if framework != "onnx":
-                from lpot_ir.frontends import wrap_for_eval
-
                 user_func = eval_func
 
                 def eval_func(proto: onnx.ModelProto) -> Any:
@@ -378,16 +373,12 @@ class Quantization:
             return Evaluator(eval_func=eval_func)
         dataloader = self._eval_dataloader
         if dataloader is None and accuracy is not None and accuracy.dataloader is not None:
-            from lpot_ir.data import create_dataloader
-
-            dataloader = create_dataloader(accuracy.dataloader)
+            dataloader = create_dataloader(accuracy.dataloader, framework=self._data_framework())
         metric = self._metric
         if metric is None and accuracy is not None and accuracy.metric is not None:
             metric = dict(accuracy.metric)
         postprocess = self._postprocess
         if postprocess is None and accuracy is not None and accuracy.postprocess is not None:
-            from lpot_ir.data import create_postprocess
-
             postprocess = create_postprocess(accuracy.postprocess.transform)
         if dataloader is None and metric is None:
             return None  # LPOT: no evaluation at all -> quantize without accuracy tuning
@@ -410,8 +401,6 @@ def _without_proxy(conf: Any) -> Any:
     *quantized*, not in FP32: the proxy would judge the trained configuration by the wrong reference
     and skip it. Without the proxy, the first trial is the configuration training simulated.
     """
-    import dataclasses
-
     strategy = conf.tuning.strategy
     if strategy.name != "basic" or "proxy" in strategy.options:
         return conf
@@ -434,7 +423,6 @@ def _calibration_files(section: Any, quantizer: Any) -> Any:
     params = dataset["numpy"] or {}
     if not isinstance(params, dict) or set(params) - {"path", "labels", "label_key"} or "path" not in params:
         return None
-    from lpot_ir.calibration import load_calibration_files
 
     return load_calibration_files(
         params["path"], quantizer.fp32_model, batch_size=section.batch_size, batch_axes=quantizer.batch_axes

@@ -6,9 +6,10 @@ calibration (once per (algorithm set, sampling size), over every tensor any conf
 Applying one :class:`~lpot_ir.ir.quant.TuningConfig` is then cheap: deserialize the optimized model,
 annotate, insert Q/DQ (or rewrite dynamically), optionally lower to QOperator, serialize.
 
-A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration and the exact ranges used.
-:func:`apply_recipe` replays a recipe on the FP32 model and reproduces the INT8 model bit for bit,
-without calibration data.
+A :class:`QuantizedModel` carries its :class:`Recipe`: the configuration, the exact ranges used and
+the per-channel factors of the accuracy-recovery rewrites. :func:`apply_recipe` replays a recipe on the
+FP32 model and reproduces the INT8 model bit for bit, without calibration data (unless a recovery step
+of the ``int8-refine`` stage reads calibration data).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from lpot_ir import __version__, frontends
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
 from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
@@ -33,8 +35,10 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     default_op_config,
     quantizable_nodes,
 )
+from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     Approach,
@@ -45,7 +49,14 @@ from lpot_ir.ir.quant import (
     TensorRange,
     TuningConfig,
 )
-from lpot_ir.passes.base import PIPELINES, StepReport, available_passes, pipeline_steps, pipeline_version
+from lpot_ir.passes.base import (
+    PIPELINES,
+    StepReport,
+    available_passes,
+    pipeline_steps,
+    pipeline_version,
+    run_pipeline,
+)
 from lpot_ir.passes.quantization import (
     PREPARE_PIPELINE,
     PipelineRecord,
@@ -56,6 +67,15 @@ from lpot_ir.passes.quantization import (
     select_pipeline,
 )
 from lpot_ir.passes.quantization.context import Feeds, RangeLookup, WeightCache
+from lpot_ir.passes.quantization.recovery import (
+    RecoveryPassResult,
+    RecoveryReport,
+    SiteFactors,
+    factors_from_dict,
+    factors_of,
+    factors_to_dict,
+    recovery_statistics,
+)
 
 __all__ = [
     "RECIPE_FORMAT_VERSION",
@@ -76,15 +96,6 @@ RECIPE_FORMAT_VERSION = 2
 with the pipeline their configuration selects."""
 
 _READABLE_RECIPE_VERSIONS = (1, 2)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lpot-ir")
-    except Exception:  # not installed as a distribution (running from a source tree)
-        return "0.0.0+unknown"
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -138,14 +149,18 @@ class Recipe:
         lpot_ir_version: the version that wrote the recipe.
         format_version: the recipe file format.
         pipeline: the quantization pipeline that ran (name, version, steps); ``None`` in version 1 recipes.
+        factors: per-channel factors of the ``int8-prepare`` recovery rewrites (technique -> site ->
+            factors), replayed as they are, so the prepared model needs neither calibration data nor the
+            same CPU (float powers may round differently elsewhere).
     """
 
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
-    lpot_ir_version: str = field(default_factory=_version)
+    lpot_ir_version: str = __version__
     format_version: int = RECIPE_FORMAT_VERSION
     pipeline: PipelineRecord | None = None
+    factors: Mapping[str, Mapping[str, SiteFactors]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -157,6 +172,9 @@ class Recipe:
         }
         if self.pipeline is not None:
             out["pipeline"] = self.pipeline.to_dict()
+        factors = factors_to_dict(self.factors)
+        if factors:  # omitted without recovery rewrites: plain recipes are unchanged
+            out["recovery_factors"] = factors
         return out
 
     @classmethod
@@ -177,6 +195,7 @@ class Recipe:
                 lpot_ir_version=str(data.get("lpot_ir_version", "")),
                 format_version=version,
                 pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
+                factors=factors_from_dict(data.get("recovery_factors") or {}),
             )
         except LpotError:
             raise
@@ -228,6 +247,8 @@ class QuantizedModel:
         decisions: node name -> :class:`NodeDecision`, for every node the capability table covers.
         steps: what each step of the quantization pipeline did (changes, per-rule counts, ``details``,
             time); the passes' results themselves are not kept.
+        recovery: technique -> what the ``int8-prepare`` recovery rewrite did (sites applied and
+            declined with reasons, factors), for the techniques the configuration turned on.
     """
 
     model: onnx.ModelProto
@@ -235,6 +256,7 @@ class QuantizedModel:
     recipe: Recipe
     decisions: dict[str, NodeDecision] = field(default_factory=dict)
     steps: tuple[StepReport, ...] = field(default=(), repr=False, compare=False)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict, repr=False, compare=False)
 
     def step(self, name: str) -> StepReport:
         """The report of the pipeline step ``name`` (``KeyError`` if it did not run)."""
@@ -264,26 +286,29 @@ class QuantizedModel:
 
         Args:
             target: ``"onnx"`` (the portable Q/DQ model; :meth:`save`), ``"pytorch"`` (a ``torch.nn.Module``
-                that runs without ONNX Runtime) or ``"tensorflow"`` (a SavedModel folder).
-            path: where to write (required for ``onnx`` and ``tensorflow``; ignored for ``pytorch``).
+                that runs without ONNX Runtime), ``"tensorflow"`` (a SavedModel folder) or ``"mxnet"``
+                (``<path>-symbol.json`` + ``<path>-0000.params``, checked against ONNX Runtime in the isolated
+                MXNet environment; Q/DQ emulated in FP32, see :mod:`lpot_ir.backends.export.mxnet_lowering`).
+            path: where to write (required for ``onnx``, ``tensorflow`` and ``mxnet``; ignored for ``pytorch``).
 
         Returns:
-            The written path, or the ``torch.nn.Module`` for ``pytorch``.
+            The written path, the ``torch.nn.Module`` for ``pytorch``, or the ``MXNetExport`` for ``mxnet``.
         """
-        from lpot_ir import frontends
 
         kind = target.lower()
         if kind == "pytorch":
             return frontends.export_to_pytorch(self.model)
-        if kind not in ("onnx", "tensorflow"):
+        if kind not in ("onnx", "tensorflow", "mxnet"):
             raise QuantizationError(
-                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module) or "
-                "'tensorflow' (a SavedModel folder)."
+                f"Unknown export target {target!r}. Use 'onnx' (the Q/DQ model), 'pytorch' (a torch.nn.Module), "
+                "'tensorflow' (a SavedModel folder) or 'mxnet' (symbol + params)."
             )
         if path is None:
             raise QuantizationError(f"export({target!r}) writes files: pass path=..., e.g. export({target!r}, 'out').")
         if kind == "onnx":
             return self.save(path)
+        if kind == "mxnet":
+            return frontends.export_to_mxnet(self.model, path)
         return frontends.export_to_tensorflow(self.model, path)
 
 
@@ -292,12 +317,14 @@ class _Prepared:
     """The FP32 model a quantization starts from after the ``int8-prepare`` stage, and what hangs off it.
 
     ``key`` is ``None`` for the optimized model itself (no prepare step changed it); calibrations,
-    quantizable nodes and quantized weights are cached per prepared model.
+    quantizable nodes and quantized weights are cached per prepared model. ``recovery`` holds what the
+    recovery rewrites of the stage reported (also when they changed nothing).
     """
 
     key: tuple[object, ...] | None
     proto: onnx.ModelProto
     weight_cache: WeightCache = field(default_factory=dict)
+    recovery: Mapping[str, RecoveryReport] = field(default_factory=dict)
 
 
 class ModelQuantizer:
@@ -356,6 +383,7 @@ class ModelQuantizer:
         self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
         self._prepared: dict[tuple[object, ...], _Prepared] = {}
         self._feeds: dict[int, list[dict[str, Any]]] = {}
+        self._channel_stats: dict[int, dict[str, Any]] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -396,26 +424,72 @@ class ModelQuantizer:
 
         return feeds
 
-    def prepared(self, config: TuningConfig, steps: tuple[str, ...] | None = None) -> _Prepared:
+    def channel_ranges(self, wanted: Mapping[str, int], sampling_size: int) -> dict[str, Any]:
+        """Per-channel ranges (:class:`~lpot_ir.calibration.ChannelRange`) of the optimized model's
+        activations, for the prepare stage's recovery rewrites.
+
+        One calibration run per sampling size covers every value any recovery setting reads
+        (:func:`~lpot_ir.passes.quantization.recovery.recovery_statistics`), so trying several settings
+        costs one run; it is cached on disk with the other calibrations.
+        """
+        cached = self._channel_stats.setdefault(sampling_size, {})
+        missing = {name: axis for name, axis in wanted.items() if name not in cached}
+        if missing:
+            if self.calib_dataloader is None:
+                raise QuantizationError(
+                    "An accuracy-recovery rewrite needs per-channel ranges from calibration data, but no "
+                    "calib_dataloader was given. Pass calib_dataloader= (Python) or --calib DATA (CLI), or switch "
+                    "the recovery setting off."
+                )
+            request = {**recovery_statistics(self.fp32_model), **missing} if not cached else missing
+            result = calibrate(
+                self.fp32_model, self.calib_dataloader, tensors=[], channel_axes=request,
+                sampling_size=sampling_size, progress=self.progress,
+                cache_dir=self.workspace / "calibration" if self.workspace is not None else None,
+                batch_axes=self.batch_axes,
+            )
+            cached.update(result.channels)
+        return {name: cached[name] for name in wanted if name in cached}
+
+    def prepared(
+        self,
+        config: TuningConfig,
+        steps: tuple[str, ...] | None = None,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+    ) -> _Prepared:
         """The FP32 model after the prepare stage for ``config`` (cached per prepared-model key).
 
         The key is (steps, ``config.recovery``, ``config.calib_sampling_size``): prepare steps read only
         those (the contract in docs/architecture.md). When no step changes the model, the optimized model
-        itself is used, so its calibration and quantized weights are shared.
+        itself is used, so its calibration and quantized weights are shared. ``factors`` (a recipe's)
+        replays the recovery rewrites instead of computing them from calibration data.
         """
         steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
         if not steps:
             return self._base
-        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size)
+        replay = json.dumps(factors_to_dict(factors), sort_keys=True) if factors is not None else None
+        key: tuple[object, ...] = (steps, config.recovery, config.calib_sampling_size, replay)
         if key not in self._prepared:
             model = ir.serde.deserialize_model(self._base.proto)
             nodes, unsupported = self.nodes_for(config.approach)
+            size = config.calib_sampling_size
+            has_data = self.calib_dataloader is not None
             context = QuantizationContext(
                 config, tuple(nodes), unsupported, no_ranges, self._base.weight_cache, self._base.proto,
-                self._feeds_for(config.calib_sampling_size),
+                self._feeds_for(size),
+                channel_ranges=(lambda wanted: self.channel_ranges(wanted, size)) if has_data else None,
+                recovery_factors=factors,
             )
-            changed = prepare_model(model, context, steps=steps)
-            self._prepared[key] = _Prepared(key, to_proto(model)) if changed else self._base
+            report = prepare_model(model, context, steps=steps)
+            recovery = {
+                s.result.report.technique: s.result.report
+                for s in (report.steps if report is not None else ())
+                if isinstance(s.result, RecoveryPassResult) and s.result.report is not None
+            }
+            if report is not None and report.modified:
+                self._prepared[key] = _Prepared(key, to_proto(model), recovery=recovery)
+            else:  # the optimized model itself: its calibrations, nodes and quantized weights are shared
+                self._prepared[key] = dataclasses.replace(self._base, recovery=recovery) if recovery else self._base
         return self._prepared[key]
 
     # -- calibration -------------------------------------------------------------------------------
@@ -446,7 +520,6 @@ class ModelQuantizer:
     ) -> Any:
         """The :class:`~lpot_ir.calibration.CalibrationResult` for these algorithms and size (cached),
         of the optimized model or of a prepared one."""
-        from lpot_ir.calibration import calibrate
 
         prepared = prepared or self._base
         algos = frozenset(CalibAlgorithm(a) for a in algorithms) | {CalibAlgorithm.MINMAX}
@@ -516,7 +589,8 @@ class ModelQuantizer:
         return range_of
 
     def apply_ranges(
-        self, config: TuningConfig, ranges: Mapping[str, TensorRange], pipeline: PipelineRecord | None = None
+        self, config: TuningConfig, ranges: Mapping[str, TensorRange], pipeline: PipelineRecord | None = None,
+        factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
     ) -> QuantizedModel:
         """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
 
@@ -524,9 +598,11 @@ class ModelQuantizer:
             config: the configuration.
             ranges: value name -> range (whatever the algorithm).
             pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
+            factors: the recovery rewrites' factors to replay (a recipe's); computed when ``None``
+                (SmoothQuant then needs calibration data).
         """
         record = pipeline or PipelineRecord.current(select_pipeline(config))
-        prepared = self.prepared(config, record.prepare)
+        prepared = self.prepared(config, record.prepare, factors)
         return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record)
 
     def _apply(
@@ -553,9 +629,9 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used, pipeline=record)
+        recipe = Recipe(self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery))
         steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
-        return QuantizedModel(proto, config, recipe, decisions, steps)
+        return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
@@ -571,16 +647,8 @@ def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:
 
 
 def _optimize(model: ir.Model) -> ir.Model:
-    """Run the ``fp32-optimize`` pipeline; on failure keep the model as loaded (with a warning)."""
-    backup = to_proto(model)
-    try:
-        from lpot_ir.passes.base import run_pipeline
-
-        report = run_pipeline(model, "fp32-optimize")
-        model = getattr(report, "model", None) or model
-    except Exception as exc:  # an optimizer failure must not stop quantization: fall back to the loaded model
-        logger.warning("fp32-optimize failed (%s: %s); quantizing the model as loaded.", type(exc).__name__, exc)
-        model = ir.serde.deserialize_model(backup)
+    """Run the ``fp32-optimize`` pipeline (a failing rule or pass raises :class:`PassError` naming it)."""
+    model = run_pipeline(model, "fp32-optimize").model
     # weights stored in Constant nodes become initializers, so they can be stored quantized
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
     return model
@@ -607,7 +675,6 @@ def quantize(
     Returns:
         The :class:`QuantizedModel`; for a framework model, scopes and decisions also know its names.
     """
-    from lpot_ir.frontends import resolve_model
 
     approach = config.approach if config is not None else kwargs.pop("approach", Approach.STATIC)
     kwargs.pop("approach", None)
@@ -615,7 +682,7 @@ def quantize(
     converted = resolve_model(model, calib_dataloader=calib_dataloader, **frontend_options)
     if converted.framework != "onnx":
         model = converted.model
-        kwargs.setdefault("name_map", {k: v for k, v in converted.name_map.items() if v and v != k} or None)
+        kwargs.setdefault("name_map", converted.aliases_map)
     quantizer = ModelQuantizer(model, calib_dataloader, approach=approach, **kwargs)
     return quantizer.quantize(config or default_config(approach))
 
@@ -643,7 +710,7 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.factors)
 
 
 def _check_pipeline(record: PipelineRecord | None) -> None:

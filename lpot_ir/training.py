@@ -23,6 +23,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+import numpy as np
+
+from lpot_ir.config import create_dataloader
 from lpot_ir.errors import ConfigError, DataError
 
 __all__ = ["TrainingCallbacks", "OPTIMIZERS", "CRITERIA", "make_optimizer", "make_criterion", "train_model", "epochs_of"]
@@ -138,7 +141,6 @@ def epochs_of(train: Any) -> range:
 
 
 def _to_torch(x: Any) -> Any:
-    import numpy as np
     import torch
 
     if isinstance(x, torch.Tensor):
@@ -187,8 +189,6 @@ def train_model(
     import torch
 
     if dataloader is None and train is not None and train.dataloader is not None:
-        from lpot_ir.data import create_dataloader
-
         dataloader = create_dataloader(train.dataloader)
     if dataloader is None:
         raise ConfigError(

@@ -108,6 +108,21 @@ def test_accuracy_mode_with_yaml_metric_and_iteration(trained, tmp_path):
     assert result.accuracy == pytest.approx(first_two.result())
 
 
+@pytest.mark.parametrize("iteration", [0, -1, 3])
+def test_benchmark_and_tuning_evaluator_read_iteration_alike(trained, iteration):
+    from lpot_ir.tuning import Evaluator
+
+    model, batches, expected = trained
+    evaluator = Benchmark({"evaluation": {"accuracy": {"iteration": iteration}}})
+    evaluator.model, evaluator.b_dataloader, evaluator.metric = model, batches, Top1()
+    result = evaluator(mode="accuracy")
+    assert result.batches == (3 if iteration == 3 else len(batches))  # 0 and -1: every batch
+    tuning = Evaluator(dataloader=batches, metric=Top1(), iteration=iteration)(model)
+    assert tuning == pytest.approx(result.accuracy)
+    if iteration != 3:
+        assert tuning == pytest.approx(expected)
+
+
 def test_performance_mode_defaults_to_whole_dataloader(trained):
     model, batches, _ = trained
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 from lpot_ir.calibration.algorithms import DEFAULT_PERCENTILE, compute_range, weight_range
 from lpot_ir.calibration.calibrator import calibrate
 from lpot_ir.calibration.files import NumpyBatches, load_calibration_files
-from lpot_ir.calibration.result import CalibrationResult
-from lpot_ir.calibration.statistics import Histogram, TensorStatistics
+from lpot_ir.calibration.result import CalibrationResult, ChannelRange
+from lpot_ir.calibration.statistics import ChannelStatistics, Histogram, TensorStatistics
 from lpot_ir.ir.quant import CalibAlgorithm, TensorRange
 
 __all__ = [
     "DEFAULT_PERCENTILE",
     "CalibAlgorithm",
     "CalibrationResult",
+    "ChannelRange",
+    "ChannelStatistics",
     "Histogram",
     "NumpyBatches",
     "TensorRange",

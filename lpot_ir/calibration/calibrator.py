@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import onnx
@@ -26,9 +26,9 @@ from lpot_ir.calibration.algorithms import (
     weight_range,
 )
 from lpot_ir.calibration.collector import collect, select_tensors
-from lpot_ir.calibration.result import CalibrationResult
+from lpot_ir.calibration.result import CalibrationResult, ChannelRange
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE
-from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.errors import ConfigError, DataError, QuantizationError
 from lpot_ir.ir.model import from_proto, infer_shapes, model_digest
 from lpot_ir.ir.quant import CalibAlgorithm
 
@@ -63,6 +63,7 @@ def calibrate(
     cache_dir: str | os.PathLike[str] | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     intra_op_threads: int | None = None,
+    channel_axes: Mapping[str, int] | None = None,
     batch_axes: BatchAxes | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model``'s tensors over at most ``sampling_size`` samples of ``dataloader``.
@@ -84,6 +85,9 @@ def calibrate(
         cache_dir: folder of the on-disk cache; a hit returns without running the model.
         percentile: the percentile of the ``percentile`` algorithm.
         intra_op_threads: ONNX Runtime threads inside one op (``None``: all cores).
+        channel_axes: activation name -> channel axis: also collect the per-channel min/max of these
+            tensors (:meth:`CalibrationResult.channel_range`), e.g. ``{"ln_out": -1}`` for the input
+            channels of a MatMul. Names are calibrated even when ``tensors`` does not list them.
         batch_axes: ``{input name: axis or None}`` where the model's dimension names do not tell which
             axis holds the batch (a :class:`~lpot_ir.calibration.NumpyBatches` loader brings its own).
 
@@ -104,7 +108,8 @@ def calibrate(
         raise ConfigError(f"Calibration percentile is {percentile}; it must be in (50, 100], e.g. 99.999.")
     sampling_size = int(sampling_size)
     algos = tuple(dict.fromkeys(CalibAlgorithm(a) for a in algorithms))
-    tensor_list = list(dict.fromkeys(tensors)) if tensors is not None else None
+    axes = {str(name): int(axis) for name, axis in sorted((channel_axes or {}).items())}
+    tensor_list = list(dict.fromkeys([*tensors, *axes])) if tensors is not None else None
     ir_model = _as_ir(model)
     layout = getattr(dataloader, "layout", None)
     if not isinstance(layout, BatchLayout) or batch_axes is not None:
@@ -117,9 +122,17 @@ def calibrate(
         )
         sampling_size = rounded
     selection = select_tensors(ir_model, tensor_list)
+    not_activations = sorted(set(axes) - set(selection.activations))
+    if not_activations:
+        raise QuantizationError(
+            f"Per-channel statistics were asked for {not_activations[:5]}, which are not float activations of "
+            "the model's main graph (initializers, non-float values and values inside If/Loop bodies have none)."
+        )
     options: dict[str, Any] = {"bins_per_side": DEFAULT_BINS_PER_SIDE}
     if CalibAlgorithm.PERCENTILE in algos:
         options["percentile"] = float(percentile)
+    if axes:  # part of the cache key; omitted when empty so plain calibrations keep their keys
+        options["channel_axes"] = axes
     weights = {name: weight_range(array) for name, array in selection.weights.items()}
 
     if not selection.activations or not algos:
@@ -161,6 +174,7 @@ def calibrate(
         sampling_size=sampling_size,
         progress=progress,
         intra_op_threads=intra_op_threads,
+        channel_axes=axes,
         layout=layout,
     )
     if seen == 0:
@@ -178,8 +192,14 @@ def calibrate(
         algorithm: {name: compute_range(s, algorithm, percentile=percentile) for name, s in stats.items()}
         for algorithm in algos
     }
+    channels = {}
+    for name in axes:
+        collected = stats[name].channels if name in stats else None
+        if collected is not None and collected.lo is not None and collected.hi is not None:
+            channels[name] = ChannelRange.from_arrays(collected.axis, collected.lo, collected.hi)
     result = CalibrationResult(
-        num_samples=seen, activations=activations, weights=weights, skipped=selection.skipped, options=options
+        num_samples=seen, activations=activations, weights=weights, skipped=selection.skipped, options=options,
+        channels=channels,
     )
     if cache_dir is not None and key is not None:
         try:

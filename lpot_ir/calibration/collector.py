@@ -19,18 +19,17 @@ on a typical CNN.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.batching import BatchLayout
+from lpot_ir.backends.onnxruntime.session import make_session, run_feed
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
-
-if TYPE_CHECKING:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.model import all_graphs, to_proto
 
@@ -183,24 +182,25 @@ def collect(
     progress: bool = True,
     bins_per_side: int = DEFAULT_BINS_PER_SIDE,
     intra_op_threads: int | None = None,
+    channel_axes: Mapping[str, int] | None = None,
     layout: BatchLayout | None = None,
 ) -> tuple[dict[str, TensorStatistics], int]:
     """Run the instrumented model over ``batches`` and return (statistics per activation, samples seen).
 
-    ``layout`` (default: from the model) says where each input keeps its samples.
+    ``layout`` (default: from the model) says where each input keeps its samples. ``channel_axes``
+    (activation name -> axis) also keeps per-channel min/max of those tensors (:attr:`TensorStatistics.channels`).
 
     Raises:
         DataError: a batch does not fit the model (from ``make_feed``), or ONNX Runtime fails on it.
     """
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
-    from lpot_ir.backends.onnxruntime.session import make_session, run_feed
 
+    axes = dict(channel_axes or {})
     stats = {
-        name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side)
+        name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side, channel_axis=axes.get(name))
         for name in selection.activations
-        if name not in selection.derived
+        if name not in selection.derived or axes.get(name) != axes.get(selection.derived[name])
     }
-    outputs = [name for name in selection.outputs if name not in selection.derived]
+    outputs = [name for name in selection.outputs if name in stats]
     session = None
     if outputs:  # serialized at once, so the instrumented proto is freed before ONNX Runtime parses it
         payload = instrument(model, outputs).SerializeToString()
@@ -225,14 +225,14 @@ def collect(
                     samples = sampling_size - seen
                     feed = layout.head(feed, samples)
                 for name in selection.inputs:
-                    stats[name].update(feed[name], samples)
+                    _update(stats[name], feed[name], samples)
                 if session is not None:
                     arrays = run_feed(session, feed, where=f"calibration batch {index}")
                     if runs == 0:
                         ignored = _non_float_outputs(outputs, arrays, stats, selection)
                     for name, array in zip(outputs, arrays, strict=True):
                         if name not in ignored:
-                            stats[name].update(array, samples)
+                            _update(stats[name], array, samples)
                     del arrays
                 runs += 1
                 seen += samples
@@ -242,9 +242,19 @@ def collect(
         if bar is not None:
             bar.close()
     for result, source in selection.derived.items():  # graph order: a source is ready before its result
-        if source in stats:
+        if source in stats and result not in stats:
             stats[result] = stats[source].after_relu(result)
     return {name: stats[name] for name in selection.activations if name in stats}, seen
+
+
+def _update(stats: TensorStatistics, array: np.ndarray, samples: int) -> None:
+    try:
+        stats.update(array, samples)
+    except ValueError as exc:  # a per-channel axis that does not fit the tensor
+        raise QuantizationError(
+            f"Cannot collect per-channel statistics: {exc}. Pass a channel axis the tensor has "
+            "(calibrate(channel_axes={name: axis}))."
+        ) from None
 
 
 def _non_float_outputs(

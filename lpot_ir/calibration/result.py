@@ -2,7 +2,8 @@
 
 A result is frozen data. It holds, for each requested algorithm, the ``[lo, hi]`` range of every
 calibrated activation tensor, the minmax range of the weights (initializers) that were asked for, the
-number of samples seen, and the tensors that could not be calibrated with the reason. It round-trips
+per-channel minmax of the tensors asked for by channel (:class:`ChannelRange`), the number of samples
+seen, and the tensors that could not be calibrated with the reason. It round-trips
 through :meth:`CalibrationResult.to_dict` / :meth:`CalibrationResult.from_dict` (recipes, the cache).
 """
 
@@ -13,13 +14,57 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from lpot_ir.ir.quant import CalibAlgorithm, TensorRange
 
-__all__ = ["CalibrationResult"]
+__all__ = ["CalibrationResult", "ChannelRange"]
 
 
 def _frozen(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class ChannelRange:
+    """The observed per-channel ``[lo, hi]`` of one activation tensor along ``axis``.
+
+    A channel that never held a finite value has ``lo = +inf`` and ``hi = -inf``.
+
+    Attributes:
+        axis: the channel axis, as requested (negative counts from the end).
+        lo: per-channel minimum.
+        hi: per-channel maximum.
+    """
+
+    axis: int
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+
+    @classmethod
+    def from_arrays(cls, axis: int, lo: np.ndarray, hi: np.ndarray) -> ChannelRange:
+        return cls(int(axis), tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+
+    @property
+    def channels(self) -> int:
+        return len(self.hi)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)`` as float64 arrays."""
+        return np.asarray(self.lo, dtype=np.float64), np.asarray(self.hi, dtype=np.float64)
+
+    def absmax(self) -> np.ndarray:
+        """Per-channel ``max(|lo|, |hi|)`` (float64; 0 for a channel that held no finite value)."""
+        lo, hi = self.arrays()
+        out = np.maximum(np.abs(lo), np.abs(hi))
+        return np.where(np.isfinite(out), out, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axis": self.axis, "lo": list(self.lo), "hi": list(self.hi)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChannelRange:
+        return cls(int(data["axis"]), tuple(float(v) for v in data["lo"]), tuple(float(v) for v in data["hi"]))
 
 
 @dataclass(frozen=True)
@@ -33,6 +78,7 @@ class CalibrationResult:
         weights: initializer name -> minmax range (weights always use minmax).
         skipped: tensor name -> why it has no range (e.g. it lives inside an If/Loop body, or is not float).
         options: the options the ranges were computed with (e.g. ``{"percentile": 99.999}``).
+        channels: tensor name -> per-channel minmax, for the tensors calibrated with a channel axis.
     """
 
     num_samples: int
@@ -40,6 +86,7 @@ class CalibrationResult:
     weights: Mapping[str, TensorRange] = field(default_factory=dict)
     skipped: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    channels: Mapping[str, ChannelRange] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -50,6 +97,7 @@ class CalibrationResult:
         object.__setattr__(self, "weights", _frozen(self.weights))
         object.__setattr__(self, "skipped", _frozen(self.skipped))
         object.__setattr__(self, "options", _frozen(self.options))
+        object.__setattr__(self, "channels", _frozen(self.channels))
 
     @property
     def algorithms(self) -> tuple[CalibAlgorithm, ...]:
@@ -86,6 +134,17 @@ class CalibrationResult:
             raise KeyError(f"No calibrated range for tensor {value_name!r}: {why}.")
         return ranges[value_name]
 
+    def channel_range(self, value_name: str) -> ChannelRange:
+        """The per-channel minmax of one activation tensor.
+
+        Raises:
+            KeyError: the tensor was not calibrated with a channel axis.
+        """
+        if value_name not in self.channels:
+            why = self.skipped.get(value_name, "it was not calibrated with a channel axis (calibrate(channel_axes=...))")
+            raise KeyError(f"No per-channel range for tensor {value_name!r}: {why}.")
+        return self.channels[value_name]
+
     def ranges(self, algorithm: CalibAlgorithm | str) -> dict[str, TensorRange]:
         """Every activation tensor's range under ``algorithm`` (weights: see :attr:`weights`)."""
         algorithm = CalibAlgorithm(algorithm)
@@ -94,7 +153,7 @@ class CalibrationResult:
         return dict(self.activations[algorithm])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "num_samples": self.num_samples,
             "activations": {
                 a.value: {name: r.to_list() for name, r in ranges.items()} for a, ranges in self.activations.items()
@@ -103,6 +162,9 @@ class CalibrationResult:
             "skipped": dict(self.skipped),
             "options": dict(self.options),
         }
+        if self.channels:  # omitted when empty: results without channel statistics serialize as before
+            out["channels"] = {name: c.to_dict() for name, c in self.channels.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationResult:
@@ -115,4 +177,5 @@ class CalibrationResult:
             weights={name: TensorRange.from_list(r) for name, r in data.get("weights", {}).items()},
             skipped=dict(data.get("skipped", {})),
             options=dict(data.get("options", {})),
+            channels={name: ChannelRange.from_dict(c) for name, c in data.get("channels", {}).items()},
         )

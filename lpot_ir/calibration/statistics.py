@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_BINS_PER_SIDE", "HISTOGRAM_VALUES_PER_SAMPLE", "TensorStatistics", "Histogram"]
+__all__ = [
+    "DEFAULT_BINS_PER_SIDE",
+    "HISTOGRAM_VALUES_PER_SAMPLE",
+    "ChannelStatistics",
+    "TensorStatistics",
+    "Histogram",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +148,65 @@ class Histogram:
         return hist
 
 
+class ChannelStatistics:
+    """Running per-channel minimum and maximum of one tensor along one axis (bounded memory).
+
+    Used by accuracy-recovery rewrites that scale channels (SmoothQuant reads the per-channel abs-max of
+    a MatMul input; cross-layer equalization reads whether a channel ever reached a Clip bound).
+
+    Args:
+        name: the tensor's name (for messages).
+        axis: the channel axis (negative counts from the end, e.g. -1 for the last axis).
+
+    Attributes:
+        lo: per-channel minimum (float64), ``None`` before the first value.
+        hi: per-channel maximum (float64), ``None`` before the first value.
+    """
+
+    def __init__(self, name: str, axis: int) -> None:
+        self.name = name
+        self.axis = int(axis)
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+
+    def update(self, array: np.ndarray) -> None:
+        """Fold one batch in; NaN and infinite values are left out (a channel with none keeps no range).
+
+        Raises:
+            ValueError: the array has no such axis, or its channel count changed since the first batch.
+        """
+        values = np.asarray(array)
+        if values.size == 0:
+            return
+        if not -values.ndim <= self.axis < values.ndim:
+            raise ValueError(
+                f"tensor {self.name!r} has rank {values.ndim}; it has no channel axis {self.axis}"
+            )
+        moved = np.moveaxis(values, self.axis, 0).reshape(values.shape[self.axis], -1)
+        if moved.dtype not in (np.float32, np.float64):
+            moved = moved.astype(np.float32)
+        finite = np.isfinite(moved)
+        lo = np.where(finite, moved, np.inf).min(axis=1).astype(np.float64)
+        hi = np.where(finite, moved, -np.inf).max(axis=1).astype(np.float64)
+        if self.lo is None or self.hi is None:
+            self.lo, self.hi = lo, hi
+            return
+        if lo.shape != self.lo.shape:
+            raise ValueError(
+                f"tensor {self.name!r} has {lo.shape[0]} channels on axis {self.axis} in this batch and "
+                f"{self.lo.shape[0]} in the first one"
+            )
+        np.minimum(self.lo, lo, out=self.lo)
+        np.maximum(self.hi, hi, out=self.hi)
+
+    def after_relu(self, name: str) -> ChannelStatistics:
+        """The exact per-channel statistics of ``Relu(x)`` given those of ``x``."""
+        out = ChannelStatistics(name, self.axis)
+        if self.lo is not None and self.hi is not None:
+            out.lo, out.hi = np.maximum(self.lo, 0.0), np.maximum(self.hi, 0.0)
+        return out
+
+
 class TensorStatistics:
     """Running min, max, element count and (optionally) a :class:`Histogram` of one tensor.
 
@@ -149,10 +214,19 @@ class TensorStatistics:
         name: the tensor's name (for log messages).
         histogram: keep a histogram (needed by kl, percentile and mse).
         bins_per_side: histogram resolution on each side of zero.
+        channel_axis: also keep per-channel min/max along this axis (:attr:`channels`); ``None``: do not.
     """
 
-    def __init__(self, name: str, *, histogram: bool = False, bins_per_side: int = DEFAULT_BINS_PER_SIDE):
+    def __init__(
+        self,
+        name: str,
+        *,
+        histogram: bool = False,
+        bins_per_side: int = DEFAULT_BINS_PER_SIDE,
+        channel_axis: int | None = None,
+    ):
         self.name = name
+        self.channels = ChannelStatistics(name, channel_axis) if channel_axis is not None else None
         self.min = math.inf
         self.max = -math.inf
         self.count = 0
@@ -171,6 +245,8 @@ class TensorStatistics:
         values = np.asarray(array)
         if values.dtype not in (np.float32, np.float64):
             values = values.astype(np.float32)
+        if self.channels is not None:
+            self.channels.update(values)
         values = values.reshape(-1)
         if values.size == 0:
             return
@@ -204,6 +280,8 @@ class TensorStatistics:
         """
         out = TensorStatistics(name)
         out.count, out.nonfinite = self.count, self.nonfinite
+        if self.channels is not None:
+            out.channels = self.channels.after_relu(name)
         if self.count:
             out.min, out.max = max(self.min, 0.0), max(self.max, 0.0)
         if self.histogram is not None:

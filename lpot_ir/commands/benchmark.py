@@ -12,6 +12,12 @@ import json
 import logging
 from typing import Any
 
+from lpot_ir.backends.onnxruntime.benchmarking import DEFAULT_SYNTHETIC_ITERATIONS, benchmark_model
+from lpot_ir.backends.onnxruntime.session import input_specs
+from lpot_ir.backends.onnxruntime.synthetic import parse_shape_overrides, synthetic_shapes
+from lpot_ir.errors import DataError
+from lpot_ir.ir.model import load_model
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -39,7 +45,6 @@ def _non_negative(text: str) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``benchmark`` subcommand."""
-    from lpot_ir.backends.onnxruntime.benchmarking import DEFAULT_SYNTHETIC_ITERATIONS
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -68,11 +73,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark ``args.model``; LpotErrors propagate to the CLI."""
-    from lpot_ir.backends.onnxruntime.benchmarking import benchmark_model
-    from lpot_ir.backends.onnxruntime.session import input_specs
-    from lpot_ir.backends.onnxruntime.synthetic import parse_shape_overrides, synthetic_shapes
-    from lpot_ir.errors import DataError
-    from lpot_ir.ir.model import load_model
 
     model = load_model(args.model, target_opset=None, infer=False)  # a clear error for a bad file
     specs = input_specs(model)

@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+from lpot_ir.inspection import summarize_model
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary; LpotErrors (a bad model file) propagate to the CLI, which prints them."""
-    from lpot_ir.inspection import summarize_model
 
     summary = summarize_model(args.model)
     if args.json:

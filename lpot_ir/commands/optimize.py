@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from lpot_ir.errors import ConfigError
+from lpot_ir.ir.model import all_nodes, load_model, save_model
+from lpot_ir.passes.base import run_pipeline
 
 __all__ = ["PIPELINE", "add_parser", "run"]
 
@@ -42,8 +44,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Optimize ``args.model`` into ``args.output``; LpotErrors propagate to the CLI."""
-    from lpot_ir.ir.model import all_nodes, load_model, save_model
-    from lpot_ir.passes.base import run_pipeline
 
     source, output = Path(args.model), Path(args.output)
     if _same_file(source, output) and not args.force:

@@ -16,7 +16,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
+from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
+from lpot_ir.backends.onnxruntime.capabilities import default_op_config
+from lpot_ir.calibration import load_calibration_files
+from lpot_ir.config import load_config
 from lpot_ir.errors import ConfigError
+from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.quant import (
     Approach,
     DType,
@@ -28,6 +36,7 @@ from lpot_ir.ir.quant import (
     SpecOverride,
     TuningConfig,
 )
+from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
 __all__ = ["add_parser", "add_batch_axis_argument", "run", "load_tuning_config", "tuning_config_from_lpot"]
 
@@ -62,18 +71,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot quantize``; return the exit code (LpotErrors propagate to the CLI, which prints them)."""
-    from lpot_ir.calibration import load_calibration_files
-    from lpot_ir.frontends import resolve_model
-    from lpot_ir.quantizer import ModelQuantizer, apply_recipe, default_config
 
     output = Path(args.output)
-    from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
 
     batch_axes = parse_batch_axes(args.batch_axis) or None
     example = _ExampleInputs(args.calib) if args.calib else None
     converted = resolve_model(args.model, framework=args.framework, calib_dataloader=example, params=args.params)
     model = converted.model
-    name_map = {k: v for k, v in converted.name_map.items() if v and v != k} or None
+    name_map = converted.aliases_map
     if converted.framework != "onnx":
         print(f"Converted the {converted.framework} model to ONNX: " + "; ".join(converted.notes))
     if args.recipe:
@@ -136,7 +141,6 @@ class _ExampleInputs:
 
 def _first_sample(path: str) -> Any:
     """One sample of the calibration data (the example input a framework exporter needs), or ``None``."""
-    import numpy as np
 
     root = Path(path)
     files = sorted(root.glob("*.np[yz]")) if root.is_dir() else [root]
@@ -157,6 +161,7 @@ def _fields(config: TuningConfig) -> dict[str, Any]:
         "global_config": config.global_config,
         "overrides": config.overrides,
         "calib_sampling_size": config.calib_sampling_size,
+        "recovery": config.recovery,
     }
 
 
@@ -166,7 +171,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
     Raises:
         ConfigError: the file is missing or fits neither format.
     """
-    import yaml
 
     p = Path(path)
     try:
@@ -183,7 +187,6 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
                 f"Configuration '{p}' looks like a TuningConfig (it has {sorted(data.keys() & _TUNING_KEYS)}) but "
                 f"does not fit it: {exc}. See docs/quantization.md for the format."
             ) from None
-    from lpot_ir.config import load_config
 
     return tuning_config_from_lpot(load_config(p))
 
@@ -221,7 +224,6 @@ def _entry_override(entry: Any) -> OpOverride:
 
 def tuning_config_from_lpot(config: Any) -> TuningConfig:
     """Map an LPOT :class:`~lpot_ir.config.Config` to one TuningConfig: the first value of every list."""
-    from lpot_ir.backends.onnxruntime.capabilities import default_op_config
 
     quant = config.quantization
     base = default_op_config()
@@ -237,6 +239,7 @@ def tuning_config_from_lpot(config: Any) -> TuningConfig:
         format=quant.format or QuantFormat.QDQ,
         global_config=global_config,
         calib_sampling_size=int(_first(quant.calibration.sampling_size, 100)),
+        recovery=quant.recipes.recovery(),
     )
     for op_type, entry in quant.optype_wise.items():
         tuning = tuning.with_override(ScopeKind.OP_TYPE, op_type, _entry_override(entry))

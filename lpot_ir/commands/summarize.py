@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 
+from lpot_ir.frontends.summary import summarize
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.model``; 0 on success (errors propagate as ``LpotError``)."""
-    from lpot_ir.frontends.summary import summarize
 
     summary = summarize(args.model, framework=args.framework)
     if args.json:

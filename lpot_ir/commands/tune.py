@@ -15,7 +15,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
+from lpot_ir.calibration import load_calibration_files
 from lpot_ir.commands.quantize import add_batch_axis_argument
+from lpot_ir.config import load_config
+from lpot_ir.ir.model import load_model
+from lpot_ir.quantization import Quantization
+from lpot_ir.tuning.tensorboard import TENSORBOARD_DIR, tensorboard_command
 
 __all__ = ["add_parser", "run"]
 
@@ -53,11 +59,8 @@ def _with_workspace(config: Any, path: str | None, resume: bool) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lpot tune``; LpotErrors propagate to the CLI, which prints them and exits 2."""
-    from lpot_ir.config import load_config
-    from lpot_ir.quantization import Quantization
 
     config = _with_workspace(load_config(args.config), args.workspace, args.resume)
-    from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
 
     batch_axes = parse_batch_axes(args.batch_axis)
     if batch_axes:
@@ -67,9 +70,6 @@ def run(args: argparse.Namespace) -> int:
     quantizer.progress = not args.no_progress
     quantizer.model = args.model
     if args.calib:
-        from lpot_ir.calibration import load_calibration_files
-        from lpot_ir.ir.model import load_model
-
         quantizer.calib_dataloader = load_calibration_files(
             args.calib, load_model(args.model), batch_axes=dict(config.model.batch_axes) or None
         )
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("model", "report", "plot", "decisions"):
         if name in outcome.files:
             lines.append(f"{name + ':':<16} {outcome.files[name]}")
+    if (Path(outcome.workspace) / TENSORBOARD_DIR).is_dir():
+        lines.append(f"{'tensorboard:':<16} {' '.join(tensorboard_command(outcome.workspace))}")
     if outcome.warning:
         lines.append(f"WARNING: {outcome.warning}")
     print("\n".join(lines))

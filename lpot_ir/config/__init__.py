@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lpot_ir.config.dataloaders import create_dataloader
 from lpot_ir.config.loader import (
     TEMPLATES,
     load_config,
@@ -47,6 +48,7 @@ from lpot_ir.config.schema import (
 )
 
 __all__ = [
+    "create_dataloader",
     "DEFAULT_WORKSPACE",
     "SUPPORTED_VERSION",
     "TEMPLATES",

@@ -18,16 +18,19 @@ comma-separated string (``dtype: int8, fp32``), and always holds a tuple. Cross-
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import yaml
+
+from lpot_ir.config.coerce import SectionError, coerce_fields, to_plain
 from lpot_ir.data.dataloader import LastBatch
 from lpot_ir.data.datasets import DATASETS
 from lpot_ir.data.transforms import POSTPROCESSES, TRANSFORMS, check_params
-from lpot_ir.errors import ConfigError
-from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, Scheme
+from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, RecoveryConfig, Scheme
 from lpot_ir.metrics.base import METRICS
 
 __all__ = [
@@ -41,6 +44,8 @@ __all__ = [
     "DataLoaderSection",
     "PostprocessSection",
     "CalibrationSection",
+    "SmoothQuantArgs",
+    "RecipesSection",
     "TensorWise",
     "ModelWise",
     "OpWiseEntry",
@@ -154,20 +159,6 @@ class Objective(str, enum.Enum):
         return self.value
 
 
-class SectionError(ConfigError):
-    """A cross-field rule of one section failed; the loader adds the section's path and line.
-
-    Attributes:
-        section: the dataclass name.
-        detail: what is wrong and how to fix it.
-    """
-
-    def __init__(self, section: str, detail: str) -> None:
-        super().__init__(f"{section}: {detail}")
-        self.section = section
-        self.detail = detail
-
-
 def _invalid(owner: object, message: str) -> None:
     raise SectionError(type(owner).__name__, message)
 
@@ -178,8 +169,6 @@ class _Section:
     then :meth:`_check` applies the section's cross-field rules."""
 
     def __post_init__(self) -> None:
-        from lpot_ir.config.loader import coerce_fields
-
         coerce_fields(self)
         self._check()
 
@@ -243,8 +232,6 @@ class DataLoaderSection(_Section):
 
 
 def _check_registry(owner: object, registry: dict[str, type], kind: str, spec: dict[str, Any]) -> None:
-    import difflib
-
     for name, params in spec.items():
         if name not in registry:
             close = difflib.get_close_matches(str(name), list(registry), n=1)
@@ -280,6 +267,46 @@ class CalibrationSection(_Section):
             _invalid(
                 self, f"sampling_size must be one or more positive integers, got {list(self.sampling_size)}."
             )
+
+
+@dataclass(frozen=True)
+class SmoothQuantArgs(_Section):
+    """``quantization.recipes.smooth_quant_args`` (Neural Compressor's key).
+
+    Attributes:
+        alpha: SmoothQuant's migration strength(s) in [0, 1]. The first value is used by ``lpot quantize``
+            and as tuning's starting point; tuning may try the others. The default starts at 0.7, not the
+            paper's 0.5: on MiniLM 0.5 made INT8 worse and 0.7-0.8 three times better (docs/quantization.md).
+    """
+
+    alpha: tuple[float, ...] = (0.7, 0.5, 0.8)
+
+    def _check(self) -> None:
+        if not self.alpha or any(not 0.0 <= a <= 1.0 for a in self.alpha):
+            _invalid(self, f"alpha must be one or more numbers in [0, 1], got {list(self.alpha)}.")
+
+
+@dataclass(frozen=True)
+class RecipesSection(_Section):
+    """``quantization.recipes``: accuracy recovery that keeps ops in INT8 (Neural Compressor's key).
+
+    Attributes:
+        smooth_quant: SmoothQuant for MatMul/Gemm inputs (an FP32 rewrite before calibration).
+        smooth_quant_args: its settings (``alpha``).
+        cross_layer_equalization: cross-layer equalization of Conv pairs (an lpot-ir key; an FP32 rewrite
+            before calibration).
+    """
+
+    smooth_quant: bool = False
+    smooth_quant_args: SmoothQuantArgs = field(default_factory=SmoothQuantArgs)
+    cross_layer_equalization: bool = False
+
+    def recovery(self) -> RecoveryConfig:
+        """The :class:`RecoveryConfig` these recipes start from (the first ``alpha``)."""
+        return RecoveryConfig(
+            equalization=self.cross_layer_equalization,
+            smoothquant_alpha=self.smooth_quant_args.alpha[0] if self.smooth_quant else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -361,6 +388,7 @@ class QuantizationSection(_Section):
         format: ``qdq`` or ``qoperator`` (an lpot-ir field). ``None`` = implied by ``model.framework``
             (``onnxrt_qlinearops`` -> qoperator), else qdq; :class:`Config` resolves it.
         calibration: sampling sizes and calibration data.
+        recipes: accuracy-recovery rewrites (SmoothQuant, cross-layer equalization).
         model_wise: constraints for every node.
         op_wise: constraints per node name (framework names allowed).
         optype_wise: constraints per op type (e.g. ``Conv``).
@@ -370,6 +398,7 @@ class QuantizationSection(_Section):
     approach: Approach | None = None
     format: QuantFormat | None = None
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    recipes: RecipesSection = field(default_factory=RecipesSection)
     model_wise: ModelWise = field(default_factory=ModelWise)
     op_wise: dict[str, OpWiseEntry] = field(default_factory=dict)
     optype_wise: dict[str, OpWiseEntry] = field(default_factory=dict)
@@ -753,12 +782,8 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (YAML/JSON types); ``load_config(c.to_dict()) == c``."""
-        from lpot_ir.config.loader import to_plain
-
         return to_plain(self)
 
     def to_yaml(self) -> str:
         """The configuration as YAML text; ``load_config(c.to_yaml()) == c``."""
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)

@@ -18,7 +18,7 @@ import numpy as np
 
 from lpot_ir.errors import DataError
 
-__all__ = ["LastBatch", "DataLoader", "collate", "create_dataloader"]
+__all__ = ["LastBatch", "DataLoader", "collate"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,35 +177,3 @@ class DataLoader:
         if self.last_batch is LastBatch.ROLLOVER:
             return (n + len(self._carry)) // self.batch_size
         return n // self.batch_size
-
-
-def create_dataloader(section: Any, batch_size: int | None = None) -> DataLoader:
-    """Build a :class:`DataLoader` from a YAML ``dataloader`` section (a dict or a DataLoaderSection).
-
-    Example:
-        ``create_dataloader({"batch_size": 2, "dataset": {"dummy": {"shape": [4, 3]}}})``
-
-    Args:
-        section: ``{batch_size, last_batch, shuffle, seed, dataset: {name: params}, transform: {name: params}}``.
-        batch_size: overrides the section's batch size when given.
-
-    Raises:
-        ConfigError: the section does not fit the schema (unknown key, dataset or transform).
-        DataError: the data cannot be read.
-    """
-    from lpot_ir.config.loader import validate_section
-    from lpot_ir.config.schema import DataLoaderSection
-    from lpot_ir.data.datasets import create_dataset
-    from lpot_ir.data.transforms import create_transform
-
-    if not isinstance(section, DataLoaderSection):
-        section = validate_section(DataLoaderSection, section, path="dataloader")
-    transform = create_transform(section.transform) if section.transform else None
-    dataset = create_dataset(section.dataset, transform)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size if batch_size is not None else section.batch_size,
-        shuffle=section.shuffle,
-        last_batch=section.last_batch,
-        seed=section.seed,
-    )

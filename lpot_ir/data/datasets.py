@@ -15,32 +15,36 @@ from typing import Any, cast
 
 import numpy as np
 
-from lpot_ir.data.transforms import apply_to_input, build_from_registry
-from lpot_ir.errors import DataError
+from lpot_ir.data.transforms import Compose, Registry, SampleTransform, apply_to_input, build_from_registry
+from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.registry import add_to_registry
 
 __all__ = [
     "DATASETS",
     "register_dataset",
     "create_dataset",
     "DummyDataset",
+    "DummyDatasetV2",
     "NumpyDataset",
     "ImageFolder",
     "TransformedDataset",
+    "TransformedIterableDataset",
     "IMAGE_EXTENSIONS",
+    "read_image",
 ]
 
 logger = logging.getLogger(__name__)
 
-DATASETS: dict[str, type] = {}
+DATASETS: Registry = Registry()
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 
 
-def register_dataset(name: str) -> Callable[[type], type]:
-    """Class decorator: make a dataset available under ``name`` in YAML."""
+def register_dataset(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a dataset available under ``name`` in YAML (duplicate names: :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        DATASETS[name] = cls
+        add_to_registry(DATASETS, name, cls, kind="dataset", replace=replace)
         return cls
 
     return decorate
@@ -139,6 +143,60 @@ class DummyDataset:
         arrays = [self._one(rng, i) for i in range(len(self.shapes))]
         sample = tuple(arrays) if self.multi_input else arrays[0]
         return sample, (0 if self.label else None)
+
+
+def _shape_list(value: Any, what: str) -> list[tuple[int, ...]]:
+    """One shape ``[224, 224, 3]`` or several ``[[224, 224, 3], [10]]`` -> a list of shape tuples."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        shapes = [tuple(v) for v in value]
+    elif isinstance(value, (list, tuple)):
+        shapes = [tuple(value)]
+    else:
+        shapes = []
+    if not shapes or any(not isinstance(d, (int, np.integer)) or d <= 0 for s in shapes for d in s):
+        raise DataError(f"dummy_v2: {what} must be a shape (list of positive integers) or a list of shapes, got {value!r}.")
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
+@register_dataset("dummy_v2")
+class DummyDatasetV2:
+    """Random samples of a given sample shape (LPOT's ``dummy_v2``): ``input_shape`` is one sample's
+    shape (``[224, 224, 3]``) or a list of shapes (several inputs); ``label_shape`` likewise for labels.
+
+    LPOT's ``dummy_v2`` never ends; here ``sample_size`` samples are given (so evaluation ends), each
+    reproducible from ``seed`` and its index. ``low``, ``high`` and ``dtype`` are given once or once per
+    shape, inputs first, then labels.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] | Sequence[Sequence[int]],
+        label_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        low: float | Sequence[float] = -128.0,
+        high: float | Sequence[float] = 127.0,
+        dtype: str | Sequence[str] = "float32",
+        sample_size: int = 100,
+        seed: int = 9527,
+    ) -> None:
+        self.input_shapes = _shape_list(input_shape, "input_shape")
+        self.label_shapes = _shape_list(label_shape, "label_shape") if label_shape is not None else []
+        if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)) or sample_size < 1:
+            raise DataError(f"dummy_v2: sample_size must be a positive integer, got {sample_size!r}.")
+        shapes = [[int(sample_size), *s] for s in self.input_shapes + self.label_shapes]
+        self._data = DummyDataset(shapes, dtype=dtype, low=low, high=high, seed=seed)
+        self.length = int(sample_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        arrays, _ = self._data[index]
+        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+        n = len(self.input_shapes)
+        inputs, labels = arrays[:n], arrays[n:]
+        return (inputs[0] if n == 1 else tuple(inputs)), (
+            None if not labels else labels[0] if len(labels) == 1 else tuple(labels)
+        )
 
 
 def _load_array(path: Path, what: str) -> Any:
@@ -264,22 +322,37 @@ class ImageFolder:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.samples[index]
-        try:
-            from PIL import Image
-        except ImportError:
-            raise DataError(
-                "ImageFolder reads images with Pillow, which is not installed: pip install pillow"
-            ) from None
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except OSError as exc:
-            raise DataError(f"ImageFolder: cannot read image '{path}': {exc}") from None
-        return array, label
+        return read_image(path, "ImageFolder"), label
+
+
+def read_image(path: str | os.PathLike[str], who: str, mode: str = "RGB") -> np.ndarray:
+    """An image file as a ``uint8`` HWC array (Pillow; ``mode`` ``RGB`` or ``L``, which gives HW)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError(f"{who} reads images with Pillow, which is not installed: pip install pillow") from None
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode))
+    except OSError as exc:
+        raise DataError(f"{who}: cannot read image '{path}': {exc}") from None
+
+
+def _transform_item(transform: Callable[[Any], Any], item: Any) -> tuple[Any, Any]:
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        sample, label = item
+    else:
+        sample, label = item, None
+    if isinstance(transform, Compose):
+        return transform.apply(sample, label)
+    if isinstance(transform, SampleTransform):
+        return transform((sample, label))
+    return apply_to_input(transform, sample), label
 
 
 class TransformedDataset:
-    """A dataset whose samples' inputs pass through ``transform`` (labels unchanged)."""
+    """A dataset whose samples pass through ``transform``: the input, or the whole ``(input, label)``
+    sample for a :class:`~lpot_ir.data.transforms.SampleTransform`."""
 
     def __init__(self, dataset: Any, transform: Callable[[Any], Any]) -> None:
         self.dataset = dataset
@@ -289,12 +362,22 @@ class TransformedDataset:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        item = self.dataset[index]
-        if isinstance(item, (tuple, list)) and len(item) == 2:
-            sample, label = item
-        else:
-            sample, label = item, None
-        return apply_to_input(self.transform, sample), label
+        return _transform_item(self.transform, self.dataset[index])
+
+
+class TransformedIterableDataset:
+    """:class:`TransformedDataset` for a dataset that is only iterable (records read in order)."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Any], Any]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Any:
+        for item in self.dataset:
+            yield _transform_item(self.transform, item)
 
 
 def create_dataset(spec: Mapping[str, Any], transform: Callable[[Any], Any] | None = None) -> Any:
@@ -311,8 +394,6 @@ def create_dataset(spec: Mapping[str, Any], transform: Callable[[Any], Any] | No
         ConfigError: unknown dataset name or parameter.
         DataError: the data cannot be read.
     """
-    from lpot_ir.errors import ConfigError
-
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise ConfigError(
             f"A dataset is a mapping with exactly one key, the dataset's name (e.g. {{ImageFolder: {{root: ./images}}}}); "
@@ -321,5 +402,6 @@ def create_dataset(spec: Mapping[str, Any], transform: Callable[[Any], Any] | No
     ((name, params),) = spec.items()
     dataset = build_from_registry(DATASETS, "dataset", name, params)
     if transform is not None and len(getattr(transform, "transforms", [transform])) > 0:
-        dataset = TransformedDataset(dataset, transform)
+        random_access = hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
+        dataset = (TransformedDataset if random_access else TransformedIterableDataset)(dataset, transform)
     return dataset

@@ -1,18 +1,24 @@
 """Built-in transforms, composed from LPOT's YAML form (``transform: {Resize: {size: 224}, ...}``).
 
-Transforms work on numpy images in HWC layout (height, width, channels) or HW. Each is a callable
-``transform(array) -> array`` applied to a sample's input only (labels are untouched). A sample whose
+Transforms work on numpy images in HWC layout (height, width, channels) or HW. Most are callables
+``transform(array) -> array`` applied to a sample's input only (labels are untouched); a sample whose
 input is a tuple or a dict (multi-input models) gets the transform applied to each of its arrays.
+A :class:`SampleTransform` sees the whole ``(input, label)`` sample instead and may change the label
+(``ParseDecodeImagenet`` takes the label out of a record; ``ResizeWithRatio`` moves boxes).
 
 Postprocess transforms (``evaluation.accuracy.postprocess.transform``) take and return a
 ``(preds, labels)`` pair; they run on each batch before the metric sees it.
 
-Names are the YAML keys; :data:`TRANSFORMS` and :data:`POSTPROCESSES` map them to classes, filled by
-:func:`register_transform` and :func:`register_postprocess`.
+Names are the YAML keys (LPOT's names); :data:`TRANSFORMS` and :data:`POSTPROCESSES` map them to
+classes, filled by :func:`register_transform` and :func:`register_postprocess`. A few LPOT transforms
+behave differently per framework (PyTorch's ``Resize: 256`` resizes the shorter side, its
+``Normalize`` works on CHW tensors); those flavours are registered with ``flavour=`` and chosen by
+:func:`create_transform`'s ``framework`` (the YAML's ``model.framework``).
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -21,20 +27,31 @@ from typing import Any
 import numpy as np
 
 from lpot_ir.errors import ConfigError, DataError
+from lpot_ir.registry import DuplicateNameError, add_to_registry
 
 __all__ = [
+    "Registry",
+    "TransformRegistry",
     "TRANSFORMS",
+    "TRANSFORM_FLAVOURS",
+    "FLAVOURS",
     "POSTPROCESSES",
     "register_transform",
     "register_postprocess",
     "create_transform",
     "create_postprocess",
+    "transform_flavour",
     "apply_to_input",
+    "SampleTransform",
     "Compose",
     "Resize",
     "CenterCrop",
     "RandomCrop",
     "Normalize",
+    "ChannelsFirstNormalize",
+    "resize_image",
+    "pil_resize",
+    "PIL_RESAMPLE",
     "Transpose",
     "Cast",
     "Rescale",
@@ -45,25 +62,125 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRANSFORMS: dict[str, type] = {}
-POSTPROCESSES: dict[str, type] = {}
+class Registry(dict[str, type]):
+    """A YAML name -> class registry that is also LPOT's accessor: ``DATASETS(framework)[name](...)``,
+    ``METRICS(framework)[name]`` (the framework does not change datasets and metrics here)."""
+
+    def __call__(self, framework: Any = None) -> Mapping[str, type]:
+        return self
 
 
-def register_transform(name: str) -> Callable[[type], type]:
-    """Class decorator: make a transform available under ``name`` in YAML."""
+class _LpotSampleTransform:
+    """A transform called LPOT's way: ``transform((image, label)) -> (image, label)``."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:
+        image, label = sample
+        if isinstance(self.transform, Compose):
+            return self.transform.apply(image, label)
+        if isinstance(self.transform, SampleTransform):
+            return self.transform((image, label))
+        return apply_to_input(self.transform, image), label
+
+
+class TransformRegistry(Registry):
+    """:data:`TRANSFORMS`; called LPOT's way, ``TRANSFORMS(framework, "preprocess")[name](**args)`` builds the
+    framework's flavour of a transform that takes and returns ``(image, label)`` samples (``"postprocess"``:
+    the postprocess steps, taking ``(preds, labels)``)."""
+
+    def __call__(self, framework: Any = None, process: str = "preprocess") -> Mapping[str, Any]:  # type: ignore[override]
+        if process not in ("preprocess", "postprocess", "general"):
+            raise ConfigError(f"TRANSFORMS: process must be 'preprocess', 'postprocess' or 'general', got {process!r}.")
+        if process == "postprocess":
+            return {name: _lpot_factory(cls, post=True) for name, cls in POSTPROCESSES.items()}
+        flavour = transform_flavour(framework)
+        return {name: _lpot_factory(TRANSFORM_FLAVOURS.get((flavour, name), cls)) for name, cls in self.items()}
+
+
+def _lpot_factory(cls: type, post: bool = False) -> Callable[..., Any]:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        made = cls(*args, **kwargs)
+        if post:
+            return lambda sample: made(*sample)
+        if isinstance(made, Compose):  # LPOT's Compose takes transforms that already take samples
+            made.transforms = [t.transform if isinstance(t, _LpotSampleTransform) else t for t in made.transforms]
+        return _LpotSampleTransform(made)
+
+    build.__name__ = cls.__name__
+    build.__doc__ = cls.__doc__
+    return build
+
+
+TRANSFORMS: TransformRegistry = TransformRegistry()
+"""YAML name -> transform class (the ONNX Runtime flavour, which is also the TensorFlow one unless
+:data:`TRANSFORM_FLAVOURS` says otherwise)."""
+TRANSFORM_FLAVOURS: dict[tuple[str, str], type] = {}
+"""``(flavour, name)`` -> the class a framework's flavour uses instead of ``TRANSFORMS[name]``."""
+POSTPROCESSES: Registry = Registry()
+
+FLAVOURS = ("onnxrt", "tensorflow", "pytorch", "mxnet")
+"""Transform flavours: LPOT's frameworks (its two ONNX Runtime backends share one)."""
+
+
+def register_transform(name: str, *, flavour: str | None = None, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a transform available under ``name`` in YAML (duplicate names: :mod:`lpot_ir.registry`).
+
+    Args:
+        name: the YAML key.
+        flavour: register a framework's flavour of ``name`` (one of :data:`FLAVOURS`); it must take the
+            parameters the default class takes (the YAML is checked against the default class).
+        replace: replace a different class registered under that name (and flavour).
+    """
+    if flavour is not None and flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
 
     def decorate(cls: type) -> type:
-        TRANSFORMS[name] = cls
+        known = TRANSFORM_FLAVOURS.get((flavour, name)) if flavour is not None else None
+        if flavour is None:
+            add_to_registry(TRANSFORMS, name, cls, kind="transform", replace=replace)
+        elif known is not None and known is not cls and not replace:
+            raise DuplicateNameError(
+                f"A {flavour} flavour of the transform {name!r} is already registered ({known.__qualname__}). "
+                "Pass replace=True to replace it."
+            )
+        else:
+            TRANSFORM_FLAVOURS[(flavour, name)] = cls
         return cls
 
     return decorate
 
 
-def register_postprocess(name: str) -> Callable[[type], type]:
-    """Class decorator: make a postprocess transform available under ``name`` in YAML."""
+def transform_flavour(framework: Any) -> str:
+    """The transform flavour of an LPOT framework name (``pytorch``, ``tensorflow``, ``mxnet``,
+    ``onnxrt_qlinearops``, ...); ``None``, ``onnx`` and the ONNX Runtime names give ``onnxrt``."""
+    name = str(getattr(framework, "value", framework) or "").lower()
+    if name.startswith("pytorch") or name == "torch":
+        return "pytorch"
+    if name.startswith("tensorflow") or name == "keras":
+        return "tensorflow"
+    if name == "mxnet":
+        return "mxnet"
+    return "onnxrt"
+
+
+class SampleTransform:
+    """A transform of the whole sample: ``transform((input, label)) -> (input, label)``.
+
+    Subclasses implement :meth:`__call__`; :class:`Compose` and the datasets hand them the label too.
+    """
+
+    def __call__(self, sample: tuple[Any, Any]) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def register_postprocess(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a postprocess transform available under ``name`` in YAML (duplicate names:
+    :mod:`lpot_ir.registry`)."""
 
     def decorate(cls: type) -> type:
-        POSTPROCESSES[name] = cls
+        add_to_registry(POSTPROCESSES, name, cls, kind="postprocess", replace=replace)
         return cls
 
     return decorate
@@ -114,39 +231,89 @@ class Resize:
     """Resize an HWC/HW image to ``size`` (an int means a square).
 
     ``bilinear`` uses half-pixel centres without antialiasing, the same arithmetic as OpenCV's
-    ``INTER_LINEAR`` (which LPOT's ONNX Runtime transforms use); ``nearest`` picks the nearest pixel.
-    Integer images are rounded and clipped back to their dtype; float images stay float.
+    ``INTER_LINEAR`` and TensorFlow's ``tf.image.resize`` (which LPOT's ONNX Runtime and TensorFlow
+    transforms use); ``nearest`` picks the nearest pixel; ``bicubic`` is Pillow's (antialiased when
+    shrinking). Integer images are rounded and clipped back to their dtype; float images stay float.
+    The PyTorch flavour (``model.framework: pytorch``) is torchvision's: see :class:`TorchResize`.
     """
 
     def __init__(self, size: int | Sequence[int], interpolation: str = "bilinear") -> None:
         self.size = _hw(size, "Resize")
-        if interpolation not in ("bilinear", "nearest"):
+        if interpolation not in ("bilinear", "nearest", "bicubic"):
             raise ConfigError(
-                f"Resize: interpolation {interpolation!r} is not supported; use 'bilinear' or 'nearest'."
+                f"Resize: interpolation {interpolation!r} is not supported; use 'bilinear', 'nearest' or 'bicubic'."
             )
         self.interpolation = interpolation
 
     def __call__(self, array: Any) -> np.ndarray:
-        image = _image(array, "Resize")
-        out_h, out_w = self.size
-        h, w = image.shape[:2]
-        if self.interpolation == "nearest":
-            rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-            cols = np.minimum(np.floor((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
-            return image[rows][:, cols]
-        data = image.astype(np.float64)
-        r0, r1, fr = _resize_axis(h, out_h)
-        c0, c1, fc = _resize_axis(w, out_w)
-        extra = (1,) * (image.ndim - 2)
-        fr = fr.reshape((-1, 1) + extra)
-        fc = fc.reshape((1, -1) + extra)
-        top = data[r0][:, c0] * (1 - fc) + data[r0][:, c1] * fc
-        bottom = data[r1][:, c0] * (1 - fc) + data[r1][:, c1] * fc
-        result = top * (1 - fr) + bottom * fr
-        if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            return np.clip(np.rint(result), info.min, info.max).astype(image.dtype)
-        return result.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
+        return resize_image(_image(array, "Resize"), self.size, self.interpolation)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HWC/HW array to ``(height, width)`` (see :class:`Resize` for the arithmetic)."""
+    out_h, out_w = size
+    h, w = image.shape[:2]
+    if interpolation == "bicubic":
+        return pil_resize(image, size, "bicubic")
+    if interpolation == "nearest":
+        rows = np.minimum(np.floor((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+        cols = np.minimum(np.floor((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+        return image[rows][:, cols]
+    data = image.astype(np.float64)
+    r0, r1, fr = _resize_axis(h, out_h)
+    c0, c1, fc = _resize_axis(w, out_w)
+    extra = (1,) * (image.ndim - 2)
+    fr = fr.reshape((-1, 1) + extra)
+    fc = fc.reshape((1, -1) + extra)
+    top = data[r0][:, c0] * (1 - fc) + data[r0][:, c1] * fc
+    bottom = data[r1][:, c0] * (1 - fc) + data[r1][:, c1] * fc
+    result = top * (1 - fr) + bottom * fr
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(result), info.min, info.max).astype(image.dtype)
+    return result.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
+
+
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # Image.NEAREST, BILINEAR, BICUBIC
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("This transform uses Pillow, which is not installed: pip install pillow") from None
+    return Image
+
+
+def pil_resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HWC/HW array to ``(height, width)`` with Pillow (antialiased when shrinking, as torchvision).
+
+    ``uint8`` images with 1, 3 or 4 channels go through Pillow as they are; anything else is resized
+    channel by channel as 32-bit float (mode ``F``), then cast back (integers rounded and clipped).
+    """
+    Image = _pil()
+    resample = PIL_RESAMPLE[interpolation]
+    out_h, out_w = size
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (3, 4)):
+        return np.asarray(Image.fromarray(image).resize((out_w, out_h), resample))
+    planes = image[..., None] if image.ndim == 2 else image
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32), mode="F").resize(
+                    (out_w, out_h), resample
+                )
+            )
+            for c in range(planes.shape[2])
+        ],
+        axis=-1,
+    )
+    if image.ndim == 2:
+        resized = resized[..., 0]
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(resized), info.min, info.max).astype(image.dtype)
+    return resized.astype(image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32)
 
 
 def _crop(image: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
@@ -197,22 +364,43 @@ class RandomCrop:
 
 @register_transform("Normalize")
 class Normalize:
-    """``(x - mean) / std`` per channel (the last axis); the result is float32."""
+    """``(x - mean) / std`` per channel (the last axis: HWC); the result is float32.
+
+    The PyTorch and MXNet flavours normalize CHW tensors (channels first, as after ``ToTensor``).
+    """
+
+    channels_first = False
 
     def __init__(self, mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
         if np.any(self.std == 0):
             raise ConfigError(f"Normalize: std must not contain 0, got {std!r}.")
+        if self.mean.size > 1 and self.std.size > 1 and self.mean.size != self.std.size:
+            raise ConfigError(f"Normalize: mean has {self.mean.size} values but std has {self.std.size}.")
 
     def __call__(self, array: Any) -> np.ndarray:
         data = np.asarray(array, dtype=np.float32)
-        if self.mean.ndim and data.shape[-1] != self.mean.shape[0]:
+        channels = max(self.mean.size, self.std.size)
+        if channels == 1:
+            return ((data - self.mean[0]) / self.std[0]).astype(np.float32)
+        axis = 0 if self.channels_first and data.ndim == 3 else -1
+        if data.shape[axis] != channels:
+            layout = "CHW (channels first, as after ToTensor)" if axis == 0 else "HWC (channels last)"
             raise DataError(
-                f"Normalize: mean/std have {self.mean.shape[0]} values but the image's last axis "
-                f"(channels) has {data.shape[-1]}; Normalize works on HWC images, so put Transpose after it."
+                f"Normalize: mean/std have {channels} values but the image of shape {data.shape} has "
+                f"{data.shape[axis]} channels on its channel axis; this flavour of Normalize works on {layout} images."
             )
-        return ((data - self.mean) / self.std).astype(np.float32)
+        shape = (-1, 1, 1) if axis == 0 else (-1,)
+        return ((data - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(np.float32)
+
+
+@register_transform("Normalize", flavour="pytorch")
+@register_transform("Normalize", flavour="mxnet")
+class ChannelsFirstNormalize(Normalize):
+    """PyTorch/MXNet flavour of ``Normalize``: a 3-D image is CHW (channels first)."""
+
+    channels_first = True
 
 
 @register_transform("Transpose")
@@ -261,16 +449,30 @@ class ToArray:
         return np.asarray(array)
 
 
+@register_transform("Compose")
 class Compose:
-    """Apply transforms in order."""
+    """Apply transforms in order (LPOT's ``Compose(transform_list)``; a YAML ``transform`` section is one).
 
-    def __init__(self, transforms: Sequence[Callable[[Any], Any]]) -> None:
-        self.transforms = list(transforms)
+    ``compose(array)`` runs the input through every transform (a :class:`SampleTransform` sees the
+    label ``None``); ``compose.apply(input, label)`` runs the whole sample, as the datasets do.
+    """
+
+    def __init__(self, transform_list: Sequence[Callable[[Any], Any]]) -> None:
+        self.transforms = list(transform_list)
+
+    def apply(self, sample_input: Any, label: Any) -> tuple[Any, Any]:
+        """Run ``(input, label)`` through the transforms; only sample transforms see (and may change) the label."""
+        for transform in self.transforms:
+            if isinstance(transform, SampleTransform):
+                sample_input, label = transform((sample_input, label))
+            elif isinstance(transform, Compose):
+                sample_input, label = transform.apply(sample_input, label)
+            else:
+                sample_input = apply_to_input(transform, sample_input)
+        return sample_input, label
 
     def __call__(self, array: Any) -> Any:
-        for transform in self.transforms:
-            array = transform(array)
-        return array
+        return self.apply(array, None)[0]
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -313,7 +515,9 @@ class Reshape:
             ) from None
 
 
-def build_from_registry(registry: Mapping[str, type], kind: str, name: str, params: Any) -> Any:
+def build_from_registry(
+    registry: Mapping[str, type], kind: str, name: str, params: Any, *, cls: type | None = None
+) -> Any:
     """Instantiate ``registry[name]`` from a YAML value: a mapping of keyword arguments, None, or one scalar.
 
     Args:
@@ -321,12 +525,11 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
         kind: what is being built, for messages ("transform", "dataset", "metric").
         name: the YAML key.
         params: the YAML value (``{size: 224}``, ``None`` or a scalar such as ``topk: 1``).
+        cls: build this class instead of ``registry[name]`` (a framework's flavour of it).
 
     Raises:
         ConfigError: unknown name (with the closest one) or keyword arguments the class does not take.
     """
-    import difflib
-
     if name not in registry:
         close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -334,7 +537,7 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
             f"Unknown {kind} '{name}'.{hint} Built-in {kind}s: {', '.join(sorted(registry))}. "
             f"Register your own with lpot_ir's register_{kind} decorator."
         )
-    cls = registry[name]
+    cls = cls or registry[name]
     check_params(cls, kind, name, params)
     try:
         if params is None:
@@ -350,8 +553,6 @@ def build_from_registry(registry: Mapping[str, type], kind: str, name: str, para
 
 def check_params(cls: type, kind: str, name: str, params: Any) -> None:
     """Raise ConfigError if ``params`` names keyword arguments ``cls`` does not accept."""
-    import difflib
-
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # a class whose signature cannot be read: let the call decide
@@ -384,15 +585,23 @@ def _spec_items(spec: Any, kind: str) -> list[tuple[str, Any]]:
     return list(spec.items())
 
 
-def create_transform(spec: Mapping[str, Any] | None) -> Compose:
+def create_transform(spec: Mapping[str, Any] | None, framework: Any = None) -> Compose:
     """Build the transforms of a YAML ``transform`` mapping, composed in the order written.
 
     Example:
         ``create_transform({"Resize": {"size": 8}, "Rescale": None, "Transpose": {"perm": [2, 0, 1]}})``
+
+    Args:
+        spec: ``{name: parameters, ...}``.
+        framework: the YAML's ``model.framework`` (or ``pytorch``, ``tensorflow``, ``mxnet``): picks each
+            transform's flavour for that framework (see :func:`transform_flavour`); default ONNX Runtime's.
     """
+    flavour = transform_flavour(framework)
     return Compose(
         [
-            build_from_registry(TRANSFORMS, "transform", name, params)
+            build_from_registry(
+                TRANSFORMS, "transform", name, params, cls=TRANSFORM_FLAVOURS.get((flavour, str(name)))
+            )
             for name, params in _spec_items(spec, "transform")
         ]
     )

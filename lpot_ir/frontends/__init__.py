@@ -5,7 +5,8 @@
   (:class:`ConvertedModel`).
 * :func:`wrap_for_eval` turns a candidate ONNX model into something the user's ``eval_func`` can call
   like its own model (an ``nn.Module``, a tf callable, an NDArray callable).
-* :func:`export_to_pytorch` / :func:`export_to_tensorflow` lower a Q/DQ ONNX model back to a framework.
+* :func:`export_to_pytorch` / :func:`export_to_tensorflow` / :func:`export_to_mxnet` lower a Q/DQ ONNX model back
+  to a framework.
 * :func:`summarize` lists a model's likely inputs and outputs (``lpot summarize``).
 
 Heavy frameworks are imported only inside the functions that need them.
@@ -21,11 +22,19 @@ from typing import Any
 
 import onnx
 
+from lpot_ir.backends.export.mxnet_lowering import MXNetExport
+from lpot_ir.backends.export.mxnet_lowering import export_to_mxnet as _export_mxnet
+from lpot_ir.backends.export.tensorflow_lowering import export_to_tensorflow as _export_tensorflow
+from lpot_ir.backends.export.torch_lowering import export_to_pytorch as _export_pytorch
 from lpot_ir.errors import ConversionError, ModelLoadError
 from lpot_ir.frontends.base import FRAMEWORKS, ConvertedModel, graph_io_names
 from lpot_ir.frontends.detect import detect_framework, normalize_framework_name
 from lpot_ir.frontends.eval_wrappers import wrap_for_eval
+from lpot_ir.frontends.mxnet import convert_mxnet
+from lpot_ir.frontends.pytorch import convert_pytorch
 from lpot_ir.frontends.summary import Summary, TensorInfo, summarize
+from lpot_ir.frontends.tensorflow import convert_keras, convert_tensorflow
+from lpot_ir.ir.model import read_model_proto
 
 __all__ = [
     "FRAMEWORKS",
@@ -42,6 +51,7 @@ __all__ = [
     "wrap_for_eval",
     "export_to_pytorch",
     "export_to_tensorflow",
+    "export_to_mxnet",
     "summarize",
 ]
 
@@ -89,16 +99,10 @@ def to_onnx(
     if kind == "onnx":
         return _from_onnx(model)
     if kind == "pytorch":
-        from lpot_ir.frontends.pytorch import convert_pytorch
-
         return convert_pytorch(model, example_inputs, opset=opset, dynamic_batch=dynamic_batch)
     if kind == "keras":
-        from lpot_ir.frontends.tensorflow import convert_keras
-
         return convert_keras(model, opset=opset, dynamic_batch=dynamic_batch)
     if kind == "tensorflow":
-        from lpot_ir.frontends.tensorflow import convert_tensorflow
-
         return convert_tensorflow(
             model,
             example_inputs=example_inputs,
@@ -108,8 +112,6 @@ def to_onnx(
             dynamic_batch=dynamic_batch,
         )
     if kind == "mxnet":
-        from lpot_ir.frontends.mxnet import convert_mxnet
-
         return convert_mxnet(
             model, params=params, example_inputs=example_inputs, opset=opset, dynamic_batch=dynamic_batch
         )
@@ -180,8 +182,6 @@ def _is_keras(model: Any) -> bool:
 
 
 def _from_onnx(model: Any) -> ConvertedModel:
-    from lpot_ir.ir.model import read_model_proto
-
     proto = model if isinstance(model, onnx.ModelProto) else read_model_proto(model)
     ins, outs = graph_io_names(proto)
     return ConvertedModel(
@@ -199,9 +199,8 @@ def export_to_pytorch(qdq_model: Any) -> Any:
 
     See :mod:`lpot_ir.backends.export.torch_lowering`.
     """
-    from lpot_ir.backends.export.torch_lowering import export_to_pytorch as _export
 
-    return _export(qdq_model)
+    return _export_pytorch(qdq_model)
 
 
 def export_to_tensorflow(qdq_model: Any, path: str | os.PathLike[str]) -> Path:
@@ -209,6 +208,14 @@ def export_to_tensorflow(qdq_model: Any, path: str | os.PathLike[str]) -> Path:
 
     See :mod:`lpot_ir.backends.export.tensorflow_lowering`.
     """
-    from lpot_ir.backends.export.tensorflow_lowering import export_to_tensorflow as _export
 
-    return _export(qdq_model, path)
+    return _export_tensorflow(qdq_model, path)
+
+
+def export_to_mxnet(qdq_model: Any, path: str | os.PathLike[str], **kwargs: Any) -> MXNetExport:
+    """Lower a Q/DQ ONNX model to an MXNet symbol + params (``<path>-symbol.json``, ``<path>-0000.params``),
+    built and checked in the isolated MXNet environment.
+
+    See :mod:`lpot_ir.backends.export.mxnet_lowering`.
+    """
+    return _export_mxnet(qdq_model, path, **kwargs)

@@ -41,6 +41,12 @@ class ConvertedModel:
     notes: tuple[str, ...] = ()
     output_structure: object | None = dataclasses.field(default=None, compare=False, repr=False)
 
+    @property
+    def aliases_map(self) -> dict[str, str] | None:
+        """The name map as configuration scopes and quantizers take it: only nodes whose framework name
+        differs from their ONNX name (``None`` when none does, e.g. for an ONNX model)."""
+        return {k: v for k, v in self.name_map.items() if v and v != k} or None
+
     def aliases(self, node_name: str) -> tuple[str, ...]:
         """Framework names of one ONNX node (empty when it has none or the same name)."""
         name = self.name_map.get(node_name)

@@ -22,9 +22,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
+import onnxruntime as ort
 
 from lpot_ir.errors import DataError
 from lpot_ir.frontends.detect import normalize_framework_name
+from lpot_ir.optional import import_tensorflow
 
 __all__ = [
     "wrap_for_eval",
@@ -52,13 +55,10 @@ _ORT_TO_NUMPY = {
 
 def make_inference_session(model: Any) -> Any:
     """An ONNX Runtime CPU session for a ModelProto, bytes, path or ``onnx_ir.Model``."""
-    import onnxruntime as ort
 
     if isinstance(model, ort.InferenceSession):
         return model
     if hasattr(model, "graph") and type(model).__module__.startswith("onnx_ir"):
-        import onnx_ir as ir
-
         model = ir.serde.serialize_model(model)
     if isinstance(model, onnx.ModelProto):
         data: bytes | str = model.SerializeToString()
@@ -212,8 +212,6 @@ class OnnxRuntimeTFCallable:
             self._structure, self._like = self._like.output, None  # a Keras model: symbolic, nothing to run
 
     def __call__(self, *args: Any, training: bool = False, **kwargs: Any) -> Any:
-        from lpot_ir.frontends.tensorflow import import_tensorflow
-
         tf = import_tensorflow()
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
             kwargs, args = dict(args[0]), ()

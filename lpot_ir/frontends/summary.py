@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ import onnx
 
 from lpot_ir.errors import ModelLoadError
 from lpot_ir.frontends.detect import detect_framework
+from lpot_ir.frontends.mxnet import find_symbol_and_params, mxnet_param_names
+from lpot_ir.frontends.pytorch import load_torchscript
+from lpot_ir.frontends.tensorflow import graph_def_io, load_graph_def
+from lpot_ir.optional import import_tensorflow
 
 __all__ = ["Summary", "TensorInfo", "summarize", "mxnet_param_names"]
 
@@ -93,8 +97,6 @@ def summarize(path_or_model: Any, *, framework: str | None = None) -> Summary:
         if is_path and Path(path_or_model).is_dir():
             return _summarize_saved_model(Path(path_or_model))
         if is_path:
-            from lpot_ir.frontends.tensorflow import load_graph_def
-
             return _summarize_graph_def(load_graph_def(path_or_model))
         if type(path_or_model).__name__ == "GraphDef":
             return _summarize_graph_def(path_or_model)
@@ -151,8 +153,6 @@ def _summarize_onnx(src: Any) -> Summary:
 
 
 def _summarize_graph_def(graph_def: Any) -> Summary:
-    from lpot_ir.frontends.tensorflow import graph_def_io, import_tensorflow
-
     tf = import_tensorflow()
     ins, outs = graph_def_io(graph_def)
     shapes: dict[str, tuple[tuple[Dim, ...] | None, str | None]] = {}
@@ -189,8 +189,6 @@ def _spec_info(name: str, spec: Any, op: str | None = None) -> TensorInfo:
 
 
 def _summarize_saved_model(path: Path) -> Summary:
-    from lpot_ir.frontends.tensorflow import import_tensorflow
-
     tf = import_tensorflow()
     try:
         loaded = tf.saved_model.load(str(path))
@@ -220,8 +218,6 @@ def _summarize_saved_model(path: Path) -> Summary:
 
 
 def _summarize_keras(src: Any) -> Summary:
-    from lpot_ir.frontends.tensorflow import import_tensorflow
-
     import_tensorflow()
     import keras
 
@@ -243,14 +239,10 @@ def _summarize_keras(src: Any) -> Summary:
 
 
 def _summarize_torch(src: Any) -> Summary:
-    import inspect
-
     notes = [
         "PyTorch models store no input shapes; the calibration data's first batch fixes them at conversion"
     ]
     if isinstance(src, (str, os.PathLike)):
-        from lpot_ir.frontends.pytorch import load_torchscript
-
         module = load_torchscript(src)
         graph = module.graph
         inputs = tuple(
@@ -277,26 +269,7 @@ def _summarize_torch(src: Any) -> Summary:
     return Summary("pytorch", kind, inputs, outputs, tuple(counts.most_common()), tuple(notes))
 
 
-def mxnet_param_names(params_path: str | Path) -> set[str]:
-    """Names stored in an MXNet ``.params`` file (``arg:``/``aux:`` prefixes removed), read without MXNet.
-
-    The names are length-prefixed (uint64 little-endian) strings at the end of the file.
-    """
-    data = Path(params_path).read_bytes()
-    names: set[str] = set()
-    for prefix in (b"arg:", b"aux:"):
-        start = data.find(prefix)
-        while start >= 8:
-            (length,) = struct.unpack_from("<Q", data, start - 8)
-            if 4 < length < 4096 and start + length <= len(data):
-                names.add(data[start + 4 : start + length].decode("utf-8", "replace"))
-            start = data.find(prefix, start + 1)
-    return names
-
-
 def _summarize_mxnet(path: Path) -> Summary:
-    from lpot_ir.frontends.mxnet import find_symbol_and_params
-
     symbol, params = find_symbol_and_params(path, None)
     try:
         graph = json.loads(symbol.read_text(encoding="utf-8"))

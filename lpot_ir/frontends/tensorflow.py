@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
 
 from lpot_ir.errors import ConversionError, ModelLoadError
 from lpot_ir.frontends.base import ConvertedModel, graph_io_names
+from lpot_ir.optional import import_tensorflow
 
 __all__ = [
     "convert_tensorflow",
@@ -68,24 +71,6 @@ when its input is a Const or variable read, see :func:`graph_def_io`)."""
 _SUFFIX_RE = re.compile(r"__\d+$")
 
 
-def import_tensorflow() -> Any:
-    """Import TensorFlow quietly (C++ logging off unless the user set it).
-
-    Raises:
-        ConversionError: TensorFlow is not installed (says what to install).
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise ConversionError(
-            "TensorFlow models need tensorflow and tf2onnx: pip install 'tensorflow-cpu==2.21.0' "
-            "'tf2onnx==1.17.0' (or pip install 'lpot-ir[tensorflow]')."
-        ) from None
-    tf.get_logger().setLevel(logging.ERROR)
-    return tf
-
-
 def _import_tf2onnx() -> Any:
     import_tensorflow()
     try:
@@ -105,8 +90,6 @@ def load_graph_def(path: str | Path) -> Any:
         ModelLoadError: the file is not a GraphDef.
     """
     tf = import_tensorflow()
-    from google.protobuf import text_format
-    from google.protobuf.message import DecodeError
 
     graph_def = tf.compat.v1.GraphDef()
     data = Path(path).read_bytes()

@@ -1,5 +1,8 @@
 """The declarative pattern DSL: patterns, rules, rule sets, matches and the replacement builder.
 
+(Names and initializers come from :mod:`lpot_ir.ir.builder`, shared with the passes that edit graphs
+directly; :class:`Builder` is its deferred form for rule replacements.)
+
 A *pattern* is a small DAG of operators, written bottom-up from its root::
 
     x, w, b = var("x"), const("W"), var("B", optional=True)
@@ -35,6 +38,8 @@ from typing import Any, Union
 import numpy as np
 import onnx
 import onnx_ir as ir
+
+from lpot_ir.ir.builder import NameScope, make_initializer
 
 __all__ = [
     "COMMUTATIVE_OPS",
@@ -634,45 +639,6 @@ class Match:
 # --------------------------------------------------------------------------------------------------
 
 
-class NameScope:
-    """Node and value names in use in a model (all graphs: ONNX forbids shadowing across scopes)."""
-
-    def __init__(self, nodes: Iterable[str] = (), values: Iterable[str] = ()) -> None:
-        self.nodes: set[str] = set(nodes)
-        self.values: set[str] = set(values)
-
-    @classmethod
-    def of(cls, graphs: Iterable[ir.Graph]) -> NameScope:
-        scope = cls()
-        for graph in graphs:
-            scope.values.update(v.name for v in graph.inputs if v.name)
-            scope.values.update(name for name in graph.initializers)
-            for node in graph:
-                if node.name:
-                    scope.nodes.add(node.name)
-                scope.values.update(v.name for v in node.outputs if v.name)
-        return scope
-
-    @staticmethod
-    def _unique(base: str, taken: set[str], free: frozenset[str] = frozenset()) -> str:
-        if base not in taken or base in free:
-            return base
-        k = 1
-        while f"{base}_{k}" in taken:
-            k += 1
-        return f"{base}_{k}"
-
-    def node_name(self, base: str, free: frozenset[str] = frozenset()) -> str:
-        name = self._unique(base, self.nodes, free)
-        self.nodes.add(name)
-        return name
-
-    def value_name(self, base: str) -> str:
-        name = self._unique(base, self.values)
-        self.values.add(name)
-        return name
-
-
 def _attr(name: str, value: Any) -> ir.Attr:
     if isinstance(value, ir.Attr):
         return value
@@ -737,15 +703,7 @@ class Builder:
 
     def initializer(self, array: np.ndarray, name: str = "const") -> ir.Value:
         """Create a new initializer (registered in the match's graph on commit) holding ``array``."""
-        array = np.asarray(array)
-        value_name = self._scope.value_name(f"{self.match.root.name}/{name}")
-        value = ir.Value(
-            name=value_name,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            # np.ascontiguousarray turns a 0-d array into shape (1,); keep the declared shape
-            const_value=ir.Tensor(np.ascontiguousarray(array).reshape(array.shape), name=value_name),
-        )
+        value = make_initializer(self._scope.value_name(f"{self.match.root.name}/{name}"), np.asarray(array))
         self.initializers.append(value)
         self.created.add(value)
         return value

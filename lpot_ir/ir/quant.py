@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 __all__ = [
     "ANNOTATION_KEY",
     "FP32_REASON_KEY",
@@ -480,14 +482,10 @@ class TuningConfig:
         return cls.from_dict(json.loads(text))
 
     def to_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> TuningConfig:
-        import yaml
-
         return cls.from_dict(yaml.safe_load(text))
 
     def key(self) -> str:

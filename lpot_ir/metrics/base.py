@@ -15,21 +15,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lpot_ir.data.transforms import build_from_registry
+from lpot_ir.data.transforms import Registry, build_from_registry
 from lpot_ir.errors import ConfigError
+from lpot_ir.registry import add_to_registry
 
 __all__ = ["BaseMetric", "METRICS", "register_metric", "create_metric", "single_output"]
 
 logger = logging.getLogger(__name__)
 
-METRICS: dict[str, type] = {}
+METRICS: Registry = Registry()
 
 
-def register_metric(name: str) -> Callable[[type], type]:
-    """Class decorator: make a metric available under ``name`` in YAML (``metric: {name: params}``)."""
+def register_metric(name: str, *, replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: make a metric available under ``name`` in YAML (``metric: {name: params}``).
+
+    Raises:
+        DuplicateNameError: ``name`` is taken (see :mod:`lpot_ir.registry`; ``replace=True`` replaces).
+    """
 
     def decorate(cls: type) -> type:
-        METRICS[name] = cls
+        add_to_registry(METRICS, name, cls, kind="metric", replace=replace)
         return cls
 
     return decorate

@@ -1,4 +1,4 @@
-"""Detection metric: mean average precision (VOC style) over classes at an IoU threshold.
+"""Detection metrics: mean average precision (``mAP``, ``VOCmAP``, and ``COCOmAP`` through pycocotools).
 
 ``update(preds, labels)`` takes one batch:
 
@@ -7,7 +7,10 @@
   ``i`` count.
 * ``labels``: ``(gt_boxes [B, M, 4], gt_classes [B, M])`` where classes < 0 mark padding, or a list of
   one ``(gt_boxes [M, 4], gt_classes [M])`` pair per image (the DataLoader gives this when images have
-  different numbers of boxes).
+  different numbers of boxes), or LPOT's detection labels: one ``(boxes, names, classes, image id)``
+  per image (what the COCO datasets give), or LPOT's batched ``(boxes, names, classes, image ids)``.
+  When ``classes`` is empty the ``names`` are mapped to ids with ``anno_path`` (a YAML ``name: id``
+  file) or the COCO categories.
 
 Boxes are four corners ``(y1, x1, y2, x2)`` or ``(x1, y1, x2, y2)`` (the same order for predictions
 and ground truth); IoU is computed on continuous coordinates (no "+1" pixel). A detection is a true
@@ -20,15 +23,19 @@ ten thresholds (COCO style).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from typing import Any
 
 import numpy as np
+import yaml
 
+from lpot_ir.data.coco import COCO_CATEGORIES
 from lpot_ir.errors import ConfigError, EvaluationError
 from lpot_ir.metrics.base import BaseMetric, register_metric
 
-__all__ = ["MeanAveragePrecision", "average_precision", "box_iou"]
+__all__ = ["MeanAveragePrecision", "VOCMeanAveragePrecision", "COCOMeanAveragePrecision", "average_precision", "box_iou"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +92,19 @@ class MeanAveragePrecision(BaseMetric):
         map_points: 0 (area under the envelope), 11 or 101 (sampled recall points).
     """
 
-    def __init__(self, iou_thrs: float | str = 0.5, map_points: int = 0) -> None:
+    def __init__(self, iou_thrs: float | str = 0.5, map_points: int = 0, anno_path: str | None = None) -> None:
         self.thresholds = _thresholds(iou_thrs)
         if map_points not in (0, 11, 101):
             raise ConfigError(f"mAP: map_points must be 0, 11 or 101, got {map_points!r}.")
         self.map_points = map_points
+        self.name_to_id = _name_map(anno_path)
         self.reset()
 
     def reset(self) -> None:
         # one entry per image: (boxes, scores, classes, gt_boxes, gt_classes)
         self.images: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    @staticmethod
-    def _per_image_labels(labels: Any, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _per_image_labels(self, labels: Any, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if (
             isinstance(labels, (list, tuple))
             and len(labels) == 2
@@ -106,11 +113,29 @@ class MeanAveragePrecision(BaseMetric):
         ):
             boxes, classes = np.asarray(labels[0]), np.asarray(labels[1])
             return [(boxes[i], classes[i]) for i in range(boxes.shape[0])]
-        if isinstance(labels, (list, tuple)) and len(labels) == batch:
-            return [(np.asarray(item[0]), np.asarray(item[1])) for item in labels]
+        if isinstance(labels, (list, tuple)) and len(labels) == batch and all(_is_image_label(x) for x in labels):
+            return [self._image_label(item) for item in labels]
+        if isinstance(labels, (list, tuple)) and len(labels) == 4 and all(len(part) == batch for part in labels[:3]):
+            return [self._image_label((labels[0][i], labels[1][i], labels[2][i], None)) for i in range(batch)]
         raise EvaluationError(
-            "mAP: labels must be (gt_boxes [B, M, 4], gt_classes [B, M]) or one (gt_boxes, gt_classes) pair per image."
+            "mAP: labels must be (gt_boxes [B, M, 4], gt_classes [B, M]), one (gt_boxes, gt_classes) pair per image, "
+            "or LPOT's detection labels (boxes, names, classes, image id) per image."
         )
+
+    def _image_label(self, item: Any) -> tuple[np.ndarray, np.ndarray]:
+        boxes = np.asarray(item[0], dtype=np.float64).reshape(-1, 4)
+        if len(item) == 2:
+            return boxes, np.asarray(item[1])
+        names, classes = np.asarray(item[1]).reshape(-1), np.asarray(item[2]).reshape(-1)
+        if classes.size == 0 and names.size:
+            unknown = sorted({_text(n) for n in names} - set(self.name_to_id))
+            if unknown:
+                raise EvaluationError(
+                    f"mAP: class names {unknown[:5]} are not in the label map; give anno_path, a YAML file of "
+                    "'name: id' lines, or labels with class ids."
+                )
+            classes = np.asarray([self.name_to_id[_text(n)] for n in names], dtype=np.int64)
+        return boxes, classes
 
     def update(self, preds: Any, labels: Any) -> None:
         if not isinstance(preds, (list, tuple)) or len(preds) not in (3, 4):
@@ -178,3 +203,86 @@ class MeanAveragePrecision(BaseMetric):
             return 0.0
         per_threshold = [np.mean([self._class_ap(c, t) for c in classes]) for t in self.thresholds]
         return float(np.mean(per_threshold))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _is_image_label(item: Any) -> bool:
+    """One image's label: ``(boxes [M, 4], classes [M])`` or ``(boxes, names, classes, image id)``."""
+    if not isinstance(item, (list, tuple)) or len(item) not in (2, 4):
+        return False
+    boxes = np.asarray(item[0])
+    return (boxes.size == 0 or (boxes.ndim == 2 and boxes.shape[1] == 4)) and np.ndim(item[1]) <= 1
+
+
+def _name_map(anno_path: str | None) -> dict[str, int]:
+    if anno_path is None:
+        return {name: cid for cid, name in COCO_CATEGORIES.items()}
+    try:
+        with open(anno_path, encoding="utf-8") as handle:
+            mapping = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"mAP: cannot read the label map anno_path '{anno_path}': {exc}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
+        raise ConfigError(f"mAP: the label map '{anno_path}' must be a YAML mapping of class name to integer id.")
+    return {str(k): int(v) for k, v in mapping.items()}
+
+
+@register_metric("VOCmAP")
+class VOCMeanAveragePrecision(MeanAveragePrecision):
+    """PASCAL VOC mAP (LPOT's ``VOCmAP``): IoU 0.5, area under the precision envelope. LPOT fixes both,
+    so ``iou_thrs`` and ``map_points`` given here are ignored, as there."""
+
+    def __init__(self, anno_path: str | None = None, iou_thrs: Any = None, map_points: Any = None) -> None:
+        super().__init__(0.5, 0, anno_path)
+
+
+@register_metric("COCOmAP")
+class COCOMeanAveragePrecision(MeanAveragePrecision):
+    """COCO mAP (LPOT's ``COCOmAP``): AP averaged over IoU 0.50:0.05:0.95 with 101 recall points, at most
+    100 detections per image, computed by pycocotools' ``COCOeval`` (``pip install pycocotools``).
+    LPOT fixes the thresholds, so ``iou_thrs`` and ``map_points`` given here are ignored, as there."""
+
+    def __init__(self, anno_path: str | None = None, iou_thrs: Any = None, map_points: Any = None) -> None:
+        super().__init__("0.5:0.05:0.95", 101, anno_path)
+
+    def result(self) -> float:
+        try:
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        except ImportError:
+            raise EvaluationError("COCOmAP needs pycocotools, which is not installed: pip install pycocotools") from None
+
+        def xywh(boxes: np.ndarray) -> np.ndarray:
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        detections: list[dict[str, Any]] = []
+        for image_id, (boxes, scores, classes, gt_boxes, gt_classes) in enumerate(self.images, 1):
+            images.append({"id": image_id})
+            for box, cls in zip(xywh(gt_boxes), gt_classes.tolist(), strict=True):
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls), "bbox": box.tolist(),
+                     "area": float(box[2] * box[3]), "iscrowd": 0}
+                )
+            for box, score, cls in zip(xywh(boxes), scores.tolist(), classes.tolist(), strict=True):
+                detections.append({"image_id": image_id, "category_id": int(cls), "bbox": box.tolist(), "score": float(score)})
+        if not annotations:
+            return 0.0
+        categories = sorted({a["category_id"] for a in annotations} | {d["category_id"] for d in detections})
+        with contextlib.redirect_stdout(io.StringIO()):
+            truth = COCO()
+            truth.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in categories]}
+            truth.createIndex()
+            found = truth.loadRes(detections) if detections else None
+            if found is None:
+                return 0.0
+            evaluation = COCOeval(truth, found, iouType="bbox")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return max(float(evaluation.stats[0]), 0.0)

@@ -29,18 +29,20 @@ every such step (``run_pipeline(model, name, context=...)``). The quantization p
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import onnx_ir as ir
 
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, LpotError, PassError, first_line
 from lpot_ir.ir.model import all_nodes
-from lpot_ir.ir.pattern import RuleSet
+from lpot_ir.ir.pattern import Rule, RuleSet
 from lpot_ir.passes.rewrite import RewriteDriver, RewriteReport, gc_paused
+from lpot_ir.registry import DuplicateNameError, add_to_registry
 
 __all__ = [
     "Pass",
@@ -80,7 +82,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     # -- quantization (lpot_ir.passes.quantization; every step gets the QuantizationContext) --------
     # Stage: FP32 rewrites of the optimized model BEFORE calibration (accuracy recovery: equalization,
     # SmoothQuant). ModelQuantizer runs it once per prepared-model key and calibrates its result.
-    "int8-prepare": (),
+    "int8-prepare": ("cross-layer-equalization", "smoothquant"),
     # Stage: after Q/DQ insertion (or the dynamic rewrite), before lowering (accuracy recovery: bias
     # correction, weight rounding). Steps may read calibration feeds and the FP32 model from the context.
     "int8-refine": (),
@@ -207,30 +209,39 @@ class RuleSetPass(Pass):
 # --------------------------------------------------------------------------------------------------
 
 _PASSES: dict[str, Callable[[], ir.passes.PassBase]] = {}
-_RULE_SETS: dict[str, Callable[[], RuleSet]] = {}
+_RULE_SETS: dict[str, Callable[[], RuleSet | Sequence[Rule]]] = {}
 _T = TypeVar("_T")
 
 
-def _check_free(name: str, kind: str, replace: bool) -> None:
-    if not replace and (name in _PASSES or name in _RULE_SETS):
-        raise ValueError(f"a pass or rule set named {name!r} is already registered; pass replace=True to replace it")
-    if not name or name in PIPELINES:
-        raise ValueError(f"{kind} name {name!r} is empty or is a pipeline name")
+def _check_step_name(name: str, kind: str, replace: bool, other: Mapping[str, object]) -> None:
+    """Pass and rule-set names share one namespace, apart from the pipelines' (one duplicate-name policy:
+    :mod:`lpot_ir.registry`)."""
+    if name in PIPELINES:
+        raise DuplicateNameError(f"{name!r} is a pipeline name; give the {kind} another name.")
+    if name in other and not replace:
+        raise DuplicateNameError(
+            f"A {'rule set' if kind == 'pass' else 'pass'} named {name!r} is already registered. Pick another name, "
+            "or pass replace=True to replace it."
+        )
 
 
 def register_pass(name: str, *, replace: bool = False) -> Callable[[_T], _T]:
     """Class/function decorator: register a pass under ``name``.
 
-    Decorate a :class:`Pass` subclass (instantiated with no arguments) or a function that returns an
-    ``onnx_ir.passes.PassBase`` (e.g. one of ``onnx_ir.passes.common``).
+    Decorate a :class:`Pass` subclass (instantiated with no arguments; a :class:`ContextPass` with the
+    pipeline's context) or a function that returns an ``onnx_ir.passes.PassBase`` (e.g. one of
+    ``onnx_ir.passes.common``).
+
+    Raises:
+        DuplicateNameError: the name is taken (``replace=True`` replaces it).
     """
 
     def decorator(factory: _T) -> _T:
-        _check_free(name, "pass", replace)
+        _check_step_name(name, "pass", replace, _RULE_SETS)
+        add_to_registry(_PASSES, name, factory, kind="pass", replace=replace)
         if isinstance(factory, type) and issubclass(factory, Pass) and not factory.name:
             factory.name = name
         _RULE_SETS.pop(name, None)
-        _PASSES[name] = factory  # type: ignore[assignment]
         return factory
 
     return decorator
@@ -241,20 +252,23 @@ def register_rule_set(name: str, *, replace: bool = False) -> Callable[[_T], _T]
 
     The function takes no arguments and returns a :class:`RuleSet` or a list of rules (wrapped into a
     rule set named ``name``).
+
+    Raises:
+        DuplicateNameError: the name is taken (``replace=True`` replaces it).
     """
 
     def decorator(factory: _T) -> _T:
-        _check_free(name, "rule set", replace)
-
-        def build() -> RuleSet:
-            made = factory()  # type: ignore[operator]
-            return made if isinstance(made, RuleSet) else RuleSet(name, made)
-
+        _check_step_name(name, "rule set", replace, _PASSES)
+        add_to_registry(_RULE_SETS, name, factory, kind="rule set", replace=replace)
         _PASSES.pop(name, None)
-        _RULE_SETS[name] = build
         return factory
 
     return decorator
+
+
+def _build_rule_set(name: str) -> RuleSet:
+    made = _RULE_SETS[name]()
+    return made if isinstance(made, RuleSet) else RuleSet(name, made)
 
 
 def register_pipeline(name: str, steps: Sequence[str], *, version: int = 1, replace: bool = False) -> None:
@@ -265,10 +279,11 @@ def register_pipeline(name: str, steps: Sequence[str], *, version: int = 1, repl
         steps: registered pass, rule set or pipeline names, in order.
         version: recorded in recipes with the steps; bump it when the pipeline's output changes.
         replace: replace an existing pipeline of that name.
+
+    Raises:
+        DuplicateNameError: a different pipeline has that name (``replace=True`` replaces it).
     """
-    if name in PIPELINES and not replace:
-        raise ValueError(f"a pipeline named {name!r} already exists; pass replace=True to replace it")
-    PIPELINES[name] = tuple(steps)
+    add_to_registry(PIPELINES, name, tuple(steps), kind="pipeline", replace=replace)
     _VERSIONS[name] = int(version)
 
 
@@ -345,7 +360,7 @@ def get_pass(
     """
     _load_builtins()
     if name in _RULE_SETS:
-        return RuleSetPass(_RULE_SETS[name](), trace=trace, max_steps=max_steps)
+        return RuleSetPass(_build_rule_set(name), trace=trace, max_steps=max_steps)
     if name in _PASSES:
         factory = _PASSES[name]
         if isinstance(factory, type) and issubclass(factory, ContextPass):
@@ -361,7 +376,6 @@ def get_pass(
         if not isinstance(made, ir.passes.PassBase):
             raise TypeError(f"the factory registered as pass {name!r} returned {made!r}, not an onnx_ir pass")
         return made
-    import difflib
 
     close = difflib.get_close_matches(name, list(_PASSES) + list(_RULE_SETS), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -503,7 +517,16 @@ class PassManager(ir.passes.PassManager):
     def _run_steps(self, model: ir.Model, report: PipelineReport) -> None:
         for name, pass_ in zip(self.step_names, self.passes, strict=True):
             start = time.perf_counter()
-            result = pass_(model)
+            try:
+                result = pass_(model)
+            except LpotError:
+                raise
+            except Exception as exc:  # a bug in a pass: say which pass, keep the traceback chained
+                raise PassError(
+                    f"Pass '{name}' raised {first_line(exc)}. The model is left as the previous steps made it; "
+                    f"run with --debug (or look at the chained exception) for the traceback, and fix the pass or "
+                    f"leave it out of the pipeline."
+                ) from exc
             seconds = time.perf_counter() - start
             model = result.model
             if isinstance(result, PassResult):

@@ -29,7 +29,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from lpot_ir.errors import LpotError
+from lpot_ir.errors import LpotError, PassError, first_line
 from lpot_ir.ir.model import all_graphs
 from lpot_ir.ir.pattern import Builder, Decline, Match, NameScope, Rule, RuleSet
 
@@ -216,9 +216,11 @@ class RewriteDriver:
             if node.graph is not graph:
                 continue  # removed by an earlier rewrite
             for rule in self._by_root.get((_norm(node.domain), node.op_type), ()):
-                result = rule.try_match(node, graph)
+                with self._naming(rule, node, graph_name, "match or check"):
+                    result = rule.try_match(node, graph)
                 if isinstance(result, Match):
-                    touched = self._apply(rule, result, graph, scope)
+                    with self._naming(rule, node, graph_name, "replacement"):
+                        touched = self._apply(rule, result, graph, scope)
                     if isinstance(touched, Decline):
                         result = touched
                     else:
@@ -236,6 +238,20 @@ class RewriteDriver:
                 if record:
                     self._record(report, rule, node, graph_name, result)
         return True
+
+    @contextlib.contextmanager
+    def _naming(self, rule: Rule, node: ir.Node, graph_name: str, part: str) -> Iterator[None]:
+        """Turn an exception of a rule's own code into a :class:`PassError` naming the rule and the node."""
+        try:
+            yield
+        except LpotError:
+            raise
+        except Exception as exc:
+            raise PassError(
+                f"Rule {rule.name} of rule set '{self.name}' raised {first_line(exc)} in its {part} on "
+                f"{node.op_type} node '{node.name}' (graph '{graph_name}'). Fix the rule (its check must return a "
+                "reason instead of raising), or leave the rule set out of the pipeline."
+            ) from exc
 
     def _record(
         self, report: RewriteReport, rule: Rule, node: ir.Node, graph_name: str, result: Decline | None

@@ -26,13 +26,23 @@ and :attr:`Pruning.score` the ``eval_func`` result. See docs/pruning.md.
 
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from lpot_ir.config import create_dataloader, load_config
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
+from lpot_ir.frontends import is_onnx_model, resolve_model, unwrap_model
+from lpot_ir.ir.model import load_model, to_proto
+from lpot_ir.passes import PIPELINES, run_pipeline
+from lpot_ir.passes.pruning import ShrinkResult, shrink_pruned_channels
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, format_sparsity_table, resolve_schedules
+from lpot_ir.pruning.onnx_pruner import prune_channels, prune_initializers
 from lpot_ir.pruning.structured import ChannelSparsity, format_channel_table
+from lpot_ir.pruning.torch_pruner import TorchChannelPruner, TorchMagnitudePruner
+from lpot_ir.training import train_model
 
 __all__ = [
     "Pruning",
@@ -50,9 +60,6 @@ _SPARSITY_TOLERANCE = 0.01
 
 def _optimize_and_shrink(model: Any) -> tuple[Any, Any]:
     """Run ``fp32-optimize`` on ``model``; return (the ``shrink-pruned-channels`` result, the optimized model)."""
-    from lpot_ir.passes import PIPELINES, run_pipeline
-    from lpot_ir.passes.pruning import ShrinkResult, shrink_pruned_channels
-
     steps = list(PIPELINES["fp32-optimize"])
     at = steps.index("shrink-pruned-channels") if "shrink-pruned-channels" in steps else len(steps)
     model = run_pipeline(model, steps[:at]).model
@@ -63,8 +70,6 @@ def _optimize_and_shrink(model: Any) -> tuple[Any, Any]:
 
 
 def _is_torch_module(model: Any) -> bool:
-    import sys
-
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
 
@@ -82,8 +87,6 @@ class Pruning:
     """
 
     def __init__(self, conf_fname_or_obj: Any) -> None:
-        from lpot_ir.config import load_config
-
         self.conf = load_config(conf_fname_or_obj)
         if self.conf.pruning is None:
             raise ConfigError(
@@ -117,8 +120,6 @@ class Pruning:
 
     @model.setter
     def model(self, value: Any) -> None:
-        from lpot_ir.frontends import unwrap_model
-
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper
         self._pruner = None
         self._channel_pruner = None
@@ -220,8 +221,6 @@ class Pruning:
                     f"{type(self._model).__name__}. Set prune.model to the torch model before training; ONNX models "
                     "are pruned one-shot by prune.fit() without callbacks."
                 )
-            from lpot_ir.pruning.torch_pruner import TorchChannelPruner, TorchMagnitudePruner
-
             if any(not s.structured for s in self.schedules):
                 self._pruner = TorchMagnitudePruner(self._model, self.schedules)
             if any(s.structured for s in self.schedules):
@@ -254,8 +253,6 @@ class Pruning:
             raise ConfigError(
                 "Pruning has no model. Set prune.model = model (a torch.nn.Module or an ONNX model) first."
             )
-        from lpot_ir.frontends import is_onnx_model
-
         if _is_torch_module(model):
             self._dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
             pruned = self._fit_torch(model)
@@ -296,8 +293,6 @@ class Pruning:
                 "pruning.train.dataloader in the YAML or prune.train_dataloader in Python."
             )
         if self._train_dataloader is None and train is not None and train.dataloader is not None and self._train_func is None:
-            from lpot_ir.data import create_dataloader
-
             self._train_dataloader = create_dataloader(train.dataloader)
         pruners = self._torch_pruners("fit")  # checks the names before any training
         if self._channel_pruner is not None and self._channel_pruner.example is not None:
@@ -305,8 +300,6 @@ class Pruning:
         if self._train_func is not None:
             self._train_func(model)
         else:
-            from lpot_ir.training import train_model
-
             train_model(model, train, self._train_dataloader, callbacks=self, where="pruning.train")
         if all(p.epochs_seen == 0 for p in pruners):
             raise ConfigError(
@@ -346,9 +339,6 @@ class Pruning:
         Returns:
             An ``onnx.ModelProto``.
         """
-        from lpot_ir.frontends import resolve_model
-        from lpot_ir.ir.model import load_model, to_proto
-
         model = self._model
         if model is None:
             raise ConfigError("Pruning has no model. Set prune.model and call prune.fit() first.")
@@ -363,12 +353,6 @@ class Pruning:
     def dense_model(self, example_inputs: Any = None) -> Any:
         """The model as it was before ``fit()``, as optimized ONNX (``fp32-optimize``): the baseline of the
         compression stages (see :func:`lpot_ir.pruning.stages.compare_stages`)."""
-        import copy
-
-        from lpot_ir.frontends import resolve_model
-        from lpot_ir.ir.model import load_model, to_proto
-        from lpot_ir.passes import run_pipeline
-
         if self._dense is None:
             raise ConfigError("dense_model() is the model before pruning: call prune.fit() first.")
         if _is_torch_module(self._model):
@@ -391,18 +375,11 @@ class Pruning:
         return example
 
     def _fit_onnx(self, model: Any) -> Any:
-        from lpot_ir.ir.model import load_model, to_proto
-        from lpot_ir.passes import run_pipeline
-        from lpot_ir.pruning.onnx_pruner import prune_initializers
-
         if self._train_func is not None:
             raise ConfigError(
                 "An ONNX model cannot be trained by lpot-ir, so train_func would never run: ONNX models are pruned "
                 "one-shot to target_sparsity. Remove prune.train_func, or set prune.model to the torch model."
             )
-        from lpot_ir.passes.pruning import shrink_pruned_channels
-        from lpot_ir.pruning.onnx_pruner import prune_channels
-
         ir_model = load_model(model, target_opset=None)
         # Old exporters compute weights with Constant/ConstantOfShape nodes; fold them into initializers.
         ir_model = run_pipeline(ir_model, ["constant-folding"]).model

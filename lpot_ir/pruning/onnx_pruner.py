@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, output_channel_axis
 from lpot_ir.ir.model import all_graphs, all_nodes
-from lpot_ir.passes.pruning.channels import constant_array, find_channel_groups, weight_channel_axes
+from lpot_ir.passes.pruning.channels import constant_array, find_channel_groups
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
 from lpot_ir.pruning.structured import (
     ChannelSparsity,
@@ -32,7 +33,8 @@ __all__ = ["prune_initializers", "prunable_initializers", "prune_channels"]
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_WEIGHT_OPS = tuple(c.op_type for c in CAPABILITIES.values() if c.category is OpCategory.COMPUTE and c.weight_inputs == (1,))
+"""Conv, ConvTranspose, MatMul, Gemm: the compute ops of the capability table (weight = input 1)."""
 
 
 def _initializers(model: ir.Model) -> dict[str, tuple[ir.Value, np.ndarray]]:
@@ -48,12 +50,6 @@ def _initializers(model: ir.Model) -> dict[str, tuple[ir.Value, np.ndarray]]:
     return found
 
 
-def _channel_axis(node: ir.Node, rank: int) -> int:
-    """The output-channel axis of a node's weight (input 1), from the capability table."""
-    axes = weight_channel_axes(node, rank)
-    return axes[0] if axes is not None else 0
-
-
 def prunable_initializers(model: ir.Model) -> dict[str, int]:
     """Weight initializers of Conv/ConvTranspose/Gemm/MatMul nodes with ≥ 2 dims -> their output-channel axis."""
     inits = _initializers(model)
@@ -63,7 +59,7 @@ def prunable_initializers(model: ir.Model) -> dict[str, int]:
             continue
         weight = node.inputs[1]
         if weight is not None and weight.name in inits and inits[weight.name][1].ndim >= 2:
-            found.setdefault(weight.name, _channel_axis(node, inits[weight.name][1].ndim))
+            found.setdefault(weight.name, (output_channel_axis(node) or 0) % inits[weight.name][1].ndim)
     return found
 
 

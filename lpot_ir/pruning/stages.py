@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from lpot_ir.backends.onnxruntime import compare_latency
+
 __all__ = ["StageMetrics", "compare_stages", "format_stages", "weight_sparsity"]
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,6 @@ def compare_stages(
     """
     speed: dict[str, float] = {}
     if measure_speed and len(stages) > 1:
-        from lpot_ir.backends.onnxruntime import compare_latency
-
         try:
             comparison = compare_latency(dict(stages), inputs, rounds=rounds, iterations=10, warmup=5)
             speed = {name: comparison.speedup(name) for name in stages}

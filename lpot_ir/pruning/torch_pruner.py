@@ -8,14 +8,30 @@ through fine-tuning whatever the optimizer does (momentum, weight decay). torch 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from lpot_ir.errors import ConfigError
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
+from lpot_ir.errors import ConfigError, ConversionError
+from lpot_ir.ir.model import load_model
+from lpot_ir.passes import run_pipeline
+from lpot_ir.passes.pruning.channels import find_channel_groups
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
+from lpot_ir.pruning.structured import (
+    ChannelSparsity,
+    channel_scores,
+    choose_channels,
+    group_name,
+    mask_params,
+    per_channel_sum,
+    structured_targets,
+)
 
 __all__ = ["TorchMagnitudePruner", "TorchChannelPruner", "prunable_parameters"]
 
@@ -34,11 +50,13 @@ def prunable_parameters(module: Any) -> list[str]:
 
 
 def _channel_axes(module: Any) -> dict[str, int]:
-    """Weights whose output channels are not axis 0: ConvTranspose stores (in, out / groups, ...)."""
+    """Weights whose output channels are not axis 0: ConvTranspose stores (in, out / groups, ...), like
+    ONNX's ConvTranspose (the capability table's axis)."""
     import torch
 
+    axis = CAPABILITIES["ConvTranspose"].channel_axis
     return {
-        f"{prefix}.weight" if prefix else "weight": 1
+        f"{prefix}.weight" if prefix else "weight": axis
         for prefix, sub in module.named_modules()
         if isinstance(sub, torch.nn.modules.conv._ConvTransposeNd)
     }
@@ -111,14 +129,8 @@ class TorchMagnitudePruner:
 
 def _analysis_model(module: Any, example: tuple[list[Any], dict[str, Any]]) -> Any:
     """The module exported as ONNX for channel analysis: eval mode, BatchNorm kept, parameter names kept."""
-    import contextlib
-    import io
-    import warnings
-
     import torch
 
-    from lpot_ir.errors import ConversionError
-    from lpot_ir.ir.model import load_model
 
     args, kwargs = example
     was_training = module.training
@@ -150,8 +162,6 @@ def _analysis_model(module: Any, example: tuple[list[Any], dict[str, Any]]) -> A
         ) from None
     finally:
         module.train(was_training)
-    from lpot_ir.passes import run_pipeline
-
     # shapes are static here, so padding and reshape arguments computed from Shape fold into constants
     return run_pipeline(load_model(buffer.getvalue(), target_opset=None), ["constant-folding"]).model
 
@@ -210,9 +220,6 @@ class TorchChannelPruner:
                 "(one batch the model accepts) or prune.train_dataloader, or start pruning after epoch 0 "
                 "(initial_sparsity 0 at start_epoch)."
             )
-        from lpot_ir.passes.pruning.channels import find_channel_groups
-        from lpot_ir.pruning.structured import structured_targets
-
         analysis = find_channel_groups(_analysis_model(self.module, self._example))
         params = dict(self.module.named_parameters())
         self._targets = structured_targets(analysis, self.schedules, available=params, kind="parameter")
@@ -247,8 +254,6 @@ class TorchChannelPruner:
 
     def on_epoch_begin(self, epoch: int) -> None:
         """Choose the channels of every group whose scheduled sparsity changed at ``epoch``; apply the masks."""
-        from lpot_ir.pruning.structured import channel_scores, choose_channels
-
         self.epoch = int(epoch)
         self.epochs_seen += 1
         due = [(s, s.sparsity_at(self.epoch)) for s in self.schedules]
@@ -276,8 +281,6 @@ class TorchChannelPruner:
 
     def on_post_grad(self) -> None:
         """Accumulate |sum(w x grad)| per channel for the gradient_sensitivity pruners."""
-        from lpot_ir.pruning.structured import mask_params, per_channel_sum
-
         if not any(s.prune_type == "gradient_sensitivity" for s in self.schedules):
             return
         for group, schedule in self.prepare():
@@ -296,8 +299,6 @@ class TorchChannelPruner:
         """Zero the pruned channels' slices (in place, outside autograd)."""
         import torch
 
-        from lpot_ir.pruning.structured import mask_params
-
         if not self._masks or self._targets is None:
             return
         with torch.no_grad():
@@ -312,8 +313,6 @@ class TorchChannelPruner:
 
     def report(self) -> list[Any]:
         """The measured channel sparsity of every group (a channel counts when all its slices are zero)."""
-        from lpot_ir.pruning.structured import ChannelSparsity, group_name, mask_params, per_channel_sum
-
         rows = []
         for group, schedule in self._targets or []:
             nonzero = np.zeros(group.channels)

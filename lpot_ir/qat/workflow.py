@@ -22,6 +22,8 @@ from typing import Any
 from lpot_ir.ir.model import from_proto, to_proto
 from lpot_ir.ir.quant import Approach, CalibAlgorithm, TensorRange, TuningConfig
 from lpot_ir.qat.plan import FakeQuantPlan, plan_fake_quant
+from lpot_ir.qat.torch_qat import build_qat_module
+from lpot_ir.quantizer import ModelQuantizer, default_config
 
 __all__ = ["prepare_qat", "finish_qat", "qat_plan"]
 
@@ -66,13 +68,10 @@ def prepare_qat(quantizer: Any, config: TuningConfig | None = None, *, averaging
     Raises:
         ConversionError: the graph has an op the torch lowering does not run.
     """
-    from lpot_ir.qat.torch_qat import QatGraphModule
-    from lpot_ir.quantizer import default_config
-
     config = config or default_config(Approach.QAT)
     plan = qat_plan(quantizer, config)
     ranges = _initial_ranges(quantizer, plan)
-    module = QatGraphModule(to_proto(quantizer.fp32_model), plan, ranges, averaging_constant=averaging_constant)
+    module = build_qat_module(to_proto(quantizer.fp32_model), plan, ranges, averaging_constant=averaging_constant)
     logger.info(
         "QAT: %d activation, %d weight and %d bias fake quantizer(s) at the Q/DQ places of %d quantized node(s)",
         len(module.activation_quantizers), len(plan.weights), len(plan.biases), len(plan.quantized),
@@ -87,8 +86,6 @@ def finish_qat(module: Any, quantizer: Any) -> Any:
         module: the trained :class:`~lpot_ir.qat.torch_qat.QatGraphModule`.
         quantizer: the FP32 model's quantizer (its calibration data, workspace and name map carry over).
     """
-    from lpot_ir.quantizer import ModelQuantizer
-
     module.eval()
     return ModelQuantizer(
         module.trained_model(),

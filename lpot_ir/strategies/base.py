@@ -34,6 +34,7 @@ import numpy as np
 
 from lpot_ir.errors import ConfigError
 from lpot_ir.ir.quant import Approach, OpQuantConfig, QuantFormat, TuningConfig
+from lpot_ir.registry import add_to_registry
 from lpot_ir.strategies.space import NodeChoices, SpaceNode, expected_cost, node_aliases, node_choices
 
 __all__ = [
@@ -291,15 +292,7 @@ class TuneStrategy(ABC):
     def __init__(
         self, space: TuningSpace, context: StrategyContext, *, seed: int = 1978, **options: Any
     ) -> None:
-        unknown = sorted(set(options) - set(self.default_options))
-        if unknown:
-            valid = sorted(self.default_options)
-            close = difflib.get_close_matches(unknown[0], valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Strategy {self.name or type(self).__name__!r} has no option {unknown[0]!r} "
-                f"(tuning.strategy.{unknown[0]}).{hint} Valid options: {valid or 'none'}."
-            )
+        self.check_options(options)
         self.space = space
         self.context = context
         self.seed = int(seed)
@@ -324,6 +317,19 @@ class TuneStrategy(ABC):
         """
 
     # -- the loop's interface --------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` for an option the strategy does not take (before anything runs)."""
+        unknown = sorted(set(options) - set(cls.default_options))
+        if unknown:
+            valid = sorted(cls.default_options)
+            close = difflib.get_close_matches(unknown[0], valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Strategy {cls.name or cls.__name__!r} has no option {unknown[0]!r} "
+                f"(tuning.strategy.{unknown[0]}).{hint} Valid options: {valid or 'none'}."
+            )
 
     def propose(self) -> TuningConfig | None:
         """The next configuration to evaluate, or ``None`` when the search is over.
@@ -443,15 +449,8 @@ def register_strategy(name: str, *, replace: bool = False) -> Callable[[_S], _S]
     def decorator(cls: _S) -> _S:
         if not (isinstance(cls, type) and issubclass(cls, TuneStrategy)):
             raise TypeError(f"@register_strategy({name!r}) decorates TuneStrategy subclasses, not {cls!r}")
-        existing = STRATEGIES.get(key)
-        if existing is not None and existing is not cls and not replace:
-            if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-                raise ConfigError(
-                    f"A tuning strategy named {key!r} is already registered ({existing.__module__}."
-                    f"{existing.__qualname__}). Pick another name or pass replace=True."
-                )
+        add_to_registry(STRATEGIES, key, cls, kind="tuning strategy", replace=replace)
         cls.name = key
-        STRATEGIES[key] = cls
         return cls
 
     return decorator

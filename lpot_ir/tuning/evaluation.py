@@ -1,9 +1,14 @@
-"""How the tuning loop measures accuracy: a user's ``eval_func``, or a dataloader + metric (+ postprocess).
+"""How accuracy is measured and compared, for tuning, ``Benchmark`` and the reports.
 
-LPOT and Intel Neural Compressor hand an ONNX model's ``eval_func`` an ``onnx.ModelProto``; so does
-lpot-ir, so existing evaluation functions work unchanged. Without an ``eval_func``, the model runs in
-ONNX Runtime over the evaluation dataloader; each batch's outputs (a list, one array per model output)
-and labels go through the postprocess, then into the metric.
+* :class:`Evaluator`: a user's ``eval_func``, or a dataloader + metric (+ postprocess). LPOT and Intel
+  Neural Compressor hand an ONNX model's ``eval_func`` an ``onnx.ModelProto``; so does lpot-ir, so existing
+  evaluation functions work unchanged.
+* :func:`run_metric`: THE evaluation loop over a dataloader (used by :class:`Evaluator` and by
+  ``Benchmark``'s accuracy mode): each batch runs in ONNX Runtime, its outputs (a list, one array per
+  model output) and labels go through the postprocess, then into the metric. ``iteration`` N > 0 stops
+  after N batches; 0 or -1 evaluates every batch.
+* :func:`relative_loss`: THE accuracy loss relative to the FP32 baseline (positive = worse), for both
+  metric directions; the loop, the outcome and the reports use it.
 """
 
 from __future__ import annotations
@@ -11,24 +16,22 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from lpot_ir.errors import ConfigError, EvaluationError
+from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
+from lpot_ir.common import Metric
+from lpot_ir.errors import ConfigError, DataError, EvaluationError, first_line
+from lpot_ir.metrics import create_metric
 
-__all__ = ["Evaluator", "first_line"]
+__all__ = ["Evaluator", "MetricRun", "first_line", "relative_loss", "run_metric", "split_batch"]
 
 logger = logging.getLogger(__name__)
-
-
-def first_line(exc: BaseException) -> str:
-    """``ExcType: first line of the message`` (what a failed trial records)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class Evaluator:
@@ -40,7 +43,7 @@ class Evaluator:
         metric: a built-in metric instance (``update/reset/result``), a ``common.Metric`` wrapper, or a
             YAML metric spec such as ``{"topk": 1}``.
         postprocess: ``(preds, labels) -> (preds, labels)`` applied per batch.
-        iteration: batches to evaluate (-1 = all).
+        iteration: batches to evaluate (N > 0: the first N; 0 or -1: all).
         intra_op_threads: ONNX Runtime intra-op threads for the evaluation session.
 
     Raises:
@@ -98,23 +101,104 @@ class Evaluator:
         value = self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
         return _as_number(value, self.description)
 
-    def _run_metric(self, model: onnx.ModelProto) -> Any:
-        from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
-
+    def _run_metric(self, model: onnx.ModelProto) -> float:
         # __init__ guarantees both when there is no eval_func (the only case that gets here)
         assert self.metric is not None and self.dataloader is not None
         session = make_session(model, intra_op_threads=self.intra_op_threads)
-        specs = input_specs(session)
-        metric = self.metric.create()
-        for index, batch in enumerate(self.dataloader):
-            if 0 <= self.iteration <= index:
-                break
-            inputs, labels = _split_batch(batch, index)
-            preds = run_feed(session, make_feed(specs, inputs), where=f"evaluation batch {index}")
-            if self.postprocess is not None:
-                preds, labels = self.postprocess(preds, labels)
+        name = getattr(self.metric, "name", type(self.metric).__name__)
+        run = run_metric(
+            session, self.dataloader, self.metric.create(), postprocess=self.postprocess, iteration=self.iteration,
+            name=name,
+        )
+        return run.value
+
+
+@dataclass(frozen=True)
+class MetricRun:
+    """One pass of :func:`run_metric`.
+
+    Attributes:
+        value: the metric's result.
+        batches: batches evaluated.
+        samples: samples evaluated (first axis of the first input).
+        batch_size: samples in the first batch.
+        seconds: ONNX Runtime time of each batch (the metric's own time excluded).
+    """
+
+    value: float
+    batches: int
+    samples: int
+    batch_size: int
+    seconds: tuple[float, ...]
+
+
+def run_metric(
+    session: Any,
+    batches: Iterable[Any],
+    metric: Any,
+    *,
+    postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+    iteration: int = -1,
+    name: str = "metric",
+) -> MetricRun:
+    """Evaluate ``metric`` over ``batches`` of ``(inputs, labels)`` with an ONNX Runtime ``session``.
+
+    Args:
+        session: an ``onnxruntime.InferenceSession`` of the model.
+        batches: ``(inputs, labels)`` pairs; inputs as :func:`~lpot_ir.backends.onnxruntime.make_feed` takes them.
+        metric: a reset metric with ``update(preds, labels)`` and ``result()``.
+        postprocess: ``(preds, labels) -> (preds, labels)`` per batch.
+        iteration: N > 0 evaluates the first N batches; 0 or -1 every batch.
+        name: the metric's name in error messages.
+
+    Raises:
+        DataError: a batch is not an ``(inputs, labels)`` pair or does not fit the model.
+        EvaluationError: the postprocess or the metric raised, or the result is not a number.
+    """
+    specs = input_specs(session)
+    seconds: list[float] = []
+    samples = batch_size = 0
+    for index, item in enumerate(batches):
+        if 0 < iteration <= index:
+            break
+        inputs, labels = split_batch(item, index)
+        feed = make_feed(specs, inputs)
+        start = time.perf_counter()
+        preds: Any = run_feed(session, feed, where=f"evaluation batch {index}")
+        seconds.append(time.perf_counter() - start)
+        first = next(iter(feed.values()))
+        count = int(first.shape[0]) if first.ndim else 1
+        batch_size = batch_size or count
+        samples += count
+        try:
+            if postprocess is not None:
+                preds, labels = postprocess(preds, labels)
             metric.update(preds, labels)
-        return metric.result()
+        except Exception as exc:  # a user's postprocess or metric may raise anything
+            raise EvaluationError(
+                f"The metric {name} raised {type(exc).__name__} in update() on batch {index}: {exc}. "
+                "It receives the model's outputs as a list (one array per output) and the batch's labels."
+            ) from exc
+    if not seconds:
+        raise DataError("The evaluation dataloader yielded no batches; give it at least one (inputs, labels) pair.")
+    try:
+        result = metric.result()
+    except Exception as exc:  # a user's metric may raise anything
+        raise EvaluationError(f"The metric {name} raised {type(exc).__name__} in result(): {exc}") from exc
+    return MetricRun(_as_number(result, f"metric {name}"), len(seconds), samples, batch_size, tuple(seconds))
+
+
+def relative_loss(baseline: float | None, accuracy: float | None, *, higher_is_better: bool = True) -> float | None:
+    """Accuracy lost relative to ``baseline`` (positive = worse), for either metric direction.
+
+    ``(baseline - accuracy) / |baseline|`` when higher is better, ``(accuracy - baseline) / |baseline|`` for a
+    loss-like metric; the absolute difference when the baseline is 0; ``None`` when either is missing or
+    not finite.
+    """
+    if baseline is None or accuracy is None or not (math.isfinite(baseline) and math.isfinite(accuracy)):
+        return None
+    loss = (baseline - accuracy) if higher_is_better else (accuracy - baseline)
+    return loss / abs(baseline) if baseline else loss
 
 
 class _BuiltinMetric:
@@ -136,12 +220,8 @@ def _as_metric_factory(metric: Any) -> Any:
     if hasattr(metric, "create") and hasattr(metric, "metric_cls"):  # common.Metric
         return metric
     if isinstance(metric, dict):
-        from lpot_ir.metrics import create_metric
-
         return _BuiltinMetric(create_metric(metric))
     if isinstance(metric, str):
-        from lpot_ir.metrics import create_metric
-
         return _BuiltinMetric(create_metric({metric: None}))
     missing = [m for m in ("update", "reset", "result") if not callable(getattr(metric, m, None))]
     if missing:
@@ -150,19 +230,31 @@ def _as_metric_factory(metric: Any) -> Any:
             "(e.g. 'topk' or {'topk': 1}), common.Metric(MyMetricClass), or an object with update/reset/result."
         )
     if isinstance(metric, type):
-        from lpot_ir.common import Metric
-
         return Metric(metric)
     return _BuiltinMetric(metric)
 
 
-def _split_batch(batch: Any, index: int) -> tuple[Any, Any]:
-    if isinstance(batch, tuple) and len(batch) == 2:
-        return batch
-    raise EvaluationError(
-        f"Evaluation batch {index} is a {type(batch).__name__}, not an (inputs, labels) pair. An evaluation "
-        "dataloader must yield (inputs, labels); lpot_ir.common.DataLoader over (input, label) samples does."
-    )
+def split_batch(item: Any, index: int, *, need_labels: bool = True) -> tuple[Any, Any]:
+    """``(inputs, labels)`` of one evaluation dataloader item (``labels`` is ``None`` for a bare item when
+    ``need_labels`` is False).
+
+    Raises:
+        DataError: the item is not an ``(inputs, labels)`` pair (and labels are needed).
+    """
+    if isinstance(item, (tuple, list)):
+        if len(item) == 2:
+            return item[0], item[1]
+        raise DataError(
+            f"Dataloader item {index} is a {type(item).__name__} of {len(item)} values, not an (inputs, labels) "
+            "pair; inputs is an array, a tuple of arrays (one per model input) or a dict by input name."
+        )
+    if need_labels:
+        raise DataError(
+            f"Dataloader item {index} is a bare {type(item).__name__}, but evaluating a metric needs (inputs, labels) "
+            "pairs to feed it. Make the dataloader yield (inputs, labels); lpot_ir.common.DataLoader over (input, "
+            "label) samples does."
+        )
+    return item, None
 
 
 def _as_number(value: Any, where: str) -> float:

@@ -15,15 +15,16 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.benchmarking import compare_latency
 from lpot_ir.ir.quant import Fp32Category, Fp32Reason, TuningConfig
 from lpot_ir.strategies.base import TrialResult
 from lpot_ir.strategies.space import node_aliases
-from lpot_ir.tuning.loop import BEST_MODEL_FILE, LoopContext, TuningOutcome, choose_best
+from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import (
     format_decisions,
     format_trials,
@@ -34,6 +35,9 @@ from lpot_ir.tuning.report import (
 )
 from lpot_ir.tuning.space import SpaceBuild
 
+if TYPE_CHECKING:  # annotations only: the loop imports this module
+    from lpot_ir.tuning.loop import LoopContext
+
 __all__ = ["finalize", "finalize_without_tuning", "explain_decisions", "measure_speedup"]
 
 logger = logging.getLogger(__name__)
@@ -43,7 +47,6 @@ def measure_speedup(fp32: onnx.ModelProto, int8: onnx.ModelProto, feed: Mapping[
     """FP32 latency / INT8 latency: interleaved rounds, one intra-op thread, median of per-round ratios."""
     if feed is None:
         return None
-    from lpot_ir.backends.onnxruntime.benchmarking import compare_latency
 
     try:
         comparison = compare_latency({"fp32": fp32, "int8": int8}, dict(feed), rounds=15, iterations=10, warmup=10)
@@ -184,6 +187,7 @@ def finalize(
         speedup=speedup,
         warning=warning,
         sensitivity_calls=context.sensitivity_calls,
+        higher_is_better=context.higher_is_better,
     )
     threshold = criterion.threshold(context.baseline_accuracy)
     summary: list[tuple[str, Any]] = [

@@ -38,22 +38,26 @@ import numpy as np
 import onnx
 
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
+from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
-from lpot_ir.strategies import TrialResult, get_strategy
-from lpot_ir.tuning.evaluation import Evaluator, first_line
+from lpot_ir.strategies import TrialResult
+from lpot_ir.tuning.checks import check_tuning_config
+from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
+from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
-from lpot_ir.tuning.objectives import ObjectiveMeter, ranking_key
+from lpot_ir.tuning.objectives import ObjectiveMeter
+from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
+from lpot_ir.tuning.tensorboard import TensorBoardWriter
 
-__all__ = ["TuningOutcome", "LoopContext", "tune", "run_key"]
+__all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
 logger = logging.getLogger(__name__)
 
-BEST_MODEL_FILE = "best_model.onnx"
 PROXY_SAMPLES = 256
 """Calibration samples (at most) the accuracy proxy compares FP32 and INT8 top-1 on."""
 
@@ -69,6 +73,8 @@ class LoopContext:
             :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
         proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
         estimate_calls: proxy runs made (not evaluations).
+        trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
+            result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
 
     baseline_accuracy: float
@@ -79,6 +85,7 @@ class LoopContext:
     proxy: AgreementProxy | None = None
     estimate_calls: int = 0
     estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+    trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
     def estimate(self, config: TuningConfig) -> float:
         """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
@@ -147,58 +154,7 @@ class LoopContext:
 
     def relative_loss(self, accuracy: float | None) -> float | None:
         """Accuracy lost relative to the baseline (positive = worse), sign-adjusted for the direction."""
-        if accuracy is None or not math.isfinite(accuracy):
-            return None
-        base = self.baseline_accuracy
-        loss = (base - accuracy) if self.higher_is_better else (accuracy - base)
-        return loss / abs(base) if base else loss
-
-
-@dataclass
-class TuningOutcome:
-    """What one tuning run produced.
-
-    Attributes:
-        model: the best quantized model (a ``QuantizedModel``), never ``None``.
-        best: the trial it came from (``None`` when no trial produced a usable model).
-        trials: every trial in order (resumed ones included).
-        baseline_accuracy: FP32 accuracy (``None`` without accuracy evaluation).
-        baseline_objectives: FP32 objective values.
-        met_goal: whether ``best`` meets the accuracy criterion.
-        stop_reason: why the search stopped.
-        evaluated: trials evaluated by this process.
-        replayed: trials taken from a resumed history.
-        wall_seconds: wall time of this process's tuning (baseline included).
-        workspace: the workspace folder.
-        files: name -> path of what was written (model, recipe, history, report, plot, decisions).
-        decisions: node -> {"quantized", "op_type", "reason"} of the best model.
-        speedup: FP32 latency / INT8 latency of the best model (interleaved, 1 thread), if measured.
-        warning: the warning given when no trial met the criterion.
-    """
-
-    model: Any
-    best: TrialResult | None
-    trials: list[TrialResult]
-    baseline_accuracy: float | None
-    baseline_objectives: dict[str, float]
-    met_goal: bool
-    stop_reason: str
-    evaluated: int
-    replayed: int
-    wall_seconds: float
-    workspace: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    speedup: float | None = None
-    warning: str | None = None
-    sensitivity_calls: int = 0
-    estimate_calls: int = 0
-
-    @property
-    def relative_loss(self) -> float | None:
-        if self.best is None or self.best.accuracy is None or not self.baseline_accuracy:
-            return None
-        return (self.baseline_accuracy - self.best.accuracy) / abs(self.baseline_accuracy)
+        return relative_loss(self.baseline_accuracy, accuracy, higher_is_better=self.higher_is_better)
 
 
 def run_key(build: SpaceBuild, config: Any, fp32_digest: str, evaluator: Evaluator | None) -> tuple[str, dict[str, Any]]:
@@ -237,7 +193,6 @@ def _first_feed(
                 return feeds
     if not synthetic:
         return []
-    from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 
     try:
         return [synthetic_inputs(model, batch_size=1, seed=0)]
@@ -275,6 +230,7 @@ def tune(
     """
     start = time.perf_counter()
     tuning = config.tuning
+    strategy_cls = check_tuning_config(config)  # configuration errors before any model runs
     prefetch_plotting()
     workspace = Path(tuning.workspace.path)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -286,12 +242,8 @@ def tune(
     real_data = bool(feeds)  # the accuracy proxy needs real inputs, never synthetic ones
     feeds = feeds or _first_feed(quantizer, evaluator, optimized_proto)
     meter = ObjectiveMeter([n for n, _ in weights], feeds[0] if feeds else None)
-    if tuning.tensorboard:
-        logger.warning("tuning.tensorboard is not supported by lpot-ir; the report in the workspace replaces it")
 
     if evaluator is None or tuning.exit_policy.performance_only:
-        from lpot_ir.tuning.finalize import finalize_without_tuning
-
         return finalize_without_tuning(config, quantizer, build, meter, fp32_proto, workspace, feeds, start)
 
     key, details = run_key(build, config, quantizer.fp32_digest, evaluator)
@@ -320,7 +272,10 @@ def tune(
             context.proxy = AgreementProxy(
                 optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
             )
-    strategy_cls = get_strategy(tuning.strategy.name)
+    if tuning.tensorboard:
+        context.trial_observers.append(
+            TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
+        )
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
 
     replay = {t.config.key(): t for t in recorded}
@@ -371,8 +326,6 @@ def tune(
     finally:
         if bar is not None:
             bar.close()
-
-    from lpot_ir.tuning.finalize import finalize
 
     outcome = finalize(
         config=config,
@@ -442,8 +395,10 @@ def _run_trial(
     accuracy: float | None = None
     objectives: dict[str, float] = {}
     failed: str | None = None
+    quantized: Any = None
     try:
-        model = quantizer.quantize(config).model
+        quantized = quantizer.quantize(config)
+        model = quantized.model
     except Exception as exc:  # one bad configuration must not end tuning
         failed = f"quantization failed: {first_line(exc)}"
         logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
@@ -477,6 +432,11 @@ def _run_trial(
         "-" if loss is None else f"{loss:.2%}",
         ", meets the criterion" if meets else "",
     )
+    for observer in context.trial_observers:
+        try:
+            observer(index, config, quantized, result)
+        except Exception as exc:  # an observer (a report writer) must not end tuning
+            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
     return result
 
 
@@ -504,20 +464,3 @@ def _update_bar(bar: Any, trials: list[TrialResult], context: LoopContext) -> No
     bar.set_postfix_str(
         f"best trial {best.index}: acc {best.accuracy:.4f} (loss {loss:.2%}){' goal met' if best.meets_goal else ''}"
     )
-
-
-def choose_best(
-    trials: list[TrialResult],
-    weights: list[tuple[str, float]],
-    baseline_objectives: Mapping[str, float],
-    higher_is_better: bool,
-) -> tuple[TrialResult | None, bool]:
-    """The best trial and whether it meets the goal (see the module docstring)."""
-    meeting = [t for t in trials if t.meets_goal and t.failed is None]
-    if meeting:
-        return min(meeting, key=lambda t: ranking_key(t, weights, baseline_objectives, higher_is_better=higher_is_better)), True
-    usable = [t for t in trials if t.failed is None and t.accuracy is not None]
-    if not usable:
-        return None, False
-    sign = 1.0 if higher_is_better else -1.0
-    return max(usable, key=lambda t: (sign * float(t.accuracy), -t.index)), False  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.strategies.base import TrialResult
 
 __all__ = [
@@ -58,8 +60,6 @@ def model_size(model: onnx.ModelProto | bytes) -> float:
 
 def measure_latency(model: bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20) -> float:
     """Median seconds per run of ``model`` on ``feed`` (one intra-op thread)."""
-    from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
-    from lpot_ir.backends.onnxruntime.session import make_session
 
     session = make_session(model, intra_op_threads=1, inter_op_threads=1)
     seconds, _ = time_feeds(session, [dict(feed)], warmup=warmup, iterations=iterations)
@@ -76,7 +76,6 @@ def measure_footprint(model: bytes, feed: Mapping[str, np.ndarray]) -> float:
     """Resident-memory growth (bytes) while a session for ``model`` is created and run once."""
     import psutil
 
-    from lpot_ir.backends.onnxruntime.session import make_session
 
     process = psutil.Process()
     _release_freed_memory()

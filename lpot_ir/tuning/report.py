@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.backends.onnxruntime.benchmarking import format_table
 from lpot_ir.fileio import atomic_path, atomic_write
 from lpot_ir.strategies.base import TrialResult
+from lpot_ir.tuning.evaluation import relative_loss
 
 __all__ = ["prefetch_plotting", "write_text_atomic", "format_trials", "format_decisions", "write_report", "write_plot", "write_decisions"]
 
@@ -35,8 +37,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    from lpot_ir.backends.onnxruntime.benchmarking import format_table
-
     return format_table(headers, rows)
 
 
@@ -51,9 +51,9 @@ def format_trials(
     rows = []
     for t in trials:
         loss = "-"
-        if t.accuracy is not None and baseline:
-            value = (baseline - t.accuracy) if higher_is_better else (t.accuracy - baseline)
-            loss = f"{value / abs(baseline):.2%}"
+        value = relative_loss(baseline, t.accuracy, higher_is_better=higher_is_better) if baseline else None
+        if value is not None:
+            loss = f"{value:.2%}"
         latency = t.objectives.get("performance")
         size = t.objectives.get("modelsize")
         status = "failed: " + t.failed if t.failed else ("best" if t.index == best_index else "")

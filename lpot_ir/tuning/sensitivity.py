@@ -41,16 +41,15 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.batching import BatchLayout
+from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
-
-if TYPE_CHECKING:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
 
@@ -136,8 +135,6 @@ def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
 
 
 def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from lpot_ir.backends.onnxruntime.session import make_session
-
     session = make_session(model_bytes, intra_op_threads=1)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, dict(feed)), strict=True))
@@ -214,8 +211,6 @@ class SensitivityMeter:
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
     def _disagreeing_feed(self, int8_bytes: bytes) -> dict[str, np.ndarray]:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         if self._fp32_outputs is None:
             self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units, self.layout)
         outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units, self.layout)
@@ -331,7 +326,6 @@ def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Valu
 
 
 def _layout(model: onnx.ModelProto, batch_axes: Mapping[str, int | None] | None) -> BatchLayout:
-    from lpot_ir.backends.onnxruntime.batching import BatchLayout
 
     return BatchLayout(model, batch_axes)
 
@@ -398,8 +392,6 @@ class AgreementProxy:
         max_samples: int = 256,
         batch_axes: Mapping[str, int | None] | None = None,
     ) -> None:
-        from lpot_ir.backends.onnxruntime.session import make_session
-
         self.quantize = quantize
         layout = _layout(fp32_model, batch_axes)
         self._batches = layout.group(_sample_units(feeds, max_samples, layout))
@@ -428,7 +420,6 @@ class AgreementProxy:
         key = config.key()
         if key in self._cache:
             return self._cache[key]
-        from lpot_ir.backends.onnxruntime.session import make_session
 
         self.runs += 1
         model, _quantized = _model_and_quantized(self.quantize(config))

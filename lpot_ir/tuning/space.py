@@ -5,6 +5,7 @@
   per-channel weights), so an omitted ``model_wise`` means one candidate; list several values of a
   field to tune over them. ``fp32`` in a ``model_wise`` dtype list is ignored (every node may fall back).
 * ``calibration.sampling_size`` values become the sampling sizes to try.
+* ``recipes`` (SmoothQuant, cross-layer equalization) set the base configuration's ``recovery``.
 * ``optype_wise`` entries become op-type scopes and ``op_wise`` entries node-name scopes of the base
   configuration (a node may be named by its ONNX name or its framework name). An entry sets the first
   value of each field it lists. An entry whose dtype is only ``fp32`` keeps the node(s) in FP32; an
@@ -128,6 +129,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         format=quant.format,
         global_config=candidates[0],
         calib_sampling_size=sizes[0],
+        recovery=quant.recipes.recovery(),
     )
     pinned: dict[str, Fp32Reason] = {}
     for op_type, entry in quant.optype_wise.items():

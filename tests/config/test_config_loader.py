@@ -159,6 +159,11 @@ def test_every_default() -> None:
             "approach": "post_training_static_quant",
             "format": "qdq",
             "calibration": {"sampling_size": [100]},
+            "recipes": {
+                "smooth_quant": False,
+                "smooth_quant_args": {"alpha": [0.7, 0.5, 0.8]},
+                "cross_layer_equalization": False,
+            },
             "model_wise": {
                 "weight": {"dtype": [], "scheme": [], "granularity": [], "algorithm": []},
                 "activation": {"dtype": [], "scheme": [], "granularity": [], "algorithm": []},

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from lpot_ir import common
+from lpot_ir.config import create_dataloader
 from lpot_ir.data import (
     DataLoader,
     DummyDataset,
     ImageFolder,
     NumpyDataset,
-    create_dataloader,
     create_dataset,
 )
 from lpot_ir.errors import ConfigError, DataError

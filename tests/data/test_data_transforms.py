@@ -42,7 +42,7 @@ def test_resize_integer_images_round_and_keep_dtype() -> None:
     nearest = Resize([2, 4], interpolation="nearest")(np.array([[1, 2], [3, 4]], dtype=np.int64))
     np.testing.assert_array_equal(nearest, [[1, 1, 2, 2], [3, 3, 4, 4]])
     with pytest.raises(ConfigError, match="bilinear"):
-        Resize(4, interpolation="bicubic")
+        Resize(4, interpolation="lanczos")
     with pytest.raises(DataError, match="HWC"):
         Resize(4)(np.zeros((1, 3, 4, 4)))
 

@@ -103,3 +103,13 @@ def test_unwrap_model_opens_wrappers_but_not_models(torch_cnn) -> None:
     assert is_onnx_model(proto) and is_onnx_model(proto.SerializeToString())
     assert not is_onnx_model(module) and not is_onnx_model(object())
     assert isinstance(unwrap_model(Model(proto)), onnx.ModelProto)
+
+
+def test_aliases_map_keeps_only_names_that_differ():
+    import onnx as _onnx
+
+    from lpot_ir.frontends.base import ConvertedModel
+
+    converted = ConvertedModel(_onnx.ModelProto(), "pytorch", {"a": "a", "b": "layer1.conv", "c": ""}, (), ())
+    assert converted.aliases_map == {"b": "layer1.conv"}
+    assert ConvertedModel(_onnx.ModelProto(), "onnx", {"a": "a"}, (), ()).aliases_map is None

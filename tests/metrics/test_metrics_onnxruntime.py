@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from lpot_ir.config import load_config
-from lpot_ir.data import create_dataloader, create_postprocess
+from lpot_ir.config import create_dataloader, load_config
+from lpot_ir.data import create_postprocess
 from lpot_ir.metrics import create_metric
 
 

@@ -9,7 +9,7 @@ from onnx import helper
 from onnx_ir.passes.common import IdentityEliminationPass
 from passes_testutil import RNG, build, histogram, run, vi
 
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, PassError
 from lpot_ir.ir import clone_model
 from lpot_ir.ir.pattern import Rule, op, var
 from lpot_ir.passes import (
@@ -139,3 +139,46 @@ def test_a_pass_without_call_cannot_be_built() -> None:
 
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()
+
+
+def _sigmoid_check_raises(m):
+    return m["x"].shape[99]  # a bug in the check: IndexError
+
+
+@register_rule_set("test-broken-check")
+def _broken_check_rules():
+    return [Rule("BrokenSigmoidCheck", op("Sigmoid", var("x")), lambda b, m: [m["x"]], check=_sigmoid_check_raises,
+                 spec="Sigmoid(x) → x")]
+
+
+@register_pass("test-broken-pass")
+class BrokenPass(Pass):
+    in_place = True
+
+    def call(self, model: ir.Model) -> PassResult:
+        raise KeyError("missing")
+
+
+def test_an_exception_in_a_rule_names_the_rule_and_the_node() -> None:
+    with pytest.raises(PassError, match=r"Rule BrokenSigmoidCheck of rule set 'test-broken-check' raised IndexError.*"
+                                        r"in its match or check on Sigmoid node 'sigmoid'") as info:
+        run_pipeline(_model(), ["remove-identity", "test-broken-check"])
+    assert isinstance(info.value.__cause__, IndexError)  # the traceback stays chained
+
+
+def test_an_exception_in_a_pass_names_the_pass() -> None:
+    with pytest.raises(PassError, match="Pass 'test-broken-pass' raised KeyError: 'missing'"):
+        run_pipeline(_model(), ["test-broken-pass"])
+
+
+def test_a_broken_fp32_step_is_not_skipped_silently() -> None:
+    from lpot_ir.ir import to_proto
+    from lpot_ir.quantizer import ModelQuantizer
+
+    saved = PIPELINES["fp32-optimize"]
+    PIPELINES["fp32-optimize"] = (*saved, "test-broken-check")
+    try:
+        with pytest.raises(PassError, match="BrokenSigmoidCheck"):
+            ModelQuantizer(to_proto(_model()))
+    finally:
+        PIPELINES["fp32-optimize"] = saved

@@ -64,3 +64,11 @@ def test_table_is_declarative_and_consistent():
             assert cap.weight_inputs == (1,)
         if cap.bias_input is not None:
             assert cap.category is OpCategory.COMPUTE
+
+
+def test_every_category_of_the_table_has_one_annotator():
+    from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory
+    from lpot_ir.passes.quantization.annotate import ANNOTATORS
+
+    assert {c.category for c in CAPABILITIES.values()} <= set(ANNOTATORS)
+    assert set(ANNOTATORS) == set(OpCategory)

@@ -135,6 +135,7 @@ class _DoubleFirstWeight(QuantizationPass):
 
 def test_the_prepare_stage_is_calibrated_and_cached(model, feeds, pipelines) -> None:
     register_pass("test-double-first-weight", replace=True)(_DoubleFirstWeight)
+    builtin = pipeline_steps(PREPARE_PIPELINE)  # cross-layer-equalization, smoothquant
     insert_step(PREPARE_PIPELINE, "test-double-first-weight")
     quantizer = ModelQuantizer(model, feeds)
     off = TuningConfig(calib_sampling_size=2)
@@ -143,7 +144,7 @@ def test_the_prepare_stage_is_calibrated_and_cached(model, feeds, pipelines) -> 
     assert quantizer.prepared(off) is quantizer.prepared(TuningConfig(calib_sampling_size=2))  # switched off: the model itself
     prepared = quantizer.quantize(on)
     assert quantizer.prepared(on) is not quantizer.prepared(off)
-    assert prepared.recipe.pipeline is not None and prepared.recipe.pipeline.prepare == ("test-double-first-weight",)
+    assert prepared.recipe.pipeline is not None and prepared.recipe.pipeline.prepare == (*builtin, "test-double-first-weight")
     check_valid(prepared.model)
     # the Conv doubled: Relu, average pool and the Gemm are linear for positive scales, so y doubles
     y_fp32, y_plain, y_prepared = run(model, feeds[0])[0], run(plain.model, feeds[0])[0], run(prepared.model, feeds[0])[0]

@@ -72,6 +72,23 @@ def test_every_rule_has_a_spec():
     assert all(rule.spec and "→" in rule.spec for rule in rules)
 
 
+def test_rule_names_are_written_out_and_kernels_come_from_the_table():
+    import re
+
+    import lpot_ir.passes.quantization.lower_qoperator as lowering
+    from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
+
+    names = {rule.name for rule in qoperator_rules()}
+    written = set(re.findall(r"``(Lower\w+)``", lowering.__doc__ or ""))
+    assert names == written, (names - written, written - names)  # a grep for a rule name finds it
+    kernels = {k.op_type for c in CAPABILITIES.values() for k in (c.qoperator, c.float_output, c.dynamic_qoperator)
+               if k is not None}
+    assert {f"Lower{k}" for k in kernels if k[0] == "Q" or k.startswith("Dynamic")} <= names
+    assert {name[len("LowerInteger"):] for name in names if name.startswith("LowerInteger")} == {
+        c.op_type for c in CAPABILITIES.values() if c.qoperator is not None and c.qoperator.op_type == c.op_type
+    }
+
+
 def test_dynamic_qoperator_uses_fused_contrib_ops():
     hidden, inp = 4, 6
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),

@@ -133,6 +133,28 @@ def test_unknown_strategy_option_is_a_config_error(quantizer, tmp_path, digits):
         _run(config, quantizer, digits.eval_func)
 
 
+@pytest.mark.parametrize("strategy, options, message", [
+    ("basik", {}, "Unknown tuning strategy 'basik'.*Did you mean 'basic'"),
+    ("basic", {"grwoth": 3}, "has no option 'grwoth'"),
+])
+def test_strategy_errors_come_before_any_model_runs(tmp_path, digits, strategy, options, message):
+    from lpot_ir import Quantization
+
+    calls = []
+
+    def eval_func(model):
+        calls.append(model)
+        return digits.eval_func(model)
+
+    quantizer = Quantization(make_config(tmp_path, strategy, strategy_options=options))
+    quantizer.model = str(digits.model_path)
+    quantizer.calib_dataloader = digits.calib_dataloader(batch_size=10)
+    quantizer.eval_func = eval_func
+    with pytest.raises(ConfigError, match=message):
+        quantizer.fit()
+    assert not calls  # the FP32 baseline was never evaluated
+
+
 def test_no_evaluation_quantizes_without_tuning(quantizer, tmp_path):
     outcome = tune(make_config(tmp_path), quantizer, None, progress=False)
     assert len(outcome.trials) == 1 and outcome.baseline_accuracy is None
@@ -149,3 +171,7 @@ def test_lower_is_better_metric(digits, quantizer, tmp_path):
     assert outcome.met_goal
     assert outcome.best.accuracy <= outcome.baseline_accuracy + 0.01
     assert not outcome.trials[0].meets_goal  # all-INT8 errs about 11% more
+    # for a loss, more error is a positive relative loss (the outcome's sign was reversed once)
+    base = outcome.baseline_accuracy
+    assert outcome.relative_loss == pytest.approx((outcome.best.accuracy - base) / abs(base))
+    assert f"{outcome.relative_loss:.2%}" in outcome.files["report"].read_text()

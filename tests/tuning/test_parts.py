@@ -120,3 +120,20 @@ def test_model_wise_fp32_only_is_refused(quantizer, tmp_path):
     data["quantization"] = {"model_wise": {"activation": {"dtype": "fp32"}}}
     with pytest.raises(ConfigError, match="quantizes nothing"):
         build_space(load_config(data), quantizer.nodes, quantizer.fp32_model)
+
+
+def test_relative_loss_is_positive_when_worse_in_both_directions():
+    from pathlib import Path
+
+    from lpot_ir.tuning.evaluation import relative_loss
+    from lpot_ir.tuning.outcome import TuningOutcome
+
+    assert relative_loss(0.8, 0.6) == pytest.approx(0.25)  # accuracy fell
+    assert relative_loss(0.5, 0.6, higher_is_better=False) == pytest.approx(0.2)  # a loss rose
+    assert relative_loss(0.5, 0.4, higher_is_better=False) == pytest.approx(-0.2)
+    assert relative_loss(0.0, 0.1, higher_is_better=False) == pytest.approx(0.1)  # zero baseline: absolute
+    assert relative_loss(0.5, None) is None and relative_loss(0.5, math.nan) is None
+    config = TuningConfig()
+    best = TrialResult(0, config, 0.6, {}, True, None, 0.0)
+    outcome = TuningOutcome(None, best, [best], 0.5, {}, True, "", 1, 0, 0.0, Path("."), higher_is_better=False)
+    assert outcome.relative_loss == pytest.approx(0.2)

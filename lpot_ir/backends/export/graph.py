@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import numpy_helper
 
 from lpot_ir.errors import ConversionError, ModelLoadError
@@ -154,8 +155,6 @@ def as_model_proto(model: Any) -> onnx.ModelProto:
     if isinstance(model, (bytes, bytearray)):
         return onnx.load_from_string(bytes(model))
     if hasattr(model, "graph") and type(model).__module__.startswith("onnx_ir"):
-        import onnx_ir as ir
-
         return ir.serde.serialize_model(model)
     if isinstance(model, (str, os.PathLike)):
         try:

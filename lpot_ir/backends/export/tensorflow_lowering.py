@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph, spatial_pads
 from lpot_ir.errors import ConversionError
+from lpot_ir.optional import import_tensorflow
 
 __all__ = ["export_to_tensorflow", "build_tf_module", "TF_OPS"]
 
@@ -32,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 
 def _tf() -> Any:
-    from lpot_ir.frontends.tensorflow import import_tensorflow
-
     return import_tensorflow()
 
 
@@ -439,8 +439,6 @@ def _reduce(kind: str) -> Callable[[_Ctx], Any]:
 
 
 def _cast(c: _Ctx) -> Any:
-    import onnx
-
     tf = _tf()
     return tf.cast(c.ins[0], tf.as_dtype(onnx.helper.tensor_dtype_to_np_dtype(c.attrs["to"])))
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 
 from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph, spatial_pads
 from lpot_ir.errors import ConversionError
@@ -308,8 +309,6 @@ def _reduce(fn_name: str) -> Callable[[LoweredNode, list[Any]], Any]:
 
 
 def _cast(n: LoweredNode, ins: list[Any]) -> Any:
-    import onnx
-
     torch = _t()
     np_dtype = onnx.helper.tensor_dtype_to_np_dtype(n.attrs["to"])
     return ins[0].to(torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype)

@@ -1,9 +1,10 @@
 """What ONNX Runtime can run in INT8: one declarative table, and which nodes of a model it covers.
 
 :data:`CAPABILITIES` maps an ONNX op type to an :class:`OpCapability`: its category (which annotator
-handles it), which approaches it supports, which inputs are activations / weights / bias, the weight's
-output-channel axis, and the QOperator op that ONNX Runtime fuses it into. Everything else in
-lpot-ir (annotators, the tuning space, reports) reads this table; nothing hard-codes op lists.
+handles it), which approaches it supports, which inputs are weights / bias, the weight's output-channel
+axis, and the kernels ONNX Runtime runs it with (QOperator, float-output, dynamic). Everything else in
+lpot-ir (annotators, the Q/DQ and dynamic passes, the QOperator lowering, the tuning space, pruning,
+reports) reads this table; nothing else lists quantizable op types.
 
 :func:`quantizable_nodes` answers, for one model, which nodes can be quantized and with which choices
 (:class:`QuantizableNode`), and why the others that the table covers cannot (:class:`Fp32Reason`).
@@ -40,6 +41,8 @@ from lpot_ir.ir.quant import (
 )
 
 __all__ = [
+    "MS_DOMAIN",
+    "Kernel",
     "OpCategory",
     "OpCapability",
     "SpecChoices",
@@ -52,6 +55,7 @@ __all__ = [
     "default_op_config",
     "quantizable_nodes",
     "constant_value",
+    "output_channel_axis",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,88 +86,136 @@ _BOTH = frozenset({Approach.STATIC, Approach.QAT, Approach.DYNAMIC})
 _DYNAMIC = frozenset({Approach.DYNAMIC})
 
 
+MS_DOMAIN = "com.microsoft"
+"""ONNX Runtime's contrib-op domain."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An op ONNX Runtime runs, as the lowering or the dynamic rewrite emits it.
+
+    Attributes:
+        op_type: the op type.
+        domain: ``""`` (standard ONNX) or :data:`MS_DOMAIN` (an ONNX Runtime contrib op).
+        attributes: attributes the kernel needs that the source op does not have.
+        keep_attributes: forward the source op's attributes to the kernel.
+    """
+
+    op_type: str
+    domain: str = ""
+    attributes: tuple[tuple[str, int], ...] = ()
+    keep_attributes: bool = True
+
+
 @dataclass(frozen=True)
 class OpCapability:
     """What ONNX Runtime can do with one op type in INT8.
 
     Attributes:
         op_type: the ONNX op type (default domain).
-        category: the annotator that handles it.
+        category: the annotator that handles it (one annotator per category).
         approaches: the approaches with an integer kernel or Q/DQ fusion.
-        activation_inputs: input indices quantized as activations (``()`` for data-movement ops: input 0).
         weight_inputs: input indices that must be constants and are stored quantized.
         bias_input: input index of a bias stored as int32 (scale = activation x weight), if any.
-        channel_axis: the weight's output-channel axis for per-channel quantization (negative: from the end).
+        channel_axis: the weight's output-channel axis (negative: from the end); read by per-channel
+            quantization and by pruning.
         transposed_channel_axis: the axis when ``transB=1`` (Gemm), else unused.
         per_channel: per-channel weights are supported.
-        qoperator: the QOperator op ONNX Runtime runs (``QLinearConv``, ...), ``None`` if Q/DQ only.
-        dynamic_kernel: the integer op used by the dynamic approach (``MatMulInteger``, ...).
-        float_output_kernel: ONNX Runtime also fuses ``DQ -> op`` with a float output (MatMulIntegerToFloat,
-            QGemm), so the output is quantized only when a quantized consumer reads it.
+        qoperator: what the ``qoperator`` lowering makes of ``Q(op(DQ(x), ...))`` (``QLinearConv``, the op
+            itself for data movement, ...); ``None``: the op stays in Q/DQ form in QOperator models.
+        float_output: the integer kernel with a float output that ONNX Runtime fuses ``DQ -> op`` into
+            (``MatMulIntegerToFloat``, ``QGemm``); the output is then quantized only when a quantized
+            consumer reads it, and the lowering emits this kernel when nothing quantizes the output.
+        dynamic: the integer op the ``dynamic-quantize`` pass emits (``ConvInteger``, ``MatMulInteger``).
+        dynamic_qoperator: what the ``qoperator`` lowering makes of the dynamic form
+            (``DynamicQuantizeMatMul``, ``DynamicQuantizeLSTM``).
     """
 
     op_type: str
     category: OpCategory
     approaches: frozenset[Approach] = _STATIC
-    activation_inputs: tuple[int, ...] = (0,)
     weight_inputs: tuple[int, ...] = ()
     bias_input: int | None = None
     channel_axis: int = 0
     transposed_channel_axis: int | None = None
     per_channel: bool = False
-    qoperator: str | None = None
-    dynamic_kernel: str | None = None
-    float_output_kernel: bool = False
+    qoperator: Kernel | None = None
+    float_output: Kernel | None = None
+    dynamic: Kernel | None = None
+    dynamic_qoperator: Kernel | None = None
 
 
 def _cap(op_type: str, category: OpCategory, **kw: object) -> tuple[str, OpCapability]:
     return op_type, OpCapability(op_type, category, **kw)  # type: ignore[arg-type]
 
 
+def _same(op_type: str, category: OpCategory, **kw: object) -> tuple[str, OpCapability]:
+    """A data-movement op that ONNX Runtime runs on INT8 as it is (its QOperator form is itself)."""
+    return _cap(op_type, category, qoperator=Kernel(op_type), **kw)
+
+
 _C = OpCategory
-CAPABILITIES: Mapping[str, OpCapability] = dict(
+_MS = MS_DOMAIN
+CAPABILITIES: Mapping[str, OpCapability] = MappingProxyType(dict(
     [
         _cap("Conv", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), bias_input=2, channel_axis=0,
-             per_channel=True, qoperator="QLinearConv", dynamic_kernel="ConvInteger"),
-        _cap("ConvTranspose", _C.COMPUTE, weight_inputs=(1,), bias_input=2, channel_axis=1, per_channel=True,
-             qoperator="QLinearConvTranspose"),
+             per_channel=True, qoperator=Kernel("QLinearConv"), dynamic=Kernel("ConvInteger")),
+        _cap("ConvTranspose", _C.COMPUTE, weight_inputs=(1,), bias_input=2, channel_axis=1, per_channel=True),
         _cap("MatMul", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), channel_axis=-1, per_channel=True,
-             qoperator="QLinearMatMul", dynamic_kernel="MatMulInteger", float_output_kernel=True),
+             qoperator=Kernel("QLinearMatMul"), float_output=Kernel("MatMulIntegerToFloat", _MS),
+             dynamic=Kernel("MatMulInteger"), dynamic_qoperator=Kernel("DynamicQuantizeMatMul", _MS)),
         _cap("Gemm", _C.COMPUTE, approaches=_BOTH, weight_inputs=(1,), bias_input=2, channel_axis=1,
-             transposed_channel_axis=0, per_channel=True, qoperator="QGemm", dynamic_kernel="MatMulInteger",
-             float_output_kernel=True),
-        _cap("Gather", _C.EMBEDDING, approaches=_BOTH, activation_inputs=(), weight_inputs=(0,)),
-        _cap("Add", _C.BINARY, activation_inputs=(0, 1), qoperator="QLinearAdd"),
-        _cap("Mul", _C.BINARY, activation_inputs=(0, 1), qoperator="QLinearMul"),
-        _cap("Concat", _C.CONCAT, activation_inputs=(), qoperator="QLinearConcat"),
-        _cap("MaxPool", _C.DATA_MOVEMENT, qoperator="MaxPool"),
-        _cap("AveragePool", _C.POOL, qoperator="QLinearAveragePool"),
-        _cap("GlobalAveragePool", _C.POOL, qoperator="QLinearGlobalAveragePool"),
+             transposed_channel_axis=0, per_channel=True, qoperator=Kernel("QGemm", _MS),
+             float_output=Kernel("QGemm", _MS), dynamic=Kernel("MatMulInteger"),
+             dynamic_qoperator=Kernel("DynamicQuantizeMatMul", _MS)),
+        _cap("Gather", _C.EMBEDDING, approaches=_BOTH, weight_inputs=(0,)),
+        _cap("Add", _C.BINARY, qoperator=Kernel("QLinearAdd", _MS)),
+        _cap("Mul", _C.BINARY, qoperator=Kernel("QLinearMul", _MS)),
+        _cap("Concat", _C.CONCAT),
+        _same("MaxPool", _C.DATA_MOVEMENT),
+        _cap("AveragePool", _C.POOL, qoperator=Kernel("QLinearAveragePool", _MS)),
+        _cap("GlobalAveragePool", _C.POOL, qoperator=Kernel(
+            "QLinearGlobalAveragePool", _MS, attributes=(("channels_last", 0),), keep_attributes=False)),
         _cap("Relu", _C.FUSED_ACTIVATION),
         _cap("Clip", _C.FUSED_ACTIVATION),
-        _cap("LeakyRelu", _C.ACTIVATION, qoperator="QLinearLeakyRelu"),
-        _cap("Sigmoid", _C.ACTIVATION, qoperator="QLinearSigmoid"),
-        _cap("Softmax", _C.ACTIVATION, qoperator="QLinearSoftmax"),
-        _cap("Resize", _C.DATA_MOVEMENT, qoperator="Resize"),
-        _cap("Pad", _C.DATA_MOVEMENT, qoperator="Pad"),
-        _cap("Reshape", _C.DATA_MOVEMENT, qoperator="Reshape"),
-        _cap("Transpose", _C.DATA_MOVEMENT, qoperator="Transpose"),
-        _cap("Squeeze", _C.DATA_MOVEMENT, qoperator="Squeeze"),
-        _cap("Unsqueeze", _C.DATA_MOVEMENT, qoperator="Unsqueeze"),
-        _cap("Flatten", _C.DATA_MOVEMENT, qoperator="Flatten"),
-        _cap("Slice", _C.DATA_MOVEMENT, qoperator="Slice"),
-        _cap("Split", _C.DATA_MOVEMENT, qoperator="Split"),
-        _cap("Expand", _C.DATA_MOVEMENT, qoperator="Expand"),
-        _cap("DepthToSpace", _C.DATA_MOVEMENT, qoperator="DepthToSpace"),
-        _cap("SpaceToDepth", _C.DATA_MOVEMENT, qoperator="SpaceToDepth"),
-        _cap("Tile", _C.DATA_MOVEMENT, qoperator="Tile"),
-        _cap("LSTM", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2),
-             dynamic_kernel="DynamicQuantizeLSTM"),
-        _cap("GRU", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2)),
-        _cap("RNN", _C.RECURRENT, approaches=_DYNAMIC, activation_inputs=(), weight_inputs=(1, 2)),
+        _cap("LeakyRelu", _C.ACTIVATION, qoperator=Kernel("QLinearLeakyRelu", _MS)),
+        _cap("Sigmoid", _C.ACTIVATION, qoperator=Kernel("QLinearSigmoid", _MS)),
+        _cap("Softmax", _C.ACTIVATION),
+        _same("Resize", _C.DATA_MOVEMENT),
+        _same("Pad", _C.DATA_MOVEMENT),
+        _same("Reshape", _C.DATA_MOVEMENT),
+        _same("Transpose", _C.DATA_MOVEMENT),
+        _same("Squeeze", _C.DATA_MOVEMENT),
+        _same("Unsqueeze", _C.DATA_MOVEMENT),
+        _same("Flatten", _C.DATA_MOVEMENT),
+        _same("Slice", _C.DATA_MOVEMENT),
+        _cap("Split", _C.DATA_MOVEMENT),  # several outputs: stays Q/DQ in QOperator models
+        _same("Expand", _C.DATA_MOVEMENT),
+        _same("DepthToSpace", _C.DATA_MOVEMENT),
+        _same("SpaceToDepth", _C.DATA_MOVEMENT),
+        _same("Tile", _C.DATA_MOVEMENT),
+        _cap("LSTM", _C.RECURRENT, approaches=_DYNAMIC, weight_inputs=(1, 2),
+             dynamic_qoperator=Kernel("DynamicQuantizeLSTM", _MS)),
+        _cap("GRU", _C.RECURRENT, approaches=_DYNAMIC, weight_inputs=(1, 2)),
+        _cap("RNN", _C.RECURRENT, approaches=_DYNAMIC, weight_inputs=(1, 2)),
     ]
-)
-"""op_type -> what ONNX Runtime can do with it in INT8 (the one table)."""
+))
+"""op_type -> what ONNX Runtime can do with it in INT8 (the one table: annotators, the Q/DQ and dynamic
+passes, the QOperator lowering and pruning read it)."""
+
+
+def output_channel_axis(node: ir.Node) -> int | None:
+    """The output-channel axis of ``node``'s weight (input 1 or the table's weight input), from the table.
+
+    Gemm with ``transB=1`` uses the transposed axis. ``None`` when the op is not in the table.
+    """
+    cap = CAPABILITIES.get(node.op_type)
+    if cap is None:
+        return None
+    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0) != 0:
+        return cap.transposed_channel_axis
+    return cap.channel_axis
+
 
 SLOW_ORT_FUSIONS: Mapping[str, str] = MappingProxyType(
     {

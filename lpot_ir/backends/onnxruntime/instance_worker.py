@@ -27,6 +27,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.backends.onnxruntime.timing import time_feeds
+
 __all__ = ["InstanceJob", "start_instance", "read_frame", "write_frame", "main"]
 
 _HEADER = struct.Struct(">cQ")
@@ -100,9 +103,6 @@ def main() -> int:
         return 1
     job: InstanceJob = frame[1]
     try:
-        from lpot_ir.backends.onnxruntime.session import make_session
-        from lpot_ir.backends.onnxruntime.timing import time_feeds
-
         os.sched_setaffinity(0, job.cores)
         session = make_session(
             job.model, intra_op_threads=len(job.cores), inter_op_threads=1, optimization_level=job.optimization_level

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from lpot_ir.errors import DataError, ModelLoadError
@@ -176,8 +178,6 @@ def input_specs(
 
 
 def _proto_input_specs(proto: onnx.ModelProto) -> list[InputSpec]:
-    import onnx
-
     initializers = {t.name for t in proto.graph.initializer}
     specs = []
     for value in proto.graph.input:
@@ -213,8 +213,6 @@ def model_bytes(model: SessionSource) -> bytes:
     if _is_proto(model):
         return model.SerializeToString()
     if _is_ir_model(model):
-        import onnx_ir as ir
-
         return ir.serde.serialize_model(model).SerializeToString()
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, output_channel_axis
 
 __all__ = [
     "ChannelParam",
@@ -190,12 +190,10 @@ def weight_channel_axes(node: ir.Node, rank: int) -> tuple[int, int] | None:
     ``transB=1``); the input axis is the other matrix axis (Conv: 1, ConvTranspose: 0, MatMul: -2).
     """
     cap = CAPABILITIES.get(node.op_type)
-    if cap is None or not cap.weight_inputs or rank < 2:
+    axis = output_channel_axis(node)
+    if cap is None or not cap.weight_inputs or rank < 2 or axis is None:
         return None
-    out_axis = cap.channel_axis
-    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0) != 0:
-        out_axis = cap.transposed_channel_axis
-    out_axis %= rank
+    out_axis = axis % rank
     if node.op_type in ("Conv", "ConvTranspose"):
         in_axis = 1 - out_axis
     else:

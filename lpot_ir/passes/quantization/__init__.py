@@ -6,6 +6,8 @@ Every step is a registered pass or rule set; the pipelines are data in
 ========================  =========  ==========================================================================
 step                      kind       what it does
 ========================  =========  ==========================================================================
+cross-layer-equalization  pass       ``int8-prepare``: equalize Conv pairs' weight ranges (``recovery.equalization``)
+smoothquant               pass       ``int8-prepare``: move MatMul input outliers into weights (``recovery.smoothquant_alpha``)
 annotate                  pass       ``TuningConfig`` -> :class:`~lpot_ir.ir.quant.QuantAnnotation` node metadata
 insert-qdq                pass       QuantizeLinear/DequantizeLinear, quantized weights and int32 biases
 dynamic-quantize          pass       DynamicQuantizeLinear + integer ops (dynamic approach)
@@ -44,6 +46,7 @@ from lpot_ir.passes.quantization.pipeline import (
     quantize_model,
     select_pipeline,
 )
+from lpot_ir.passes.quantization.recovery import CrossLayerEqualizationPass, SmoothQuantPass
 from lpot_ir.passes.quantization.space_to_depth import space_to_depth_rules
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "PREPARE_PIPELINE",
     "QUANTIZED_WEIGHT_KEY",
     "AnnotatePass",
+    "CrossLayerEqualizationPass",
+    "SmoothQuantPass",
     "AnnotationResult",
     "DynamicQuantizePass",
     "InsertQDQPass",

@@ -1,7 +1,8 @@
 """Annotators: turn a :class:`TuningConfig` into :class:`QuantAnnotation` node metadata.
 
 One annotator per op category of the capability table
-(:data:`lpot_ir.backends.onnxruntime.capabilities.CAPABILITIES`):
+(:data:`lpot_ir.backends.onnxruntime.capabilities.CAPABILITIES`), registered in :data:`ANNOTATORS` with
+``@annotates(category)``:
 
 * **compute** (Conv, ConvTranspose, MatMul, Gemm): activation input, weight input (the node's weight
   spec, per channel along the table's channel axis), bias as :class:`DerivedBiasSpec`, and the output
@@ -29,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import onnx_ir as ir
@@ -60,7 +62,7 @@ from lpot_ir.ir.quant import (
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationPass, QuantPassResult
 
-__all__ = ["AnnotatePass", "AnnotationResult", "annotate", "fit_spec", "clear_annotations"]
+__all__ = ["ANNOTATORS", "AnnotatePass", "AnnotationResult", "Annotator", "annotates", "annotate", "fit_spec", "clear_annotations"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def annotate(
         if name not in selected:
             continue
         _node, qnode, op_config = active[name]
-        annotation = _annotation(node, qnode, op_config, dynamic, fused_producers, selected)
+        annotation = _annotation(_Site(node, qnode, op_config, dynamic, fused_producers, selected))
         node.meta[ANNOTATION_KEY] = annotation
         result.quantized.append(name)
     return result
@@ -222,7 +224,7 @@ def _not_beneficial(node: ir.Node, qnode: QuantizableNode, dynamic: bool) -> str
             other = node.inputs[consts.index(False)]
             producer = other.producer() if other is not None else None
             cap = CAPABILITIES.get(producer.op_type) if producer is not None else None
-            if cap is not None and cap.float_output_kernel and len(other.consumers()) == 1:  # type: ignore[union-attr]
+            if cap is not None and cap.float_output is not None and len(other.consumers()) == 1:  # type: ignore[union-attr]
                 return (
                     f"a bias {node.op_type} after {producer.op_type}: ONNX Runtime applies it in float after its "  # type: ignore[union-attr]
                     "integer MatMul (MatMulIntegerToFloat); an INT8 op would add a requantization"
@@ -336,69 +338,122 @@ def _fused_activations(
     return out
 
 
-def _annotation(
-    node: ir.Node,
-    qnode: QuantizableNode,
-    config: OpQuantConfig,
-    dynamic: bool,
-    fused_producers: set[str],
-    selected: set[str],
-) -> QuantAnnotation:
-    act, weight = config.activation, config.weight
-    category = qnode.category
-    inputs: list[tuple[int, TensorQuantSpec]] = []
-    outputs: list[tuple[int, TensorQuantSpec]] = []
+@dataclass(frozen=True)
+class _Site:
+    """What an annotator sees of one selected node."""
+
+    node: ir.Node
+    qnode: QuantizableNode
+    config: OpQuantConfig
+    dynamic: bool
+    fused_producers: set[str]
+    selected: set[str]
+
+
+_Specs = list[tuple[int, TensorQuantSpec]]
+Annotator = Callable[[_Site], tuple[_Specs, _Specs]]
+"""An annotator: (the node in context) -> (input specs, output specs)."""
+
+ANNOTATORS: dict[OpCategory, Annotator] = {}
+"""One annotator per category of the capability table (``annotates`` registers them)."""
+
+
+def annotates(*categories: OpCategory) -> Callable[[Annotator], Annotator]:
+    """Register the decorated function as the annotator of ``categories`` (one annotator per category)."""
+
+    def decorator(annotator: Annotator) -> Annotator:
+        for category in categories:
+            if category in ANNOTATORS:
+                raise ValueError(f"category {category} already has an annotator ({ANNOTATORS[category].__name__})")
+            ANNOTATORS[category] = annotator
+        return annotator
+
+    return decorator
+
+
+def _annotation(site: _Site) -> QuantAnnotation:
+    inputs, outputs = ANNOTATORS[site.qnode.category](site)
+    return QuantAnnotation(inputs=tuple(inputs), outputs=tuple(outputs), dynamic=site.dynamic)
+
+
+@annotates(OpCategory.COMPUTE)
+def _compute(site: _Site) -> tuple[_Specs, _Specs]:
+    """Activation input, weight, int32 bias (static), and the output unless a fused activation or a
+    float-output kernel takes it."""
+    node, act, dynamic = site.node, site.config.activation, site.dynamic
     ins = node.inputs
-    if category is OpCategory.COMPUTE:
-        inputs.append((0, act))
-        if qnode.weight_inputs:
-            inputs.append((1, weight))
-            cap = CAPABILITIES[node.op_type]
-            bias = cap.bias_input
-            if (
-                not dynamic
-                and bias is not None
-                and bias < len(ins)
-                and ins[bias] is not None
-                and constant_value(ins[bias]) is not None
-                and _bias_is_per_channel_vector(node)
-            ):
-                inputs.append((bias, DerivedBiasSpec(ins[0].name or "", ins[1].name or "")))  # type: ignore[union-attr]
-        else:
-            inputs.append((1, act))  # MatMul of two activations
-        if not dynamic and (node.name or "") not in fused_producers and (
-            not CAPABILITIES[node.op_type].float_output_kernel or _has_quantized_reader(node, selected)
+    cap = CAPABILITIES[node.op_type]
+    inputs: _Specs = [(0, act)]
+    outputs: _Specs = []
+    if site.qnode.weight_inputs:
+        inputs.append((1, site.config.weight))
+        bias = cap.bias_input
+        if (
+            not dynamic
+            and bias is not None
+            and bias < len(ins)
+            and ins[bias] is not None
+            and constant_value(ins[bias]) is not None
+            and _bias_is_per_channel_vector(node)
         ):
-            outputs.append((0, act))
-    elif category is OpCategory.EMBEDDING:
-        inputs.append((0, dataclasses.replace(weight, granularity=Granularity.PER_TENSOR)))
-        outputs.append((0, SharedQuantSpec(ins[0].name or "")))  # type: ignore[union-attr]
-    elif category is OpCategory.RECURRENT:
-        for i in qnode.weight_inputs:
-            inputs.append((i, dataclasses.replace(weight, granularity=Granularity.PER_TENSOR)))
-    elif category is OpCategory.DATA_MOVEMENT:
-        inputs.append((0, act))
-        source = ins[0].name or ""  # type: ignore[union-attr]
-        outputs.extend((i, SharedQuantSpec(source)) for i in range(len(node.outputs)))
-    elif category is OpCategory.FUSED_ACTIVATION:
-        producer = ins[0].producer() if ins and ins[0] is not None else None
-        if producer is not None and (producer.name or "") in fused_producers:
-            outputs.append((0, act))  # the producer's requantization absorbs the activation
-        else:
-            inputs.append((0, act))
-            outputs.append((0, SharedQuantSpec(ins[0].name or "")))  # type: ignore[union-attr]
-    else:  # binary, pool, activation, concat
-        data = _data_inputs(node, category)
-        inputs.extend((i, act) for i, _v in data)
-        if category in (OpCategory.BINARY, OpCategory.CONCAT):
-            for i, value in enumerate(ins):  # constant operands are stored quantized too
-                if value is not None and constant_value(value) is not None and i not in dict(inputs):
-                    if category is OpCategory.BINARY or value.dtype in (None, ir.DataType.FLOAT):
-                        inputs.append((i, act))
-            inputs.sort(key=lambda item: item[0])
-        if (node.name or "") not in fused_producers:
-            outputs.append((0, act))
-    return QuantAnnotation(inputs=tuple(inputs), outputs=tuple(outputs), dynamic=dynamic)
+            inputs.append((bias, DerivedBiasSpec(ins[0].name or "", ins[1].name or "")))  # type: ignore[union-attr]
+    else:
+        inputs.append((1, act))  # MatMul of two activations
+    if not dynamic and (node.name or "") not in site.fused_producers and (
+        cap.float_output is None or _has_quantized_reader(node, site.selected)
+    ):
+        outputs.append((0, act))
+    return inputs, outputs
+
+
+@annotates(OpCategory.EMBEDDING)
+def _embedding(site: _Site) -> tuple[_Specs, _Specs]:
+    """The table stored int8 (per tensor); the gathered rows keep its scale."""
+    weight = dataclasses.replace(site.config.weight, granularity=Granularity.PER_TENSOR)
+    return [(0, weight)], [(0, SharedQuantSpec(site.node.inputs[0].name or ""))]  # type: ignore[union-attr]
+
+
+@annotates(OpCategory.RECURRENT)
+def _recurrent(site: _Site) -> tuple[_Specs, _Specs]:
+    """Weights W and R stored int8 (per tensor)."""
+    weight = dataclasses.replace(site.config.weight, granularity=Granularity.PER_TENSOR)
+    return [(i, weight) for i in site.qnode.weight_inputs], []
+
+
+@annotates(OpCategory.DATA_MOVEMENT)
+def _data_movement(site: _Site) -> tuple[_Specs, _Specs]:
+    """Input 0 quantized; every output shares its scale, so INT8 flows through."""
+    node = site.node
+    source = node.inputs[0].name or ""  # type: ignore[union-attr]
+    return [(0, site.config.activation)], [(i, SharedQuantSpec(source)) for i in range(len(node.outputs))]
+
+
+@annotates(OpCategory.FUSED_ACTIVATION)
+def _fused_activation(site: _Site) -> tuple[_Specs, _Specs]:
+    """After a fused producer: only the output (the producer's requantization absorbs the activation);
+    otherwise input quantized and the output sharing its scale."""
+    ins, act = site.node.inputs, site.config.activation
+    producer = ins[0].producer() if ins and ins[0] is not None else None
+    if producer is not None and (producer.name or "") in site.fused_producers:
+        return [], [(0, act)]
+    return [(0, act)], [(0, SharedQuantSpec(ins[0].name or ""))]  # type: ignore[union-attr]
+
+
+@annotates(OpCategory.BINARY, OpCategory.POOL, OpCategory.ACTIVATION, OpCategory.CONCAT)
+def _own_scale(site: _Site) -> tuple[_Specs, _Specs]:
+    """Every float data input, and the output, with its own scale; constant operands of binary ops and
+    Concat are stored quantized too."""
+    node, category, act = site.node, site.qnode.category, site.config.activation
+    ins = node.inputs
+    inputs: _Specs = [(i, act) for i, _v in _data_inputs(node, category)]
+    if category in (OpCategory.BINARY, OpCategory.CONCAT):
+        for i, value in enumerate(ins):  # constant operands are stored quantized too
+            if value is not None and constant_value(value) is not None and i not in dict(inputs):
+                if category is OpCategory.BINARY or value.dtype in (None, ir.DataType.FLOAT):
+                    inputs.append((i, act))
+        inputs.sort(key=lambda item: item[0])
+    outputs: _Specs = [] if (node.name or "") in site.fused_producers else [(0, act)]
+    return inputs, outputs
 
 
 def _has_quantized_reader(node: ir.Node, selected: set[str]) -> bool:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import QuantizableNode, quantizable_nodes
+from lpot_ir.calibration import ChannelRange, calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.quant import (
     CalibAlgorithm,
@@ -45,6 +46,7 @@ from lpot_ir.passes.quantization.qparams import QParams
 
 __all__ = [
     "RangeLookup",
+    "ChannelLookup",
     "WeightCache",
     "Feeds",
     "QuantizationContext",
@@ -58,6 +60,10 @@ __all__ = [
 
 RangeLookup = Callable[[str, CalibAlgorithm], "TensorRange | None"]
 """``range_of(value_name, algorithm)``: the calibrated range of an activation, or ``None``."""
+
+ChannelLookup = Callable[[Mapping[str, int]], "Mapping[str, ChannelRange]"]
+"""``channel_ranges({value name: channel axis})``: per-channel ranges of the optimized FP32 model's activations."""
+
 
 WeightCache = dict[tuple[object, ...], tuple[QParams, np.ndarray]]
 """(weight name, spec, axis, shape, dtype) -> (parameters, quantized data), shared by the configurations
@@ -106,6 +112,11 @@ class QuantizationContext:
             stage, the optimized model in the prepare stage); never modify it.
         feeds: returns the calibration batches (at most ``config.calib_sampling_size`` samples);
             ``None`` when the run has no calibration data (use :meth:`calibration_feeds`).
+        channel_ranges: per-channel ranges of the optimized FP32 model's activations, computed (and
+            cached) by the runner from the calibration data; ``None``: :meth:`channel_statistics`
+            calibrates ``fp32_model`` on :meth:`calibration_feeds` itself.
+        recovery_factors: per-channel factors of the prepare stage's rewrites to replay instead of
+            computing them (technique -> site -> factors, from a recipe); ``None`` when not replaying.
     """
 
     config: TuningConfig
@@ -115,6 +126,8 @@ class QuantizationContext:
     weight_cache: WeightCache = dataclasses.field(default_factory=dict)
     fp32_model: onnx.ModelProto | None = None
     feeds: Callable[[], Feeds] | None = None
+    channel_ranges: ChannelLookup | None = None
+    recovery_factors: Mapping[str, Mapping[str, Any]] | None = None
 
     @property
     def recovery(self) -> RecoveryConfig:
@@ -133,6 +146,27 @@ class QuantizationContext:
                 "calib_dataloader= (Python) or --calib DATA (CLI), or switch the recovery setting off."
             )
         return self.feeds()
+
+    @property
+    def has_data(self) -> bool:
+        """Whether calibration data (or per-channel ranges computed from it) is available."""
+        return self.feeds is not None or self.channel_ranges is not None
+
+    def channel_statistics(self, wanted: Mapping[str, int]) -> Mapping[str, ChannelRange]:
+        """Per-channel ranges of ``wanted`` activations (name -> channel axis) of the optimized FP32 model.
+
+        Raises:
+            QuantizationError: the run has no calibration data.
+        """
+        if self.channel_ranges is not None:
+            return self.channel_ranges(wanted)
+        if self.fp32_model is None:
+            raise QuantizationError("Per-channel statistics need the FP32 model in the quantization context.")
+        result = calibrate(
+            self.fp32_model, self.calibration_feeds(), tensors=[], channel_axes=wanted,
+            sampling_size=self.config.calib_sampling_size, progress=False,
+        )
+        return result.channels
 
     @classmethod
     def for_model(cls, model: ir.Model, config: TuningConfig, **fields: object) -> QuantizationContext:

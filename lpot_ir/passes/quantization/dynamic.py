@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, constant_value
+from lpot_ir.ir.builder import GraphBuilder, move_graph_output, replace_value
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -35,7 +36,6 @@ from lpot_ir.ir.quant import (
 )
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output, replace_value
 from lpot_ir.passes.quantization.qparams import quantize_array, weight_qparams
 
 __all__ = ["DynamicQuantizePass"]
@@ -119,7 +119,9 @@ class DynamicQuantizePass(QuantizationPass):
             w_q, w_scale_value, w_zp = self._dynamic_quantize(b, w, new_nodes)
 
         attrs = [a for a in node.attributes.values()] if op == "Conv" else []
-        integer_op = "ConvInteger" if op == "Conv" else "MatMulInteger"
+        kernel = CAPABILITIES[op].dynamic
+        assert kernel is not None, f"the capability table gives {op} a dynamic kernel (only then is it annotated)"
+        integer_op = kernel.op_type
         acc = b.node(integer_op, [x_q, w_q, x_zp, w_zp], outputs=[(f"{base}_int32", ir.DataType.INT32, None)],
                      attributes=attrs, name=f"{base}_{integer_op}")
         cast = b.node("Cast", [acc.outputs[0]], outputs=[(f"{base}_float", ir.DataType.FLOAT, None)],
@@ -190,7 +192,7 @@ class DynamicQuantizePass(QuantizationPass):
         for use in list(out.uses()):
             if use.node is not dq:
                 use.node.replace_input_with(use.idx, dq.outputs[0])
-        rename_for_graph_output(out, dq.outputs[0], b.graph, b)
+        move_graph_output(out, dq.outputs[0], b.graph, b.scope)
         return None
 
     def _weights_only(self, b: GraphBuilder, node: ir.Node, annotation: QuantAnnotation) -> Fp32Reason | None:

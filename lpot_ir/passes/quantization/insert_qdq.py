@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, constant_value
+from lpot_ir.backends.onnxruntime.capabilities import (
+    CAPABILITIES,
+    OpCategory,
+    constant_value,
+    output_channel_axis,
+)
+from lpot_ir.ir.builder import GraphBuilder, move_graph_output
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -50,7 +56,6 @@ from lpot_ir.passes.quantization.context import (
     QuantPassResult,
     RangeLookup,
 )
-from lpot_ir.passes.quantization.graph_edit import GraphBuilder, rename_for_graph_output
 from lpot_ir.passes.quantization.qparams import (
     QParams,
     compute_qparams,
@@ -69,11 +74,9 @@ _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 def weight_axis(node: ir.Node, rank: int) -> int | None:
     """The output-channel axis of ``node``'s weight of rank ``rank`` (from the capability table), or ``None``."""
     cap = CAPABILITIES.get(node.op_type)
-    if cap is None or not cap.per_channel or rank == 0:
+    axis = output_channel_axis(node)
+    if cap is None or axis is None or not cap.per_channel or rank == 0:
         return None
-    axis = cap.channel_axis
-    if cap.transposed_channel_axis is not None and node.attributes.get_int("transB", 0) != 0:
-        axis = cap.transposed_channel_axis
     if node.op_type == "ConvTranspose" and node.attributes.get_int("group", 1) != 1:
         return None  # output channels are split across groups: no single weight axis holds them
     return axis % rank
@@ -363,7 +366,7 @@ class InsertQDQPass(QuantizationPass):
             for user, idx in uses:
                 user.replace_input_with(idx, dq_out)
             if plan.from_producer or plan.direct_int8:
-                rename_for_graph_output(value, dq_out, graph, builder)
+                move_graph_output(value, dq_out, graph, builder.scope)
 
     def _quantize_constant_operand(
         self,

@@ -1,21 +1,34 @@
 """Lower Q/DQ graphs to the QOperator format (QLinearConv, QLinearMatMul, QLinearAdd, ...).
 
-A rule set on the rewrite engine (:mod:`lpot_ir.passes.rewrite`); each rule replaces
-``DQ -> op -> Q`` by the integer op that reads and writes INT8 directly. Used only when the
-configuration asks for ``format: qoperator``: ``QLinearConv``/``QLinearMatMul`` and integer data
-movement are standard ONNX, the others are ONNX Runtime contrib ops (domain ``com.microsoft``).
+The rule set ``qoperator`` on the rewrite engine (:mod:`lpot_ir.passes.rewrite`); each rule replaces
+``DQ -> op -> Q`` by the integer op that reads and writes INT8 directly. It is generated from the
+capability table (:data:`~lpot_ir.backends.onnxruntime.capabilities.CAPABILITIES`): an entry's
+``qoperator``, ``float_output``, ``dynamic`` and ``dynamic_qoperator`` kernels name the ops the rules emit,
+and its category picks the rule's shape; nothing here lists op types. Step of the ``int8-qoperator`` and
+``int8-dynamic-qoperator`` pipelines. ``QLinearConv``/``QLinearMatMul`` and integer data movement are
+standard ONNX, the others are ONNX Runtime contrib ops (domain ``com.microsoft``).
 
-Rules (spec in arrow form):
+Rules (each name is ``Lower`` + the kernel it emits; ``tests/quantization/test_quant_qoperator.py`` checks
+that this list is the rule set):
 
-* ``Q(Conv(DQ(x), DQ(W), DQ(B)?)) -> QLinearConv(x, W, B)`` (also through a ``Relu``/``Clip(0, ..)`` when
-  the output zero point is the type's minimum, so the saturation is the activation)
-* ``Q(MatMul(DQ(a), DQ(b))) -> QLinearMatMul``; ``Q(Gemm(DQ(a), DQ(b), DQ(c)?)) -> com.microsoft.QGemm``;
-  without the output Q: ``MatMulIntegerToFloat`` and ``QGemm`` with a float output
-* ``Q(Add|Mul(DQ(a), DQ(b))) -> com.microsoft.QLinearAdd|QLinearMul``
-* ``Q(AveragePool|GlobalAveragePool|Sigmoid|LeakyRelu(DQ(x))) -> com.microsoft.QLinear*``
-* ``Q(op(DQ(x, s, z), ...), s, z) -> op(x, ...)`` for data movement (MaxPool, Reshape, Transpose, ...)
-* dynamic: ``Mul(Cast(MatMulInteger(DynamicQuantizeLinear(x), W)), scale) -> com.microsoft.DynamicQuantizeMatMul``;
-  ``LSTM(x, DQ(W), DQ(R)) -> com.microsoft.DynamicQuantizeLSTM``
+* ``LowerQLinearConv``, ``LowerQLinearConvBias``: ``Q(Conv(DQ(x), DQ(W), DQ(B)?)) → QLinearConv``;
+  ``LowerQLinearConvRelu``, ``LowerQLinearConvClip``, ``LowerQLinearConvBiasRelu``, ``LowerQLinearConvBiasClip``:
+  the same through a ``Relu``/``Clip(0, ..)`` when the output zero point is the type's minimum, so the
+  saturation is the activation
+* ``LowerQLinearMatMul``: ``Q(MatMul(DQ(a), DQ(b))) → QLinearMatMul``; ``LowerMatMulIntegerToFloat``:
+  ``MatMul(DQ(a), DQ(b)) → com.microsoft.MatMulIntegerToFloat`` when nothing quantizes the output
+* ``LowerQGemm``, ``LowerQGemmBias``: ``Q(Gemm(DQ(a), DQ(W), DQ(C)?)) → com.microsoft.QGemm``;
+  ``LowerQGemmFloatOutput``, ``LowerQGemmFloatOutputBias``: the same with a float output
+* ``LowerQLinearAdd``, ``LowerQLinearMul``: ``Q(Add|Mul(DQ(a), DQ(b))) → com.microsoft.QLinearAdd|QLinearMul``
+* ``LowerQLinearAveragePool``, ``LowerQLinearGlobalAveragePool``, ``LowerQLinearSigmoid``,
+  ``LowerQLinearLeakyRelu``: ``Q(op(DQ(x))) → com.microsoft.QLinear<op>``
+* ``LowerIntegerMaxPool``, ``LowerIntegerReshape``, ``LowerIntegerTranspose``, ``LowerIntegerSqueeze``,
+  ``LowerIntegerUnsqueeze``, ``LowerIntegerFlatten``, ``LowerIntegerSlice``, ``LowerIntegerResize``,
+  ``LowerIntegerPad``, ``LowerIntegerExpand``, ``LowerIntegerDepthToSpace``, ``LowerIntegerSpaceToDepth``,
+  ``LowerIntegerTile``: ``Q(op(DQ(x, s, z), ...), s, z) → op(x, ...)`` for data movement
+* dynamic: ``LowerDynamicQuantizeMatMul``:
+  ``Mul(Cast(MatMulInteger(DynamicQuantizeLinear(x), W)), scale) → com.microsoft.DynamicQuantizeMatMul``;
+  ``LowerDynamicQuantizeLSTM``: ``LSTM(x, DQ(W), DQ(R)) → com.microsoft.DynamicQuantizeLSTM``
 """
 
 from __future__ import annotations
@@ -26,6 +39,13 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.capabilities import (
+    CAPABILITIES,
+    MS_DOMAIN,
+    Kernel,
+    OpCapability,
+    OpCategory,
+)
 from lpot_ir.ir.pattern import Builder, Match, Pattern, Rule, RuleSet, const, forwarded_attributes, op, var
 from lpot_ir.passes.base import register_rule_set, run_pipeline
 from lpot_ir.passes.rewrite import RewriteReport
@@ -34,7 +54,6 @@ __all__ = ["MS_DOMAIN", "qoperator_rules", "lower_to_qoperator"]
 
 logger = logging.getLogger(__name__)
 
-MS_DOMAIN = "com.microsoft"
 _QMIN = {np.dtype(np.uint8): 0, np.dtype(np.int8): -128}
 
 
@@ -76,17 +95,23 @@ def _attrs(node: ir.Node, drop: tuple[str, ...] = ()) -> dict[str, ir.Attr]:
     return {name: attr for name, attr in node.attributes.items() if name not in drop}
 
 
-def _emit(b: Builder, op_type: str, inputs: list[ir.Value | None], node: ir.Node | None = None,
-          domain: str = "", **extra: Any) -> ir.Value:
-    attrs: dict[str, Any] = forwarded_attributes(_attrs(node)) if node is not None else {}
-    attrs.update(extra)
-    return b.op(op_type, *inputs, domain=domain, **attrs)
+def _emit(b: Builder, kernel: Kernel, inputs: list[ir.Value | None], node: ir.Node | None = None) -> ir.Value:
+    """The kernel's node: the source node's attributes (unless the kernel drops them) and the kernel's own."""
+    keep = node is not None and kernel.keep_attributes
+    attrs: dict[str, Any] = forwarded_attributes(_attrs(node)) if keep else {}  # type: ignore[arg-type]
+    attrs.update(kernel.attributes)
+    return b.op(kernel.op_type, *inputs, domain=kernel.domain, **attrs)
+
+
+def _full(kernel: Kernel) -> str:
+    """``com.microsoft.QGemm`` / ``QLinearConv``: the kernel as rule specs write it."""
+    return f"{kernel.domain}.{kernel.op_type}" if kernel.domain else kernel.op_type
 
 
 # -- Conv ------------------------------------------------------------------------------------------
 
 
-def _conv_rule(with_bias: bool, activation: str | None) -> Rule:
+def _conv_rule(kernel: Kernel, with_bias: bool, activation: str | None) -> Rule:
     inputs = [_dq("x"), _dq("w", constant=True)]
     if with_bias:
         inputs.append(_dq("b", constant=True))
@@ -115,31 +140,31 @@ def _conv_rule(with_bias: bool, activation: str | None) -> Rule:
 
     def replace(b: Builder, m: Match) -> ir.Value:
         bias = [m["b"]] if with_bias else []
-        return _emit(b, "QLinearConv", [m["x"], m["x_s"], m["x_z"], m["w"], m["w_s"], m["w_z"], m["y_s"], m["y_z"],
-                                        *bias], m.node("conv"))
+        return _emit(b, kernel, [m["x"], m["x_s"], m["x_z"], m["w"], m["w_s"], m["w_z"], m["y_s"], m["y_z"], *bias],
+                     m.node("conv"))
 
-    name = f"LowerQLinearConv{'Bias' if with_bias else ''}{activation or ''}"
+    name = f"Lower{kernel.op_type}{'Bias' if with_bias else ''}{activation or ''}"
     spec = f"Q({activation + '(' if activation else ''}Conv(DQ(x), DQ(W){', DQ(B)' if with_bias else ''})" \
-           f"{')' if activation else ''}) → QLinearConv"
+           f"{')' if activation else ''}) → {kernel.op_type}"
     return Rule(name, _q(inner), replace, check, spec=spec)
 
 
 # -- MatMul / Gemm -----------------------------------------------------------------------------------
 
 
-def _matmul_rule() -> Rule:
+def _matmul_rule(kernel: Kernel) -> Rule:
     inner = op("MatMul", _dq("a"), _dq("b"), name="mm")
 
     def check(m: Match) -> str | None:
         return _sole_use(m, "mm") or _per_tensor(m, "a_s", "y_s", "b_z")
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        return _emit(b, "QLinearMatMul", [m["a"], m["a_s"], m["a_z"], m["b"], m["b_s"], m["b_z"], m["y_s"], m["y_z"]])
+        return _emit(b, kernel, [m["a"], m["a_s"], m["a_z"], m["b"], m["b_s"], m["b_z"], m["y_s"], m["y_z"]])
 
-    return Rule("LowerQLinearMatMul", _q(inner), replace, check, spec="Q(MatMul(DQ(a), DQ(b))) → QLinearMatMul")
+    return Rule(f"Lower{kernel.op_type}", _q(inner), replace, check, spec=f"Q(MatMul(DQ(a), DQ(b))) → {kernel.op_type}")
 
 
-def _gemm_rule(with_bias: bool) -> Rule:
+def _gemm_rule(kernel: Kernel, with_bias: bool) -> Rule:
     inputs = [_dq("a"), _dq("w", constant=True)] + ([_dq("c", constant=True)] if with_bias else [])
     inner = op("Gemm", *inputs, name="gemm")
 
@@ -152,11 +177,11 @@ def _gemm_rule(with_bias: bool) -> Rule:
         c = [m["c"]] if with_bias else [None]
         node = m.node("gemm")
         attrs = forwarded_attributes(_attrs(node, drop=("beta",)))
-        return b.op("QGemm", m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, m["y_s"], m["y_z"],
-                    domain=MS_DOMAIN, **attrs)
+        return b.op(kernel.op_type, m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, m["y_s"], m["y_z"],
+                    domain=kernel.domain, **attrs)
 
-    name = f"LowerQGemm{'Bias' if with_bias else ''}"
-    return Rule(name, _q(inner), replace, check, spec="Q(Gemm(DQ(a), DQ(W), DQ(C)?)) → com.microsoft.QGemm")
+    name = f"Lower{kernel.op_type}{'Bias' if with_bias else ''}"
+    return Rule(name, _q(inner), replace, check, spec=f"Q(Gemm(DQ(a), DQ(W), DQ(C)?)) → {_full(kernel)}")
 
 
 def _feeds_quantize(m: Match, label: str) -> str | None:
@@ -165,7 +190,7 @@ def _feeds_quantize(m: Match, label: str) -> str | None:
     return None
 
 
-def _gemm_float_rule(with_bias: bool) -> Rule:
+def _gemm_float_rule(kernel: Kernel, with_bias: bool) -> Rule:
     inputs = [_dq("a"), _dq("w", constant=True)] + ([_dq("c", constant=True)] if with_bias else [])
     root = op("Gemm", *inputs, name="gemm")
 
@@ -177,57 +202,52 @@ def _gemm_float_rule(with_bias: bool) -> Rule:
     def replace(b: Builder, m: Match) -> ir.Value:
         c = [m["c"]] if with_bias else []
         attrs = forwarded_attributes(_attrs(m.node("gemm"), drop=("beta",)))
-        return b.op("QGemm", m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, domain=MS_DOMAIN, **attrs)
+        return b.op(kernel.op_type, m["a"], m["a_s"], m["a_z"], m["w"], m["w_s"], m["w_z"], *c, domain=kernel.domain,
+                    **attrs)
 
-    return Rule(f"LowerQGemmFloatOutput{'Bias' if with_bias else ''}", Pattern(root, exclusive=False), replace, check,
-                spec="Gemm(DQ(a), DQ(W), DQ(C)?) → com.microsoft.QGemm (float output)")
+    return Rule(f"Lower{kernel.op_type}FloatOutput{'Bias' if with_bias else ''}", Pattern(root, exclusive=False),
+                replace, check, spec=f"Gemm(DQ(a), DQ(W), DQ(C)?) → {_full(kernel)} (float output)")
 
 
-def _matmul_float_rule() -> Rule:
+def _matmul_float_rule(kernel: Kernel) -> Rule:
     root = op("MatMul", _dq("a"), _dq("b"), name="mm")
 
     def check(m: Match) -> str | None:
         return _feeds_quantize(m, "mm") or _per_tensor(m, "a_s", "a_z")
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        return b.op("MatMulIntegerToFloat", m["a"], m["b"], m["a_s"], m["b_s"], m["a_z"], m["b_z"], domain=MS_DOMAIN)
+        return b.op(kernel.op_type, m["a"], m["b"], m["a_s"], m["b_s"], m["a_z"], m["b_z"], domain=kernel.domain)
 
-    return Rule("LowerMatMulIntegerToFloat", Pattern(root, exclusive=False), replace, check, commute=False,
-                spec="MatMul(DQ(a), DQ(b)) → com.microsoft.MatMulIntegerToFloat (float output)")
+    return Rule(f"Lower{kernel.op_type}", Pattern(root, exclusive=False), replace, check, commute=False,
+                spec=f"MatMul(DQ(a), DQ(b)) → {_full(kernel)} (float output)")
 
 
 # -- binary, pools, activations --------------------------------------------------------------------
 
 
-def _binary_rule(op_type: str) -> Rule:
+def _binary_rule(op_type: str, kernel: Kernel) -> Rule:
     inner = op(op_type, _dq("a"), _dq("b"), name="bin")
 
     def check(m: Match) -> str | None:
         return _sole_use(m, "bin") or _per_tensor(m, "a_s", "b_s", "y_s")
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        return _emit(b, f"QLinear{op_type}", [m["a"], m["a_s"], m["a_z"], m["b"], m["b_s"], m["b_z"], m["y_s"],
-                                              m["y_z"]], domain=MS_DOMAIN)
+        return _emit(b, kernel, [m["a"], m["a_s"], m["a_z"], m["b"], m["b_s"], m["b_z"], m["y_s"], m["y_z"]])
 
-    return Rule(f"LowerQLinear{op_type}", _q(inner), replace, check, commute=False,
-                spec=f"Q({op_type}(DQ(a), DQ(b))) → com.microsoft.QLinear{op_type}")
+    return Rule(f"Lower{kernel.op_type}", _q(inner), replace, check, commute=False,
+                spec=f"Q({op_type}(DQ(a), DQ(b))) → {_full(kernel)}")
 
 
-def _unary_rule(op_type: str, target: str, keep_attrs: bool = True, **extra: Any) -> Rule:
+def _unary_rule(op_type: str, kernel: Kernel) -> Rule:
     inner = op(op_type, _dq("x"), name="un")
 
     def check(m: Match) -> str | None:
         return _sole_use(m, "un") or _per_tensor(m, "x_s", "y_s")
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        node = m.node("un") if keep_attrs else None
-        return _emit(b, target, [m["x"], m["x_s"], m["x_z"], m["y_s"], m["y_z"]], node, domain=MS_DOMAIN, **extra)
+        return _emit(b, kernel, [m["x"], m["x_s"], m["x_z"], m["y_s"], m["y_z"]], m.node("un"))
 
-    return Rule(f"Lower{target}", _q(inner), replace, check, spec=f"Q({op_type}(DQ(x))) → com.microsoft.{target}")
-
-
-_MOVEMENT = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Resize", "Pad",
-             "Expand", "DepthToSpace", "SpaceToDepth", "Tile")
+    return Rule(f"Lower{kernel.op_type}", _q(inner), replace, check, spec=f"Q({op_type}(DQ(x))) → {_full(kernel)}")
 
 
 def _pads_constant(m: Match) -> bool:
@@ -267,17 +287,18 @@ def _movement_rule(op_type: str) -> Rule:
         if _pads_constant(m):  # the float pad value (0 unless given) in the integer domain
             rest += [None] * (2 - len(rest))
             rest[1] = b.initializer(_quantized_pad_value(m), "pad_value")
-        return _emit(b, op_type, [m["x"], *rest], node)
+        return _emit(b, Kernel(op_type), [m["x"], *rest], node)
 
-    return Rule(f"LowerInteger{op_type}", _q(inner), replace, check, spec=f"Q({op_type}(DQ(x, s, z)), s, z) → {op_type}")
+    return Rule(f"LowerInteger{op_type}", _q(inner), replace, check,
+                spec=f"Q({op_type}(DQ(x, s, z)), s, z) → {op_type}")
 
 
 # -- dynamic -------------------------------------------------------------------------------------------
 
 
-def _dynamic_matmul_rule() -> Rule:
+def _dynamic_matmul_rule(integer_op: str, kernel: Kernel) -> Rule:
     dql = op("DynamicQuantizeLinear", var("x"), name="dql", outputs=3)
-    mmi = op("MatMulInteger", dql.out(0), const("w"), dql.out(2), const("w_z"), name="mmi")
+    mmi = op(integer_op, dql.out(0), const("w"), dql.out(2), const("w_z"), name="mmi")
     cast = op("Cast", mmi, name="cast")
     scale = op("Mul", dql.out(1), const("w_s"), name="scale")
     root = op("Mul", cast, scale, name="out")
@@ -286,13 +307,13 @@ def _dynamic_matmul_rule() -> Rule:
         return _sole_use(m, "mmi", "cast", "scale")
 
     def replace(b: Builder, m: Match) -> ir.Value:
-        return b.op("DynamicQuantizeMatMul", m["x"], m["w"], m["w_s"], m["w_z"], domain=MS_DOMAIN)
+        return b.op(kernel.op_type, m["x"], m["w"], m["w_s"], m["w_z"], domain=kernel.domain)
 
-    return Rule("LowerDynamicQuantizeMatMul", Pattern(root, exclusive=False), replace, check, commute=False,
-                spec="Mul(Cast(MatMulInteger(DynamicQuantizeLinear(x), W)), x_s·W_s) → DynamicQuantizeMatMul")
+    return Rule(f"Lower{kernel.op_type}", Pattern(root, exclusive=False), replace, check, commute=False,
+                spec=f"Mul(Cast({integer_op}(DynamicQuantizeLinear(x), W)), x_s·W_s) → {_full(kernel)}")
 
 
-def _dynamic_lstm_rule() -> Rule:
+def _dynamic_lstm_rule(kernel: Kernel) -> Rule:
     inputs = [var("x"), _dq("w", constant=True), _dq("r", constant=True)]
     inputs += [var(f"i{k}", optional=True) for k in range(3, 8)]
     root = op("LSTM", *inputs, name="lstm")
@@ -315,38 +336,55 @@ def _dynamic_lstm_rule() -> Rule:
 
         rest = [m[f"i{k}"] for k in range(3, 8)]
         outputs = b.op(
-            "DynamicQuantizeLSTM",
+            kernel.op_type,
             m["x"], b.initializer(np.ascontiguousarray(w.transpose(0, 2, 1)), "W_t"),
             b.initializer(np.ascontiguousarray(r.transpose(0, 2, 1)), "R_t"), *rest,
             per_direction("w_s", np.float32), per_direction("w_z", np.int8),
             per_direction("r_s", np.float32), per_direction("r_z", np.int8),
-            domain=MS_DOMAIN, outputs=len(node.outputs), **forwarded_attributes(_attrs(node, drop=("layout",))),
+            domain=kernel.domain, outputs=len(node.outputs), **forwarded_attributes(_attrs(node, drop=("layout",))),
         )
         return outputs if isinstance(outputs, tuple) else (outputs,)
 
-    return Rule("LowerDynamicQuantizeLSTM", Pattern(root, exclusive=False), replace, check, commute=False,
-                spec="LSTM(x, DQ(W), DQ(R)) → com.microsoft.DynamicQuantizeLSTM")
+    return Rule(f"Lower{kernel.op_type}", Pattern(root, exclusive=False), replace, check, commute=False,
+                spec=f"LSTM(x, DQ(W), DQ(R)) → {_full(kernel)}")
+
+
+def _rules_for(cap: OpCapability) -> list[Rule]:
+    """The lowering rules of one capability-table entry (the kernels come from the entry)."""
+    k, category, op_type = cap.qoperator, cap.category, cap.op_type
+    rules: list[Rule] = []
+    if category is OpCategory.COMPUTE:
+        if op_type == "Conv" and k is not None:
+            rules += [_conv_rule(k, bias, act) for bias in (True, False) for act in (None, "Relu", "Clip")]
+        elif op_type == "MatMul" and k is not None:
+            rules.append(_matmul_rule(k))
+        elif op_type == "Gemm" and k is not None:
+            rules += [_gemm_rule(k, bias) for bias in (True, False)]
+        if op_type == "MatMul" and cap.float_output is not None:
+            rules.append(_matmul_float_rule(cap.float_output))
+        elif op_type == "Gemm" and cap.float_output is not None:
+            rules += [_gemm_float_rule(cap.float_output, bias) for bias in (True, False)]
+        if cap.dynamic is not None and cap.dynamic_qoperator is not None:
+            rules.append(_dynamic_matmul_rule(cap.dynamic.op_type, cap.dynamic_qoperator))
+    elif category is OpCategory.BINARY and k is not None:
+        rules.append(_binary_rule(op_type, k))
+    elif category in (OpCategory.POOL, OpCategory.ACTIVATION) and k is not None:
+        rules.append(_unary_rule(op_type, k))
+    elif category is OpCategory.DATA_MOVEMENT and k is not None:
+        rules.append(_movement_rule(op_type))
+    elif category is OpCategory.RECURRENT and op_type == "LSTM" and cap.dynamic_qoperator is not None:
+        rules.append(_dynamic_lstm_rule(cap.dynamic_qoperator))
+    return rules
 
 
 @register_rule_set("qoperator")
 def qoperator_rules() -> RuleSet:
-    """The Q/DQ -> QOperator rule set (registered as ``qoperator``)."""
-    rules: list[Rule] = []
-    for bias in (True, False):
-        for act in (None, "Relu", "Clip"):
-            rules.append(_conv_rule(bias, act))
-        rules.append(_gemm_rule(bias))
-        rules.append(_gemm_float_rule(bias))
-    rules += [_matmul_rule(), _matmul_float_rule(), _binary_rule("Add"), _binary_rule("Mul")]
-    rules += [
-        _unary_rule("GlobalAveragePool", "QLinearGlobalAveragePool", keep_attrs=False, channels_last=0),
-        _unary_rule("AveragePool", "QLinearAveragePool"),
-        _unary_rule("Sigmoid", "QLinearSigmoid"),
-        _unary_rule("LeakyRelu", "QLinearLeakyRelu"),
-    ]
-    rules += [_movement_rule(t) for t in _MOVEMENT]
-    rules += [_dynamic_matmul_rule(), _dynamic_lstm_rule()]
-    return RuleSet("qoperator", rules, "Q/DQ to ONNX Runtime's QOperator ops")
+    """The Q/DQ -> QOperator rule set (registered as ``qoperator``), generated from the capability table."""
+    rules: dict[str, Rule] = {}
+    for cap in CAPABILITIES.values():
+        for rule in _rules_for(cap):
+            rules.setdefault(rule.name, rule)  # Gemm and MatMul share the dynamic MatMul rule
+    return RuleSet("qoperator", list(rules.values()), "Q/DQ to ONNX Runtime's QOperator ops")
 
 
 def lower_to_qoperator(model: ir.Model) -> RewriteReport:

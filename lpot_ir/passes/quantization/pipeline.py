@@ -109,7 +109,9 @@ class QuantizationReport:
         return [n for n in self.annotations.quantized if n not in self.dropped]
 
 
-def prepare_model(model: ir.Model, context: QuantizationContext, *, steps: tuple[str, ...] | None = None) -> bool:
+def prepare_model(
+    model: ir.Model, context: QuantizationContext, *, steps: tuple[str, ...] | None = None
+) -> PipelineReport | None:
     """Run the prepare stage (FP32 rewrites before calibration) on ``model`` in place.
 
     Args:
@@ -118,12 +120,13 @@ def prepare_model(model: ir.Model, context: QuantizationContext, *, steps: tuple
         steps: the steps to run instead of the registered ``int8-prepare`` (a recipe's record).
 
     Returns:
-        Whether any step changed the model.
+        The pass manager's report (``.modified``: whether any step changed the model; each step's
+        ``result``, e.g. a recovery pass's report), or ``None`` when the stage has no step.
     """
     steps = pipeline_steps(PREPARE_PIPELINE) if steps is None else steps
     if not steps:
-        return False
-    return run_pipeline(model, list(steps), context=context).modified
+        return None
+    return run_pipeline(model, list(steps), context=context)
 
 
 def quantize_model(
