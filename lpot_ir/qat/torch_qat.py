@@ -436,8 +436,10 @@ def build_qat_module(
     return qat_classes()[2](model, plan, initial_ranges, averaging_constant=averaging_constant)
 
 
+_LAZY = ("ActivationFakeQuantize", "WeightFakeQuantize", "QatGraphModule")
+
+
 def __getattr__(name: str) -> Any:
-    classes = dict(zip(("ActivationFakeQuantize", "WeightFakeQuantize", "QatGraphModule"), qat_classes(), strict=True))
-    if name in classes:
-        return classes[name]
+    if name in _LAZY:
+        return qat_classes()[_LAZY.index(name)]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
