@@ -22,7 +22,11 @@ installs them; nothing is downloaded at run time):
   the INT8 and FP32 sentence embeddings (mean and worst).
 
 Each technique is one entry of :data:`TECHNIQUES`: the models it runs on, and the settings compared
-with plain INT8 (a :class:`~lpot_ir.ir.quant.RecoveryConfig` each). Quantization is lpot-ir's default
+with plain INT8 (a :class:`~lpot_ir.ir.quant.RecoveryConfig` each). The "applied" column counts the
+sites a prepare-stage rewrite changed, or the decisions a quantization-stage pass recorded in the recipe
+(biases corrected, weights clipped or AdaRounded, activations given another range or scheme); "seconds" is
+the wall time of that quantization and "cpu s" the CPU time of this process (all its threads) during it,
+which a loaded machine inflates less (calibration is cached across the rows of one model). Quantization is lpot-ir's default
 configuration for this CPU (u8 activations, s8 per-channel weights) and, where a technique names it, the
 per-tensor-weights variant. Exported models, data and calibration statistics are cached under
 ``$LPOT_IR_CACHE/recovery-bench`` (default ``~/.cache/lpot_ir``).
@@ -50,7 +54,7 @@ import onnxruntime as ort
 
 from lpot_ir.backends.onnxruntime.benchmarking import compare_latency, format_table
 from lpot_ir.examples_data import cache_root
-from lpot_ir.ir.quant import Granularity, RecoveryConfig, TuningConfig
+from lpot_ir.ir.quant import Granularity, RecoveryConfig, TuningConfig, WeightRounding
 from lpot_ir.quantizer import ModelQuantizer, default_config
 
 # -- models ------------------------------------------------------------------------------------------
@@ -291,6 +295,17 @@ TECHNIQUES: tuple[Technique, ...] = (
     Technique("equalization", ("digits", "efficientnet-lite0"), (("on", RecoveryConfig(equalization=True)),),
               per_tensor=True),
     Technique("smoothquant", ("minilm",), tuple((f"alpha={a}", RecoveryConfig(smoothquant_alpha=a)) for a in (0.5, 0.7, 0.8))),
+    # the quantization-stage passes (int8-refine / range search): they read calibration data, keep every op
+    # INT8 and record their decisions in the recipe
+    Technique("bias-correction", ("digits", "efficientnet-lite0", "minilm"),
+              (("on", RecoveryConfig(bias_correction=True)),)),
+    Technique("weight-rounding", ("digits", "efficientnet-lite0", "minilm"),
+              (("mse", RecoveryConfig(weight_rounding=WeightRounding.MSE)),
+               ("adaround", RecoveryConfig(weight_rounding=WeightRounding.ADAROUND)))),
+    Technique("range-search", ("digits", "efficientnet-lite0", "minilm"), (("on", RecoveryConfig(range_search=True)),)),
+    Technique("all-refine", ("digits", "efficientnet-lite0", "minilm"),
+              (("bc+adaround+rs", RecoveryConfig(bias_correction=True, weight_rounding=WeightRounding.ADAROUND,
+                                                 range_search=True)),)),
 )
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -316,6 +331,18 @@ def _config(base: TuningConfig, per_tensor: bool, recovery: RecoveryConfig) -> T
     return dataclasses.replace(base, recovery=recovery)
 
 
+def _sites(result: Any, technique: str) -> tuple[int | str, int | str]:
+    """(sites applied, sites declined) of a technique in one quantization ("" when it does not say)."""
+    report = result.recovery.get(technique)  # the prepare-stage rewrites' reports
+    if report is not None:
+        return len(report.applied), len(report.declined)
+    records = result.recipe.records  # the quantization-stage passes: what they recorded
+    counts = [len(data) for step in ("bias-correction", "weight-rounding") for data in records.get(step, {}).values()]
+    searched = records.get("range-search", {})
+    counts += [len(searched.get("schemes", {})), sum(1 for a in searched.get("algorithms", {}).values() if a != "minmax")]
+    return (sum(counts) if records else 0), ""
+
+
 def run_technique(technique: Technique, task: Task, *, latency: bool, rounds: int) -> None:
     quantizer = ModelQuantizer(str(task.model_path), task.calib, workspace=_bench_dir() / task.name)
     reference = _outputs(task.model_path, task.feeds)
@@ -323,23 +350,23 @@ def run_technique(technique: Technique, task: Task, *, latency: bool, rounds: in
     latency_models: dict[str, onnx.ModelProto] = {}
     for per_tensor in (False, True) if technique.per_tensor else (False,):
         weights = "per-tensor" if per_tensor else "per-channel"
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plain = quantizer.quantize(_config(default_config(), per_tensor, RecoveryConfig()))
+        seconds = (time.perf_counter() - start, time.process_time() - cpu)
         plain_metrics = task.metric(reference, _outputs(plain.model, task.feeds))
-        rows.append((weights, "off", *plain_metrics.values(), "", "", f"{time.perf_counter() - start:.1f}"))
+        rows.append((weights, "off", *plain_metrics.values(), "", "", *(f"{t:.1f}" for t in seconds)))
         if not per_tensor:
             latency_models["int8"] = plain.model
         for label, recovery in technique.settings:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = quantizer.quantize(_config(default_config(), per_tensor, recovery))
+            seconds = (time.perf_counter() - start, time.process_time() - cpu)
             metrics = task.metric(reference, _outputs(result.model, task.feeds))
-            report = result.recovery.get(technique.name)
-            applied = len(report.applied) if report else 0
-            declined = len(report.declined) if report else 0
-            rows.append((weights, label, *metrics.values(), applied, declined, f"{time.perf_counter() - start:.1f}"))
+            applied, declined = _sites(result, technique.name)
+            rows.append((weights, label, *metrics.values(), applied, declined, *(f"{t:.1f}" for t in seconds)))
             if not per_tensor:
                 latency_models[f"int8 {label}"] = result.model
-    headers = ["weights", technique.name, *plain_metrics.keys(), "applied", "declined", "seconds"]
+    headers = ["weights", technique.name, *plain_metrics.keys(), "applied", "declined", "seconds", "cpu s"]
     print(format_table(headers, rows, title=f"{technique.name} on {task.name}: INT8 error against FP32"))
     if latency:
         comparison = compare_latency(latency_models, task.latency_input, rounds=rounds, iterations=20)

@@ -1,11 +1,14 @@
 """``python -m lpot_ir.demo`` (``make demo``): accuracy-driven tuning on the bundled example.
 
 The bundled example (:mod:`lpot_ir.examples_data`) is a real depthwise-separable CNN trained in
-seconds on scikit-learn's handwritten digits, with an outlier activation channel that makes
-quantizing every op lose about 10% accuracy. The demo tunes it with the default ``basic`` strategy
+about 15 s on scikit-learn's handwritten digits, with an outlier activation channel that makes
+quantizing every op lose about a fifth of its accuracy. The demo tunes it with the default ``basic`` strategy
 against a 1% relative-loss criterion and prints the FP32 and INT8 accuracy, the relative loss, the
 trials, the wall time and the INT8 speedup (ONNX Runtime, one thread, interleaved rounds). The
 workspace (best model, recipe, history, report, plot, per-op decisions) goes to ``--workspace``.
+
+It also prints the CPU's INT8 extensions (AMX, VNNI, AVX-512, AVX2): the speedup, and the last digits
+of the INT8 accuracies, depend on them (see ``docs/reproducibility.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import onnx
 
 from lpot_ir import Quantization
+from lpot_ir.backends.onnxruntime.capabilities import cpu_features
 from lpot_ir.errors import LpotError
 from lpot_ir.examples_data import digits_example
 from lpot_ir.tuning.finalize import measure_speedup
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32_ops = sorted(n for n, d in outcome.decisions.items() if not d["quantized"])
     print()
     print("lpot-ir demo: accuracy-driven INT8 tuning of the digits CNN (ONNX Runtime, CPU)")
+    print(f"  CPU                   {cpu_features().describe()}")
     print(f"  FP32 accuracy         {outcome.baseline_accuracy:.4f}  (500 held-out digits)")
     if all_int8 is not None:
         loss0 = (outcome.baseline_accuracy - all_int8) / outcome.baseline_accuracy
@@ -100,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ops kept in FP32      {len(fp32_ops)}: {', '.join(fp32_ops) or 'none'}")
     print(f"  tuning wall time      {tuning_seconds:.1f} s  (total with data preparation {time.perf_counter() - began:.1f} s)")
     if speedup is not None:
-        print(f"  INT8 speedup          {speedup:.2f}x  (batch 100, 1 thread, median of 15 interleaved rounds vs FP32)")
+        print(
+            f"  INT8 speedup          {speedup:.2f}x  (batch 100, 1 thread, median of 15 interleaved rounds vs FP32; "
+            "varies by CPU)"
+        )
     print(f"  workspace             {Path(args.workspace).resolve()}  (best_model.onnx, report.txt, tuning.png, decisions.json)")
     if outcome.warning:
         print(f"  WARNING: {outcome.warning}")

@@ -244,6 +244,7 @@ class Quantization:
             workspace=conf.tuning.workspace.path,
             name_map=name_map,
             batch_axes=dict(conf.model.batch_axes) or None,
+            recovery_options=conf.quantization.recipes.recovery_options(),
         )
         if self._calib_dataloader is None and conf.quantization.calibration.dataloader is not None:
             files = _calibration_files(conf.quantization.calibration.dataloader, quantizer)

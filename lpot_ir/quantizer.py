@@ -46,6 +46,7 @@ from lpot_ir.ir.quant import (
     Fp32Reason,
     OpQuantConfig,
     QuantFormat,
+    RecoveryOptions,
     TensorRange,
     TuningConfig,
 )
@@ -91,11 +92,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 2
-"""Recipe file format. 2 added ``pipeline`` (name, version, steps); version 1 recipes still load and replay
-with the pipeline their configuration selects."""
+RECIPE_FORMAT_VERSION = 3
+"""Recipe file format. 2 added ``pipeline`` (name, version, steps); 3 added ``records`` (the decisions steps
+took from calibration data, replayed without it), and is written only when a step recorded something.
+Version 1 and 2 recipes still load; version 1 replays with the pipeline its configuration selects."""
 
-_READABLE_RECIPE_VERSIONS = (1, 2)
+_READABLE_RECIPE_VERSIONS = (1, 2, 3)
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -152,15 +154,18 @@ class Recipe:
         factors: per-channel factors of the ``int8-prepare`` recovery rewrites (technique -> site ->
             factors), replayed as they are, so the prepared model needs neither calibration data nor the
             same CPU (float powers may round differently elsewhere).
+        records: step name -> the decisions it took from calibration data (accuracy-recovery passes:
+            clip ratios, learned roundings, bias corrections, chosen schemes), replayed without data.
     """
 
     fp32_model_digest: str
     config: TuningConfig
     ranges: Mapping[str, TensorRange] = field(default_factory=dict)
     lpot_ir_version: str = __version__
-    format_version: int = RECIPE_FORMAT_VERSION
+    format_version: int = 2
     pipeline: PipelineRecord | None = None
     factors: Mapping[str, Mapping[str, SiteFactors]] = field(default_factory=dict)
+    records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -175,6 +180,9 @@ class Recipe:
         factors = factors_to_dict(self.factors)
         if factors:  # omitted without recovery rewrites: plain recipes are unchanged
             out["recovery_factors"] = factors
+        if self.records:  # omitted when no step recorded anything: such recipes stay readable by version 2
+            out["format_version"] = RECIPE_FORMAT_VERSION
+            out["records"] = {step: dict(data) for step, data in sorted(self.records.items())}
         return out
 
     @classmethod
@@ -196,6 +204,7 @@ class Recipe:
                 format_version=version,
                 pipeline=PipelineRecord.from_dict(pipeline) if pipeline is not None else None,
                 factors=factors_from_dict(data.get("recovery_factors") or {}),
+                records={str(k): dict(v) for k, v in dict(data.get("records") or {}).items()},
             )
         except LpotError:
             raise
@@ -345,6 +354,8 @@ class ModelQuantizer:
         batch_axes: ``{input name: batch axis or None}`` for inputs whose batch axis the model's dimension
             names do not tell (see :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`); used by
             calibration and by the tuning loop's sensitivity and accuracy proxy.
+        recovery_options: samples and work budgets of the data-driven accuracy-recovery passes
+            (:class:`~lpot_ir.ir.quant.RecoveryOptions`).
         fixed_ranges: activation ranges that take precedence over calibration (the ranges learned by
             quantization-aware training); calibration runs only for a tensor they do not cover.
 
@@ -366,6 +377,7 @@ class ModelQuantizer:
         optimize: bool = True,
         progress: bool = False,
         batch_axes: Mapping[str, int | None] | None = None,
+        recovery_options: RecoveryOptions | None = None,
         fixed_ranges: Mapping[str, TensorRange] | None = None,
     ) -> None:
         loaded = load_model(model)
@@ -383,6 +395,7 @@ class ModelQuantizer:
         self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
         self._prepared: dict[tuple[object, ...], _Prepared] = {}
         self._feeds: dict[int, list[dict[str, Any]]] = {}
+        self.recovery_options = recovery_options or RecoveryOptions()
         self._channel_stats: dict[int, dict[str, Any]] = {}
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
@@ -589,8 +602,12 @@ class ModelQuantizer:
         return range_of
 
     def apply_ranges(
-        self, config: TuningConfig, ranges: Mapping[str, TensorRange], pipeline: PipelineRecord | None = None,
+        self,
+        config: TuningConfig,
+        ranges: Mapping[str, TensorRange],
+        pipeline: PipelineRecord | None = None,
         factors: Mapping[str, Mapping[str, SiteFactors]] | None = None,
+        records: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> QuantizedModel:
         """Apply ``config`` with given activation ranges (no calibration); used by :func:`apply_recipe`.
 
@@ -600,19 +617,26 @@ class ModelQuantizer:
             pipeline: the steps to run (a recipe's record); the configuration's pipeline when ``None``.
             factors: the recovery rewrites' factors to replay (a recipe's); computed when ``None``
                 (SmoothQuant then needs calibration data).
+            records: the quantization steps' recorded decisions (a recipe's ``records``): the steps replay
+                them instead of reading calibration data.
         """
         record = pipeline or PipelineRecord.current(select_pipeline(config))
         prepared = self.prepared(config, record.prepare, factors)
-        return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record)
+        return self._apply(config, prepared, lambda name, _algorithm: ranges.get(name), record, dict(records or {}))
 
     def _apply(
-        self, config: TuningConfig, prepared: _Prepared, range_of: RangeLookup, record: PipelineRecord
+        self,
+        config: TuningConfig,
+        prepared: _Prepared,
+        range_of: RangeLookup,
+        record: PipelineRecord,
+        replay: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(prepared.proto)
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
-            self._feeds_for(config.calib_sampling_size),
+            self._feeds_for(config.calib_sampling_size), replay=replay, recovery_options=self.recovery_options,
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
@@ -629,7 +653,9 @@ class ModelQuantizer:
         op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
         for name, reason in unsupported.items():
             decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
-        recipe = Recipe(self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery))
+        recipe = Recipe(
+            self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery), records=report.records
+        )
         steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
         return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
 
@@ -693,8 +719,9 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
     Args:
         fp32_model: the FP32 model the recipe was made from.
         recipe: a :class:`Recipe` or the path of its JSON file.
-        **kwargs: passed to :class:`ModelQuantizer` (``name_map``; ``calib_dataloader`` when the recipe's
-            configuration turns on an accuracy-recovery pass, which reads calibration data again).
+        **kwargs: passed to :class:`ModelQuantizer` (``name_map``; ``calib_dataloader`` only for a step that
+            reads calibration data without recording its decisions in ``Recipe.records``: the quantization
+            stage's recovery passes record theirs, so replaying them needs no data).
 
     Raises:
         QuantizationError: the recipe is malformed, was made from a different model, or ran a step that
@@ -710,7 +737,7 @@ def apply_recipe(fp32_model: Any, recipe: Recipe | str | os.PathLike[str], **kwa
             f"{recipe.fp32_model_digest[:16]}... does not match this model's {quantizer.fp32_digest[:16]}.... "
             "Apply the recipe to the exact FP32 model it was created from, or quantize this model again."
         )
-    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.factors)
+    return quantizer.apply_ranges(recipe.config, recipe.ranges, recipe.pipeline, recipe.factors, recipe.records)
 
 
 def _check_pipeline(record: PipelineRecord | None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -17,3 +19,17 @@ def zoo_dir() -> Path:
     if not ZOO_MODELS:
         pytest.fail(f"the onnx package no longer ships {ZOO_DIR}; pick another offline corpus")
     return ZOO_DIR
+
+
+@pytest.fixture(autouse=True)
+def _order_independent_rng(request: pytest.FixtureRequest) -> None:
+    """Restart the test module's shared ``RNG`` (a numpy Generator) from a seed named by the test itself.
+
+    Under ``pytest -n 2`` each worker runs a different subset of the tests, in an order that changes from
+    run to run; a module-level generator would give a test different data each time. Reseeded here, the
+    data a test draws depends only on the test (module-scoped fixtures use their own generators).
+    """
+    rng = getattr(request.module, "RNG", None)
+    if isinstance(rng, np.random.Generator):
+        seed = zlib.crc32(request.node.nodeid.encode())
+        rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state

@@ -30,7 +30,17 @@ from lpot_ir.config.coerce import SectionError, coerce_fields, to_plain
 from lpot_ir.data.dataloader import LastBatch
 from lpot_ir.data.datasets import DATASETS
 from lpot_ir.data.transforms import POSTPROCESSES, TRANSFORMS, check_params
-from lpot_ir.ir.quant import Approach, CalibAlgorithm, DType, Granularity, QuantFormat, RecoveryConfig, Scheme
+from lpot_ir.ir.quant import (
+    Approach,
+    CalibAlgorithm,
+    DType,
+    Granularity,
+    QuantFormat,
+    RecoveryConfig,
+    RecoveryOptions,
+    Scheme,
+    WeightRounding,
+)
 from lpot_ir.metrics.base import METRICS
 
 __all__ = [
@@ -46,6 +56,7 @@ __all__ = [
     "CalibrationSection",
     "SmoothQuantArgs",
     "RecipesSection",
+    "RecoveryArgs",
     "TensorWise",
     "ModelWise",
     "OpWiseEntry",
@@ -270,6 +281,36 @@ class CalibrationSection(_Section):
 
 
 @dataclass(frozen=True)
+class RecoveryArgs(_Section):
+    """``quantization.recipes.recovery_args``: how much work bias correction, AdaRound and range search may do
+    (:class:`~lpot_ir.ir.quant.RecoveryOptions`; the same for every configuration tuning tries).
+
+    Attributes:
+        samples: calibration samples they read (the first ones).
+        adaround_iterations: AdaRound's Adam steps per layer.
+        adaround_seconds: AdaRound's total work budget, in seconds of a reference core (deterministic).
+        adaround_layer_seconds: the budget of one layer, same unit.
+        range_search_margin: keep the configured range unless another lowers the error by this fraction.
+    """
+
+    samples: int = 32
+    adaround_iterations: int = 300
+    adaround_seconds: float = 30.0
+    adaround_layer_seconds: float = 3.0
+    range_search_margin: float = 0.02
+
+    def _check(self) -> None:
+        try:
+            self.options()
+        except ValueError as exc:
+            _invalid(self, f"{exc}.")
+
+    def options(self) -> RecoveryOptions:
+        """The :class:`RecoveryOptions` these arguments set (the others keep their defaults)."""
+        return RecoveryOptions(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
 class SmoothQuantArgs(_Section):
     """``quantization.recipes.smooth_quant_args`` (Neural Compressor's key).
 
@@ -295,18 +336,35 @@ class RecipesSection(_Section):
         smooth_quant_args: its settings (``alpha``).
         cross_layer_equalization: cross-layer equalization of Conv pairs (an lpot-ir key; an FP32 rewrite
             before calibration).
+        bias_correction: fold each quantized layer's mean output shift (measured on calibration data) into
+            its bias (Neural Compressor's ``fast_bias_correction``, done layer by layer).
+        weight_rounding: ``nearest``, ``mse`` (per-channel clipping) or ``adaround`` (learned rounding).
+        range_search: choose each activation's calibration algorithm and scheme by the error it causes.
+        recovery_args: how much work bias correction, AdaRound and range search may do.
     """
 
     smooth_quant: bool = False
     smooth_quant_args: SmoothQuantArgs = field(default_factory=SmoothQuantArgs)
     cross_layer_equalization: bool = False
+    # the quantization-stage passes (they read calibration data and record their decisions in the recipe)
+    bias_correction: bool = False
+    weight_rounding: WeightRounding = WeightRounding.NEAREST
+    range_search: bool = False
+    recovery_args: RecoveryArgs = field(default_factory=RecoveryArgs)
 
     def recovery(self) -> RecoveryConfig:
         """The :class:`RecoveryConfig` these recipes start from (the first ``alpha``)."""
         return RecoveryConfig(
             equalization=self.cross_layer_equalization,
             smoothquant_alpha=self.smooth_quant_args.alpha[0] if self.smooth_quant else None,
+            bias_correction=self.bias_correction,
+            weight_rounding=self.weight_rounding,
+            range_search=self.range_search,
         )
+
+    def recovery_options(self) -> RecoveryOptions:
+        """The work budgets of the data-driven recovery passes (``ModelQuantizer(recovery_options=...)``)."""
+        return self.recovery_args.options()
 
 
 @dataclass(frozen=True)
@@ -388,7 +446,7 @@ class QuantizationSection(_Section):
         format: ``qdq`` or ``qoperator`` (an lpot-ir field). ``None`` = implied by ``model.framework``
             (``onnxrt_qlinearops`` -> qoperator), else qdq; :class:`Config` resolves it.
         calibration: sampling sizes and calibration data.
-        recipes: accuracy-recovery rewrites (SmoothQuant, cross-layer equalization).
+        recipes: accuracy recovery that keeps ops in INT8 (``TuningConfig.recovery``).
         model_wise: constraints for every node.
         op_wise: constraints per node name (framework names allowed).
         optype_wise: constraints per op type (e.g. ``Conv``).

@@ -10,7 +10,8 @@ All of it is typed, frozen data that round-trips to plain dicts (and so to JSON 
   Strategies only ever edit ``TuningConfig`` data.
 * :class:`RecoveryConfig` (``TuningConfig.recovery``) turns on the accuracy-recovery passes that keep
   ops in INT8 (cross-layer equalization, SmoothQuant, bias correction, weight rounding, per-tensor
-  range search); strategies try them before reverting ops to FP32.
+  range search); strategies try them before reverting ops to FP32. :class:`RecoveryOptions` says how
+  much work the data-driven ones may do (the same for every configuration of a run).
 * :class:`QuantAnnotation` is what annotators write into ``node.meta[ANNOTATION_KEY]`` for the generic
   Q/DQ insertion pass: per input/output index, a :class:`QuantSpec`, a :class:`SharedQuantSpec`
   ("same scale as that value") or a :class:`DerivedBiasSpec` ("int32, scale = act scale x weight scale").
@@ -33,6 +34,7 @@ import yaml
 __all__ = [
     "ANNOTATION_KEY",
     "FP32_REASON_KEY",
+    "RANGE_KEY",
     "DType",
     "Scheme",
     "Granularity",
@@ -48,6 +50,7 @@ __all__ = [
     "TuningConfig",
     "WeightRounding",
     "RecoveryConfig",
+    "RecoveryOptions",
     "SharedQuantSpec",
     "DerivedBiasSpec",
     "TensorQuantSpec",
@@ -60,6 +63,9 @@ __all__ = [
 
 ANNOTATION_KEY = "lpot_ir.quant"
 FP32_REASON_KEY = "lpot_ir.fp32_reason"
+RANGE_KEY = "lpot_ir.range"
+"""``value.meta`` key: a :class:`TensorRange` a pass chose for this activation (range search); Q/DQ insertion
+uses it instead of the calibrated range of the spec's algorithm."""
 
 
 class DType(str, enum.Enum):
@@ -391,6 +397,66 @@ class RecoveryConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown recovery setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """How much work the data-driven recovery passes may do.
+
+    Attributes:
+        samples: calibration samples used by bias correction, AdaRound and range search (the first ones
+            of the calibration data; fewer if it holds fewer).
+        threads: ONNX Runtime intra-op threads for their model runs (``None``: all cores).
+        adaround_iterations: Adam steps per layer (fewer when the budget says so).
+        adaround_batch: output positions (input rows of im2col) per step.
+        adaround_positions: at most this many output positions kept per layer (sampled uniformly from the
+            calibration samples); a layer with ``K`` inputs per output channel keeps ``max(512, 32 K)`` of them.
+        adaround_seconds: AdaRound's total budget, in seconds of a reference core (a fixed amount of work,
+            so results do not depend on the machine's speed or load; see
+            :data:`lpot_ir.passes.quantization.recovery.weight_rounding.REFERENCE_FLOPS`).
+        adaround_layer_seconds: the budget of one layer, same unit.
+        adaround_min_iterations: a layer that cannot get this many steps within the budgets keeps the
+            rounding it had (nearest, or MSE clipping).
+        adaround_regularization: weight of the rounding regularizer relative to the normalized output error.
+        adaround_learning_rate: Adam's step size on the rounding variables.
+        range_search_margin: range search keeps the configured algorithm and scheme unless another one
+            lowers the estimated error by more than this fraction.
+        seed: seed of the position sampling (results are deterministic for a given seed).
+    """
+
+    samples: int = 32
+    threads: int | None = None
+    adaround_iterations: int = 300
+    adaround_batch: int = 128
+    adaround_positions: int = 2048
+    adaround_seconds: float = 30.0
+    adaround_layer_seconds: float = 3.0
+    adaround_min_iterations: int = 50
+    adaround_regularization: float = 10.0
+    adaround_learning_rate: float = 0.1
+    range_search_margin: float = 0.02
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "adaround_iterations", "adaround_batch", "adaround_positions", "adaround_min_iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"RecoveryOptions.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("adaround_seconds", "adaround_layer_seconds", "adaround_regularization", "range_search_margin"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"RecoveryOptions.{name} must not be negative, got {getattr(self, name)}")
+        if not float(self.adaround_learning_rate) > 0:
+            raise ValueError(f"RecoveryOptions.adaround_learning_rate must be positive, got {self.adaround_learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecoveryOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown recovery option(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
 
 

@@ -85,10 +85,20 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "int8-prepare": ("cross-layer-equalization", "smoothquant"),
     # Stage: after Q/DQ insertion (or the dynamic rewrite), before lowering (accuracy recovery: bias
     # correction, weight rounding). Steps may read calibration feeds and the FP32 model from the context.
-    "int8-refine": (),
-    "int8-qdq": ("annotate", "insert-qdq", "int8-refine", "space-to-depth-stems", "avoid-slow-ort-fusions"),
+    "int8-refine": ("weight-rounding", "bias-correction"),
+    # range-search: per-tensor calibration algorithm and scheme (RecoveryConfig.range_search), between
+    # the annotations and Q/DQ insertion; a no-op when off
+    "int8-qdq": (
+        "annotate",
+        "range-search",
+        "insert-qdq",
+        "int8-refine",
+        "space-to-depth-stems",
+        "avoid-slow-ort-fusions",
+    ),
     "int8-qoperator": (
         "annotate",
+        "range-search",
         "insert-qdq",
         "int8-refine",
         "space-to-depth-stems",

@@ -96,5 +96,6 @@ def finish_qat(module: Any, quantizer: Any) -> Any:
         optimize=False,
         progress=quantizer.progress,
         batch_axes=quantizer.batch_axes,
+        recovery_options=quantizer.recovery_options,
         fixed_ranges=module.learned_ranges(),
     )

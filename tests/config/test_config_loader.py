@@ -163,6 +163,16 @@ def test_every_default() -> None:
                 "smooth_quant": False,
                 "smooth_quant_args": {"alpha": [0.7, 0.5, 0.8]},
                 "cross_layer_equalization": False,
+                "bias_correction": False,
+                "weight_rounding": "nearest",
+                "range_search": False,
+                "recovery_args": {
+                    "samples": 32,
+                    "adaround_iterations": 300,
+                    "adaround_seconds": 30.0,
+                    "adaround_layer_seconds": 3.0,
+                    "range_search_margin": 0.02,
+                },
             },
             "model_wise": {
                 "weight": {"dtype": [], "scheme": [], "granularity": [], "algorithm": []},

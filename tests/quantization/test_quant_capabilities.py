@@ -12,6 +12,7 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     OpCategory,
     cpu_features,
     default_op_config,
+    features_from_cpuinfo,
     quantizable_nodes,
 )
 from lpot_ir.ir.model import load_model
@@ -28,6 +29,23 @@ def test_defaults_follow_cpu_features():
     arm = default_op_config(CpuFeatures(arch="aarch64"))
     assert not arm.weight.reduce_range
     assert isinstance(cpu_features(), CpuFeatures)
+
+
+def test_cpu_features_name_the_int8_extensions():
+    sapphire = features_from_cpuinfo(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu avx2 avx512f avx512_vnni avx_vnni amx_tile amx_int8\nprocessor\t: 1\nflags\t\t: fpu\n",
+        "x86_64",
+    )
+    assert sapphire.int8_extensions == ("AMX-INT8", "AVX-512 VNNI", "AVX-VNNI", "AVX-512", "AVX2")
+    assert sapphire.vnni and not sapphire.needs_reduce_range
+    assert sapphire.describe().startswith("Intel(R) Xeon(R) Platinum 8480+ (x86_64); INT8 extensions: AMX-INT8")
+    rome = features_from_cpuinfo("model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse4_2 avx2 fma\n", "x86_64")
+    assert rome.int8_extensions == ("AVX2",) and rome.needs_reduce_range
+    assert "7-bit weights (reduce_range: no VNNI)" in rome.describe()
+    graviton = features_from_cpuinfo("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n", "aarch64")
+    assert graviton.int8_extensions == ("ARM dot product",) and not graviton.needs_reduce_range
+    assert features_from_cpuinfo("", "x86_64").int8_extensions == ()
 
 
 def test_choices_per_node_and_approach():

@@ -32,12 +32,13 @@ def _main(argv: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
+    rng = np.random.default_rng(5)
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Conv", ["r", "W2"], ["y"], name="conv2")]
     model = make_model(nodes, [("x", ["N", 3, 6, 6])], [("y", None)],
-                       {"W": (RNG.normal(size=(4, 3, 3, 3)) * 0.3).astype(np.float32),
-                        "W2": (RNG.normal(size=(2, 4, 1, 1)) * 0.3).astype(np.float32)})
+                       {"W": (rng.normal(size=(4, 3, 3, 3)) * 0.3).astype(np.float32),
+                        "W2": (rng.normal(size=(2, 4, 1, 1)) * 0.3).astype(np.float32)})
     path = tmp_path_factory.mktemp("cli") / "fp32.onnx"
     onnx.save(model, str(path))
     return path

@@ -98,7 +98,7 @@ def test_insert_step_checks_its_anchor(pipelines) -> None:
         insert_step("int8-qdd", "remove-unused")
     insert_step("int8-qdq", "remove-unused", before="insert-qdq")
     insert_step("int8-qdq", "remove-unused", before="insert-qdq")  # twice: once
-    assert PIPELINES["int8-qdq"][:3] == ("annotate", "remove-unused", "insert-qdq")
+    assert PIPELINES["int8-qdq"][:4] == ("annotate", "range-search", "remove-unused", "insert-qdq")
 
 
 class _CountAnnotated(QuantizationPass):
@@ -180,11 +180,11 @@ def test_custom_quant_pass_example_runs() -> None:
     done = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "int8-qdq: annotate -> insert-qdq -> report-weight-error -> int8-refine -> " \
+    assert lines[0] == "int8-qdq: annotate -> range-search -> insert-qdq -> report-weight-error -> int8-refine -> " \
         "space-to-depth-stems -> avoid-slow-ort-fusions"
     errors = {line.split(":")[0]: float(line.split()[-1]) for line in lines if " W error " in line}
     # per channel, the 15 ordinary columns get scales 40x finer, which removes nearly all of the error
     # energy but the outlier column's own (1/16 of it): the relative RMS error drops about 4x
     assert errors["per_channel"] < errors["per_tensor"] / 2, errors
-    assert "recipe: int8-qdq v1: annotate, insert-qdq, report-weight-error, space-to-depth-stems, " \
-        "avoid-slow-ort-fusions" in lines
+    assert "recipe: int8-qdq v1: annotate, range-search, insert-qdq, report-weight-error, weight-rounding, " \
+        "bias-correction, space-to-depth-stems, avoid-slow-ort-fusions" in lines

@@ -26,6 +26,7 @@ RNG = np.random.default_rng(11)
 
 @pytest.fixture(scope="module")
 def model() -> onnx.ModelProto:
+    rng = np.random.default_rng(11)
     nodes = [
         helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
@@ -36,11 +37,11 @@ def model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "Wg", "Bg"], ["y"], transB=1, name="fc"),
     ]
     inits = {
-        "W": (RNG.normal(size=(6, 3, 3, 3)) * 0.3).astype(np.float32),
-        "B": (RNG.normal(size=(6,)) * 0.1).astype(np.float32),
-        "W2": (RNG.normal(size=(8, 6, 1, 1)) * 0.3).astype(np.float32),
-        "Wg": (RNG.normal(size=(4, 8)) * 0.3).astype(np.float32),
-        "Bg": (RNG.normal(size=(4,)) * 0.1).astype(np.float32),
+        "W": (rng.normal(size=(6, 3, 3, 3)) * 0.3).astype(np.float32),
+        "B": (rng.normal(size=(6,)) * 0.1).astype(np.float32),
+        "W2": (rng.normal(size=(8, 6, 1, 1)) * 0.3).astype(np.float32),
+        "Wg": (rng.normal(size=(4, 8)) * 0.3).astype(np.float32),
+        "Bg": (rng.normal(size=(4,)) * 0.1).astype(np.float32),
     }
     return make_model(nodes, [("x", ["N", 3, 8, 8])], [("y", None)], inits)
 

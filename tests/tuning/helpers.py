@@ -1,13 +1,69 @@
-"""Helpers of the tuning tests (the digits model's outlier ops, a configuration builder)."""
+"""Helpers of the tuning tests (the digits model's outlier ops, a configuration builder, INT8 margins)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import numpy as np
+import onnx
+
+from lpot_ir.backends.onnxruntime.capabilities import CpuFeatures, default_op_config
 from lpot_ir.config import load_config
+from lpot_ir.ir.quant import TuningConfig
+from lpot_ir.quantizer import default_config
 
 # the two ops around the outlier tensor (see lpot_ir.examples_data)
 OUTLIER_OPS = ("/stem/stem.0/Conv", "/dw1/dw1.0/Conv")
+# the outlier tensor's producer and reader groups: these nodes in FP32 recover the accuracy
+OUTLIER_FALLBACK = (*OUTLIER_OPS, "/stem/stem.2/Relu", "/dw1/dw1.2/Relu")
+
+# Every CPU quantizes with one of two default weight formats: 8 bits (VNNI, AMX, ARM) or 7 bits (x86 without
+# VNNI: `reduce_range`). Tests of the example's margins check both, whatever CPU runs them.
+WEIGHT_FORMATS = {
+    "8-bit weights": CpuFeatures(arch="x86_64", vnni=True, avx512=True, avx2=True),
+    "7-bit weights": CpuFeatures(arch="x86_64", avx2=True),
+}
+
+SAFETY = 10.0
+"""Margins are asked to exceed SAFETY x what they are compared with (kernel noise, the allowed drop)."""
+
+
+def default_config_for(features: CpuFeatures) -> TuningConfig:
+    """The default configuration a CPU with ``features`` quantizes with."""
+    return dataclasses.replace(default_config(), global_config=default_op_config(features))
+
+
+def logits(model: onnx.ModelProto, data: np.ndarray) -> np.ndarray:
+    """The model's output on ``data`` in ONNX Runtime (one thread, one batch, as the accuracy proxy runs it)."""
+    from lpot_ir.backends.onnxruntime.session import make_session
+
+    session = make_session(model.SerializeToString(), intra_op_threads=1)
+    return np.asarray(session.run(None, {"input": data})[0])
+
+
+def reference_logits(model: onnx.ModelProto, data: np.ndarray) -> np.ndarray:
+    """The model's output computed by onnx's reference evaluator (Q/DQ in numpy, no fused integer kernels).
+
+    Next to :func:`logits` it shows how far two correct implementations of one INT8 model disagree;
+    another CPU's kernels are another such implementation.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    reference = onnx.ModelProto()
+    reference.CopyFrom(model)
+    for opset in reference.opset_import:  # the reference evaluator implements Q/DQ from opset 19 (same semantics)
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, 19)
+    return np.asarray(ReferenceEvaluator(reference).run(None, {"input": data})[0])
+
+
+def leads(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per sample: the logit of ``classes`` minus the largest other logit (negative: another class wins)."""
+    rows = np.arange(len(values))
+    others = values.copy()
+    others[rows, classes] = -np.inf
+    return values[rows, classes] - others.max(axis=-1)
 
 
 def make_config(workspace: Any, strategy: str = "basic", *, resume: Any = None, **tuning: Any) -> Any:

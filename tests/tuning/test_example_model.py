@@ -1,28 +1,68 @@
-"""The bundled example is a real test of tuning: all-INT8 loses more than 1%, two fallbacks recover it."""
+"""The bundled example is a real test of tuning on every CPU: all-INT8 loses far more than 1%, either
+outlier op alone in FP32 still does, both together recover it.
+
+The FP32 model is the same on every CPU (``lpot_ir.examples_data`` trains it portably); what differs is
+ONNX Runtime's INT8 kernels and the default weight format (8 bits with VNNI/AMX/ARM, 7 bits on x86
+without VNNI). So each property is checked for both formats, whatever this CPU is, with margins that
+another CPU's kernels cannot cross (``SAFETY`` in tests/tuning/helpers.py).
+"""
 
 from __future__ import annotations
 
-from lpot_ir.quantizer import default_config
-from tests.tuning.helpers import OUTLIER_OPS
+import numpy as np
+import onnx
+import pytest
+
+from lpot_ir.config.schema import AccuracyCriterion
+from tests.tuning.helpers import (
+    OUTLIER_FALLBACK,
+    OUTLIER_OPS,
+    SAFETY,
+    WEIGHT_FORMATS,
+    default_config_for,
+    leads,
+    logits,
+    reference_logits,
+)
+
+GOAL = AccuracyCriterion(relative=0.01)
 
 
 def test_fp32_model_is_accurate(digits):
+    # 489 of 500 right; FP32 rounding differs between CPUs by a few ULPs, far below any top-2 gap here
     assert digits.accuracy(digits.model_path) > 0.95
 
 
-def test_all_int8_loses_more_than_one_percent(digits, quantizer):
-    fp32 = digits.accuracy(digits.model_path)
-    int8 = digits.accuracy(quantizer.quantize(default_config()).model)
-    assert (fp32 - int8) / fp32 > 0.01
-
-
-def test_one_fallback_is_not_enough_two_recover(digits, quantizer):
-    fp32 = digits.accuracy(digits.model_path)
-    for name in OUTLIER_OPS:
-        single = digits.accuracy(quantizer.quantize(default_config().with_nodes_fp32([name])).model)
-        assert (fp32 - single) / fp32 > 0.01, name
-    both = digits.accuracy(quantizer.quantize(default_config().with_nodes_fp32(list(OUTLIER_OPS))).model)
-    assert (fp32 - both) / fp32 <= 0.01
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", sorted(WEIGHT_FORMATS))
+def test_outlier_ops_decide_the_goal_with_a_margin(weights, digits, quantizer):
+    fp32 = onnx.load(str(digits.model_path))
+    labels, calib = digits.eval_labels, digits.calib_data
+    baseline = float(np.mean(np.argmax(logits(fp32, digits.eval_data), axis=-1) == labels))
+    fp32_class = np.argmax(logits(fp32, calib), axis=-1)
+    allowed = baseline - GOAL.threshold(baseline)  # the allowed absolute drop: also the proxy's threshold
+    base = default_config_for(WEIGHT_FORMATS[weights])
+    for case, nodes in {"all INT8": (), "stem FP32": OUTLIER_OPS[:1], "dw1 FP32": OUTLIER_OPS[1:]}.items():
+        # The outlier tensor quantized: one step of it is worth several logits, so CPUs' rounding moves single
+        # samples a lot (ONNX Runtime and the reference evaluator differ by several logits). The miss is asked to
+        # be SAFETY x the allowed drop, on the held-out digits and, in both implementations, on the calibration
+        # samples the accuracy proxy compares.
+        model = quantizer.quantize(base.with_nodes_fp32(list(nodes))).model
+        loss = baseline - float(np.mean(np.argmax(logits(model, digits.eval_data), axis=-1) == labels))
+        assert loss > SAFETY * allowed, (case, loss)
+        for run in (logits, reference_logits):
+            flips = float(np.mean(np.argmax(run(model, calib), axis=-1) != fp32_class))
+            assert flips > SAFETY * allowed, (case, run.__name__, flips)
+    # Both in FP32: the remaining INT8 ops' rounding is small (kernel noise: ONNX Runtime against the reference
+    # evaluator, measured 0.002-0.006 logits). It meets the goal even if every held-out digit within SAFETY x
+    # noise of flipping went wrong, and no calibration sample is that close (the nearest leads by 0.3 logits),
+    # so the proxy sees no disagreement on any CPU.
+    model = quantizer.quantize(base.with_nodes_fp32(list(OUTLIER_FALLBACK))).model
+    int8_calib = logits(model, calib)
+    margin = SAFETY * float(np.max(np.abs(int8_calib - reference_logits(model, calib))))
+    on_eval = leads(logits(model, digits.eval_data), labels)
+    assert GOAL.is_met(baseline, float(np.mean(on_eval > margin))), (np.sort(on_eval)[:8], margin)
+    assert np.min(leads(int8_calib, fp32_class)) > margin, (np.sort(leads(int8_calib, fp32_class))[:4], margin)
 
 
 def test_copy_files(digits, tmp_path):

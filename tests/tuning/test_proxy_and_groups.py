@@ -10,13 +10,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
+from lpot_ir.config.schema import AccuracyCriterion
 from lpot_ir.ir.model import to_proto
 from lpot_ir.quantizer import default_config
 from lpot_ir.tuning import Evaluator, tune
 from lpot_ir.tuning.loop import LoopContext
 from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter
 from lpot_ir.tuning.space import build_space
-from tests.tuning.helpers import OUTLIER_OPS, make_config
+from tests.tuning.helpers import OUTLIER_FALLBACK, OUTLIER_OPS, logits, make_config
 
 STEM_RELU = "/stem/stem.2/Relu"
 
@@ -49,24 +50,29 @@ def test_outlier_tensor_ranks_first_and_names_both_ends(quantizer, fp32, feeds):
 def test_proxy_predicts_the_goal_on_calibration_samples(digits, quantizer, fp32, feeds):
     proxy = AgreementProxy(fp32, quantizer.quantize, feeds)
     assert proxy.applicable and proxy.samples == 100
-    all_int8 = proxy(default_config())
-    fallback = proxy(default_config().with_nodes_fp32([*OUTLIER_OPS, STEM_RELU, "/dw1/dw1.2/Relu"]))
-    assert all_int8 > 0.05  # ~9% of the calibration samples change class: predicted to miss the 1% goal
-    assert fallback == 0.0
+    kept_fp32 = default_config().with_nodes_fp32(list(OUTLIER_FALLBACK))
+    all_int8, fallback = proxy(default_config()), proxy(kept_fp32)
     assert proxy(default_config()) == all_int8 and proxy.runs == 2  # cached
+    # Expected values from the models' own outputs on this CPU (the proxy runs the samples as one batch too):
+    # INT8 kernels differ between CPUs, so no constant is right everywhere.
+    calib = np.concatenate([feed["input"] for feed in feeds])
+    fp32_class = np.argmax(logits(fp32, calib), axis=-1)
+    for value, config in ((all_int8, default_config()), (fallback, kept_fp32)):
+        int8_class = np.argmax(logits(quantizer.quantize(config).model, calib), axis=-1)
+        assert value == float(np.mean(int8_class != fp32_class))
+    # The decisions, against the threshold the strategies compare the proxy with (the 1% goal's allowed drop).
+    # Their margins on every CPU are test_example_model.py's: all INT8 flips half the samples, the fallback none.
+    goal = AccuracyCriterion(relative=0.01)
+    threshold = LoopContext(digits.accuracy(fp32), goal, proxy=proxy).estimate_threshold
+    assert threshold is not None and all_int8 > threshold >= fallback == 0.0
     # the bound it relies on holds on the evaluation split: |acc_int8 - acc_fp32| <= disagreement there
     int8 = quantizer.quantize(default_config()).model
-    fp32_top1 = _top1(fp32, digits.eval_data)
-    int8_top1 = _top1(int8, digits.eval_data)
-    disagreement = float(np.mean(fp32_top1 != int8_top1))
+    disagreement = float(np.mean(_top1(fp32, digits.eval_data) != _top1(int8, digits.eval_data)))
     assert abs(digits.accuracy(int8) - digits.accuracy(fp32)) <= disagreement + 1e-9
 
 
 def _top1(model: onnx.ModelProto, data: np.ndarray) -> np.ndarray:
-    from lpot_ir.backends.onnxruntime.session import make_session
-
-    session = make_session(model.SerializeToString(), intra_op_threads=1)
-    return np.argmax(session.run(None, {"input": data})[0], axis=-1)
+    return np.argmax(logits(model, data), axis=-1)
 
 
 def test_proxy_does_not_apply_without_a_classifier_output():

@@ -52,6 +52,7 @@ __all__ = [
     "SLOW_ORT_FUSIONS",
     "PER_CHANNEL_MIN_OPSET",
     "cpu_features",
+    "features_from_cpuinfo",
     "default_op_config",
     "quantizable_nodes",
     "constant_value",
@@ -292,12 +293,29 @@ class QuantizableNode:
 
 @dataclass(frozen=True)
 class CpuFeatures:
-    """The CPU features that decide ONNX Runtime's fastest safe INT8 format."""
+    """The CPU features that decide ONNX Runtime's fastest safe INT8 format, and which INT8 kernels it runs.
+
+    Attributes:
+        arch: ``platform.machine()``.
+        vnni: 8-bit dot products in one instruction (AVX-512 VNNI, AVX-VNNI or AMX on x86).
+        avx512: AVX-512F.
+        avx2: AVX2.
+        amx: AMX-INT8 tile instructions.
+        avx512_vnni: AVX-512 VNNI (``vpdpbusd`` on 512-bit registers).
+        avx_vnni: AVX-VNNI (the same on 256-bit registers).
+        arm_dot: ARM's 8-bit dot product (``asimddp``) or matrix multiply (``i8mm``).
+        name: the CPU's model name, when the OS tells it.
+    """
 
     arch: str = field(default_factory=platform.machine)
     vnni: bool = False
     avx512: bool = False
     avx2: bool = False
+    amx: bool = False
+    avx512_vnni: bool = False
+    avx_vnni: bool = False
+    arm_dot: bool = False
+    name: str = ""
 
     @property
     def is_x86(self) -> bool:
@@ -308,22 +326,59 @@ class CpuFeatures:
         """u8 x s8 without VNNI can saturate on x86 (``vpmaddubsw``); VNNI and ARM cannot."""
         return self.is_x86 and not self.vnni
 
+    @property
+    def int8_extensions(self) -> tuple[str, ...]:
+        """The instruction-set extensions ONNX Runtime's INT8 kernels can use here, fastest first."""
+        found = [
+            ("AMX-INT8", self.amx),
+            ("AVX-512 VNNI", self.avx512_vnni),
+            ("AVX-VNNI", self.avx_vnni),
+            ("AVX-512", self.avx512),
+            ("AVX2", self.avx2),
+            ("ARM dot product", self.arm_dot),
+        ]
+        return tuple(label for label, present in found if present)
+
+    def describe(self) -> str:
+        """One line: the CPU, its INT8 extensions and the default weight format they imply."""
+        extensions = ", ".join(self.int8_extensions) or "none of AMX, VNNI, AVX-512, AVX2"
+        weights = "7-bit weights (reduce_range: no VNNI)" if self.needs_reduce_range else "8-bit weights"
+        cpu = f"{self.name} ({self.arch})" if self.name else self.arch
+        return f"{cpu}; INT8 extensions: {extensions}; default: {weights}"
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
     """Return this machine's CPU features (from ``/proc/cpuinfo`` on Linux; conservative elsewhere)."""
-    arch = platform.machine()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
+    return features_from_cpuinfo(text, platform.machine())
+
+
+def features_from_cpuinfo(text: str, arch: str) -> CpuFeatures:
+    """The :class:`CpuFeatures` that a ``/proc/cpuinfo`` text (first processor's flags) describes."""
     flags: set[str] = set()
+    name = ""
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    return CpuFeatures(arch=arch, vnni=vnni, avx512="avx512f" in flags, avx2="avx2" in flags)
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("flags", "Features") and not flags:
+            flags.update(value.split())
+        elif key in ("model name", "Model name", "Hardware") and not name:
+            name = value.strip()
+    return CpuFeatures(
+        arch=arch,
+        vnni=bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
+        avx512="avx512f" in flags,
+        avx2="avx2" in flags,
+        amx="amx_int8" in flags,
+        avx512_vnni="avx512_vnni" in flags,
+        avx_vnni="avx_vnni" in flags,
+        arm_dot=bool(flags & {"asimddp", "i8mm"}),
+        name=name,
+    )
 
 
 def default_op_config(features: CpuFeatures | None = None) -> OpQuantConfig:

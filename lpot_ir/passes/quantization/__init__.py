@@ -11,6 +11,9 @@ smoothquant               pass       ``int8-prepare``: move MatMul input outlier
 annotate                  pass       ``TuningConfig`` -> :class:`~lpot_ir.ir.quant.QuantAnnotation` node metadata
 insert-qdq                pass       QuantizeLinear/DequantizeLinear, quantized weights and int32 biases
 dynamic-quantize          pass       DynamicQuantizeLinear + integer ops (dynamic approach)
+range-search              pass       per-tensor calibration algorithm and scheme by consumer-weighted error
+weight-rounding           pass       MSE clipping / AdaRound of the quantized weights (``int8-refine``)
+bias-correction           pass       per-channel mean output shift folded into the biases (``int8-refine``)
 space-to-depth-stems      rule set   quantized 7x7/2 stems as stride-1 convolutions on SpaceToDepth
 qoperator                 rule set   Q/DQ -> QLinearConv, QLinearMatMul, com.microsoft QLinear* ...
 avoid-slow-ort-fusions    rule set   equivalent forms ONNX Runtime does not fuse into slower kernels
@@ -47,6 +50,9 @@ from lpot_ir.passes.quantization.pipeline import (
     select_pipeline,
 )
 from lpot_ir.passes.quantization.recovery import CrossLayerEqualizationPass, SmoothQuantPass
+from lpot_ir.passes.quantization.recovery.bias_correction import BiasCorrectionPass
+from lpot_ir.passes.quantization.recovery.range_search import RangeSearchPass
+from lpot_ir.passes.quantization.recovery.weight_rounding import WeightRoundingPass
 from lpot_ir.passes.quantization.space_to_depth import space_to_depth_rules
 
 __all__ = [
@@ -57,6 +63,7 @@ __all__ = [
     "CrossLayerEqualizationPass",
     "SmoothQuantPass",
     "AnnotationResult",
+    "BiasCorrectionPass",
     "DynamicQuantizePass",
     "InsertQDQPass",
     "PipelineRecord",
@@ -65,6 +72,8 @@ __all__ = [
     "QuantizationPass",
     "QuantizationReport",
     "QuantizedWeight",
+    "RangeSearchPass",
+    "WeightRoundingPass",
     "annotate",
     "avoid_slow_ort_fusions",
     "lower_to_qoperator",

@@ -38,6 +38,7 @@ from lpot_ir.ir.quant import (
     OpQuantConfig,
     QuantSpec,
     RecoveryConfig,
+    RecoveryOptions,
     TensorRange,
     TuningConfig,
 )
@@ -117,6 +118,10 @@ class QuantizationContext:
             calibrates ``fp32_model`` on :meth:`calibration_feeds` itself.
         recovery_factors: per-channel factors of the prepare stage's rewrites to replay instead of
             computing them (technique -> site -> factors, from a recipe); ``None`` when not replaying.
+        replay: ``None`` when quantizing; when rebuilding a model from its recipe, step name -> the record
+            the step returned then (:attr:`QuantPassResult.record`, ``{}`` if none). A step that finds
+            itself in replay mode applies its record and never reads calibration data.
+        recovery_options: samples and work budgets of the data-driven recovery passes.
     """
 
     config: TuningConfig
@@ -128,11 +133,19 @@ class QuantizationContext:
     feeds: Callable[[], Feeds] | None = None
     channel_ranges: ChannelLookup | None = None
     recovery_factors: Mapping[str, Mapping[str, Any]] | None = None
+    replay: Mapping[str, Mapping[str, Any]] | None = None
+    recovery_options: RecoveryOptions = dataclasses.field(default_factory=RecoveryOptions)
 
     @property
     def recovery(self) -> RecoveryConfig:
         """The accuracy-recovery switches of the configuration."""
         return self.config.recovery
+
+    def recorded(self, step: str) -> Mapping[str, Any] | None:
+        """In replay mode, the record of ``step`` (``{}`` when it recorded nothing); ``None`` when quantizing."""
+        if self.replay is None:
+            return None
+        return self.replay.get(step, {})
 
     def calibration_feeds(self) -> Feeds:
         """The calibration batches.
@@ -207,11 +220,16 @@ class QuantPassResult(PassResult):
         fp32: node name -> why a node this step was asked to quantize stays FP32 after all.
         ranges: value name -> the activation range used (recorded in recipes).
         annotations: the annotator's decisions (``annotate`` only).
+        record: JSON-able decisions the step took from data, stored in the recipe under the step's name
+            and handed back through :attr:`QuantizationContext.replay` by ``apply_recipe`` (``None``: nothing).
+        report: what the step did, for people (not stored).
     """
 
     fp32: dict[str, Fp32Reason] = dataclasses.field(default_factory=dict)
     ranges: dict[str, TensorRange] = dataclasses.field(default_factory=dict)
     annotations: AnnotationResult | None = None
+    record: dict[str, Any] | None = None
+    report: object = None
 
 
 class QuantizationPass(ContextPass[QuantizationContext]):

@@ -7,7 +7,8 @@
   producer and shared by all its consumers. When the producer itself asked for its output to be
   quantized, every consumer reads the dequantized value (ONNX Runtime then fuses ``DQ -> op -> Q`` into
   one integer kernel); otherwise only the consumers that asked for it do. A graph output keeps its name.
-  Scales come from calibrated ranges (``range_of(value, algorithm)``), or from the data for constants.
+  Scales come from calibrated ranges (``range_of(value, algorithm)``, or the range a pass chose and put in
+  ``value.meta[RANGE_KEY]``), or from the data for constants.
 * :class:`SharedQuantSpec` outputs reuse their source's scale and zero point, so data-movement ops pass
   INT8 through with ``DQ -> op -> Q`` of identical parameters (fused by ONNX Runtime, never requantized).
 * **weights** are quantized offline and stored as int8/uint8 initializers feeding ``DequantizeLinear``
@@ -38,6 +39,7 @@ from lpot_ir.ir.builder import GraphBuilder, move_graph_output
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
+    RANGE_KEY,
     DerivedBiasSpec,
     DType,
     Fp32Category,
@@ -223,7 +225,8 @@ class InsertQDQPass(QuantizationPass):
         return new, ranges
 
     def _range(self, value: ir.Value, spec: QuantSpec) -> TensorRange | None:
-        rng = self.context.range_of(value.name or "", spec.algorithm)
+        chosen = value.meta.get(RANGE_KEY)  # a pass chose this tensor's range (range search)
+        rng = chosen if isinstance(chosen, TensorRange) else self.context.range_of(value.name or "", spec.algorithm)
         if rng is None or not (np.isfinite(rng.lo) and np.isfinite(rng.hi)):
             return None
         return rng

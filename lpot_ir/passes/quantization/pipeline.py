@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import onnx_ir as ir
 
@@ -95,6 +96,7 @@ class QuantizationReport:
         used_ranges: value name -> the activation range used (what a recipe stores).
         pipeline: the name of the pipeline that ran.
         steps: the pass manager's report (changes and time per step and rule).
+        records: step name -> the decisions it recorded (:attr:`QuantPassResult.record`; what a recipe stores).
     """
 
     annotations: AnnotationResult
@@ -102,6 +104,7 @@ class QuantizationReport:
     used_ranges: dict[str, TensorRange] = field(default_factory=dict)
     pipeline: str = ""
     steps: PipelineReport | None = None
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def quantized(self) -> list[str]:
@@ -154,4 +157,6 @@ def quantize_model(
             report.annotations = result.annotations
         report.dropped.update(result.fp32)
         report.used_ranges.update(result.ranges)
+        if result.record is not None:
+            report.records[step.name] = result.record
     return report

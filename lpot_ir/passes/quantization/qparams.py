@@ -28,6 +28,8 @@ __all__ = [
     "numpy_dtype",
     "compute_qparams",
     "weight_qparams",
+    "weight_ranges",
+    "range_qparams",
     "quantize_array",
     "quantize_bias",
 ]
@@ -101,26 +103,35 @@ def compute_qparams(lo: float, hi: float, spec: QuantSpec) -> QParams:
     return QParams(scale.reshape(()), zp.astype(numpy_dtype(spec.dtype)).reshape(()), spec.dtype)
 
 
-def weight_qparams(weight: np.ndarray, spec: QuantSpec, axis: int | None) -> QParams:
-    """Scale(s) and zero point(s) of a constant weight (min/max of the data, per channel along ``axis``)."""
-    qmin, qmax = qrange(spec.dtype, spec.scheme, spec.reduce_range)
-    symmetric = spec.scheme is Scheme.SYM
+def weight_ranges(weight: np.ndarray, spec: QuantSpec, axis: int | None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(min, max, axis) of a weight: per channel along ``axis`` (shape ``(C,)``) or per tensor (shape ``()``)."""
     data = np.asarray(weight, dtype=np.float32)
     if spec.granularity is Granularity.PER_CHANNEL and axis is not None and data.ndim > 0:
         axis = axis % data.ndim
         moved = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
         if moved.shape[1] == 0:
-            rmin = rmax = np.zeros(moved.shape[0], dtype=np.float32)
-        else:
-            rmin, rmax = moved.min(axis=1), moved.max(axis=1)
-        scale, zp = _scale_zero_point(rmin, rmax, qmin, qmax, symmetric)
-        return QParams(scale, zp.astype(numpy_dtype(spec.dtype)), spec.dtype, axis)
+            zeros = np.zeros(moved.shape[0], dtype=np.float32)
+            return zeros, zeros, axis
+        return moved.min(axis=1), moved.max(axis=1), axis
     if data.size:
-        rmin, rmax = np.asarray(data.min()), np.asarray(data.max())
-    else:
-        rmin = rmax = np.asarray(0.0, dtype=np.float32)
-    scale, zp = _scale_zero_point(rmin, rmax, qmin, qmax, symmetric)
+        return np.asarray(data.min()), np.asarray(data.max()), None
+    zero = np.asarray(0.0, dtype=np.float32)
+    return zero, zero, None
+
+
+def range_qparams(rmin: np.ndarray, rmax: np.ndarray, spec: QuantSpec, axis: int | None) -> QParams:
+    """Scale(s) and zero point(s) for the real range(s) [rmin, rmax] (per channel when ``axis`` is set)."""
+    qmin, qmax = qrange(spec.dtype, spec.scheme, spec.reduce_range)
+    scale, zp = _scale_zero_point(np.asarray(rmin), np.asarray(rmax), qmin, qmax, spec.scheme is Scheme.SYM)
+    if axis is not None:
+        return QParams(scale, zp.astype(numpy_dtype(spec.dtype)), spec.dtype, axis)
     return QParams(scale.reshape(()), zp.astype(numpy_dtype(spec.dtype)).reshape(()), spec.dtype)
+
+
+def weight_qparams(weight: np.ndarray, spec: QuantSpec, axis: int | None) -> QParams:
+    """Scale(s) and zero point(s) of a constant weight (min/max of the data, per channel along ``axis``)."""
+    rmin, rmax, axis = weight_ranges(weight, spec, axis)
+    return range_qparams(rmin, rmax, spec, axis)
 
 
 def quantize_array(data: np.ndarray, params: QParams, qmin: int | None = None, qmax: int | None = None) -> np.ndarray:

@@ -70,7 +70,7 @@ def test_bundled_example_recovers_its_accuracy_with_equalization() -> None:
     fp32 = example.accuracy(str(example.model_path))
     plain = example.accuracy(quantizer.quantize(per_tensor_config()).model)
     equalized = quantizer.quantize(per_tensor_config(RecoveryConfig(equalization=True)))
-    # measured: FP32 98.8%, per-tensor INT8 13.6%, equalized 98.8% (500 held-out digits: one digit is 0.2%)
+    # measured (portable example): FP32 98.4%, per-tensor INT8 22.6% (7-bit weights 10.8%), equalized 98.4% (98.8%)
     assert plain < fp32 - 0.5
     assert example.accuracy(equalized.model) >= fp32 - 0.01
     assert len(equalized.recovery["equalization"].applied) == 4
