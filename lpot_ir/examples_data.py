@@ -79,7 +79,7 @@ __all__ = [
     "cache_root",
     "model_accuracy",
     "load_digits_splits",
-    "train_digits_cnn",
+    "digits_torch_model",
     "FASHION_MNIST_DIR",
     "load_fashion_mnist",
 ]
@@ -106,6 +106,9 @@ TRAIN_SEED = 12
 EPOCHS = 12
 WIDTH = 64
 LEARNING_RATE = 5e-3
+
+_TORCH_WEIGHTS = "torch_weights.pt"
+"""The trained module's state dict (with the outlier), written beside the model; not needed by the ONNX example."""
 
 _FILES = ("model.onnx", "eval_data.npy", "eval_labels.npy", "calib_data.npy", "calib_labels.npy", "info.json")
 
@@ -326,13 +329,25 @@ def _make_net() -> Any:
     return DepthwiseCNN()
 
 
-def train_digits_cnn(splits: dict[str, np.ndarray] | None = None) -> Any:
-    """The example's ``torch.nn.Module`` itself (trained, with the outlier channel; a few seconds, not cached).
+def digits_torch_model(cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The example's ``torch.nn.Module`` (trained, with the outlier channel; eval mode), for examples that
+    start from a PyTorch model (quantization-aware training).
 
-    The same recipe as :func:`build_digits_example`, for examples that start from a PyTorch model
-    (quantization-aware training). In eval mode.
+    Its weights are the ones the portable child process trained for the cached ONNX model
+    (``torch_weights.pt`` beside it), so every CPU gets the same module. An older cache folder without
+    that file is rebuilt once (about 15 s).
     """
-    return _train(splits if splits is not None else load_digits_splits())
+    import torch
+
+    example = digits_example(cache_dir)
+    weights = example.folder / _TORCH_WEIGHTS
+    if not weights.is_file():
+        with _locked(example.folder / ".lock"):
+            if not weights.is_file():
+                build_digits_example(example.folder)
+    net = _make_net()
+    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    return net.eval()
 
 
 def _train(splits: dict[str, np.ndarray]) -> Any:
@@ -463,9 +478,11 @@ def _build_here(folder: Path) -> None:
     atomic_write(folder / "calib_data.npy", _npy_bytes(splits["calib_x"]))
     atomic_write(folder / "calib_labels.npy", _npy_bytes(splits["calib_y"]))
     atomic_write(folder / "model.onnx", model_bytes)
+    weights = io.BytesIO()
+    torch.save(net.state_dict(), weights)
+    atomic_write(folder / _TORCH_WEIGHTS, weights.getvalue())
     atomic_write(folder / "info.json", json.dumps(info, indent=2).encode())  # last: marks the folder complete
     logger.info("built the digits example in %.1f s (FP32 accuracy %.4f) in %s", train_seconds, accuracy, folder)
-    return _describe(folder)
 
 
 def load_fashion_mnist(split: str = "train", limit: int | None = None, folder: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
