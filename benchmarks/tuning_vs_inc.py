@@ -189,7 +189,7 @@ def _tune_with_lpot_ir(
         "stop_reason": outcome.stop_reason,
         "trials": len(outcome.trials),
         "sensitivity_calls": outcome.sensitivity_calls,
-        "proxy_runs": getattr(outcome, "estimate_calls", 0),
+        "proxy_runs": getattr(outcome, "proxy_readings", 0),
         "fp32_nodes": sorted(n for n, d in outcome.decisions.items() if not d.get("quantized")),
         "tuning_report_speedup": outcome.speedup,
     }

@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if all_int8 is not None:
         loss0 = (outcome.baseline_accuracy - all_int8) / outcome.baseline_accuracy
         print(f"  all-INT8 accuracy     {all_int8:.4f}  (relative loss {loss0:.2%})")
-    elif outcome.estimate_calls:
+    elif outcome.proxy_readings:
         print(
-            "  all-INT8 accuracy     not evaluated: the label-free accuracy proxy predicted it misses the goal "
-            f"({outcome.estimate_calls} proxy run(s) on calibration samples, no evaluation)"
+            "  all-INT8 accuracy     not evaluated: the first trial already kept in FP32 the ops that the latency "
+            "model (two profiled runs) found faster in FP32"
         )
     print(f"  tuned INT8 accuracy   {best.accuracy:.4f}  (trial {best.index})")
     print(f"  relative loss         {outcome.relative_loss:.2%}  (criterion: at most 1.00%; {'met' if outcome.met_goal else 'NOT met'})")

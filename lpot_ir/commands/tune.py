@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"relative loss:   {outcome.relative_loss:.2%} ({'meets' if outcome.met_goal else 'does NOT meet'} the criterion)")
     lines.append(f"trials:          {len(outcome.trials)} ({outcome.evaluated} evaluated, {outcome.replayed} resumed); {outcome.stop_reason}")
     if outcome.speedup is not None:
-        lines.append(f"INT8 speedup:    {outcome.speedup:.2f}x")
+        verdict = "" if outcome.faster_than_fp32 else " (NOT faster than FP32: for speed, keep the FP32 model)"
+        lines.append(f"INT8 speedup:    {outcome.speedup:.2f}x{verdict}")
     lines.append(f"wall time:       {outcome.wall_seconds:.1f} s")
     for name in ("model", "report", "plot", "decisions"):
         if name in outcome.files:

@@ -73,6 +73,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "remove-noop-chains",
         "canonicalize",
         "fuse-batchnorm",
+        "fuse-pad",
         "fuse-matmul-add",
         "shrink-pruned-channels",
         "remove-unused",

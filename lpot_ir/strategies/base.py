@@ -299,6 +299,8 @@ class TuneStrategy(ABC):
         self.options: dict[str, Any] = {**self.default_options, **options}
         self.rng = np.random.default_rng(self.seed)
         self.history: list[TrialResult] = []
+        self.notes: dict[str, str] = {}
+        """Node name -> why this strategy kept it in FP32, when it knows better than "a trial lost accuracy"."""
         self._results: dict[str, TrialResult] = {}
         self._proposed: set[str] = set()
         self._pending: TuningConfig | None = None

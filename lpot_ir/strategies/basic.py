@@ -1,45 +1,41 @@
-"""The default strategy: predict with a cheap proxy, then evaluate; sensitivity-ordered FP32 fallback.
+"""The default strategy: keep the speed. Recover accuracy in INT8 first, revert as little as measured.
 
-Phase 1 tries the global candidates (model-wise configurations x calibration sampling sizes),
-fastest expected first, and stops at the first that meets the goal. When the context offers a
-proxy (``context.estimate``, see below), a candidate the proxy predicts to miss the goal by far
-(disagreement above twice the allowed drop) is not evaluated.
+The result a user wants is the fastest INT8 model that meets the accuracy goal, so the search works
+from the fast end and gives speed away only where an evaluation shows it must:
 
-Phase 2 starts from the most accurate phase-1 configuration (or the one the proxy liked best) and
-measures the quantization error once (one instrumented run, not a trial). It ranks *fallback steps*:
+1. **Model-wise.** The global candidates (model-wise configurations x calibration sampling sizes),
+   fastest expected first, each with the *speed regions* applied: fallback groups whose INT8 kernels
+   are slower than FP32 (``context.latency_model()``, two profiled runs) start in FP32, since that
+   costs no accuracy. Stop at the first that meets the goal.
+2. **Recovery.** Accuracy-recovery settings that keep every op in INT8 (``TuningConfig.recovery``:
+   per-tensor range search, bias correction, MSE weight clipping; cross-layer equalization where the
+   model has Conv chains; SmoothQuant where it has MatMul/Gemm weights; AdaRound last) are read by the
+   output-distance proxy (``context.distance``: how far the candidate's outputs are from FP32's on
+   calibration feeds, no labels), and the closest one is evaluated if it is clearly closer than plain
+   INT8.
+3. **Fallback.** One instrumented run ranks fallback steps (per quantized tensor, largest error first;
+   see :mod:`lpot_ir.strategies.fallback`). The proxy is calibrated on this run's own evaluations
+   (:class:`~lpot_ir.tuning.proxy.ProxyCalibration`: each evaluated candidate is a (distance, loss)
+   point). With a calibrated proxy the strategy bisects, on proxy readings only, for the shortest
+   prefix of steps predicted to lose at most ``margin`` x the allowed loss, grows it into contiguous
+   regions with the latency model (INT8 islands whose boundaries cost more than they save join the
+   FP32 side), and evaluates that one candidate. A miss adds a point to the calibration and the search
+   goes on past it (re-ranking after a miss while the advice budget lasts). Without a proxy (no
+   calibration data, budget spent, or its predictions contradicted by evaluations), steps are
+   reverted in geometrically growing batches.
+4. **Speed** (``reenable``, only when tuning goes on after the goal is met, ``timeout > 0``): the
+   reverted groups are re-quantized, those the latency model says cost the most first, in halving
+   chunks (delta debugging); candidates the calibrated proxy predicts to miss are not evaluated.
 
-* with ``context.tensor_sensitivity`` (the tuning loop has it): one step per quantized tensor, largest
-  per-channel error first; a step reverts every fallback group of the nodes that make that tensor
-  quantized (its producer and its quantized readers: reverting only one side leaves the tensor
-  quantized), then the remaining groups one by one in per-node order;
-* otherwise one step per fallback group, in ``context.op_sensitivity`` order.
-
-**Proxy first** (``proxy``): while ``context.estimate`` -- the fraction of calibration samples whose
-top-1 class differs between the candidate and FP32, no evaluation -- is above
-``context.estimate_threshold`` (the allowed absolute accuracy drop), the next step is reverted (and
-the steps re-ranked on the new configuration when ``rerank``). The first configuration the proxy
-accepts is evaluated. Proxy runs are bounded by ``proxy_budget`` (default: the number of fallback
-groups + model-wise candidates + 8); if the proxy accepts nothing within it, it is ignored.
-
-Then, while the goal is not met, steps are reverted in batches that grow geometrically (``growth``)
-and re-ranked after each failed batch (``rerank``). Before a batch is evaluated, the proxy bisects it
-to the shortest prefix it accepts, so the first passing configuration keeps as many ops INT8 as
-possible. A proxy-accepted configuration that fails evaluation tightens the proxy's threshold below
-that configuration's disagreement (or turns the proxy off at 0).
-
-Phase 3 (``reenable``), once the goal is met and the loop keeps tuning (``timeout > 0``), shrinks the
-FP32 set: it re-quantizes the reverted groups least sensitive first, half of them at a time, halving
-the chunk when a re-quantization breaks the goal (delta debugging); re-quantizations the proxy
-predicts to miss by far count as failures without a trial. Configurations already evaluated are answered from history.
-
-Trials to the first configuration that meets the goal, with the proxy: one, when the ranking and the
-proxy are right (the digits example: FP32 baseline + one INT8 trial). Without it: one per model-wise
-candidate tried, then about ``log2(k) + 1`` where ``k`` is the number of steps that must stay FP32
-(LPOT and Intel Neural Compressor's basic strategy spend one trial per op before accumulating).
+The proxy only orders candidates and picks which one to evaluate; a candidate is skipped only where
+this run's evaluations predict it misses. The context's advice budget (proxy, sensitivity and
+profiling time, a few evaluations' worth) bounds the extra work: when it is spent the strategy goes on
+with evaluations alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -47,51 +43,90 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.quant import TuningConfig
+from lpot_ir.ir.quant import RecoveryConfig, TuningConfig, WeightRounding
 from lpot_ir.strategies.base import (
     Search,
     StrategyContext,
     TrialResult,
     TuneStrategy,
     TuningSpace,
-    group_sensitivity,
     register_strategy,
 )
+from lpot_ir.strategies.fallback import Group, Step, extend, rank_steps
+from lpot_ir.strategies.proxy import ProxyCalibration
 
-__all__ = ["BasicStrategy"]
+__all__ = ["BasicStrategy", "recovery_candidates"]
 
 logger = logging.getLogger(__name__)
 
-Group = tuple[str, ...]
-Step = tuple[Group, ...]
-"""Fallback groups reverted together (those of one quantized tensor, or a single group)."""
+_CONV_OPS = ("Conv", "ConvTranspose")
+_MATMUL_OPS = ("MatMul", "Gemm")
+
+
+def recovery_candidates(space: TuningSpace) -> list[RecoveryConfig]:
+    """The single recovery techniques that can apply to the space's nodes, cheapest first.
+
+    Per-tensor range search, bias correction and MSE weight clipping apply to any model; cross-layer
+    equalization to models with Conv nodes; SmoothQuant (alpha 0.5, its authors' default) to models
+    with MatMul/Gemm nodes.
+    """
+    ops = {n.op_type for n in space.nodes}
+    candidates = [
+        RecoveryConfig(range_search=True),
+        RecoveryConfig(bias_correction=True),
+        RecoveryConfig(weight_rounding=WeightRounding.MSE),
+    ]
+    if ops & set(_CONV_OPS):
+        candidates.append(RecoveryConfig(equalization=True))
+    if ops & set(_MATMUL_OPS):
+        candidates.append(RecoveryConfig(smoothquant_alpha=0.5))
+    return candidates
+
+
+def _union(settings: Sequence[RecoveryConfig]) -> RecoveryConfig:
+    """One recovery setting with every technique any of ``settings`` turns on."""
+    merged = RecoveryConfig()
+    for s in settings:
+        merged = RecoveryConfig(
+            equalization=merged.equalization or s.equalization,
+            smoothquant_alpha=s.smoothquant_alpha if s.smoothquant_alpha is not None else merged.smoothquant_alpha,
+            bias_correction=merged.bias_correction or s.bias_correction,
+            weight_rounding=s.weight_rounding if s.weight_rounding is not WeightRounding.NEAREST else merged.weight_rounding,
+            range_search=merged.range_search or s.range_search,
+        )
+    return merged
 
 
 @register_strategy("basic")
 class BasicStrategy(TuneStrategy):
-    """Proxy-predicted first trial, geometric sensitivity-ordered fallback, then FP32-set shrinking.
+    """Speed-keeping search: model-wise, recovery, calibrated-proxy fallback in regions, re-enable.
 
     Options:
-        growth: factor by which the fallback batch grows after a failed trial (1 = one step at a
-            time, as LPOT's mse strategy). Default 2.
-        rerank: measure the sensitivity again after each failed fallback batch. Default true.
-        reenable: after the goal is met, try to re-quantize reverted groups. Default true.
+        proxy: use the output-distance proxy (``context.distance``) to choose candidates. Default true.
+        recovery: try accuracy-recovery settings before reverting ops. Default true.
+        speed: use the latency model (``context.latency_model``) for regions. Default true.
+        margin: the fallback prefix is chosen for a predicted loss of ``margin`` x the allowed loss.
+            Default 0.7.
+        growth: factor by which the fallback batch grows after a failed trial when no calibrated
+            proxy guides it (1 = one step at a time). Default 2.
+        rerank: measure the sensitivity again after a failed fallback trial (while the advice budget
+            lasts). Default true.
+        reenable: after the goal is met, try to re-quantize reverted groups (only matters when tuning
+            goes on after the first success, ``timeout > 0``). Default true.
         max_model_wise: try at most this many model-wise configurations, fastest expected first,
-            before falling back (0: all). Default 8.
-        proxy: use ``context.estimate`` (when the context has it) to pick configurations before
-            evaluating them. Default true.
-        proxy_budget: at most this many proxy runs in the whole search (0: the number of fallback
-            groups + model-wise candidates + 8). Default 0.
+            before recovery and fallback (0: all). Default 8.
     """
 
     default_options = MappingProxyType(
         {
+            "proxy": True,
+            "recovery": True,
+            "speed": True,
+            "margin": 0.7,
             "growth": 2.0,
             "rerank": True,
             "reenable": True,
             "max_model_wise": 8,
-            "proxy": True,
-            "proxy_budget": 0,
         }
     )
     fixed_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
@@ -106,266 +141,301 @@ class BasicStrategy(TuneStrategy):
             raise ConfigError(
                 f"tuning.strategy.growth must be >= 1 (the fallback batch never shrinks), got {self.options['growth']}."
             )
-        budget = int(self.options.get("proxy_budget", 0))
-        if budget < 0:
-            raise ConfigError(f"tuning.strategy.proxy_budget must be >= 0 (0: automatic), got {budget}.")
-        self._proxy_left = budget or len(space.fallback_groups) + len(space.model_wise_configs()) + 8
-        self._threshold = self._proxy_threshold()
-        self._estimates: dict[str, float] = {}
-        self.proxy_runs = 0
+        margin = float(self.options["margin"])
+        if not 0.0 < margin <= 1.0:
+            raise ConfigError(f"tuning.strategy.margin must be in (0, 1], got {margin}.")
+        self.calibration = ProxyCalibration()
+        self.proxy_readings = 0
+        self._unusable: set[str] = set()  # configurations that could not be built
+        self._latency: Any = None
+        self._latency_built = False
 
-    # -- the proxy -------------------------------------------------------------------------------
+    # -- what the context offers -------------------------------------------------------------------
 
-    def _proxy_threshold(self) -> float | None:
-        if not self.options.get("proxy", False):
-            return None
-        threshold = getattr(self.context, "estimate_threshold", None)
-        if getattr(self.context, "estimate", None) is None or threshold is None:
-            return None
-        threshold = float(threshold)
-        return threshold if math.isfinite(threshold) and threshold >= 0 else None
+    @property
+    def allowed_loss(self) -> float | None:
+        """The relative loss the goal allows (``None``: the context does not say)."""
+        value = getattr(self.context, "allowed_loss", None)
+        return float(value) if value is not None and math.isfinite(float(value)) else None
 
-    def _predict(self, config: TuningConfig) -> float | None:
-        """The proxy's disagreement for ``config``, or ``None`` (no proxy, budget spent, or it failed)."""
-        if self._threshold is None:
+    def _distance(self, config: TuningConfig) -> Any:
+        """The proxy reading of ``config`` (``None``: no proxy, budget spent, or it failed)."""
+        if not self.options["proxy"]:
             return None
-        key = config.key()
-        if key in self._estimates:
-            return self._estimates[key]
-        if self._proxy_left <= 0:
+        measure = getattr(self.context, "distance", None)
+        if measure is None:
             return None
-        self._proxy_left -= 1
-        self.proxy_runs += 1
         try:
-            value = float(self.context.estimate(config))  # type: ignore[attr-defined]
+            reading = measure(config)
         except Exception as exc:  # the proxy failing must not end tuning
+            if config.recovery.enabled:  # this recovery setting cannot be built: skip it, keep the proxy
+                logger.warning("basic: recovery setting %s failed (%s); skipping it", config.recovery.to_dict(), exc)
+                self._unusable.add(config.key())
+                return None
             logger.warning("basic: the accuracy proxy failed (%s); going on without it", exc)
-            self._threshold = None
+            self.options["proxy"] = False
             return None
-        if not math.isfinite(value):
-            self._threshold = None
+        if reading is not None:
+            self.proxy_readings += 1
+        return reading
+
+    def _latency_model(self) -> Any:
+        if not self.options["speed"]:
             return None
-        self._estimates[key] = value
-        return value
+        if not self._latency_built:
+            self._latency_built = True
+            build = getattr(self.context, "latency_model", None)
+            if build is not None:
+                try:
+                    self._latency = build(self.space.base)
+                except Exception as exc:
+                    logger.warning("basic: the latency model could not be built (%s); regions are off", exc)
+        return self._latency
 
-    def _accepts(self, config: TuningConfig) -> bool | None:
-        """``True``/``False``: the proxy predicts ``config`` meets / misses the goal; ``None``: no prediction."""
-        value = self._predict(config)
-        if value is None or self._threshold is None:
-            return None
-        return value <= self._threshold
-
-    def _clear_miss(self, config: TuningConfig) -> bool:
-        """The proxy predicts ``config`` misses the goal by far (disagreement above twice the allowed drop)."""
-        value = self._predict(config)
-        return value is not None and self._threshold is not None and value > 2 * self._threshold
-
-    def _distrust(self, config: TuningConfig) -> None:
-        """``config`` was accepted by the proxy but failed: demand less disagreement from now on."""
-        value = self._estimates.get(config.key())
-        if value is None or self._threshold is None:
-            return
-        tighter = min(self._threshold, value) * 0.5
-        self._threshold = tighter if value > 0 else None
-        logger.info(
-            "basic: the proxy accepted a configuration that missed the goal; %s",
-            f"threshold now {tighter:.4g}" if self._threshold is not None else "not using it any more",
-        )
-
-    # -- phase 1 ---------------------------------------------------------------------------------
-
-    def search(self) -> Search:
-        candidates = self.space.model_wise_configs()
-        limit = int(self.options["max_model_wise"]) or len(candidates)
-        tried: list[TrialResult] = []
-        skipped: list[tuple[float, int, TuningConfig]] = []
-        for position, config in enumerate(candidates[:limit]):
-            if self._clear_miss(config):
-                rate = self._estimates[config.key()]
-                logger.info(
-                    "basic: the proxy predicts the model-wise configuration misses the goal (%.4f)", rate
-                )
-                skipped.append((rate, position, config))
-                continue
-            result = yield config
-            if result.meets_goal:
-                logger.info("basic: model-wise configuration of trial %d meets the goal", result.index)
-                return
-            tried.append(result)
-        if tried:
-            start = max(enumerate(tried), key=lambda ir_: (self.relative_accuracy(ir_[1]), -ir_[0]))[1].config
-        else:
-            start = min(skipped, key=lambda s: (s[0], s[1]))[2]
-        yield from self._fallback(start)
-
-    # -- ranking ---------------------------------------------------------------------------------
-
-    def _group_of(self) -> dict[str, Group]:
-        return {n: g for g in self.space.fallback_groups for n in g}
-
-    def _rank(self, config: TuningConfig, groups: Sequence[Group]) -> tuple[list[Step], dict[Group, float]]:
-        """Fallback steps among ``groups``, most sensitive first under ``config`` (ties: model order)."""
-        try:
-            sensitivity = self.context.op_sensitivity(config)
-        except Exception as exc:  # the instrumented run failing must not end tuning
-            logger.warning("basic: measuring op sensitivity failed (%s); falling back in model order", exc)
-            sensitivity = {}
-        scores = group_sensitivity(groups, sensitivity)
-        order = sorted(range(len(groups)), key=lambda i: (-scores[i], i))
-        group_scores = {groups[i]: scores[i] for i in order}
-        steps: list[Step] = []
-        measure = getattr(self.context, "tensor_sensitivity", None)
-        if measure is not None:
-            wanted = set(groups)
-            group_of = self._group_of()
-            position = {g: i for i, g in enumerate(self.space.fallback_groups)}
-            try:
-                tensors = list(measure(config))
-            except Exception as exc:
-                logger.warning("basic: measuring tensor sensitivity failed (%s); ranking ops alone", exc)
-                tensors = []
-            for tensor in sorted(tensors, key=lambda t: -float(t.error)):
-                step = tuple(
-                    sorted(
-                        {group_of[n] for n in tensor.nodes if n in group_of} & wanted,
-                        key=position.__getitem__,
-                    )
-                )
-                if step and step not in steps:
-                    steps.append(step)
-                    for g in step:
-                        group_scores[g] = max(group_scores.get(g, 0.0), float(tensor.error))
-        steps.extend((groups[i],) for i in order if (groups[i],) not in steps)
-        return steps, group_scores
+    def _regions(self, reverted: Sequence[Group]) -> list[Group]:
+        """``reverted`` plus the INT8 groups whose reversion the latency model predicts to be faster."""
+        model = self._latency_model()
+        if model is None:
+            return list(reverted)
+        grown = model.regions(set(reverted))
+        extra = [g for g in self.space.fallback_groups if g in grown and g not in reverted]
+        for group in extra:
+            fp32_ms, int8_ms = model.fp32_time.get(group, 0.0) * 1e3, model.int8_time.get(group, 0.0) * 1e3
+            why = (
+                f"kept FP32 for speed: its INT8 kernels are slower here ({int8_ms:.3f} ms vs {fp32_ms:.3f} ms FP32)"
+                if int8_ms > fp32_ms
+                else f"kept FP32 for speed: between FP32 neighbours its Q/DQ boundaries cost more than its INT8 "
+                f"kernels save ({fp32_ms - int8_ms:.3f} ms)"
+            )
+            for name in group:
+                self.notes.setdefault(name, why)
+        return [*reverted, *extra]
 
     def _config(self, base: TuningConfig, groups: Sequence[Group]) -> TuningConfig:
         return self.space.with_fp32(base, (n for g in groups for n in g))
 
-    @staticmethod
-    def _extend(reverted: list[Group], steps: Sequence[Step]) -> list[Group]:
-        out = list(reverted)
-        for step in steps:
-            out.extend(g for g in step if g not in out)
-        return out
+    def _loss(self, result: TrialResult) -> float | None:
+        relative = self.relative_accuracy(result)
+        return None if not math.isfinite(relative) else -relative
 
-    # -- phase 2 ---------------------------------------------------------------------------------
+    def _learn(self, result: TrialResult) -> None:
+        """Add an evaluated candidate to the proxy calibration and its latency to the latency model."""
+        loss = self._loss(result)
+        if loss is None:
+            return
+        reading = self._distance(result.config)
+        if reading is not None:
+            self.calibration.add(reading.distance, loss)
+        model = self._latency
+        fp32_latency = getattr(self.context, "baseline_latency", None)
+        measured = result.objectives.get("performance")
+        if model is not None and measured and fp32_latency:
+            fp32 = set(self.space.fp32_nodes(result.config))
+            groups = [g for g in self.space.fallback_groups if set(g) & fp32]
+            model.observe(groups, float(fp32_latency) / float(measured))
 
-    def _fallback(self, base: TuningConfig) -> Search:
+    def _trusted(self) -> bool:
+        allowed = self.allowed_loss
+        return allowed is not None and self.calibration.calibrated and not self.calibration.contradicted(allowed)
+
+    def _predicted_miss(self, config: TuningConfig) -> bool:
+        """The calibrated proxy predicts ``config`` misses the goal (only with a trusted calibration)."""
+        if not self._trusted():
+            return False
+        reading = self._distance(config)
+        if reading is None:
+            return False
+        predicted = self.calibration.predict(reading.distance)
+        return predicted is not None and predicted > float(self.allowed_loss or 0.0)
+
+    # -- the search --------------------------------------------------------------------------------
+
+    def search(self) -> Search:
+        start_regions = self._regions([])
+        candidates = self.space.model_wise_configs()
+        limit = int(self.options["max_model_wise"]) or len(candidates)
+        tried: list[tuple[TuningConfig, TrialResult]] = []
+        for config in candidates[:limit]:
+            result = yield self._config(config, start_regions)
+            self._learn(result)
+            if result.meets_goal:
+                logger.info("basic: model-wise configuration of trial %d meets the goal", result.index)
+                if self.options["reenable"] and start_regions:
+                    yield from self._reenable(config, list(start_regions), {})
+                return
+            tried.append((config, result))
+        base, best = max(tried, key=lambda cr: (self.relative_accuracy(cr[1]), -cr[1].index))
+        base, met = yield from self._recover(base, best, start_regions)
+        if met:
+            return
+        yield from self._fallback(base, start_regions)
+
+    # -- phase 2: recovery -------------------------------------------------------------------------
+
+    def _recover(self, base: TuningConfig, plain: TrialResult, regions: Sequence[Group]) -> Any:
+        """Evaluate the recovery setting the proxy finds closest to FP32; returns ``(base, met)``."""
+        if not self.options["recovery"] or base.recovery.enabled:
+            return base, False
+        plain_reading = self._distance(plain.config)
+        if plain_reading is None:
+            return base, False
+        readings: list[tuple[float, RecoveryConfig]] = []
+        for setting in recovery_candidates(self.space):
+            candidate = self._config(dataclasses.replace(base, recovery=setting), regions)
+            reading = self._distance(candidate)
+            if reading is None:
+                if candidate.key() in self._unusable:
+                    continue
+                break
+            if reading.distance < plain_reading.distance:
+                readings.append((reading.distance, setting))
+        if not readings:
+            logger.info("basic: no recovery setting brings the outputs closer to FP32; going to fallback")
+            return base, False
+        helpful = [s for _, s in sorted(readings, key=lambda r: r[0])]
+        options = [(readings[0][0] if len(helpful) == 1 else math.inf, helpful[0])]
+        if len(helpful) > 1:
+            merged = _union(helpful)
+            reading = self._distance(self._config(dataclasses.replace(base, recovery=merged), regions))
+            best_single = min(readings, key=lambda r: r[0])
+            options = [best_single] + ([(reading.distance, merged)] if reading is not None else [])
+        distance, setting = min(options, key=lambda r: r[0])
+        if not distance < 0.9 * plain_reading.distance:
+            return base, False
+        candidate = dataclasses.replace(base, recovery=setting)
+        result = yield self._config(candidate, regions)
+        self._learn(result)
+        if result.meets_goal:
+            if self.options["reenable"] and regions:
+                yield from self._reenable(candidate, list(regions), {})
+            return candidate, True
+        if self.relative_accuracy(result) >= self.relative_accuracy(plain):
+            return candidate, False
+        return base, False
+
+    # -- phase 3: fallback -------------------------------------------------------------------------
+
+    def _fallback(self, base: TuningConfig, regions: Sequence[Group]) -> Search:
         groups = list(self.space.fallback_groups)
         if not groups:
             return
-        steps, scores = self._rank(base, groups)
-        reverted: list[Group] = []
-        if self._threshold is not None:
-            found = self._proxy_first(base, steps, scores)
-            if found is not None:
-                reverted = found
-                config = self._config(base, reverted)
-                result = yield config
-                if result.meets_goal:
-                    if self.options["reenable"]:
-                        yield from self._reenable(base, reverted, scores)
-                    return
-                self._distrust(config)
-                rest = [g for g in groups if g not in reverted]
-                if not rest:
-                    logger.info("basic: every op is FP32 and the goal is still not met; the search is over")
-                    return
-                steps, new_scores = self._rank(config, rest)
-                scores.update(new_scores)
-        yield from self._geometric(base, reverted, steps, scores, first=not reverted)
-
-    def _proxy_first(
-        self, base: TuningConfig, steps: list[Step], scores: dict[Group, float]
-    ) -> list[Group] | None:
-        """Revert steps one at a time (proxy runs only) until the proxy accepts; ``None`` if it never does."""
-        reverted: list[Group] = []
-        remaining = list(steps)
-        while remaining:
-            reverted = self._extend(reverted, remaining[:1])
-            remaining = [s for s in remaining[1:] if not set(s) <= set(reverted)]
-            config = self._config(base, reverted)
-            verdict = self._accepts(config)
-            if verdict is None:
-                return None
-            if verdict:
-                logger.info(
-                    "basic: the proxy accepts %d fallback group(s) in FP32 (disagreement %.4f <= %.4f)",
-                    len(reverted), self._estimates[config.key()], self._threshold,
-                )  # fmt: skip
-                return reverted
-            if self.options["rerank"] and remaining:
-                rest = [g for g in self.space.fallback_groups if g not in reverted]
-                remaining, new_scores = self._rank(config, rest)
-                scores.update(new_scores)
-        return None
-
-    def _geometric(
-        self,
-        base: TuningConfig,
-        reverted: list[Group],
-        steps: list[Step],
-        scores: dict[Group, float],
-        *,
-        first: bool,
-    ) -> Search:
+        steps, scores = rank_steps(self.space, self.context, self._config(base, regions), groups)
+        steps = self._speed_order(steps, scores)
+        reverted: list[Group] = list(regions)
         growth = float(self.options["growth"])
-        size = 1.0 if first else growth
+        size = 1.0
+        reranks = 0
         while True:
             remaining = [s for s in steps if not set(s) <= set(reverted)]
             if not remaining:
                 logger.info("basic: every op is FP32 and the goal is still not met; the search is over")
                 return
-            batch = remaining[: max(1, int(size))]
-            chosen = self._bisect(base, reverted, batch)
-            reverted = self._extend(reverted, chosen)
-            config = self._config(base, reverted)
+            chosen = self._proxy_prefix(base, reverted, remaining)
+            if chosen is None:
+                chosen = remaining[: max(1, int(size))]
+                size *= growth
+            reverted = extend(reverted, chosen)
+            fp32 = self._regions(reverted)
+            config = self._config(base, fp32)
             result = yield config
+            self._learn(result)
             if result.meets_goal:
-                break
-            if config.key() in self._estimates and self._accepts(config):
-                self._distrust(config)
-            size *= growth
-            rest = [g for g in self.space.fallback_groups if g not in reverted]
+                if self.options["reenable"]:
+                    yield from self._reenable(base, fp32, scores)
+                return
+            rest = [g for g in groups if g not in fp32]
             if not rest:
                 logger.info("basic: every op is FP32 and the goal is still not met; the search is over")
                 return
-            if self.options["rerank"]:
-                steps, new_scores = self._rank(config, rest)
+            reverted = fp32
+            budget = getattr(self.context, "advice_left", None)
+            if self.options["rerank"] and reranks < 2 and (budget is None or budget() > 0):
+                reranks += 1
+                steps, new_scores = rank_steps(self.space, self.context, config, rest)
                 scores.update(new_scores)
-        if self.options["reenable"]:
-            yield from self._reenable(base, reverted, scores)
+                steps = self._speed_order(steps, scores)
 
-    def _bisect(self, base: TuningConfig, reverted: list[Group], batch: list[Step]) -> list[Step]:
-        """The shortest prefix of ``batch`` the proxy accepts (binary search), else the whole batch."""
-        if len(batch) <= 1 or self._threshold is None:
-            return batch
-        if not self._accepts(self._config(base, self._extend(reverted, batch))):
-            return batch
-        lo, hi = 1, len(batch)  # hi is accepted
-        while lo < hi:
+    def _speed_order(self, steps: list[Step], scores: Mapping[Group, float]) -> list[Step]:
+        """Steps by error per unit of latency that reverting them costs (the latency model's), so that the
+        shortest prefix that meets the goal also gives away the least speed; unchanged without a model.
+
+        A step's cost is what its groups' FP32 kernels add over their INT8 ones, floored at a quarter of
+        the median positive cost, so that near-free steps are not ranked by their noise.
+        """
+        model = self._latency
+        if model is None or not steps:
+            return steps
+        positive = sorted(c for c in (model.revert_seconds(g) for g in self.space.fallback_groups) if c > 0)
+        floor = 0.25 * positive[len(positive) // 2] if positive else 1e-9
+        position = {step: i for i, step in enumerate(steps)}
+
+        def ratio(step: Step) -> float:
+            error = max((scores.get(g, 0.0) for g in step), default=0.0)
+            cost = sum(max(model.revert_seconds(g), 0.0) for g in step)
+            return error / max(cost, floor)
+
+        return sorted(steps, key=lambda step: (-ratio(step), position[step]))
+
+    def _proxy_prefix(self, base: TuningConfig, reverted: list[Group], remaining: list[Step]) -> list[Step] | None:
+        """The shortest prefix of ``remaining`` the calibrated proxy predicts to meet the goal.
+
+        ``None`` when the proxy cannot guide (not calibrated, contradicted, or no reading). Bisection
+        on proxy readings of the region-grown configurations; the whole list is the upper end.
+        """
+        allowed = self.allowed_loss
+        if allowed is None or not self._trusted():
+            return None
+        target = self.calibration.threshold(float(self.options["margin"]) * allowed)
+        if target is None:
+            return None
+
+        def distance(n: int) -> float | None:
+            groups = self._regions(extend(reverted, remaining[:n]))
+            reading = self._distance(self._config(base, groups))
+            return None if reading is None else reading.distance
+
+        lo, hi = 1, len(remaining)
+        first = distance(lo)
+        if first is None:
+            return None
+        if first <= target:
+            return remaining[:lo]
+        while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._accepts(self._config(base, self._extend(reverted, batch[:mid]))):
+            value = distance(mid)
+            if value is None:
+                return remaining[:hi]
+            if value <= target:
                 hi = mid
             else:
-                lo = mid + 1
-        return batch[:hi]
+                lo = mid
+        return remaining[:hi]
 
-    # -- phase 3 ---------------------------------------------------------------------------------
+    # -- phase 4: speed ------------------------------------------------------------------------------
 
     def _reenable(self, base: TuningConfig, reverted: list[Group], scores: dict[Group, float]) -> Search:
-        """Re-quantize reverted groups, least sensitive (then latest reverted) first, chunks halving."""
+        """Re-quantize reverted groups, those costing the most latency (then least sensitive) first."""
+        model = self._latency
         position = {g: i for i, g in enumerate(reverted)}
-        todo = sorted(reverted, key=lambda g: (scores.get(g, 0.0), -position[g]))
+
+        def cost(group: Group) -> float:
+            return model.revert_seconds(group) if model is not None else 0.0
+
+        todo = sorted(
+            (g for g in reverted if model is None or cost(g) > 0),
+            key=lambda g: (-cost(g), scores.get(g, 0.0), -position[g]),
+        )
         current = list(reverted)
         chunk = max(1, len(todo) // 2)
         while todo:
             trial = set(todo[:chunk])
             config = self._config(base, [g for g in current if g not in trial])
-            if self._clear_miss(config):
-                meets = False  # the proxy predicts a clear miss: no trial
+            if self._predicted_miss(config):
+                meets = False  # this run's evaluations predict a miss: no trial
             else:
-                meets = (yield config).meets_goal
+                result = yield config
+                self._learn(result)
+                meets = result.meets_goal
             if meets:
                 current = [g for g in current if g not in trial]
                 todo = todo[chunk:]

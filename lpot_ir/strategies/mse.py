@@ -1,12 +1,11 @@
 """LPOT's mse strategy: fall back ops one at a time, in the order of their measured INT8 error.
 
-Phase 1 is basic's (model-wise candidates, fastest expected first, stop at the first that meets the
-goal). Then the quantization error is measured once on the most accurate phase-1 configuration (one
-instrumented run, not one trial per op) and ranked into fallback steps as basic does (per quantized
-tensor: the fallback groups of its producer and readers together, then single groups by per-node
-error); steps are reverted to FP32 one at a time in that order, accumulating, until the goal is met.
-No re-ranking, no batches, no shrinking of the FP32 set, no accuracy proxy: the predictable LPOT
-behaviour.
+The model-wise candidates are tried first (fastest expected first, stop at the first that meets the
+goal). Then the quantization error is measured once on the most accurate of them (one instrumented
+run, not one trial per op) and ranked into fallback steps (:mod:`lpot_ir.strategies.fallback`: per
+quantized tensor, the fallback groups of its producer and readers together, then single groups by
+per-node error); steps are reverted to FP32 one at a time in that order, accumulating, until the goal
+is met. No re-ranking, no batches, no recovery, no accuracy proxy: the predictable LPOT behaviour.
 
 Trials: one per model-wise candidate tried, then ``k`` where ``k`` is the rank of the last step that
 must stay FP32.
@@ -16,15 +15,15 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from lpot_ir.strategies.base import register_strategy
-from lpot_ir.strategies.basic import BasicStrategy
+from lpot_ir.strategies.base import Search, TrialResult, TuneStrategy, register_strategy
+from lpot_ir.strategies.fallback import Group, extend, rank_steps
 
 __all__ = ["MseStrategy"]
 
 
 @register_strategy("mse")
-class MseStrategy(BasicStrategy):
-    """Basic's phase 1, then accumulative one-by-one fallback in measured-error order.
+class MseStrategy(TuneStrategy):
+    """Model-wise candidates, then accumulative one-by-one fallback in measured-error order.
 
     Options:
         max_model_wise: try at most this many model-wise configurations, fastest expected first,
@@ -32,4 +31,21 @@ class MseStrategy(BasicStrategy):
     """
 
     default_options = MappingProxyType({"max_model_wise": 8})
-    fixed_options = MappingProxyType({"growth": 1.0, "rerank": False, "reenable": False, "proxy": False})
+
+    def search(self) -> Search:
+        candidates = self.space.model_wise_configs()
+        limit = int(self.options["max_model_wise"]) or len(candidates)
+        tried: list[TrialResult] = []
+        for config in candidates[:limit]:
+            result = yield config
+            if result.meets_goal:
+                return
+            tried.append(result)
+        base = max(tried, key=lambda r: (self.relative_accuracy(r), -r.index)).config
+        steps, _ = rank_steps(self.space, self.context, base, list(self.space.fallback_groups))
+        reverted: list[Group] = []
+        for step in steps:
+            reverted = extend(reverted, [step])
+            result = yield self.space.with_fp32(base, (n for g in reverted for n in g))
+            if result.meets_goal:
+                return

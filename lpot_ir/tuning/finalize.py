@@ -24,6 +24,7 @@ from lpot_ir.backends.onnxruntime.benchmarking import compare_latency
 from lpot_ir.ir.quant import Fp32Category, Fp32Reason, TuningConfig
 from lpot_ir.strategies.base import TrialResult
 from lpot_ir.strategies.space import node_aliases
+from lpot_ir.tuning.objectives import NOT_FASTER
 from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
 from lpot_ir.tuning.report import (
     format_decisions,
@@ -42,6 +43,9 @@ __all__ = ["finalize", "finalize_without_tuning", "explain_decisions", "measure_
 
 logger = logging.getLogger(__name__)
 
+SPEEDUP_SECONDS = 10.0
+"""About how long the final FP32-vs-INT8 latency comparison may take (fewer runs per round on big models)."""
+
 
 def measure_speedup(fp32: onnx.ModelProto, int8: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> float | None:
     """FP32 latency / INT8 latency: interleaved rounds, one intra-op thread, median of per-round ratios."""
@@ -49,11 +53,27 @@ def measure_speedup(fp32: onnx.ModelProto, int8: onnx.ModelProto, feed: Mapping[
         return None
 
     try:
-        comparison = compare_latency({"fp32": fp32, "int8": int8}, dict(feed), rounds=15, iterations=10, warmup=10)
+        comparison = compare_latency(
+            {"fp32": fp32, "int8": int8}, dict(feed), rounds=15, iterations=10, warmup=10, budget_seconds=SPEEDUP_SECONDS
+        )
     except Exception as exc:  # a measurement problem must not lose the tuned model
         logger.warning("could not measure the INT8 speedup: %s", exc)
         return None
     return comparison.speedup("int8")
+
+
+def not_faster_message(speedup: float | None, fp32_ops: int) -> str | None:
+    """What to tell the user when the chosen INT8 model is not clearly faster than FP32 (else ``None``)."""
+    if speedup is None or speedup >= NOT_FASTER:
+        return None
+    verdict = "runs slower than" if speedup < 0.98 else "is no faster than"
+    return (
+        f"The chosen INT8 model {verdict} the FP32 model on this machine ({speedup:.2f}x, one thread, interleaved "
+        f"rounds): for speed, keep the FP32 model. {fp32_ops} op(s) stay FP32 to meet the accuracy goal, and each "
+        "FP32 island costs quantize/dequantize passes and layout changes that can outweigh what the integer kernels "
+        "save. Loosening tuning.accuracy_criterion, or tuning.exit_policy.timeout > 0 (the search then keeps looking "
+        "for a faster configuration), may find a faster one; the report lists why each op stays FP32."
+    )
 
 
 def _fp32_in(config: TuningConfig, node: Any) -> bool:
@@ -66,10 +86,13 @@ def explain_decisions(
     trials: Sequence[TrialResult],
     best: TrialResult | None,
     context: LoopContext | None,
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per-node decisions of ``quantized`` (a ``QuantizedModel``), with a reason for each FP32 node.
 
-    Also rewrites ``quantized.decisions`` so that tuning fallbacks carry their ``tuning_fallback`` reason.
+    ``notes`` are the strategy's own reasons (node name -> why it kept the node FP32, e.g. for speed);
+    otherwise a fallback is explained by the last evaluated trial that had the node in INT8. Also
+    rewrites ``quantized.decisions`` so that tuning fallbacks carry their ``tuning_fallback`` reason.
     """
     space_nodes = {n.name: n for n in build.space.nodes}
     upto = [t for t in trials if best is None or t.index <= best.index]
@@ -80,7 +103,7 @@ def explain_decisions(
             if name in build.pinned:
                 reason = build.pinned[name]
             elif name in space_nodes and _fp32_in(quantized.config, space_nodes[name]):
-                reason = _fallback_reason(space_nodes[name], upto, context)
+                reason = _fallback_reason(space_nodes[name], upto, context, (notes or {}).get(name))
             if reason is not decision.reason:
                 quantized.decisions[name] = dataclasses.replace(decision, reason=reason)
         entry: dict[str, Any] = {"op_type": decision.op_type, "quantized": decision.quantized}
@@ -91,14 +114,15 @@ def explain_decisions(
     return out
 
 
-def _fallback_reason(node: Any, trials: Sequence[TrialResult], context: LoopContext | None) -> Fp32Reason:
+def _fallback_reason(
+    node: Any, trials: Sequence[TrialResult], context: LoopContext | None, note: str | None = None
+) -> Fp32Reason:
     first = next((t for t in trials if _fp32_in(t.config, node)), None)
     if first is None:
-        return Fp32Reason(Fp32Category.TUNING_FALLBACK, "the tuning strategy kept it in FP32")
+        return Fp32Reason(Fp32Category.TUNING_FALLBACK, note or "the tuning strategy kept it in FP32")
     before = [t for t in trials if t.index < first.index and t.accuracy is not None and not _fp32_in(t.config, node)]
-    if not before or context is None:
-        why = context.proxy_reason(lambda c: not _fp32_in(c, node)) if context is not None else None
-        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"fell back at trial {first.index}" + (f": {why}" if why else ""))
+    if note or not before or context is None:
+        return Fp32Reason(Fp32Category.TUNING_FALLBACK, f"FP32 from trial {first.index}" + (f": {note}" if note else ""))
     previous = before[-1]
     loss = context.relative_loss(previous.accuracy)
     return Fp32Reason(
@@ -129,6 +153,7 @@ def finalize(
     start: float,
     history_path: Path,
     strategy_name: str,
+    strategy_notes: Mapping[str, str] | None = None,
 ) -> TuningOutcome:
     """Choose, rebuild, explain, save and report the best model (see the module docstring)."""
     best, met = choose_best(trials, weights, baseline_objectives, context.higher_is_better)
@@ -155,18 +180,13 @@ def finalize(
     if warning:
         logger.warning(warning)
     quantized = quantizer.quantize(config_)
-    decisions = explain_decisions(quantized, build, trials, best, context)
+    decisions = explain_decisions(quantized, build, trials, best, context, strategy_notes)
     files: dict[str, Path] = {"history": history_path}
     files["model"] = quantized.save(workspace / BEST_MODEL_FILE)
     files["recipe"] = files["model"].with_name(f"{files['model'].stem}.recipe.json")
     speedup = measure_speedup(fp32_proto, quantized.model, feeds[0] if feeds else None)
-    if speedup is not None and speedup < 1.0:
-        slow = (
-            f"The chosen INT8 model runs slower than FP32 ({speedup:.2f}x). Isolated Q/DQ pairs can cost more than "
-            "the integer kernels save (ONNX Runtime then drops its blocked-layout kernels around them). Set "
-            "tuning.exit_policy.timeout > 0 so the search keeps looking for a faster configuration that meets the "
-            "criterion, or use the basic strategy."
-        )
+    slow = not_faster_message(speedup, len(quantized.fp32_nodes))
+    if slow:
         logger.warning(slow)
         warning = f"{warning} {slow}" if warning else slow
     wall = time.perf_counter() - start
@@ -202,7 +222,10 @@ def finalize(
         ("best accuracy", "-" if best is None or best.accuracy is None else f"{best.accuracy:.4f}"),
         ("relative loss", "-" if outcome.relative_loss is None else f"{outcome.relative_loss:.2%}"),
         ("meets the criterion", "yes" if met else "NO"),
-        ("INT8 speedup vs FP32", "-" if speedup is None else f"{speedup:.2f}x (1 thread, interleaved rounds)"),
+        ("INT8 speedup vs FP32", "-" if speedup is None else f"{speedup:.2f}x (1 thread, interleaved rounds)"
+         + ("" if outcome.faster_than_fp32 in (None, True) else ": NOT faster than FP32")),
+        ("advice (proxy, sensitivity, profiles)", f"{context.advice_seconds:.1f} s, "
+         f"{context.proxy.runs if context.proxy is not None else 0} proxy reading(s)"),
         ("sensitivity measurements", context.sensitivity_calls),
         ("wall time", f"{wall:.1f} s"),
         ("best model", files["model"]),
@@ -240,6 +263,7 @@ def _summary_json(outcome: TuningOutcome) -> dict[str, Any]:
         "replayed": outcome.replayed,
         "stop_reason": outcome.stop_reason,
         "speedup": outcome.speedup,
+        "faster_than_fp32": outcome.faster_than_fp32,
         "wall_seconds": outcome.wall_seconds,
         "warning": outcome.warning,
         "files": {k: str(v) for k, v in outcome.files.items()},

@@ -45,12 +45,15 @@ class HistoryHeader:
         baseline_accuracy: the FP32 model's accuracy.
         baseline_objectives: the FP32 model's objective values.
         details: human-readable description of what the key covers.
+        advice: the advice plan fixed at the start (budget units, proxy feeds; see the tuning loop), so a
+            resumed run makes the same decisions.
     """
 
     run_key: str
     baseline_accuracy: float
     baseline_objectives: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    advice: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class HistoryHeader:
             "baseline_accuracy": self.baseline_accuracy,
             "baseline_objectives": self.baseline_objectives,
             "details": self.details,
+            "advice": self.advice,
             "created": time.time(),
         }
 
@@ -70,6 +74,7 @@ class HistoryHeader:
             baseline_accuracy=float(data["baseline_accuracy"]),
             baseline_objectives={str(k): float(v) for k, v in dict(data.get("baseline_objectives", {})).items()},
             details=dict(data.get("details", {})),
+            advice={str(k): float(v) for k, v in dict(data.get("advice") or {}).items()},
         )
 
 

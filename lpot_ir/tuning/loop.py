@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +48,12 @@ from lpot_ir.tuning.checks import check_tuning_config
 from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
+from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_latency_model
 from lpot_ir.tuning.objectives import ObjectiveMeter
 from lpot_ir.tuning.outcome import BEST_MODEL_FILE, TuningOutcome, choose_best
+from lpot_ir.tuning.proxy import DistanceReading, OutputDistance
 from lpot_ir.tuning.report import prefetch_plotting
-from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter, TensorError
+from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
 from lpot_ir.tuning.tensorboard import TensorBoardWriter
 
@@ -58,21 +61,40 @@ __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BE
 
 logger = logging.getLogger(__name__)
 
+LATENCY_FILE = "latency_model.json"
 PROXY_SAMPLES = 256
-"""Calibration samples (at most) the accuracy proxy compares FP32 and INT8 top-1 on."""
+"""Calibration samples (at most) the accuracy proxy compares FP32 and candidate outputs on."""
+ADVICE_EVALUATIONS = 5.0
+"""Proxy, sensitivity and profiling work together may take this many FP32 evaluations' time."""
+PROXY_READING_SHARE = 0.1
+"""One proxy reading's FP32 run may take at most this share of an FP32 evaluation (fewer feeds if longer)."""
 
 
 @dataclass
 class LoopContext:
     """The :class:`~lpot_ir.strategies.StrategyContext` the loop gives strategies.
 
+    Everything here but the goal test is *advice*: proxy readings, sensitivity measurements and the
+    latency model cost time but no evaluation. Together they get a budget of ``advice_budget`` units,
+    fixed when the run starts (:func:`plan_advice`: :data:`ADVICE_EVALUATIONS` FP32 evaluations' worth,
+    one unit being one proxy reading) and stored in the history, so a resumed run decides the same way.
+    Once it is spent, ``distance`` answers only from its cache, the sensitivity and latency methods
+    return nothing, and strategies go on with evaluations alone.
+
     Attributes:
         baseline_accuracy: the FP32 model's accuracy.
         criterion: the ``AccuracyCriterion`` (relative or absolute, higher_is_better).
         sensitivity: measures per-node error for a configuration (one instrumented run); a
             :class:`SensitivityMeter` also gives per-tensor errors (``tensor_sensitivity``).
-        proxy: the label-free accuracy predictor (an :class:`AgreementProxy`) behind ``estimate``.
-        estimate_calls: proxy runs made (not evaluations).
+        proxy: the label-free output distance (:class:`~lpot_ir.tuning.proxy.OutputDistance`) behind
+            ``distance``.
+        latency_builder: ``config -> LatencyModel`` (profiles FP32 and ``config``'s INT8 model).
+        baseline_latency: the FP32 model's measured latency (the ``performance`` objective), if measured.
+        advice_budget: units the advice may use in all (``inf``: no limit).
+        sensitivity_units: what one sensitivity measurement costs, in units.
+        latency_units: what building the latency model costs, in units.
+        advice_used: units used so far.
+        advice_seconds: wall seconds the advice took (for the report).
         trial_observers: called after each evaluated trial with ``(index, config, quantized model or None,
             result)`` (e.g. the TensorBoard writer); one that raises is logged and tuning goes on.
     """
@@ -82,79 +104,101 @@ class LoopContext:
     sensitivity: Callable[[TuningConfig], dict[str, float]] | None = None
     higher_is_better: bool = True
     sensitivity_calls: int = 0
-    proxy: AgreementProxy | None = None
-    estimate_calls: int = 0
-    estimates: dict[str, tuple[TuningConfig, float]] = field(default_factory=dict)
+    proxy: OutputDistance | None = None
+    latency_builder: Callable[[TuningConfig], LatencyModel] | None = None
+    baseline_latency: float | None = None
+    advice_budget: float = math.inf
+    sensitivity_units: float = 1.0
+    latency_units: float = 1.0
+    advice_used: float = 0.0
+    advice_seconds: float = 0.0
     trial_observers: list[Callable[[int, TuningConfig, Any, TrialResult], None]] = field(default_factory=list)
 
-    def estimate(self, config: TuningConfig) -> float:
-        """Fraction of calibration samples whose top-1 differs from FP32's under ``config`` (NaN: no proxy)."""
-        if self.proxy is None or not self.proxy.applicable:
-            return math.nan
+    # -- the budget ------------------------------------------------------------------------------
+
+    def advice_left(self) -> float:
+        """Units of advice left (never negative)."""
+        return max(0.0, self.advice_budget - self.advice_used)
+
+    def _charged(self, units: float, work: Callable[[], Any]) -> Any:
+        began = time.perf_counter()
+        self.advice_used += units
         try:
-            value = self.proxy(config)
+            return work()
         finally:
-            self.estimate_calls = self.proxy.runs
-        self.estimates.setdefault(config.key(), (config, value))
-        return value
+            self.advice_seconds += time.perf_counter() - began
 
-    def proxy_reason(self, in_int8: Callable[[TuningConfig], bool]) -> str | None:
-        """Why the proxy made a node fall back: its last estimate of a configuration with the node in INT8."""
-        threshold = self.estimate_threshold
-        found = [v for c, v in self.estimates.values() if in_int8(c)]
-        if not found or threshold is None or found[-1] <= threshold:
-            return None
-        return (
-            f"the accuracy proxy predicted that keeping it in INT8 lost up to {found[-1]:.2%} accuracy (top-1 changed "
-            f"on {found[-1]:.2%} of calibration samples; {threshold:.2%} allowed), without an evaluation"
-        )
-
-    @property
-    def estimate_threshold(self) -> float | None:
-        """The largest proxy value predicted to meet the goal: the allowed absolute drop of an accuracy
-        in [0, 1] (higher is better); ``None`` when the proxy does not apply."""
-        if self.proxy is None or not self.proxy.applicable or not self.higher_is_better:
-            return None
-        base = float(self.baseline_accuracy)
-        if not (0.0 < base <= 1.0):
-            return None
-        allowed = base - float(self.criterion.threshold(base))
-        return allowed if allowed > 0 else None
-
-    def tensor_sensitivity(self, config: TuningConfig) -> list[TensorError]:
-        """Per-quantized-tensor errors with the nodes that quantize each (largest first; same run as
-        :meth:`op_sensitivity`, cached)."""
-        measure = getattr(self.sensitivity, "measure", None)
-        if measure is None:
-            return []
-        try:
-            return list(measure(config).tensors)
-        except Exception as exc:
-            logger.warning("tensor sensitivity could not be measured (%s)", first_line(exc))
-            return []
-        finally:
-            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+    # -- the goal ----------------------------------------------------------------------------------
 
     def meets_goal(self, accuracy: float) -> bool:
         if accuracy is None or not math.isfinite(accuracy):
             return False
         return bool(self.criterion.is_met(self.baseline_accuracy, accuracy))
 
-    def op_sensitivity(self, config: TuningConfig) -> dict[str, float]:
-        if self.sensitivity is None:
-            return {}
-        self.sensitivity_calls += 1
-        try:
-            return self.sensitivity(config)
-        except Exception as exc:  # a measurement problem must not end tuning: strategies then use model order
-            logger.warning("op sensitivity could not be measured (%s); strategies fall back to model order", first_line(exc))
-            return {}
-        finally:
-            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+    @property
+    def allowed_loss(self) -> float | None:
+        """The relative accuracy loss the criterion allows (an absolute criterion is divided by the baseline)."""
+        base = float(self.baseline_accuracy)
+        threshold = float(self.criterion.threshold(base))
+        if base == 0 or not math.isfinite(threshold):
+            return None
+        return abs(base - threshold) / abs(base)
 
     def relative_loss(self, accuracy: float | None) -> float | None:
         """Accuracy lost relative to the baseline (positive = worse), sign-adjusted for the direction."""
         return relative_loss(self.baseline_accuracy, accuracy, higher_is_better=self.higher_is_better)
+
+    # -- advice --------------------------------------------------------------------------------------
+
+    def distance(self, config: TuningConfig) -> DistanceReading | None:
+        """How far ``config``'s outputs are from FP32's on calibration feeds (``None``: no proxy or budget)."""
+        if self.proxy is None:
+            return None
+        known = self.proxy.cached(config)
+        if known is not None:
+            return known
+        if self.advice_left() <= 0:
+            return None
+        proxy = self.proxy
+        return self._charged(1.0, lambda: proxy(config))
+
+    def tensor_sensitivity(self, config: TuningConfig) -> list[TensorError]:
+        """Per-quantized-tensor errors with the nodes that quantize each (largest first; same run as
+        :meth:`op_sensitivity`, cached)."""
+        measure = getattr(self.sensitivity, "measure", None)
+        if measure is None or self.advice_left() <= 0:
+            return []
+        try:
+            return list(self._charged(self._sensitivity_cost(config), lambda: measure(config)).tensors)
+        except Exception as exc:
+            logger.warning("tensor sensitivity could not be measured (%s)", first_line(exc))
+            return []
+        finally:
+            self.sensitivity_calls = int(getattr(self.sensitivity, "calls", self.sensitivity_calls))
+
+    def op_sensitivity(self, config: TuningConfig) -> dict[str, float]:
+        sensitivity = self.sensitivity
+        if sensitivity is None or self.advice_left() <= 0:
+            return {}
+        self.sensitivity_calls += 1
+        try:
+            return self._charged(self._sensitivity_cost(config), lambda: sensitivity(config))
+        except Exception as exc:  # a measurement problem must not end tuning: strategies then use model order
+            logger.warning("op sensitivity could not be measured (%s); strategies fall back to model order", first_line(exc))
+            return {}
+        finally:
+            self.sensitivity_calls = int(getattr(sensitivity, "calls", self.sensitivity_calls))
+
+    def latency_model(self, config: TuningConfig) -> LatencyModel | None:
+        """The latency model, from profiles of FP32 and of ``config`` quantized (``None``: not available)."""
+        builder = self.latency_builder
+        if builder is None or self.advice_left() <= 0:
+            return None
+        return self._charged(self.latency_units, lambda: builder(config))
+
+    def _sensitivity_cost(self, config: TuningConfig) -> float:
+        cached = getattr(self.sensitivity, "is_cached", None)
+        return 0.0 if cached is not None and cached(config) else self.sensitivity_units
 
 
 def run_key(build: SpaceBuild, config: Any, fp32_digest: str, evaluator: Evaluator | None) -> tuple[str, dict[str, Any]]:
@@ -193,7 +237,6 @@ def _first_feed(
                 return feeds
     if not synthetic:
         return []
-
     try:
         return [synthetic_inputs(model, batch_size=1, seed=0)]
     except LpotError as exc:
@@ -249,29 +292,50 @@ def tune(
     key, details = run_key(build, config, quantizer.fp32_digest, evaluator)
     history = TuningHistory(workspace / HISTORY_FILE)
     recorded: list[TrialResult] = []
+    eval_seconds = math.nan
     if tuning.workspace.resume:
         header, recorded = _read_resume(Path(tuning.workspace.resume), key, details)
         baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
         logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
     else:
+        began = time.perf_counter()
         baseline = _evaluate_baseline(evaluator, fp32_proto)
+        eval_seconds = time.perf_counter() - began
         baseline_objectives = meter(fp32_proto)
         header = HistoryHeader(key, baseline, baseline_objectives, details)
-    history.start(header, recorded)
 
+    quantize = QuantizeCache(quantizer.quantize)
     context = LoopContext(
         baseline_accuracy=baseline,
         criterion=tuning.accuracy_criterion,
         higher_is_better=bool(tuning.accuracy_criterion.higher_is_better and evaluator.higher_is_better),
+        baseline_latency=baseline_objectives.get("performance"),
     )
     context.criterion = _criterion_with_direction(tuning.accuracy_criterion, context.higher_is_better)
     if feeds:
-        batch_axes = getattr(quantizer, "batch_axes", None)
-        context.sensitivity = SensitivityMeter(optimized_proto, quantizer.quantize, feeds, batch_axes=batch_axes)
         if real_data:
-            context.proxy = AgreementProxy(
-                optimized_proto, quantizer.quantize, feeds, max_samples=PROXY_SAMPLES, batch_axes=batch_axes
+            context.proxy = _make_proxy(optimized_proto, quantize, feeds)
+        groups = build.space.fallback_groups
+
+        def latency_builder(c: TuningConfig) -> LatencyModel:
+            return cached_latency_model(
+                workspace / LATENCY_FILE,
+                f"{key}:{c.key()}",
+                lambda: build_latency_model(optimized_proto, quantize(c).model, groups, feeds[0]),
             )
+
+        context.latency_builder = latency_builder
+    plan = header.advice or plan_advice(eval_seconds, context.proxy, quantize, build.space.model_wise_configs()[0])
+    _apply_plan(context, plan)
+    if feeds:  # the sensitivity measurement chooses its samples among the proxy's feeds: same cost scale
+        context.sensitivity = SensitivityMeter(
+            optimized_proto,
+            quantize,
+            context.proxy.feeds if context.proxy else feeds,
+            batch_axes=getattr(quantizer, "batch_axes", None),
+        )
+    header = dataclasses.replace(header, advice=dict(plan))
+    history.start(header, recorded)
     if tuning.tensorboard:
         context.trial_observers.append(
             TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
@@ -313,7 +377,7 @@ def tune(
                         "the resumed run diverges from it (is the strategy deterministic for its seed?)",
                         len(trials),
                     )
-                result = _run_trial(len(trials), proposal, quantizer, evaluator, meter, context)
+                result = _run_trial(len(trials), proposal, quantize, evaluator, meter, context)
                 history.append(result)
                 evaluated += 1
             seen[key_] = result
@@ -344,11 +408,104 @@ def tune(
         start=start,
         history_path=history.path,
         strategy_name=strategy_cls.name or tuning.strategy.name,
+        strategy_notes=dict(strategy.notes),
     )
-    outcome.estimate_calls = context.estimate_calls
-    if context.estimate_calls:
-        logger.info("accuracy proxy: %d run(s) on calibration samples (not evaluations)", context.estimate_calls)
+    outcome.proxy_readings = context.proxy.runs if context.proxy is not None else 0
+    outcome.advice_seconds = context.advice_seconds
+    if outcome.proxy_readings:
+        logger.info(
+            "accuracy proxy: %d reading(s) on calibration feeds (not evaluations); advice took %.1f s",
+            outcome.proxy_readings, context.advice_seconds,
+        )  # fmt: skip
     return outcome
+
+
+class QuantizeCache:
+    """``quantizer.quantize`` with the last few results kept by configuration key.
+
+    The strategy's proxy reading, the sensitivity measurement and the trial itself often quantize the
+    same configuration one after the other; quantization is deterministic, so it is done once.
+    """
+
+    def __init__(self, quantize: Callable[[TuningConfig], Any], size: int = 4) -> None:
+        self._quantize = quantize
+        self._size = size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def __call__(self, config: TuningConfig) -> Any:
+        key = config.key()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        return self.fresh(config)
+
+    def fresh(self, config: TuningConfig) -> Any:
+        """Quantize ``config`` even if a result is cached (to time it), and cache the result."""
+        key = config.key()
+        result = self._quantize(config)
+        self._cache[key] = result
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return result
+
+
+def _make_proxy(model: onnx.ModelProto, quantize: Callable[[TuningConfig], Any], feeds: list[dict[str, np.ndarray]]) -> OutputDistance | None:
+    try:
+        proxy = OutputDistance(model, quantize, feeds)
+    except Exception as exc:  # the proxy is advice: without it, tuning goes on with evaluations
+        logger.warning("the accuracy proxy is not available (%s); tuning uses evaluations only", first_line(exc))
+        return None
+    logger.info("accuracy proxy: output '%s' compared as %s", proxy.output_name, proxy.kind)
+    return proxy
+
+
+def plan_advice(
+    eval_seconds: float, proxy: OutputDistance | None, quantize: QuantizeCache, config: TuningConfig
+) -> dict[str, float]:
+    """Fix the advice budget in units of one proxy reading, from what things cost on this model.
+
+    One FP32 evaluation took ``eval_seconds``. The proxy keeps as many feeds as one FP32 run can go
+    through in :data:`PROXY_READING_SHARE` of that; a reading costs that run plus one quantization
+    (timed here, after the calibration it needs); a sensitivity measurement about one quantization
+    and three such runs; the latency model one quantization and two short profiled runs. The budget is
+    :data:`ADVICE_EVALUATIONS` evaluations' worth. Without a measured evaluation time (nothing to
+    relate to) the budget is unlimited.
+    """
+    if not math.isfinite(eval_seconds) or eval_seconds <= 0:
+        return {"units": math.inf, "sensitivity_units": 1.0, "latency_units": 1.0}
+    run = 0.0
+    if proxy is not None:
+        proxy.limit_feeds(PROXY_READING_SHARE * eval_seconds)
+        run = proxy.reference_seconds
+    try:
+        quantize(config)  # calibration happens here, once
+        began = time.perf_counter()
+        quantize.fresh(config)
+        quantize_seconds = max(time.perf_counter() - began, 1e-3)
+    except Exception:  # the first trial will report what is wrong
+        quantize_seconds = eval_seconds * PROXY_READING_SHARE
+    reading = max(run + quantize_seconds, 1e-3)
+    plan = {
+        "units": ADVICE_EVALUATIONS * eval_seconds / reading,
+        "sensitivity_units": (quantize_seconds + 3 * run) / reading,
+        "latency_units": (quantize_seconds + 2 * run) / reading,
+        "eval_seconds": eval_seconds,
+    }
+    if proxy is not None:
+        plan["proxy_feeds"] = float(len(proxy.feeds))
+    logger.info(
+        "advice budget: %.0f proxy reading(s) worth (evaluation %.2f s, reading ~%.2f s)", plan["units"], eval_seconds, reading
+    )
+    return plan
+
+
+def _apply_plan(context: LoopContext, plan: Mapping[str, float]) -> None:
+    context.advice_budget = float(plan.get("units", math.inf))
+    context.sensitivity_units = float(plan.get("sensitivity_units", 1.0))
+    context.latency_units = float(plan.get("latency_units", 1.0))
+    if context.proxy is not None and "proxy_feeds" in plan:
+        context.proxy.keep_feeds(int(plan["proxy_feeds"]))
 
 
 def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:
@@ -386,7 +543,7 @@ def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[Hist
 def _run_trial(
     index: int,
     config: TuningConfig,
-    quantizer: Any,
+    quantize: Callable[[TuningConfig], Any],
     evaluator: Evaluator,
     meter: ObjectiveMeter,
     context: LoopContext,
@@ -397,7 +554,7 @@ def _run_trial(
     failed: str | None = None
     quantized: Any = None
     try:
-        quantized = quantizer.quantize(config)
+        quantized = quantize(config)
         model = quantized.model
     except Exception as exc:  # one bad configuration must not end tuning
         failed = f"quantization failed: {first_line(exc)}"
@@ -464,3 +621,4 @@ def _update_bar(bar: Any, trials: list[TrialResult], context: LoopContext) -> No
     bar.set_postfix_str(
         f"best trial {best.index}: acc {best.accuracy:.4f} (loss {loss:.2%}){' goal met' if best.meets_goal else ''}"
     )
+

@@ -34,6 +34,7 @@ from lpot_ir.strategies.base import TrialResult
 __all__ = [
     "OBJECTIVES",
     "TIE_TOLERANCE",
+    "NOT_FASTER",
     "ObjectiveMeter",
     "measure_latency",
     "measure_footprint",
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("performance", "modelsize", "footprint")
 """The objective names (``tuning.objective`` values)."""
 
+NOT_FASTER = 1.05
+"""Below this measured speedup an INT8 model is reported as no faster than FP32 (latency noise is a few %)."""
+
 TIE_TOLERANCE = 0.02
 """Relative difference under which two scores (or objective values) count as equal: latency noise."""
 
@@ -58,12 +62,20 @@ def model_size(model: onnx.ModelProto | bytes) -> float:
     return float(model.ByteSize())
 
 
-def measure_latency(model: bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20) -> float:
-    """Median seconds per run of ``model`` on ``feed`` (one intra-op thread)."""
+def measure_latency(
+    model: bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20, seconds: float | None = 2.0
+) -> float:
+    """Median seconds per run of ``model`` on ``feed`` (one intra-op thread).
+
+    With ``seconds``, fewer timed runs (at least 3) when ``iterations`` would take longer than that.
+    """
 
     session = make_session(model, intra_op_threads=1, inter_op_threads=1)
-    seconds, _ = time_feeds(session, [dict(feed)], warmup=warmup, iterations=iterations)
-    return float(np.median(seconds))
+    first, _ = time_feeds(session, [dict(feed)], warmup=max(0, warmup - 1), iterations=1)
+    if seconds is not None and float(first[0]) * iterations > seconds:
+        iterations = max(3, int(seconds / max(float(first[0]), 1e-9)))
+    timed, _ = time_feeds(session, [dict(feed)], warmup=0, iterations=iterations)
+    return float(np.median(timed))
 
 
 def _release_freed_memory() -> None:

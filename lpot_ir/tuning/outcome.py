@@ -12,7 +12,7 @@ from typing import Any
 
 from lpot_ir.strategies import TrialResult
 from lpot_ir.tuning.evaluation import relative_loss
-from lpot_ir.tuning.objectives import ranking_key
+from lpot_ir.tuning.objectives import NOT_FASTER, ranking_key
 
 __all__ = ["BEST_MODEL_FILE", "TuningOutcome", "choose_best"]
 
@@ -40,6 +40,8 @@ class TuningOutcome:
         speedup: FP32 latency / INT8 latency of the best model (interleaved, 1 thread), if measured.
         warning: the warning given when no trial met the criterion.
         higher_is_better: the accuracy's direction (False for a loss-like metric).
+        proxy_readings: label-free proxy readings made (not evaluations).
+        advice_seconds: wall seconds spent on advice (proxy, sensitivity, latency profiles).
     """
 
     model: Any
@@ -58,8 +60,16 @@ class TuningOutcome:
     speedup: float | None = None
     warning: str | None = None
     sensitivity_calls: int = 0
-    estimate_calls: int = 0
     higher_is_better: bool = True
+    proxy_readings: int = 0
+    advice_seconds: float = 0.0
+
+    @property
+    def faster_than_fp32(self) -> bool | None:
+        """Whether the INT8 model is clearly faster than FP32 (``None``: not measured)."""
+        if self.speedup is None:
+            return None
+        return self.speedup >= NOT_FASTER
 
     @property
     def relative_loss(self) -> float | None:

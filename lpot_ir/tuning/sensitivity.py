@@ -25,12 +25,7 @@ The same run also reports the error *per quantized tensor* (:meth:`SensitivityMe
 quantized readers; see ``InsertQDQPass``: a tensor is quantized if either side asks). Reverting only
 one of them leaves the tensor quantized, so strategies revert such a set together.
 
-:class:`AgreementProxy` is the cheap, label-free predictor of a candidate's accuracy
-(``StrategyContext.estimate``): the fraction of calibration samples whose top-1 class (argmax of the
-last axis of a classifier-shaped output) differs between the FP32 model and the candidate. For top-1
-accuracy, ``|acc_int8 - acc_fp32| <= disagreement``, so a candidate whose disagreement is within the
-allowed absolute drop will very likely meet the goal. One quantization and one ONNX Runtime run over
-the samples per configuration, cached by configuration key; no evaluation.
+The label-free accuracy proxy lives in :mod:`lpot_ir.tuning.proxy`.
 """
 
 from __future__ import annotations
@@ -48,10 +43,11 @@ import onnx
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.batching import BatchLayout
+from lpot_ir.backends.onnxruntime.profiling import instrumented_model
 from lpot_ir.backends.onnxruntime.session import make_session
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
-__all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "AgreementProxy", "normalized_error"]
+__all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "normalized_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,28 +112,62 @@ def normalized_error(actual: np.ndarray, reference: np.ndarray, axis: int | None
     return float(np.mean(mse / (var + eps)))
 
 
-def _instrumented(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
-    """The model with every float node output exposed as a graph output, those names, and its IR."""
-    graph_model = ir.serde.deserialize_model(model)
-    graph = graph_model.graph
-    existing = {v.name for v in graph.outputs}
-    names: list[str] = []
-    for node in graph:
-        for value in node.outputs:
-            if value.name and value.name not in existing and value.dtype == ir.DataType.FLOAT:
-                graph.outputs.append(value)
-                existing.add(value.name)
-                names.append(value.name)
-    for value in graph.outputs:
-        if value.name and value.name not in names:  # graph outputs are always named
-            names.append(value.name)
-    return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
+class ErrorStatistics:
+    """:func:`normalized_error` of two tensors accumulated over samples, one sample at a time.
 
+    ``update(actual, reference)`` for each sample (the same tensor of two models); :meth:`error` then
+    equals ``normalized_error`` of the samples concatenated on their batch axis, without keeping them.
+    Samples whose shapes disagree, or whose rank or channel count differs from the first, are skipped.
+    """
 
-def _run_all(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = make_session(model_bytes, intra_op_threads=1)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, dict(feed)), strict=True))
+    __slots__ = ("_axis", "_channels", "_count", "_d2", "_r", "_r2")
+
+    def __init__(self) -> None:
+        self._axis: int | None = -2  # unknown until the first sample
+        self._channels = 0
+        self._count = 0
+        self._d2: np.ndarray | None = None
+        self._r: np.ndarray | None = None
+        self._r2: np.ndarray | None = None
+
+    def update(self, actual: np.ndarray, reference: np.ndarray, axis: int | None = None) -> None:
+        a = np.asarray(actual, dtype=np.float64)
+        r = np.asarray(reference, dtype=np.float64)
+        if a.shape != r.shape or a.size == 0:
+            return
+        if axis is None:
+            axis = -1 if r.ndim == 3 else (1 if r.ndim >= 2 else None)
+        if axis is not None:
+            axis %= r.ndim
+        channels = 1 if axis is None else r.shape[axis]
+        if self._axis == -2:
+            self._axis, self._channels = axis, channels
+        elif (axis, channels) != (self._axis, self._channels):
+            return
+        if axis is None:
+            d, ref = (a - r).reshape(1, -1), r.reshape(1, -1)
+        else:
+            d = np.moveaxis(a - r, axis, 0).reshape(channels, -1)
+            ref = np.moveaxis(r, axis, 0).reshape(channels, -1)
+        parts = ((d * d).sum(axis=1), ref.sum(axis=1), (ref * ref).sum(axis=1))
+        if self._d2 is None:
+            self._d2, self._r, self._r2 = parts
+        else:
+            self._d2, self._r, self._r2 = self._d2 + parts[0], self._r + parts[1], self._r2 + parts[2]  # type: ignore[operator]
+        self._count += ref.shape[1]
+
+    def error(self) -> float | None:
+        """The accumulated normalized error (``None`` before any sample)."""
+        if self._d2 is None or self._count == 0:
+            return None
+        n = float(self._count)
+        mse = self._d2 / n
+        var = np.maximum(self._r2 / n - (self._r / n) ** 2, 0.0)  # type: ignore[operator]
+        if self._axis is None:
+            v, m = float(var[0]), float(mse[0])
+            return m / (v + 1e-12) if v > 0 else (0.0 if m == 0 else 1.0)
+        eps = 1e-6 * float(var.mean()) + 1e-12
+        return float(np.mean(mse / (var + eps)))
 
 
 class SensitivityMeter:
@@ -184,6 +214,10 @@ class SensitivityMeter:
     def __call__(self, config: TuningConfig) -> dict[str, float]:
         return dict(self.measure(config).nodes)
 
+    def is_cached(self, config: TuningConfig) -> bool:
+        """Whether measuring ``config`` again is free (answered from the cache)."""
+        return config.key() in self._cache or not self.units
+
     def measure(self, config: TuningConfig) -> SensitivityReport:
         """Per-node scores and per-tensor errors of ``config`` (one instrumented run, cached by key)."""
         if not self.units:
@@ -196,13 +230,27 @@ class SensitivityMeter:
         # QOperator is a lowering of the same Q/DQ numerics; measure on the Q/DQ form, whose float
         # tensors can be compared with the FP32 model's
         int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
-        feed = self._disagreeing_feed(int8.SerializeToString())
-        int8_bytes, _, int8_ir = _instrumented(int8)
-        int8_values = _run_all(int8_bytes, feed)
+        chosen = self._disagreeing_units(int8.SerializeToString())
+        int8_bytes, _, int8_ir = instrumented_model(int8)
         if self._fp32_instrumented is None:
-            self._fp32_instrumented = _instrumented(self.fp32_model)[:2]
-        fp32_values = _run_all(self._fp32_instrumented[0], feed)
-        report = self._scores(int8_ir, int8_values, fp32_values, quantized)
+            self._fp32_instrumented = instrumented_model(self.fp32_model)[:2]
+        pairs = self._pairs(int8_ir)
+        stats = {key: ErrorStatistics() for key in pairs}
+        int8_session = make_session(int8_bytes, intra_op_threads=1)
+        fp32_session = make_session(self._fp32_instrumented[0], intra_op_threads=1)
+        int8_names = [o.name for o in int8_session.get_outputs()]
+        fp32_names = [o.name for o in fp32_session.get_outputs()]
+        for unit in chosen:  # one sample at a time: memory is one run's tensors, not top_k runs'
+            int8_values = dict(zip(int8_names, int8_session.run(None, unit), strict=True))
+            fp32_values = dict(zip(fp32_names, fp32_session.run(None, unit), strict=True))
+            for pair, (actual, in_fp32, reference) in pairs.items():
+                a = int8_values.get(actual)
+                r = (fp32_values if in_fp32 else int8_values).get(reference)
+                if a is not None and r is not None:
+                    stats[pair].update(a, r)
+            del int8_values, fp32_values
+        errors = {pair: stat.error() for pair, stat in stats.items()}
+        report = self._scores(int8_ir, errors, quantized)
         self._cache[key] = report
         if len(self._cache) > 16:
             self._cache.popitem(last=False)
@@ -210,7 +258,8 @@ class SensitivityMeter:
 
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
-    def _disagreeing_feed(self, int8_bytes: bytes) -> dict[str, np.ndarray]:
+    def _disagreeing_units(self, int8_bytes: bytes) -> list[dict[str, np.ndarray]]:
+        """The ``top_k`` samples whose final outputs differ most between FP32 and INT8, in their order."""
         if self._fp32_outputs is None:
             self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units, self.layout)
         outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units, self.layout)
@@ -219,17 +268,36 @@ class SensitivityMeter:
             for out, reference in zip(outputs, self._fp32_outputs, strict=True)
         ]
         order = sorted(range(len(self.units)), key=lambda i: (-scores[i], i))[: max(1, self.top_k)]
-        chosen = [self.units[i] for i in sorted(order)]
-        joined = self.layout.group(chosen)
-        return joined[0]  # all chosen samples when they join into one feed, else the most disagreeing one
+        return [self.units[i] for i in sorted(order)]
+
+    def _pairs(self, int8: ir.Model) -> dict[tuple[str, str], tuple[str, bool, str]]:
+        """What the instrumented runs compare: key -> (INT8 value, reference in the FP32 run?, reference value).
+
+        ``("qdq", x)``: the dequantized copy of activation ``x`` against ``x`` itself (same run);
+        ``("drift", v)``: value ``v`` of the INT8 model against the FP32 model's ``v``.
+        """
+        pairs: dict[tuple[str, str], tuple[str, bool, str]] = {}
+        for node in int8.graph:
+            out = node.outputs[0]
+            if node.op_type != "DequantizeLinear" or not out.name or node.inputs[0] is None:
+                continue
+            producer = node.inputs[0].producer()
+            if producer is not None and producer.op_type == "QuantizeLinear" and producer.inputs[0] is not None:
+                x = producer.inputs[0].name
+                if x:
+                    pairs[("qdq", out.name)] = (out.name, False, x)
+        for node in self._fp32_graph:
+            for value in (*node.inputs, *node.outputs):
+                if value is not None and value.name and value.const_value is None:
+                    pairs.setdefault(("drift", value.name), (value.name, True, value.name))
+        return pairs
 
     # -- steps 3 and 4 ----------------------------------------------------------------------------
 
     def _scores(
         self,
         int8: ir.Model | onnx.ModelProto,
-        values: Mapping[str, np.ndarray],
-        fp32_values: Mapping[str, np.ndarray],
+        errors: Mapping[tuple[str, str], float | None],
         quantized: set[str] | None = None,
     ) -> SensitivityReport:
         graph = (int8 if isinstance(int8, ir.Model) else ir.serde.deserialize_model(int8)).graph
@@ -261,24 +329,24 @@ class SensitivityMeter:
             out = node.outputs[0]
             if node.op_type != "DequantizeLinear" or not out.name:
                 continue
-            dequantized = values.get(out.name)
-            if dequantized is None:
-                continue
             source = node.inputs[0]
             producer = source.producer() if source is not None else None
             consumers = list(out.consumers())
             if producer is not None and producer.op_type == "QuantizeLinear":
                 x = producer.inputs[0]
-                reference = values.get(x.name) if x is not None and x.name else None
-                if reference is None:
+                measured = errors.get(("qdq", out.name))
+                if x is None or measured is None:
                     continue
-                error = normalized_error(dequantized, reference)
+                error = measured
                 origin = x.producer()  # type: ignore[union-attr]
                 charge(origin, error)
                 if origin is not None and origin.op_type in _FUSED and origin.inputs and origin.inputs[0] is not None:
                     charge(origin.inputs[0].producer(), error)
                 record(x.name or "", [origin, *consumers], error)  # type: ignore[union-attr]
             else:  # a constant (weight or bias) stored quantized: compare with the FP32 constant
+                dequantized = _dequantized_constant(node)
+                if dequantized is None:
+                    continue
                 axis = node.attributes.get_int("axis", 0) if dequantized.ndim > 1 else None
                 error = 0.0
                 for consumer in consumers:
@@ -296,8 +364,7 @@ class SensitivityMeter:
             if not name:
                 return 0.0
             if name not in drift:
-                a, r = values.get(name), fp32_values.get(name)
-                drift[name] = normalized_error(a, r) if a is not None and r is not None else 0.0
+                drift[name] = errors.get(("drift", name)) or 0.0
             return drift[name]
 
         scores: dict[str, float] = {}
@@ -311,6 +378,23 @@ class SensitivityMeter:
                 scores[name] = score if math.isfinite(score) else 1e9
         ranked = sorted(tensors.values(), key=lambda t: (-t.error, t.tensor))
         return SensitivityReport(scores, tuple(ranked))
+
+
+def _dequantized_constant(node: ir.Node) -> np.ndarray | None:
+    """``DequantizeLinear(x, scale, zero_point)`` of a constant ``x``, computed in numpy (``None`` if not constant)."""
+    values = [v.const_value.numpy() if v is not None and v.const_value is not None else None for v in node.inputs]
+    if len(values) < 2 or values[0] is None or values[1] is None:
+        return None
+    x = np.asarray(values[0], dtype=np.float64)
+    scale = np.asarray(values[1], dtype=np.float64)
+    zero_point = values[2] if len(values) > 2 else None
+    zero = np.asarray(zero_point, dtype=np.float64) if zero_point is not None else np.float64(0.0)
+    if scale.ndim == 1 and scale.size > 1 and x.ndim > 1:
+        axis = node.attributes.get_int("axis", 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), np.broadcast_to(zero, scale.shape).reshape(shape)
+    return ((x - zero) * scale).astype(np.float32)
 
 
 def _fp32_constant(fp32_node: ir.Node | None, int8_node: ir.Node, value: ir.Value) -> np.ndarray | None:
@@ -358,79 +442,3 @@ def _run_units(session: Any, units: Sequence[Mapping[str, np.ndarray]], layout: 
     return [session.run(None, dict(u)) for u in units]
 
 
-
-
-class AgreementProxy:
-    """The label-free accuracy predictor behind ``StrategyContext.estimate`` (see the module docstring).
-
-    ``proxy(config)`` quantizes ``config``, runs it once over the samples (batched when the model's
-    batch axis is dynamic) and returns the fraction of samples whose top-1 class differs from the FP32
-    model's for a classifier-shaped output (float, rank >= 2, last axis > 1; for rank 3+ each position,
-    e.g. each token, counts as a sample); with several such outputs, the largest fraction. Results are
-    cached by configuration key.
-
-    Args:
-        fp32_model: the FP32 model (outputs in the same order as the candidates').
-        quantize: ``config -> QuantizedModel`` (or ``onnx.ModelProto``).
-        feeds: input batches to take samples from (calibration data).
-        max_samples: how many samples to use.
-        batch_axes: ``{input name: batch axis or None}`` where the model's dimension names do not tell.
-
-    Attributes:
-        applicable: the model has a classifier-shaped output and there are samples; otherwise
-            :meth:`__call__` returns NaN and strategies do without the proxy.
-        samples: how many samples a call compares.
-        runs: candidate runs made (cache misses).
-    """
-
-    def __init__(
-        self,
-        fp32_model: onnx.ModelProto,
-        quantize: Callable[[TuningConfig], Any],
-        feeds: Sequence[Mapping[str, np.ndarray]],
-        *,
-        max_samples: int = 256,
-        batch_axes: Mapping[str, int | None] | None = None,
-    ) -> None:
-        self.quantize = quantize
-        layout = _layout(fp32_model, batch_axes)
-        self._batches = layout.group(_sample_units(feeds, max_samples, layout))
-        self._cache: dict[str, float] = {}
-        self.runs = 0
-        self.samples = 0
-        self._reference: list[list[np.ndarray]] = []
-        self._classifier: list[int] = []
-        if not self._batches:
-            self.applicable = False
-            return
-        session = make_session(fp32_model.SerializeToString(), intra_op_threads=1)
-        self._reference = [session.run(None, dict(batch)) for batch in self._batches]
-        first = self._reference[0]
-        self._classifier = [
-            i for i, out in enumerate(first)
-            if np.issubdtype(np.asarray(out).dtype, np.floating) and np.ndim(out) >= 2 and np.shape(out)[-1] > 1
-        ]  # fmt: skip
-        self._reference_top1 = [[np.argmax(out[i], axis=-1) for i in self._classifier] for out in self._reference]
-        self.samples = int(sum(int(np.prod(t[0].shape)) if t else 0 for t in self._reference_top1))
-        self.applicable = bool(self._classifier) and self.samples > 0
-
-    def __call__(self, config: TuningConfig) -> float:
-        if not self.applicable:
-            return math.nan
-        key = config.key()
-        if key in self._cache:
-            return self._cache[key]
-
-        self.runs += 1
-        model, _quantized = _model_and_quantized(self.quantize(config))
-        session = make_session(model.SerializeToString(), intra_op_threads=1)
-        differing = np.zeros(len(self._classifier))
-        counted = np.zeros(len(self._classifier))
-        for batch, reference in zip(self._batches, self._reference_top1, strict=True):
-            outputs = session.run(None, dict(batch))
-            for k, (index, top1) in enumerate(zip(self._classifier, reference, strict=True)):
-                differing[k] += int(np.count_nonzero(np.argmax(outputs[index], axis=-1) != top1))
-                counted[k] += top1.size
-        rate = float(np.max(differing / np.maximum(counted, 1)))
-        self._cache[key] = rate
-        return rate

@@ -14,7 +14,15 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip insta
 
 pytestmark = pytest.mark.slow
 
-CONF = {"tuning": {"accuracy_criterion": {"relative": 0.02}, "exit_policy": {"max_trials": 4}}}
+# speed off: on these toy models a profile measures per-kernel overheads, and whether INT8 pays is not what
+# these tests check (the latency model is tested in tests/tuning/test_latency_model.py)
+CONF = {
+    "tuning": {
+        "strategy": {"name": "basic", "speed": False},
+        "accuracy_criterion": {"relative": 0.02},
+        "exit_policy": {"max_trials": 4},
+    }
+}
 
 
 def _quadrants(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -136,3 +136,60 @@ def test_matmul_add_not_fused_when_gemm_differs(a_shape: list[int], bias_shape: 
     report = apply_rules(model, gemm_rules(), trace=True)
     assert report.total == 0 and histogram(model) == {"MatMul": 1, "Add": 1}
     assert reason in report.explain("add", "FuseMatMulAddIntoGemm")
+
+
+def _pad_conv(pads: list[int], *, value: float | None = None, mode: str = "constant", conv_pads=None, group: int = 1):
+    c = 4
+    inits = [
+        tensor("W", RNG.standard_normal((c, c // group, 3, 3)).astype(np.float32)),
+        tensor("B", RNG.standard_normal(c).astype(np.float32)),
+        tensor("pads", np.asarray(pads, dtype=np.int64)),
+    ]
+    pad_inputs = ["x", "pads"]
+    if value is not None:
+        inits.append(tensor("value", np.asarray(value, dtype=np.float32)))
+        pad_inputs.append("value")
+    conv_attrs = {"group": group, "strides": [2, 2]}
+    if conv_pads is not None:
+        conv_attrs["pads"] = conv_pads
+    nodes = [
+        helper.make_node("Pad", pad_inputs, ["p"], name="pad", mode=mode),
+        helper.make_node("Conv", ["p", "W", "B"], ["y"], name="conv", **conv_attrs),
+    ]
+    return build(nodes, [vi("x", shape=[2, c, 9, 9])], [vi("y")], inits), {
+        "x": RNG.standard_normal((2, c, 9, 9)).astype(np.float32)
+    }
+
+
+@pytest.mark.parametrize(
+    ("pads", "value", "conv_pads", "group"),
+    [
+        ([0, 0, 0, 0, 0, 0, 1, 1], None, None, 1),  # TF "SAME" for stride 2: pad only at the end
+        ([0, 0, 1, 2, 0, 0, 2, 1], 0.0, [1, 0, 0, 1], 4),  # depthwise, adding to the Conv's own pads
+    ],
+)
+def test_fuse_pad_into_conv(pads, value, conv_pads, group) -> None:
+    from lpot_ir.passes.fusion import pad_rules
+
+    model, feeds = _pad_conv(pads, value=value, conv_pads=conv_pads, group=group)
+    rewrite_and_compare(model, pad_rules(), feeds, counts={"FusePadIntoConv": 1}, ops={"Conv": 1})
+    conv = next(iter(model.graph))
+    assert conv.name == "conv" and conv.attributes["group"].as_int() == group
+
+
+@pytest.mark.parametrize(
+    ("pads", "value", "mode", "reason"),
+    [
+        ([0, 0, 0, 0, 0, 0, 1, 1], 1.5, "constant", "fills with 1.5"),
+        ([0, 0, 1, 1, 0, 0, 1, 1], None, "reflect", "not 'constant'"),
+        ([0, 1, 0, 0, 0, 0, 0, 0], None, "constant", "batch or channel axis"),
+        ([0, 0, -1, 0, 0, 0, 0, 0], None, "constant", "crops"),
+    ],
+)
+def test_pad_not_fused_when_conv_differs(pads, value, mode, reason) -> None:
+    from lpot_ir.passes.fusion import pad_rules
+
+    model, _ = _pad_conv(pads, value=value, mode=mode)
+    report = apply_rules(model, pad_rules(), trace=True)
+    assert report.total == 0 and histogram(model) == {"Pad": 1, "Conv": 1}
+    assert reason in report.explain("conv", "FusePadIntoConv")

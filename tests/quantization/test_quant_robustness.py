@@ -238,9 +238,11 @@ def test_qoperator_integer_pad_fills_with_the_quantized_pad_value(mode, value):
     """An integer Pad fills with 0 unless told otherwise; 0 is not the zero point of an asymmetric
     tensor, so the lowering passes the quantized pad value (the zero point for the default 0.0)."""
     pad_inputs = ["c", "pads"] + (["pad_value"] if value is not None else [])
+    # a MaxPool between Pad and conv2: a zero Pad right before a Conv is folded into it (fuse-pad)
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
              helper.make_node("Pad", pad_inputs, ["p"], mode=mode, name="pad"),
-             helper.make_node("Conv", ["p", "W2"], ["y"], name="conv2")]
+             helper.make_node("MaxPool", ["p"], ["mp"], kernel_shape=[2, 2], name="pool"),
+             helper.make_node("Conv", ["mp", "W2"], ["y"], name="conv2")]
     inits = {"W": _weights(4, 3, 3, 3), "W2": _weights(2, 4, 1, 1),
              "pads": np.array([0, 0, 2, 2, 0, 0, 2, 2], np.int64)}
     if value is not None:

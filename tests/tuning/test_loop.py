@@ -9,7 +9,7 @@ import pytest
 
 from lpot_ir.errors import ConfigError, EvaluationError
 from lpot_ir.tuning import Evaluator, tune
-from tests.tuning.helpers import OUTLIER_OPS, make_config
+from tests.tuning.helpers import OUTLIER_OPS, PLAIN, make_config
 
 
 def _run(config, quantizer, eval_func):
@@ -25,10 +25,9 @@ def test_timeout_zero_stops_at_first_success(digits, quantizer, tmp_path):
 
 
 def test_positive_timeout_searches_on_until_exhausted(digits, quantizer, tmp_path):
-    no_proxy = {"proxy": False}  # with the proxy the first success is already minimal (tests/strategies)
-    first = _run(make_config(tmp_path / "a", strategy_options=no_proxy), quantizer, digits.eval_func)
+    first = _run(make_config(tmp_path / "a", strategy_options=PLAIN), quantizer, digits.eval_func)
     outcome = _run(
-        make_config(tmp_path / "b", timeout=3600, max_trials=50, strategy_options=no_proxy), quantizer, digits.eval_func
+        make_config(tmp_path / "b", timeout=3600, max_trials=50, strategy_options=PLAIN), quantizer, digits.eval_func
     )
     assert outcome.stop_reason == "the search space is exhausted"
     assert len(outcome.trials) > len(first.trials)
@@ -41,7 +40,7 @@ def test_positive_timeout_searches_on_until_exhausted(digits, quantizer, tmp_pat
 
 def test_max_trials_bounds_search_and_returns_best_with_warning(digits, quantizer, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lpot_ir.tuning"):
-        config = make_config(tmp_path, max_trials=1, strategy_options={"proxy": False})  # trial 0: all INT8
+        config = make_config(tmp_path, max_trials=1, strategy_options=PLAIN)  # trial 0: all INT8
         outcome = _run(config, quantizer, digits.eval_func)
     assert len(outcome.trials) == 1
     assert outcome.stop_reason.startswith("max_trials (1)")
@@ -61,7 +60,7 @@ def test_eval_func_raising_marks_trial_failed_and_tuning_goes_on(digits, quantiz
             raise RuntimeError("GPU fell off the bus\nsecond line")
         return digits.eval_func(model)
 
-    outcome = _run(make_config(tmp_path, max_trials=10), quantizer, flaky)
+    outcome = _run(make_config(tmp_path, max_trials=10, strategy_options=PLAIN), quantizer, flaky)
     assert outcome.trials[0].failed == "evaluation failed: RuntimeError: GPU fell off the bus"
     assert outcome.trials[0].accuracy is None
     assert len(outcome.trials) > 1 and outcome.met_goal
@@ -90,7 +89,7 @@ def test_eval_func_returning_a_non_number_fails_the_trial(quantizer, tmp_path, d
 
 
 def test_report_plot_and_decisions(digits, quantizer, tmp_path):
-    outcome = _run(make_config(tmp_path), quantizer, digits.eval_func)
+    outcome = _run(make_config(tmp_path, strategy_options=PLAIN), quantizer, digits.eval_func)
     files = outcome.files
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = files["report"].read_text()
@@ -165,7 +164,7 @@ def test_no_evaluation_quantizes_without_tuning(quantizer, tmp_path):
 def test_lower_is_better_metric(digits, quantizer, tmp_path):
     from lpot_ir.config import load_config
 
-    data = make_config(tmp_path).to_dict()
+    data = make_config(tmp_path, strategy_options=PLAIN).to_dict()
     data["tuning"]["accuracy_criterion"] = {"absolute": 0.01, "higher_is_better": False}
     outcome = _run(load_config(data), quantizer, lambda model: 1.0 - digits.eval_func(model))
     assert outcome.met_goal

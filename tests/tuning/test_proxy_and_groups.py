@@ -1,4 +1,4 @@
-"""Per-tensor sensitivity, the accuracy proxy and the proxy-driven first trial on the real digits model."""
+"""Per-tensor sensitivity, the output-distance proxy and its calibration, on the real digits model."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import pytest
 from onnx import TensorProto, helper
 
 from lpot_ir.backends.onnxruntime.batching import feeds_from_batches
-from lpot_ir.config.schema import AccuracyCriterion
 from lpot_ir.ir.model import to_proto
-from lpot_ir.quantizer import default_config
-from lpot_ir.tuning import Evaluator, tune
-from lpot_ir.tuning.loop import LoopContext
-from lpot_ir.tuning.sensitivity import AgreementProxy, SensitivityMeter
-from lpot_ir.tuning.space import build_space
+from lpot_ir.quantizer import ModelQuantizer, default_config
+from lpot_ir.strategies.proxy import ProxyCalibration
+from lpot_ir.tuning import Evaluator, TuningHistory, tune
+from lpot_ir.tuning.proxy import (
+    OutputDistance,
+    OutputKind,
+    infer_output_kind,
+    output_distance,
+)
+from lpot_ir.tuning.sensitivity import SensitivityMeter
 from tests.tuning.helpers import OUTLIER_FALLBACK, OUTLIER_OPS, logits, make_config
 
 STEM_RELU = "/stem/stem.2/Relu"
@@ -47,76 +51,115 @@ def test_outlier_tensor_ranks_first_and_names_both_ends(quantizer, fp32, feeds):
     assert still.nodes == (STEM_RELU,) and still.error == pytest.approx(first.error, rel=0.2)
 
 
-def test_proxy_predicts_the_goal_on_calibration_samples(digits, quantizer, fp32, feeds):
-    proxy = AgreementProxy(fp32, quantizer.quantize, feeds)
-    assert proxy.applicable and proxy.samples == 100
-    kept_fp32 = default_config().with_nodes_fp32(list(OUTLIER_FALLBACK))
-    all_int8, fallback = proxy(default_config()), proxy(kept_fp32)
-    assert proxy(default_config()) == all_int8 and proxy.runs == 2  # cached
-    # Expected values from the models' own outputs on this CPU (the proxy runs the samples as one batch too):
-    # INT8 kernels differ between CPUs, so no constant is right everywhere.
-    calib = np.concatenate([feed["input"] for feed in feeds])
-    fp32_class = np.argmax(logits(fp32, calib), axis=-1)
-    for value, config in ((all_int8, default_config()), (fallback, kept_fp32)):
-        int8_class = np.argmax(logits(quantizer.quantize(config).model, calib), axis=-1)
-        assert value == float(np.mean(int8_class != fp32_class))
-    # The decisions, against the threshold the strategies compare the proxy with (the 1% goal's allowed drop).
-    # Their margins on every CPU are test_example_model.py's: all INT8 flips half the samples, the fallback none.
-    goal = AccuracyCriterion(relative=0.01)
-    threshold = LoopContext(digits.accuracy(fp32), goal, proxy=proxy).estimate_threshold
-    assert threshold is not None and all_int8 > threshold >= fallback == 0.0
-    # the bound it relies on holds on the evaluation split: |acc_int8 - acc_fp32| <= disagreement there
+def test_output_distance_orders_candidates_like_the_evaluation(digits, quantizer, fp32, feeds):
+    proxy = OutputDistance(fp32, quantizer.quantize, feeds)
+    assert proxy.kind is OutputKind.CLASSIFICATION and proxy.output_name == "logits"
+    all_int8 = proxy(default_config())
+    fixed = proxy(default_config().with_nodes_fp32(list(OUTLIER_FALLBACK)))
+    assert proxy(default_config()) is all_int8 and proxy.runs == 2  # cached by configuration key
+    # the candidate the evaluation prefers is the closer one, by a wide margin (the outlier tensor
+    # carries nearly all of the quantization error: see the sensitivity test above)
+    assert digits.accuracy(quantizer.quantize(default_config().with_nodes_fp32(list(OUTLIER_FALLBACK))).model) > digits.accuracy(
+        quantizer.quantize(default_config()).model
+    )
+    assert fixed.distance * 5 < all_int8.distance
+    assert fixed.top1_flips <= all_int8.top1_flips
+    # the top-1 flip rate bounds the accuracy change on any labelled set: |acc_int8 - acc_fp32| <= flips there
     int8 = quantizer.quantize(default_config()).model
-    disagreement = float(np.mean(_top1(fp32, digits.eval_data) != _top1(int8, digits.eval_data)))
-    assert abs(digits.accuracy(int8) - digits.accuracy(fp32)) <= disagreement + 1e-9
+    flips = float(np.mean(_top1(fp32, digits.eval_data) != _top1(int8, digits.eval_data)))
+    assert abs(digits.accuracy(int8) - digits.accuracy(fp32)) <= flips + 1e-9
 
 
 def _top1(model: onnx.ModelProto, data: np.ndarray) -> np.ndarray:
     return np.argmax(logits(model, data), axis=-1)
 
 
-def test_proxy_does_not_apply_without_a_classifier_output():
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 1], np.arange(4, dtype=np.float32).tolist())
+def test_output_kinds_follow_what_the_output_is():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4, 10)).astype(np.float32)
+    probs = np.exp(scores) / np.exp(scores).sum(-1, keepdims=True)
+    assert infer_output_kind("out", "Gemm", scores) is OutputKind.CLASSIFICATION
+    assert infer_output_kind("y", None, probs) is OutputKind.CLASSIFICATION
+    assert infer_output_kind("y", "Softmax", probs.reshape(2, 2, 10)) is OutputKind.SEQUENCE
+    assert infer_output_kind("last_hidden_state", "LayerNormalization", rng.normal(size=(2, 7, 32))) is OutputKind.EMBEDDING
+    assert infer_output_kind("edges", "Sigmoid", rng.random((1, 1, 16, 16))) is OutputKind.DENSE
+    assert infer_output_kind("prob", "Sigmoid", rng.random((4, 1))) is OutputKind.DENSE  # one value: not classes
+    assert infer_output_kind("ids", "ArgMax", np.arange(4)) is OutputKind.LABELS
+
+
+def test_distances_measure_what_each_kind_cares_about():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 10))
+    assert output_distance(OutputKind.CLASSIFICATION, x, x) == (0.0, 0.0)
+    # a scaled embedding has the same direction: no distance; a rotated one has some
+    assert output_distance(OutputKind.EMBEDDING, 3 * x, x)[0] == pytest.approx(0.0, abs=1e-12)
+    assert output_distance(OutputKind.EMBEDDING, x[:, ::-1], x)[0] > 0.5
+    # moving the top class of every sample flips every top-1
+    swapped = x.copy()
+    swapped[np.arange(64), np.argmax(x, -1)] = x.min() - 1
+    distance, flips = output_distance(OutputKind.CLASSIFICATION, swapped, x)
+    assert flips == 1.0 and 0 < distance <= 1
+    # dense: the normalized squared error, 1 for an output of the right spread and no correlation
+    noise = rng.normal(size=(1000,))
+    assert output_distance(OutputKind.DENSE, noise, rng.normal(size=(1000,)))[0] == pytest.approx(2.0, rel=0.2)
+    assert output_distance(OutputKind.LABELS, np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4]))[0] == 0.25
+    assert output_distance(OutputKind.DENSE, np.ones((2, 3)), np.ones((3, 2)))[0] == 1.0  # shapes differ
+
+
+def test_calibration_predicts_only_from_evaluated_points():
+    calibration = ProxyCalibration()
+    assert calibration.predict(0.1) is None and calibration.threshold(0.01) is None
+    calibration.add(0.2, 0.04)  # one evaluated candidate: distance 0.2 lost 4%
+    assert calibration.predict(0.1) == pytest.approx(0.02)  # linear through FP32 (0, 0)
+    assert calibration.threshold(0.01) == pytest.approx(0.05)
+    assert calibration.predict(0.4) == pytest.approx(0.08)  # beyond the points: the steepest slope
+    calibration.add(0.1, 0.001)  # a closer candidate lost little: the curve bends
+    assert calibration.predict(0.1) == pytest.approx(0.001)
+    assert calibration.threshold(0.01) == pytest.approx(0.1 + 0.1 * (0.009 / 0.039))
+    assert not calibration.contradicted(0.01)
+    calibration.add(0.15, 0.0)  # met the goal, closer than the 0.2 miss: consistent
+    assert not calibration.contradicted(0.01)
+    calibration.add(0.05, 0.03)  # closer than a candidate that met the goal, yet it missed
+    assert calibration.contradicted(0.01)
+    values = [calibration.predict(d) for d in np.linspace(0, 0.5, 26)]
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:], strict=False))  # monotone
+
+
+def test_proxy_uses_feeds_as_given_for_a_fixed_batch_model():
+    """A model whose batch is fixed at 1 is read one feed at a time, never concatenated."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    rng = np.random.default_rng(2)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], rng.normal(size=12).astype(np.float32).tolist())
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    feeds = [{"x": np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)}]
-    proxy = AgreementProxy(model, lambda config: model, feeds)
-    assert not proxy.applicable
-    assert math.isnan(proxy(default_config())) and proxy.runs == 0
-    context = LoopContext(baseline_accuracy=0.9, criterion=None, proxy=proxy)
-    assert context.estimate_threshold is None  # so strategies tune without it
+    feeds = [{"x": rng.normal(size=(1, 4)).astype(np.float32)} for _ in range(6)]
+    quantizer = ModelQuantizer(model, [(f["x"], None) for f in feeds])
+    proxy = OutputDistance(model, quantizer.quantize, feeds)
+    reading = proxy(default_config())
+    assert proxy.kind is OutputKind.CLASSIFICATION and math.isfinite(reading.distance)
+    assert proxy(default_config().with_nodes_fp32(["mm"])).distance == 0.0
 
 
-def test_basic_meets_the_goal_with_one_int8_evaluation(digits, quantizer, tmp_path):
+def test_basic_default_on_digits_keeps_the_advice_within_its_budget(digits, quantizer, tmp_path):
     calls = []
 
     def eval_func(model):
         calls.append(1)
         return digits.eval_func(model)
 
-    outcome = tune(make_config(tmp_path), quantizer, Evaluator(eval_func=eval_func), progress=False)
+    outcome = tune(make_config(tmp_path, strategy_options={"recovery": False}), quantizer, Evaluator(eval_func=eval_func), progress=False)
     assert outcome.met_goal and outcome.relative_loss <= 0.01
-    assert len(outcome.trials) == 1 and len(calls) == 2  # FP32 baseline + one INT8 trial
-    assert 1 <= outcome.estimate_calls <= 4
-    space = build_space(make_config(tmp_path), quantizer.nodes, quantizer.fp32_model).space
-    groups = {n: g for g in space.fallback_groups for n in g}
-    expected = set(groups[OUTLIER_OPS[0]]) | set(groups[OUTLIER_OPS[1]])
-    fp32_nodes = {n for n, d in outcome.decisions.items() if not d["quantized"]}
-    assert fp32_nodes == expected  # only the outlier tensor's producer and reader groups stay FP32
-    assert "accuracy proxy predicted" in outcome.decisions[OUTLIER_OPS[0]]["reason"]
-
-
-def test_positive_timeout_spends_no_trial_on_predicted_failures(digits, quantizer, tmp_path):
-    outcome = tune(
-        make_config(tmp_path, timeout=3600, max_trials=20),
-        quantizer,
-        Evaluator(eval_func=digits.eval_func),
-        progress=False,
-    )
-    assert outcome.met_goal and outcome.stop_reason == "the search space is exhausted"
-    assert len(outcome.trials) == 1  # re-quantizing stem or dw1 alone is predicted to miss by far
+    assert len(calls) <= 4  # FP32 baseline + at most 3 INT8 evaluations
+    header, _ = TuningHistory(outcome.files["history"]).read()
+    plan = header.advice
+    assert plan["units"] > 0 and plan["eval_seconds"] > 0
+    # the outlier tensor stays FP32 in the result, with a reason for each of its ends
+    for name in OUTLIER_OPS:
+        assert outcome.decisions[name]["quantized"] is False
+        assert outcome.decisions[name]["reason"].startswith("tuning_fallback")
+    # every proxy reading is charged one unit of the plan (other advice more): the plan bounds them
+    assert outcome.proxy_readings <= plan["units"] + 1
 
 
 def test_mse_finds_the_outlier_tensor_at_its_first_fallback(digits, quantizer, tmp_path):
@@ -124,7 +167,20 @@ def test_mse_finds_the_outlier_tensor_at_its_first_fallback(digits, quantizer, t
         make_config(tmp_path, "mse"), quantizer, Evaluator(eval_func=digits.eval_func), progress=False
     )
     assert [t.meets_goal for t in outcome.trials] == [False, True]  # all INT8, then stem + dw1 together
-    assert outcome.estimate_calls == 0  # mse evaluates every step (LPOT's predictable behaviour)
+    assert outcome.proxy_readings == 0  # mse evaluates every step (LPOT's predictable behaviour)
     for name in OUTLIER_OPS:
         assert outcome.decisions[name]["quantized"] is False
     assert outcome.decisions["/pw2/pw2.0/Conv"]["quantized"] is True
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (4, 7, 16), (4, 9), (4,)])
+def test_error_statistics_equal_the_error_of_the_concatenated_samples(shape):
+    from lpot_ir.tuning.sensitivity import ErrorStatistics, normalized_error
+
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=shape) * rng.uniform(0.1, 10, size=shape[-1] if len(shape) == 3 else 1)
+    actual = reference + rng.normal(scale=0.05, size=shape)
+    stats = ErrorStatistics()
+    for i in range(shape[0]):  # one sample at a time, as the sensitivity meter streams them
+        stats.update(actual[i : i + 1], reference[i : i + 1])
+    assert stats.error() == pytest.approx(normalized_error(actual, reference), rel=1e-9)

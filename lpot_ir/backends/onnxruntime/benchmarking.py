@@ -471,6 +471,7 @@ def compare_latency(
     batch_size: int = 1,
     seed: int = 0,
     optimization_level: str = "all",
+    budget_seconds: float | None = None,
 ) -> LatencyComparison:
     """Compare the latency of several models on the same input, side by side in one run.
 
@@ -486,6 +487,8 @@ def compare_latency(
         iterations: timed runs per model per round.
         warmup: untimed runs per model before the first round.
         intra_op_threads: threads per session (the convention is 1).
+        budget_seconds: if given, fewer iterations per round (at least 1) when ``rounds`` rounds of
+            ``iterations`` runs of every model would take longer than this (timed on the warm-up).
 
     Raises:
         ConfigError: fewer than one model, or non-positive rounds / iterations.
@@ -504,8 +507,12 @@ def compare_latency(
     if inputs is None:
         inputs = synthetic_inputs(sessions[names[0]], batch_size=batch_size, seed=seed)
     feeds = {n: make_feed(s, inputs) for n, s in sessions.items()}
+    one_run = 0.0
     for n in names:
-        time_feeds(sessions[n], [feeds[n]], warmup=warmup, iterations=1)
+        seconds, _ = time_feeds(sessions[n], [feeds[n]], warmup=warmup, iterations=1)
+        one_run += float(seconds[0])
+    if budget_seconds is not None and one_run * rounds * iterations > budget_seconds:
+        iterations = max(1, int(budget_seconds / max(one_run * rounds, 1e-9)))
     per_round: dict[str, list[float]] = {n: [] for n in names}
     ratios: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):

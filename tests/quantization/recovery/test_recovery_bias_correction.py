@@ -74,3 +74,36 @@ def test_bias_correction_only_adds_a_bias_where_one_is_needed():
     assert dq.op_type == "DequantizeLinear"  # int32 bias, fused by ONNX Runtime into QLinearConv
     init = {t.name: t for t in corrected.model.graph.initializer}[dq.input[0]]
     assert init.data_type == onnx.TensorProto.INT32
+
+
+def test_layerwise_recovery_serves_an_activation_read_by_a_later_side_branch():
+    """HED's shape: a block's output feeds the next block and, late in node order, a side-output conv. The
+    side conv is visited after every node reading that activation has run, which once freed it (HED failed
+    with "could not compute tensor ..._quantized"); the walk now keeps it until the side conv is served."""
+    from recovery_models import build
+
+    rng = np.random.default_rng(4)
+    inits = {
+        "w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
+        "w2": rng.normal(0, 0.3, (8, 8, 3, 3)), "b2": rng.normal(0, 0.1, 8),
+        "w3": rng.normal(0, 0.3, (8, 8, 3, 3)), "b3": rng.normal(0, 0.1, 8),
+        "ws": rng.normal(0, 0.3, (1, 8, 1, 1)), "bs": rng.normal(0, 0.1, 1),
+        "wt": rng.normal(0, 0.3, (1, 8, 1, 1)), "bt": rng.normal(0, 0.1, 1),
+    }
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        onnx.helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        onnx.helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Conv", ["c3", "wt", "bt"], ["top"], name="side_top"),
+        onnx.helper.make_node("Conv", ["r1", "ws", "bs"], ["side"], name="side_early"),  # reads r1, late in order
+        onnx.helper.make_node("Add", ["top", "side"], ["y"], name="fuse"),
+    ]
+    model = build(nodes, ["N", 3, 12, 12], "y", inits)
+    data = positive_inputs(16, 5, (3, 12, 12))
+    quantizer = ModelQuantizer(model, batches(data, 8))
+    corrected = quantizer.quantize(dataclasses.replace(default_config(), recovery=RecoveryConfig(bias_correction=True)))
+    assert "side_early" in corrected.recipe.records["bias-correction"]["biases"]
+    rounded = quantizer.quantize(dataclasses.replace(default_config(), recovery=RecoveryConfig(weight_rounding="adaround")))
+    assert run(rounded.model, data)[0].shape == run(model, data)[0].shape

@@ -270,7 +270,7 @@ class BiasCorrectionPass(QuantizationPass):
         options = self.context.recovery_options
         assert self.context.fp32_model is not None
         feeds = first_samples(self.context.calibration_feeds(), options.samples)
-        walk = LayerwiseWalk(model, self.context.fp32_model, feeds, options.threads)
+        walk = LayerwiseWalk(model, self.context.fp32_model, feeds, options.threads, targets)
         changed: dict[str, BiasChange] = {}
         with single_threaded_blas():
             for target in targets:

@@ -19,6 +19,7 @@ can read as matrix products) and their FP32 counterparts.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -197,6 +198,9 @@ class LayerwiseWalk:
         fp32_model: the FP32 model it was quantized from (not modified).
         feeds: calibration batches.
         threads: ONNX Runtime intra-op threads.
+        targets: the targets :meth:`inputs` will be asked for, in order: their inputs are kept until the
+            last target reading each has been served (several layers may read one activation, and a
+            later one may be visited after every node reading it has run).
     """
 
     def __init__(
@@ -205,9 +209,31 @@ class LayerwiseWalk:
         fp32_model: onnx.ModelProto,
         feeds: Sequence[Mapping[str, np.ndarray]],
         threads: int | None = None,
+        targets: Sequence[Target] = (),
     ) -> None:
-        self.quantized = SegmentRunner(to_proto(model), feeds, threads=threads)
-        self.fp32 = SegmentRunner(fp32_model, feeds, threads=threads)
+        self._pending: Counter[tuple[str, str]] = Counter()
+        for target in targets:
+            q_name, fp_name = self._names(target)
+            self._pending[("q", q_name)] += 1
+            self._pending[("fp", fp_name)] += 1
+        keep_q = {name for side, name in self._pending if side == "q"}
+        keep_fp = {name for side, name in self._pending if side == "fp"}
+        self.quantized = SegmentRunner(to_proto(model), feeds, threads=threads, keep=keep_q)
+        self.fp32 = SegmentRunner(fp32_model, feeds, threads=threads, keep=keep_fp)
+
+    @staticmethod
+    def _names(target: Target) -> tuple[str, str]:
+        q_input, x_input = target.act_dq.inputs[0], target.fp_node.inputs[0]
+        assert q_input is not None and x_input is not None
+        return q_input.name or "", x_input.name or ""
+
+    def _served(self, side: str, name: str, runner: SegmentRunner) -> None:
+        key = (side, name)
+        if key in self._pending:
+            self._pending[key] -= 1
+            if self._pending[key] <= 0:
+                del self._pending[key]
+                runner.release(name)
 
     @property
     def segments(self) -> int:
@@ -215,16 +241,17 @@ class LayerwiseWalk:
 
     def inputs(self, target: Target) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The target's input activation in the quantized model (dequantized) and in the FP32 model."""
-        q_input = target.act_dq.inputs[0]
-        x_input = target.fp_node.inputs[0]
-        assert q_input is not None and x_input is not None
-        integers = self.quantized.run_to([q_input.name or ""])[0]
+        q_name, fp_name = self._names(target)
+        integers = self.quantized.run_to([q_name])[0]
         scale, zp, _axis = dq_params(target.act_dq)
         if scale.ndim:
             raise ValueError(f"{target.name}: per-channel activation parameters")
         s = np.float32(scale)
         x_q = [((b.astype(np.int32) - zp.astype(np.int32)).astype(np.float32) * s) for b in integers]
-        return x_q, self.fp32.run_to([x_input.name or ""])[0]
+        x_fp = self.fp32.run_to([fp_name])[0]
+        self._served("q", q_name, self.quantized)
+        self._served("fp", fp_name, self.fp32)
+        return x_q, x_fp
 
     def write(self, value: ir.Value, array: np.ndarray) -> None:
         """Replace initializer ``value`` in the model and in the runner (before its consumers run)."""

@@ -51,12 +51,21 @@ class SegmentRunner:
         model: the model (its nodes in topological order, as ONNX requires).
         feeds: batches of graph inputs, ``{input name: array}`` each.
         threads: ONNX Runtime intra-op threads (``None``: all cores).
+        keep: tensors the caller will request, possibly after every node reading them has run: they are
+            kept until :meth:`release` (a tensor is otherwise freed once its consumers have run).
 
     Attributes:
         segments: how many segments (sessions) have run.
     """
 
-    def __init__(self, model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], *, threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        *,
+        threads: int | None = 1,
+        keep: Iterable[str] = (),
+    ) -> None:
         graph = model.graph
         self._opsets = list(model.opset_import)
         self._ir_version = model.ir_version
@@ -80,6 +89,7 @@ class SegmentRunner:
                 continue
             self._store[value.name] = [np.asarray(feed[value.name]) for feed in feeds]
         self._done: set[int] = set()
+        self._keep = set(keep)
         self.threads = threads
         self.segments = 0
 
@@ -101,6 +111,13 @@ class SegmentRunner:
         """Add ``delta`` (broadcast) to every batch of the computed tensor ``name`` (before its consumers run)."""
         for batch in self._store[name]:
             np.add(batch, delta.astype(batch.dtype), out=batch)
+
+    def release(self, name: str) -> None:
+        """``name`` will not be requested again: free it as soon as nothing still to run reads it."""
+        self._keep.discard(name)
+        consumers = self._consumers.get(name, set())
+        if name in self._store and name not in self._graph_outputs and self.has_run(name) and consumers <= self._done:
+            del self._store[name]
 
     def has_run(self, name: str) -> bool:
         """Whether the node producing ``name`` has run (graph inputs and initializers: True)."""
@@ -175,7 +192,7 @@ class SegmentRunner:
         self._done |= members
         self.segments += 1
         for name in list(self._store):
-            if name in requested or name in self._graph_outputs:
+            if name in requested or name in self._graph_outputs or name in self._keep:
                 continue
             consumers = self._consumers.get(name, set())
             if consumers and consumers <= self._done:

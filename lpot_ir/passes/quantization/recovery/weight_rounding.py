@@ -542,7 +542,7 @@ class WeightRoundingPass(QuantizationPass):
             return {}
         assert self.context.fp32_model is not None
         feeds = first_samples(self.context.calibration_feeds(), options.samples)
-        walk = LayerwiseWalk(model, self.context.fp32_model, feeds, options.threads)
+        walk = LayerwiseWalk(model, self.context.fp32_model, feeds, options.threads, chosen)
         rng = np.random.default_rng(options.seed)
         masks: dict[str, np.ndarray] = {}
         with single_threaded_blas():
