@@ -187,3 +187,36 @@ def test_flatten_and_concat_offsets_reach_the_classifier() -> None:
     fc = {i.name: tuple(i.dims) for i in out.graph.initializer}["fc.weight"]
     assert fc == (5, 7 * 4)  # 7 channels x 2 x 2 features: right's channel 0 left the flattened features
     np.testing.assert_allclose(run(out, {"x": x.numpy()})[0], net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_gemm_and_matmul_sources_lose_their_zero_output_features() -> None:
+    # Gemm(x, W[16, 6]^T, b) -> Relu -> MatMul(·, V[16, 12]) -> Add(c) -> Relu -> Gemm(·, U[12, 3]): rows 3, 9 of
+    # W (with zero bias) and columns 0, 4, 5 of V (with zero c) are pruned features; both layers narrow
+    w = _weights((16, 6), [3, 9])
+    b = RNG.standard_normal(16).astype(np.float32)
+    b[[3, 9]] = 0
+    v = _weights((16, 12), [0, 4, 5], axis=1)
+    c = RNG.standard_normal(12).astype(np.float32)
+    c[[0, 4, 5]] = 0
+    model = build(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc1", transB=1),
+            helper.make_node("Relu", ["h"], ["r"], name="relu1"),
+            helper.make_node("MatMul", ["r", "v"], ["m"], name="fc2"),
+            helper.make_node("Add", ["m", "c"], ["a"], name="bias2"),
+            helper.make_node("Relu", ["a"], ["s"], name="relu2"),
+            helper.make_node("Gemm", ["s", "u"], ["y"], name="fc3"),
+        ],
+        [vi("x", shape=[2, 6])], [vi("y")],
+        [tensor("w", w), tensor("b", b), tensor("v", v), tensor("c", c), tensor("u", _weights((12, 3)))],
+    )  # fmt: skip
+    before = to_proto(model)
+    result = get_pass("shrink-pruned-channels")(model)
+    assert result.changes == 2 + 3
+    inits = {i.name: tuple(i.dims) for i in to_proto(model).graph.initializer}
+    assert inits["w"] == (14, 6) and inits["b"] == (14,)
+    assert inits["v"] == (14, 9) and inits["c"] == (9,) and inits["u"] == (9, 3)
+    x = RNG.standard_normal((2, 6)).astype(np.float32)
+    after = to_proto(model)
+    onnx.checker.check_model(after, full_check=True)
+    np.testing.assert_allclose(run(after, {"x": x})[0], run(before, {"x": x})[0], rtol=1e-5, atol=1e-5)
