@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from typing import Any
 
@@ -127,3 +128,38 @@ def fine_tuned(data: dict[str, np.ndarray], log: Any = print) -> Any:
     torch.save(model.state_dict(), buffer)
     atomic_write(path, buffer.getvalue())
     return model.eval()
+
+
+def cpu_latency(models: dict[str, Any], x: np.ndarray, rounds: int, iterations: int = 5) -> dict[str, tuple[float, float]]:
+    """name -> (median CPU ms per run, median of per-round ratios first / this), one intra-op thread.
+
+    With one intra-op thread ONNX Runtime computes in the calling thread, so that thread's CPU time
+    (``time.thread_time_ns``) counts the model's work only: on a shared machine with several runnable
+    processes per core, wall-clock ratios swing by 2-5x between rounds when a run is preempted, CPU-time
+    ratios do not. Each round times ``iterations`` runs of every model in an order rotated each round.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    sessions = {
+        n: ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"]) for n, m in models.items()
+    }
+    feeds = {n: {s.get_inputs()[0].name: x} for n, s in sessions.items()}
+    names = list(models)
+    for n in names:
+        for _ in range(5):
+            sessions[n].run(None, feeds[n])
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.thread_time_ns()
+            for _ in range(iterations):
+                sessions[n].run(None, feeds[n])
+            per_round[n].append((time.thread_time_ns() - start) / iterations / 1e6)
+    first = per_round[names[0]]
+    return {
+        n: (statistics.median(per_round[n]), statistics.median(a / b for a, b in zip(first, per_round[n], strict=True)))
+        for n in names
+    }

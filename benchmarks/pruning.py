@@ -16,14 +16,15 @@ Stages, side by side in one run (see benchmarks/effnet_fashion.py for the model 
 * ``INT8 (every op)``: the pruned model with every supported op in INT8 (this CPU's default configuration).
 
 A control trains the dense model the same epochs without pruning: the fair accuracy baseline (the dense
-model is fine-tuned one epoch only). Latency: one intra-op thread, batch 1, interleaved rounds
-(``compare_latency``); ratios to the dense model.
+model is fine-tuned one epoch only). Latency: one intra-op thread, batch 1, interleaved rounds, CPU time of
+the computing thread (robust to a loaded machine: ``effnet_fashion.cpu_latency``); ratios to the dense model.
 Targets (issue 10): pruned >= 1.5x the dense model within 1% accuracy; pruned + INT8 >= 4x.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.5, help="channel sparsity per group (default 0.5)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of pruning + fine-tuning (default 4)")
     parser.add_argument("--prune-type", default="basic_magnitude", choices=("basic_magnitude", "gradient_sensitivity"))
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default 15)")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds (default 40)")
     parser.add_argument(
         "--no-control", action="store_true",
         help="skip the control: the dense model trained the same epochs without pruning (the fair accuracy baseline)",
@@ -137,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         "INT8 (tuned)": outcome.model.model, "INT8 (every op)": all_int8,
     }  # fmt: skip
     accuracy = {name: ef.onnx_accuracy(m, data["test_x"], data["test_y"]) for name, m in models.items()}
-    rows = compare_stages(models, example, accuracy=accuracy, rounds=args.rounds)
+    timing = ef.cpu_latency(models, example, rounds=args.rounds)
+    rows = [
+        dataclasses.replace(r, speedup=timing[r.name][1])
+        for r in compare_stages(models, example, accuracy=accuracy, measure_speed=False)
+    ]
     print()
     print(format_stages(rows))
     by = {r.name: r for r in rows}
