@@ -39,7 +39,7 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
-from lpot_ir.ir.model import load_model, model_digest, save_model, to_proto
+from lpot_ir.ir.model import all_nodes, load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
     Approach,
     CalibAlgorithm,
@@ -511,7 +511,7 @@ class ModelQuantizer:
         """Every activation any static configuration could need a range for."""
         prepared = prepared or self._base
         model = self.fp32_model if prepared.key is None else ir.serde.deserialize_model(prepared.proto)
-        graph_nodes = {n.name: n for n in model.graph}
+        graph_nodes = {n.name: n for n in all_nodes(model)}  # subgraphs too: their values are calibrated
         names: dict[str, None] = {}
         nodes, _ = self.nodes_for(Approach.STATIC, prepared)
         for qnode in nodes:
@@ -567,6 +567,7 @@ class ModelQuantizer:
         config = config or default_config(self.approach)
         prepared = self.prepared(config)
         range_of: RangeLookup = no_ranges
+        notes: Mapping[str, str] = {}
         if config.approach is not Approach.DYNAMIC:
             # learned ranges (QAT) describe the optimized model; a prepare step that rewrites it needs calibration
             fixed = self.fixed_ranges if prepared.key is None else {}
@@ -574,6 +575,7 @@ class ModelQuantizer:
                 range_of = self._fixed_then_calibrated(config, prepared, fixed)
             else:
                 result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
+                notes = result.skipped
 
                 def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
                     try:
@@ -581,7 +583,7 @@ class ModelQuantizer:
                     except KeyError:
                         return None
 
-        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)))
+        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)), notes=notes)
 
     def _fixed_then_calibrated(
         self, config: TuningConfig, prepared: _Prepared, fixed: Mapping[str, TensorRange]
@@ -631,12 +633,14 @@ class ModelQuantizer:
         range_of: RangeLookup,
         record: PipelineRecord,
         replay: Mapping[str, Mapping[str, Any]] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(prepared.proto)
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
             self._feeds_for(config.calib_sampling_size), replay=replay, recovery_options=self.recovery_options,
+            range_notes=dict(notes or {}),
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges

@@ -74,9 +74,11 @@ def calibrate(
             tuple/list in model-input order, or a dict by input name, in the model's layout (one feed) or
             stacking feeds on a new first axis. Samples are counted on each input's batch axis (see
             :class:`~lpot_ir.backends.onnxruntime.batching.BatchLayout`).
-        tensors: names to calibrate; ``None`` means every float activation of the main graph (graph
-            inputs and node outputs) and every float initializer. Values inside If/Loop/Scan bodies are
-            skipped and listed in :attr:`CalibrationResult.skipped`.
+        tensors: names to calibrate; ``None`` means every float activation (graph inputs and node
+            outputs, inside If branches and Loop/Scan bodies too) and every float initializer. A value
+            inside a branch no calibration feed took (or otherwise out of reach, see
+            :mod:`lpot_ir.calibration.control_flow`) gets no range and is listed with the reason in
+            :attr:`CalibrationResult.skipped`.
         algorithms: the range algorithms to compute (all from the same single pass).
         sampling_size: how many samples (not batches) to run; the last batch is sliced. A model with a fixed
             batch size is never fed less: the size is rounded up to whole batches, with a warning. A loader
@@ -135,7 +137,7 @@ def calibrate(
         options["channel_axes"] = axes
     weights = {name: weight_range(array) for name, array in selection.weights.items()}
 
-    if not selection.activations or not algos:
+    if not (selection.activations or selection.nested) or not algos:
         return CalibrationResult(
             num_samples=0, activations={a: {} for a in algos}, weights=weights,
             skipped=selection.skipped, options=options,

@@ -1,9 +1,9 @@
 """One instrumented ONNX Runtime pass over the calibration data, folding each batch into statistics.
 
 :func:`select_tensors` decides which tensors are calibrated: the float activations of the main graph
-(graph inputs and node outputs) and, separately, float initializers (weights, whose range is computed
-from the array, without running anything). Values inside If/Loop/Scan bodies cannot be made graph
-outputs; they are reported as skipped.
+(graph inputs and node outputs), the float values inside If branches and Loop/Scan bodies that
+calibration reaches, and, separately, float initializers (weights, whose range is computed from the
+array, without running anything).
 
 :func:`instrument` returns a copy of the model whose graph outputs are the requested node outputs.
 :func:`collect` runs ONE session over the data, turns each batch into checked feeds with
@@ -13,7 +13,9 @@ the last feed to honour ``sampling_size`` (never below a fixed batch), and folds
 :class:`TensorStatistics` at once. Only the statistics survive a batch, so peak memory does not grow with
 the number of samples. A Relu output whose input is calibrated too is not exposed at all: its statistics
 follow exactly from the input's (:meth:`TensorStatistics.after_relu`), which saves a third of the work
-on a typical CNN.
+on a typical CNN. Values inside control flow cannot be outputs of that run: after it, the same feeds go
+through :func:`lpot_ir.calibration.control_flow.collect_nested` (If branches inlined per group of feeds
+that take them, Loop/Scan bodies stacked per iteration); only then are the feeds kept in memory.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.backends.onnxruntime.session import make_session, run_feed
+from lpot_ir.calibration.control_flow import collect_nested
 from lpot_ir.calibration.statistics import DEFAULT_BINS_PER_SIDE, TensorStatistics
 from lpot_ir.errors import QuantizationError
+from lpot_ir.ir.control_flow import Location, graph_locations
 from lpot_ir.ir.model import all_graphs, to_proto
 
 __all__ = ["TensorSelection", "select_tensors", "instrument", "collect"]
@@ -47,12 +51,15 @@ class TensorSelection:
     Attributes:
         inputs: float graph inputs (their statistics come from the fed arrays).
         outputs: float node outputs of the main graph (made graph outputs of the instrumented copy).
-        weights: float initializers -> their arrays (minmax, no run).
+        nested: float values inside If branches and Loop/Scan bodies that calibration reaches -> where they
+            live (collected on specialized copies: :mod:`lpot_ir.calibration.control_flow`).
+        weights: float initializers (of every graph) -> their arrays (minmax, no run).
         skipped: name -> reason it gets no range.
     """
 
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    nested: dict[str, Location] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     derived: dict[str, str] = field(default_factory=dict)
@@ -85,17 +92,19 @@ def select_tensors(model: ir.Model, tensors: Iterable[str] | None = None) -> Ten
         for value in node.outputs:
             if value.name:
                 node_outputs[value.name] = value
-    nested: dict[str, str] = {}
+    locations = graph_locations(model)
+    nested: dict[str, tuple[ir.Value, Location]] = {}
+    nested_weights: dict[str, ir.Value] = {}
     for sub in all_graphs(model):
         if sub is graph:
             continue
-        owner = sub.name or "a subgraph"
-        for node in sub:
-            for value in node.outputs:
-                if value.name:
-                    nested.setdefault(value.name, owner)
-        for name in sub.initializers:
-            nested.setdefault(name, owner)
+        location = locations[id(sub)]
+        for value in [*sub.inputs, *(v for node in sub for v in node.outputs)]:
+            if value.name and value.name not in initializers:
+                nested.setdefault(value.name, (value, location))
+        for name, value in sub.initializers.items():
+            nested_weights.setdefault(name, value)
+    initializers.update({k: v for k, v in nested_weights.items() if k not in initializers})
 
     if tensors is None:
         wanted = [*graph_inputs, *node_outputs, *initializers, *nested]
@@ -113,10 +122,15 @@ def select_tensors(model: ir.Model, tensors: Iterable[str] | None = None) -> Ten
         )
     for name in wanted:
         if name in nested and name not in node_outputs and name not in graph_inputs and name not in initializers:
-            selection.skipped[name] = (
-                f"it is computed inside the body graph {nested[name]!r} of an If/Loop/Scan node, and values "
-                "inside a body cannot be made graph outputs"
-            )
+            value, location = nested[name]
+            why = location.unreachable()
+            if why is not None:
+                selection.skipped[name] = why
+            elif _is_float(value) is False:
+                if explicit:
+                    selection.skipped[name] = f"its element type is {value.dtype}, not float"
+            else:
+                selection.nested[name] = location
             continue
         if name in initializers:
             value = initializers[name]
@@ -207,6 +221,7 @@ def collect(
         session = make_session(payload, intra_op_threads=intra_op_threads)
         del payload
     layout = layout if layout is not None else BatchLayout(model)
+    kept: list[tuple[dict[str, np.ndarray], int]] | None = [] if selection.nested else None
     bar = _progress_bar(sampling_size, progress)
     seen = 0
     runs = 0
@@ -234,6 +249,8 @@ def collect(
                         if name not in ignored:
                             _update(stats[name], array, samples)
                     del arrays
+                if kept is not None:
+                    kept.append((feed, samples))
                 runs += 1
                 seen += samples
                 if bar is not None:
@@ -244,7 +261,15 @@ def collect(
     for result, source in selection.derived.items():  # graph order: a source is ready before its result
         if source in stats and result not in stats:
             stats[result] = stats[source].after_relu(result)
-    return {name: stats[name] for name in selection.activations if name in stats}, seen
+    if kept is not None:
+        reasons = collect_nested(
+            to_proto(model), kept, selection.nested, stats,
+            lambda name: TensorStatistics(name, histogram=histogram, bins_per_side=bins_per_side),
+            intra_op_threads=intra_op_threads,
+        )
+        selection.skipped.update(reasons)
+    names = [*selection.activations, *selection.nested]
+    return {name: stats[name] for name in names if name in stats}, seen
 
 
 def _update(stats: TensorStatistics, array: np.ndarray, samples: int) -> None:

@@ -74,9 +74,9 @@ class CalibrationResult:
     Attributes:
         num_samples: how many calibration samples were run (0 when only weights were asked for).
         activations: algorithm -> tensor name -> range, for the activation tensors (graph inputs and
-            node outputs of the main graph).
+            node outputs, in every graph: values inside If branches and Loop/Scan bodies too).
         weights: initializer name -> minmax range (weights always use minmax).
-        skipped: tensor name -> why it has no range (e.g. it lives inside an If/Loop body, or is not float).
+        skipped: tensor name -> why it has no range (e.g. no calibration feed took the If branch it lives in, or it is not float).
         options: the options the ranges were computed with (e.g. ``{"percentile": 99.999}``).
         channels: tensor name -> per-channel minmax, for the tensors calibrated with a channel axis.
     """

@@ -83,11 +83,20 @@ class GraphBuilder:
     Args:
         model: the model (names are made unique across all its graphs).
         graph: the graph to build in (the main graph by default).
+        scope: the names in use, when another builder of the same model already holds them (builders of
+            several graphs of one model share one scope).
     """
 
-    def __init__(self, model: ir.Model, graph: ir.Graph | None = None) -> None:
+    def __init__(self, model: ir.Model, graph: ir.Graph | None = None, *, scope: NameScope | None = None) -> None:
+        self.model = model
         self.graph = graph if graph is not None else model.graph
-        self.scope = NameScope.of(all_graphs(model))
+        self.scope = scope if scope is not None else NameScope.of(all_graphs(model))
+
+    def for_graph(self, graph: ir.Graph | None) -> GraphBuilder:
+        """A builder of ``graph`` (another graph of the same model: a subgraph) sharing this one's names."""
+        if graph is None or graph is self.graph:
+            return self
+        return GraphBuilder(self.model, graph, scope=self.scope)
 
     def fresh(self, base: str) -> str:
         """Return ``base`` (or ``base_<n>``) not yet used as a value or node name."""
@@ -127,7 +136,8 @@ class GraphBuilder:
         return node
 
     def insert_after_producer(self, value: ir.Value, new_nodes: Sequence[ir.Node]) -> None:
-        """Insert ``new_nodes`` right after ``value``'s producer (at the start for inputs/initializers)."""
+        """Insert ``new_nodes`` right after ``value``'s producer (at the start for inputs, initializers and
+        values of an outer graph)."""
         producer = value.producer()
         if producer is not None and producer.graph is self.graph:
             self.graph.insert_after(producer, list(new_nodes))

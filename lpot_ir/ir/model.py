@@ -40,6 +40,7 @@ __all__ = [
     "upgrade_opset",
     "normalize_initializer_inputs",
     "assign_node_names",
+    "assign_value_names",
     "infer_shapes",
     "all_graphs",
     "all_nodes",
@@ -91,6 +92,7 @@ def load_model(
         light = infer_shapes(light)
     model = ir.serde.deserialize_model(_restore_large_initializers(light, large))
     assign_node_names(model)
+    assign_value_names(model)
     return model
 
 
@@ -382,6 +384,33 @@ def assign_node_names(model: ir.Model) -> int:
             node.name = candidate
             seen.add(candidate)
             changed += 1
+    return changed
+
+
+def assign_value_names(model: ir.Model) -> int:
+    """Rename values defined inside subgraphs whose names are taken elsewhere in the model; return how many.
+
+    ONNX lets two sibling subgraphs (the two branches of an ``If``, the bodies of two ``Loop``s) define
+    values of the same name. lpot-ir keys calibration ranges and recipes by value name, so names must be
+    unique across the whole model. Main-graph names (the model's interface) never change; a subgraph value
+    that repeats an earlier name becomes ``<name>__<k>``. Outer-scope references follow the value object,
+    and subgraph inputs and outputs are positional, so the model computes the same thing.
+    """
+    seen: set[str] = set()
+    changed = 0
+    for graph in all_graphs(model):
+        defined = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
+        for value in dict.fromkeys(defined):  # an initializer may also be listed as an input
+            name = value.name
+            if not name:
+                continue
+            if name in seen and graph is not model.graph:
+                index = 1
+                while f"{name}__{index}" in seen:
+                    index += 1
+                value.name = f"{name}__{index}"
+                changed += 1
+            seen.add(value.name or name)
     return changed
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from lpot_ir.backends.onnxruntime.profiling import NodeProfile, profile_nodes, value_elements
+from lpot_ir.backends.onnxruntime.specialize import specialize
 from lpot_ir.fileio import atomic_write
 
 __all__ = ["LatencyModel", "Group", "build_latency_model", "cached_latency_model"]
@@ -264,7 +265,15 @@ def build_latency_model(
     *,
     seconds: float = 1.0,
 ) -> LatencyModel:
-    """Profile ``fp32_model`` and ``int8_model`` (about ``seconds`` each) on ``feed`` and build the model."""
+    """Profile ``fp32_model`` and ``int8_model`` (about ``seconds`` each) on ``feed`` and build the model.
+
+    A model with ``If`` nodes is profiled and read as its copy specialized to ``feed`` (the branches ``feed``
+    takes inlined, their nodes keeping their names): the profile attributes kernel times, and the edges
+    between groups are found, in the main graph only.
+    """
+    if any(node.op_type == "If" for node in fp32_model.graph.node):
+        fp32_model = specialize(fp32_model, [feed])[0].model
+        int8_model = specialize(int8_model, [feed])[0].model
     fp32 = profile_nodes(fp32_model, feed, seconds=seconds)
     int8 = profile_nodes(int8_model, feed, seconds=seconds)
     model = LatencyModel.from_profiles(groups, fp32_model, fp32, int8, value_elements(fp32_model, feed))

@@ -25,6 +25,11 @@ The same run also reports the error *per quantized tensor* (:meth:`SensitivityMe
 quantized readers; see ``InsertQDQPass``: a tensor is quantized if either side asks). Reverting only
 one of them leaves the tensor quantized, so strategies revert such a set together.
 
+Nodes inside ``If`` branches are measured too: the chosen samples are grouped by the branches they take
+and both models are specialized to each group first
+(:func:`~lpot_ir.backends.onnxruntime.specialize.specialize` inlines the branches taken), so the branches'
+tensors are main-graph tensors of the instrumented copies. Nodes of Loop/Scan bodies get no score.
+
 The label-free accuracy proxy lives in :mod:`lpot_ir.tuning.proxy`.
 """
 
@@ -45,6 +50,7 @@ import onnx_ir as ir
 from lpot_ir.backends.onnxruntime.batching import BatchLayout
 from lpot_ir.backends.onnxruntime.profiling import instrumented_model
 from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.backends.onnxruntime.specialize import specialize
 from lpot_ir.ir.quant import QuantFormat, TuningConfig
 
 __all__ = ["SensitivityMeter", "SensitivityReport", "TensorError", "normalized_error"]
@@ -206,8 +212,10 @@ class SensitivityMeter:
         self.units = _sample_units(feeds, max_samples, self.layout)
         self._fp32_bytes = fp32_model.SerializeToString()
         self._fp32_outputs: list[list[np.ndarray]] | None = None
-        self._fp32_instrumented: tuple[bytes, list[str]] | None = None
+        # the instrumented FP32 model and its graph per set of inlined If branches (() : the model itself)
+        self._fp32_instrumented: dict[tuple[tuple[str, str], ...], tuple[bytes, ir.Graph]] = {}
         self._fp32_graph = ir.serde.deserialize_model(fp32_model).graph
+        self._has_if = any(node.op_type == "If" for node in fp32_model.graph.node)
         self._cache: OrderedDict[str, SensitivityReport] = OrderedDict()
         self.calls = 0
 
@@ -231,18 +239,60 @@ class SensitivityMeter:
         # tensors can be compared with the FP32 model's
         int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
         chosen = self._disagreeing_units(int8.SerializeToString())
+        reports = [
+            self._measure_group(int8_group, fp32_group, [chosen[i] for i in members], quantized)
+            for int8_group, fp32_group, members in self._groups(int8, chosen)
+        ]
+        report = _merged(reports)
+        self._cache[key] = report
+        if len(self._cache) > 16:
+            self._cache.popitem(last=False)
+        return report
+
+    def _groups(
+        self, int8: onnx.ModelProto, chosen: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[tuple[onnx.ModelProto, tuple[tuple[str, str], ...], tuple[int, ...]]]:
+        """``(INT8 model, key of the FP32 copy, members of chosen)`` per group of samples taking the same branches.
+
+        Without an ``If`` there is one group: both models as they are. With them, both models are specialized
+        to the samples (the INT8 model keeps the FP32 model's If nodes and their names).
+        """
+        if not self._has_if or not chosen:
+            return [(int8, (), tuple(range(len(chosen))))]
+        groups = []
+        for fp32_group in specialize(self.fp32_model, chosen):
+            key = fp32_group.taken
+            if key not in self._fp32_instrumented:  # as many as the paths the samples take: few
+                fp32_bytes, _, fp32_ir = instrumented_model(fp32_group.model)
+                self._fp32_instrumented[key] = (fp32_bytes, fp32_ir.graph)
+            members = fp32_group.members
+            # one INT8 group per FP32 group, unless a quantized If condition goes the other way on a sample
+            for int8_group in specialize(int8, [chosen[i] for i in members]):
+                groups.append((int8_group.model, key, tuple(members[i] for i in int8_group.members)))
+        return groups
+
+    def _measure_group(
+        self,
+        int8: onnx.ModelProto,
+        fp32_key: tuple[tuple[str, str], ...],
+        units: Sequence[Mapping[str, np.ndarray]],
+        quantized: set[str] | None,
+    ) -> SensitivityReport:
+        """Steps 2-4 on samples that take the same If branches (``int8`` and the FP32 copy ``fp32_key`` specialized to them)."""
         int8_bytes, _, int8_ir = instrumented_model(int8)
-        if self._fp32_instrumented is None:
-            self._fp32_instrumented = instrumented_model(self.fp32_model)[:2]
-        pairs = self._pairs(int8_ir)
+        if fp32_key not in self._fp32_instrumented:  # () : the model without If, or before any specialization
+            fp32_bytes, _, fp32_ir = instrumented_model(self.fp32_model)
+            self._fp32_instrumented[fp32_key] = (fp32_bytes, fp32_ir.graph)
+        fp32_bytes, fp32_graph = self._fp32_instrumented[fp32_key]
+        pairs = self._pairs(int8_ir, fp32_graph)
         stats = {key: ErrorStatistics() for key in pairs}
         int8_session = make_session(int8_bytes, intra_op_threads=1)
-        fp32_session = make_session(self._fp32_instrumented[0], intra_op_threads=1)
+        fp32_session = make_session(fp32_bytes, intra_op_threads=1)
         int8_names = [o.name for o in int8_session.get_outputs()]
         fp32_names = [o.name for o in fp32_session.get_outputs()]
-        for unit in chosen:  # one sample at a time: memory is one run's tensors, not top_k runs'
-            int8_values = dict(zip(int8_names, int8_session.run(None, unit), strict=True))
-            fp32_values = dict(zip(fp32_names, fp32_session.run(None, unit), strict=True))
+        for unit in units:  # one sample at a time: memory is one run's tensors, not top_k runs'
+            int8_values = dict(zip(int8_names, int8_session.run(None, dict(unit)), strict=True))
+            fp32_values = dict(zip(fp32_names, fp32_session.run(None, dict(unit)), strict=True))
             for pair, (actual, in_fp32, reference) in pairs.items():
                 a = int8_values.get(actual)
                 r = (fp32_values if in_fp32 else int8_values).get(reference)
@@ -250,11 +300,7 @@ class SensitivityMeter:
                     stats[pair].update(a, r)
             del int8_values, fp32_values
         errors = {pair: stat.error() for pair, stat in stats.items()}
-        report = self._scores(int8_ir, errors, quantized)
-        self._cache[key] = report
-        if len(self._cache) > 16:
-            self._cache.popitem(last=False)
-        return report
+        return self._scores(int8_ir, errors, quantized, fp32_graph)
 
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
@@ -270,7 +316,7 @@ class SensitivityMeter:
         order = sorted(range(len(self.units)), key=lambda i: (-scores[i], i))[: max(1, self.top_k)]
         return [self.units[i] for i in sorted(order)]
 
-    def _pairs(self, int8: ir.Model) -> dict[tuple[str, str], tuple[str, bool, str]]:
+    def _pairs(self, int8: ir.Model, fp32_graph: ir.Graph) -> dict[tuple[str, str], tuple[str, bool, str]]:
         """What the instrumented runs compare: key -> (INT8 value, reference in the FP32 run?, reference value).
 
         ``("qdq", x)``: the dequantized copy of activation ``x`` against ``x`` itself (same run);
@@ -286,7 +332,7 @@ class SensitivityMeter:
                 x = producer.inputs[0].name
                 if x:
                     pairs[("qdq", out.name)] = (out.name, False, x)
-        for node in self._fp32_graph:
+        for node in fp32_graph:
             for value in (*node.inputs, *node.outputs):
                 if value is not None and value.name and value.const_value is None:
                     pairs.setdefault(("drift", value.name), (value.name, True, value.name))
@@ -299,9 +345,11 @@ class SensitivityMeter:
         int8: ir.Model | onnx.ModelProto,
         errors: Mapping[tuple[str, str], float | None],
         quantized: set[str] | None = None,
+        fp32_graph: ir.Graph | None = None,
     ) -> SensitivityReport:
         graph = (int8 if isinstance(int8, ir.Model) else ir.serde.deserialize_model(int8)).graph
-        fp32_nodes = {n.name: n for n in self._fp32_graph}
+        fp32_graph = fp32_graph if fp32_graph is not None else self._fp32_graph
+        fp32_nodes = {n.name: n for n in fp32_graph}
         charged: dict[str, float] = {}
         tensors: dict[str, TensorError] = {}
 
@@ -368,7 +416,7 @@ class SensitivityMeter:
             return drift[name]
 
         scores: dict[str, float] = {}
-        for node in self._fp32_graph:
+        for node in fp32_graph:
             name = node.name or ""
             output_error = max((drift_of(v) for v in node.outputs), default=0.0)
             input_error = max((drift_of(v) for v in node.inputs), default=0.0)
@@ -378,6 +426,26 @@ class SensitivityMeter:
                 scores[name] = score if math.isfinite(score) else 1e9
         ranked = sorted(tensors.values(), key=lambda t: (-t.error, t.tensor))
         return SensitivityReport(scores, tuple(ranked))
+
+
+def _merged(reports: Sequence[SensitivityReport]) -> SensitivityReport:
+    """One report from those of groups of samples: each node's and tensor's largest error over the groups."""
+    if len(reports) == 1:
+        return reports[0]
+    nodes: dict[str, float] = {}
+    tensors: dict[str, TensorError] = {}
+    for report in reports:
+        for name, score in report.nodes.items():
+            nodes[name] = max(nodes.get(name, score), score)
+        for tensor in report.tensors:
+            known = tensors.get(tensor.tensor)
+            if known is None:
+                tensors[tensor.tensor] = tensor
+            else:
+                members = tuple(dict.fromkeys(known.nodes + tensor.nodes))
+                tensors[tensor.tensor] = TensorError(tensor.tensor, members, max(known.error, tensor.error))
+    ranked = sorted(tensors.values(), key=lambda t: (-t.error, t.tensor))
+    return SensitivityReport(nodes, tuple(ranked))
 
 
 def _dequantized_constant(node: ir.Node) -> np.ndarray | None:

@@ -26,6 +26,7 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import OpCategory, QuantizableNode, default_op_config
 from lpot_ir.errors import ConfigError
+from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.quant import (
     CalibAlgorithm,
     DType,
@@ -183,7 +184,7 @@ def fallback_groups(model: ir.Model, nodes: Iterable[QuantizableNode]) -> tuple[
     """
     by_name = {n.name: n for n in nodes}
     owner: dict[str, str] = {}
-    for node in model.graph:
+    for node in all_nodes(model):  # If branches and loop bodies too: their nodes are in the space
         name = node.name or ""
         qnode = by_name.get(name)
         if qnode is None or qnode.category in _ANCHORS:

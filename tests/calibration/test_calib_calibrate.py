@@ -185,17 +185,24 @@ def _if_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_subgraph_values_are_skipped_and_reported() -> None:
+def test_branch_values_are_calibrated_on_the_feeds_that_take_the_branch() -> None:
     model = load_model(_if_model())
     x = np.linspace(-2, 3, 12, dtype=np.float32).reshape(3, 4)
     result = calibrate(model, [{"x": x, "cond": np.array(True)}], progress=False)
-    assert {"t_relu", "t_out", "e_out"} <= set(result.skipped)
-    assert "If/Loop/Scan" in result.skipped["t_relu"]
+    assert result.range("t_relu", "minmax").to_list() == pytest.approx([0.0, 3.0])
+    assert result.range("t_out", "minmax").to_list() == pytest.approx([0.0, 6.0])
     assert result.range("y", "minmax").to_list() == pytest.approx([0.0, 6.0])
     assert result.range("out", "minmax").to_list() == pytest.approx([0.0, 7.0])
     assert "cond" not in result.tensors
-    with pytest.raises(KeyError, match="If/Loop/Scan"):
-        result.range("t_out", "minmax")
+    assert "else_branch of If 'if'" in result.skipped["e_out"]
+    with pytest.raises(KeyError, match="else_branch"):
+        result.range("e_out", "minmax")
+    # each branch sees exactly the feeds that take it: the else branch negates x + 10 only (a range always
+    # holds 0), the then branch never sees x + 10
+    both = calibrate(model, [{"x": x, "cond": np.array(True)}, {"x": x + 10, "cond": np.array(False)}], progress=False)
+    assert both.range("t_relu", "minmax").to_list() == pytest.approx([0.0, 3.0])
+    assert both.range("e_out", "minmax").to_list() == pytest.approx([-13.0, 0.0])
+    assert both.range("y", "minmax").to_list() == pytest.approx([-13.0, 6.0])
 
 
 def test_batch_that_does_not_fit_is_a_data_error_naming_input_and_shapes(data: np.ndarray) -> None:

@@ -173,6 +173,29 @@ def test_subgraphs_are_visited_named_and_preserved(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_run(_if_model(), {"x": x})[0], _run(out, {"x": x})[0])
 
 
+def test_sibling_subgraphs_repeating_a_value_name_get_unique_names(tmp_path: Path) -> None:
+    """Both branches define 'v' (ONNX allows it: the scopes are siblings); ranges are keyed by value name."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["v"]), helper.make_node("Neg", ["v"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["v"])], "else", [], [helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])]
+    )
+    proto = _if_model()
+    proto.graph.node[2].ClearField("attribute")
+    proto.graph.node[2].attribute.extend(
+        [helper.make_attribute("then_branch", then_graph), helper.make_attribute("else_branch", else_graph)]
+    )
+    model = load_model(proto)
+    names = [v.name for g in all_graphs(model) for n in g for v in n.outputs]
+    assert len(names) == len(set(names)) and "v" in names and "v__1" in names
+    out = save_model(model, tmp_path / "renamed.onnx")
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    for x in (np.array([1.0, -2.0], np.float32), np.array([-3.0, 1.0], np.float32)):
+        np.testing.assert_array_equal(_run(proto, {"x": x})[0], _run(out, {"x": x})[0])
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nope.onnx")

@@ -27,6 +27,11 @@ def _apply(model, feeds, config=None):
     return quantizer.apply_ranges(config or TuningConfig(), minmax_ranges(quantizer.fp32_model, feeds))
 
 
+def _calibrated(model, feeds, config=None):
+    """Quantized with lpot-ir's own calibration (it reaches values inside If branches and loop bodies)."""
+    return ModelQuantizer(model, feeds).quantize(config or TuningConfig())
+
+
 def _close(model, qmodel, feed, tolerance=0.06):
     for y0, y1 in zip(run(model, feed), run(qmodel, feed), strict=True):
         assert y0.shape == y1.shape
@@ -70,9 +75,11 @@ def test_weights_in_constant_nodes():
 def _if_model():
     w = _weights(8, 8)
     then_graph = helper.make_graph(
-        [helper.make_node("MatMul", ["h", "Wt"], ["t_out"], name="then_matmul")], "then", [],
+        [helper.make_node("MatMul", ["h", "Wt"], ["t1"], name="then_matmul"),
+         helper.make_node("Relu", ["t1"], ["t2"], name="then_relu"),
+         helper.make_node("MatMul", ["t2", "Wt2"], ["t_out"], name="then_matmul2")], "then", [],
         [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(_weights(8, 8), "Wt")],
+        [numpy_helper.from_array(_weights(8, 8), "Wt"), numpy_helper.from_array(_weights(8, 8), "Wt2")],
     )
     else_graph = helper.make_graph(
         [helper.make_node("Relu", ["h"], ["e_out"], name="else_relu")], "else", [],
@@ -88,19 +95,28 @@ def _if_model():
     return make_model(nodes, [("x", ["N", 8])], [("y", ["N", 8])], {"W": w, "zero": np.array(0, np.float32)})
 
 
-def test_control_flow_subgraphs_stay_fp32_with_reason():
+def test_control_flow_branches_are_quantized_where_calibration_reached_them():
     model = _if_model()
     feeds = [{"x": RNG.normal(size=(3, 8)).astype(np.float32) + s} for s in (-1.0, 1.0)]
-    qm = _apply(model, feeds)
+    qm = _calibrated(model, feeds)
     check_valid(qm.model)
-    assert qm.decisions["matmul"].quantized
-    reason = qm.fp32_nodes["then_matmul"]
-    assert reason.category is Fp32Category.UNSUPPORTED and "subgraph" in reason.detail
+    assert all(qm.decisions[n].quantized for n in ("matmul", "then_matmul", "then_relu", "then_matmul2"))
     for feed in feeds:  # both branches run
         _close(model, qm.model, feed)
+    # calibrated only on feeds that take the else branch: the then branch stays FP32 where it needs a range
+    # from inside the branch (then_matmul reads h, calibrated in the main graph, and is still quantized)
+    low = [feeds[0]]
+    qm = _calibrated(model, low)
+    reason = qm.fp32_nodes["then_matmul2"]
+    assert reason.category is Fp32Category.NO_RANGE and "no calibration feed took the then_branch of If 'if'" in reason.detail
+    assert qm.decisions["then_matmul"].quantized
+    check_valid(qm.model)
+    _close(model, qm.model, feeds[0])
+    (y,) = run(qm.model, feeds[1])  # the branch calibration never saw still runs (h is out of its range there)
+    assert y.shape == (3, 8) and np.isfinite(y).all()
 
 
-def test_loop_body_is_left_alone():
+def test_loop_body_is_quantized_from_every_iteration():
     body = helper.make_graph(
         [helper.make_node("MatMul", ["v_in", "Wl"], ["v_out"], name="loop_matmul"),
          helper.make_node("Identity", ["cond_in"], ["cond_out"])],
@@ -119,9 +135,9 @@ def test_loop_body_is_left_alone():
     model = make_model(nodes, [("x", ["N", 4])], [("y", ["N", 4])],
                        {"W": _weights(4, 4), "trips": np.array(3, np.int64)})
     feed = {"x": RNG.normal(size=(2, 4)).astype(np.float32)}
-    qm = _apply(model, [feed])
+    qm = _calibrated(model, [feed])
     check_valid(qm.model)
-    assert qm.decisions["matmul"].quantized and not qm.decisions["loop_matmul"].quantized
+    assert qm.decisions["matmul"].quantized and qm.decisions["loop_matmul"].quantized
     _close(model, qm.model, feed)
 
 

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import onnx_ir as ir
 
+from lpot_ir.ir.control_flow import Location, graph_locations
 from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.quant import (
     Approach,
@@ -506,13 +507,17 @@ def quantizable_nodes(
         name_map: optional node name -> framework name(s), recorded as :attr:`QuantizableNode.aliases`.
 
     Returns:
-        ``(nodes, unsupported)``: quantizable nodes in graph order, and node name -> :class:`Fp32Reason`
-        for every node whose op type is in :data:`CAPABILITIES` but that cannot be quantized.
+        ``(nodes, unsupported)``: quantizable nodes in graph order (the main graph first, then each
+        subgraph: If branches and Loop/Scan bodies are quantized like the main graph), and node name ->
+        :class:`Fp32Reason` for every node whose op type is in :data:`CAPABILITIES` but that cannot be
+        quantized (in the static approach, also nodes whose values calibration cannot reach: those of an
+        If or a loop nested inside a Loop/Scan body).
     """
     approach = Approach(approach)
     opset = model.opset_imports.get("", 0)
     nodes: list[QuantizableNode] = []
     unsupported: dict[str, Fp32Reason] = {}
+    locations: dict[int, Location] | None = None
     for node in all_nodes(model):
         if node.domain not in ("", "ai.onnx"):
             continue
@@ -520,12 +525,14 @@ def quantizable_nodes(
         if cap is None:
             continue
         name = node.name or ""
-        if node.graph is not model.graph:
-            unsupported[name] = _unsupported(
-                "inside a control-flow subgraph (If/Loop/Scan body); lpot-ir quantizes the main graph only, "
-                "because a subgraph's ranges depend on which branch or iteration ran"
-            )
-            continue
+        if node.graph is not model.graph and approach is not Approach.DYNAMIC:
+            if locations is None:
+                locations = graph_locations(model)
+            location = locations.get(id(node.graph))
+            why = location.unreachable() if location is not None else "it is in a graph outside the model"
+            if why is not None:  # static needs calibrated ranges, which calibration cannot collect there
+                unsupported[name] = _unsupported(f"calibration cannot reach it: {why}")
+                continue
         result = _check_node(node, name, cap, approach, opset)
         if isinstance(result, Fp32Reason):
             unsupported[name] = result

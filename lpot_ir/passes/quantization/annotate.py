@@ -43,6 +43,7 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     SpecChoices,
     constant_value,
 )
+from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -89,8 +90,8 @@ def fit_spec(spec: QuantSpec, choices: SpecChoices) -> tuple[QuantSpec, list[str
 
 
 def clear_annotations(model: ir.Model) -> None:
-    """Remove every annotation and FP32 reason from the main graph's nodes."""
-    for node in model.graph:
+    """Remove every annotation and FP32 reason from the model's nodes (subgraphs included)."""
+    for node in all_nodes(model):
         node.meta.pop(ANNOTATION_KEY, None)
         node.meta.pop(FP32_REASON_KEY, None)
 
@@ -124,7 +125,11 @@ def annotate(
     nodes: Iterable[QuantizableNode],
     unsupported: Mapping[str, Fp32Reason] | None = None,
 ) -> AnnotationResult:
-    """Write quantization annotations for ``config`` into the main graph's node metadata.
+    """Write quantization annotations for ``config`` into the node metadata of every graph.
+
+    Nodes inside If branches and Loop/Scan bodies are annotated like main-graph nodes (their ranges come
+    from :mod:`lpot_ir.calibration.control_flow`); a value read from an outer scope is one value, so a
+    follower inside a branch sees whether the outer producer is quantized.
 
     Args:
         model: the model to annotate (a fresh clone of the FP32 optimized model; annotated in place).
@@ -138,7 +143,7 @@ def annotate(
     clear_annotations(model)
     result = AnnotationResult()
     by_name = {n.name: n for n in nodes}
-    graph_nodes = {node.name: node for node in model.graph}
+    graph_nodes = {node.name: node for node in all_nodes(model)}
     dynamic = config.approach is Approach.DYNAMIC
 
     for name, reason in (unsupported or {}).items():
@@ -149,7 +154,7 @@ def annotate(
 
     # 1. effective configuration of every quantizable node, fitted to its choices
     active: dict[str, tuple[ir.Node, QuantizableNode, OpQuantConfig]] = {}
-    for node in model.graph:
+    for node in all_nodes(model):
         qnode = by_name.get(node.name or "")
         if qnode is None:
             continue
@@ -189,7 +194,7 @@ def annotate(
 
     # 3. write the annotations
     fused_producers = _fused_activations(model, active, selected)
-    for node in model.graph:
+    for node in all_nodes(model):
         name = node.name or ""
         if name not in selected:
             continue
@@ -246,7 +251,7 @@ def _select(
     if dynamic:
         return selected
     followers = [(name, node, q) for name, (node, q, _c) in active.items() if q.category not in _ANCHORS]
-    order = {node: i for i, node in enumerate(model.graph)}
+    order = {node: i for i, node in enumerate(all_nodes(model))}
     followers.sort(key=lambda item: order[item[1]])
 
     def quantized_output(value: ir.Value) -> bool:

@@ -122,6 +122,9 @@ class QuantizationContext:
             the step returned then (:attr:`QuantPassResult.record`, ``{}`` if none). A step that finds
             itself in replay mode applies its record and never reads calibration data.
         recovery_options: samples and work budgets of the data-driven recovery passes.
+        range_notes: value name -> why calibration has no range for it (``CalibrationResult.skipped``, e.g.
+            "no calibration feed took the else_branch of If 'X'"); ``insert-qdq`` quotes it in the reason of
+            a node left FP32 for want of a range.
     """
 
     config: TuningConfig
@@ -135,6 +138,7 @@ class QuantizationContext:
     recovery_factors: Mapping[str, Mapping[str, Any]] | None = None
     replay: Mapping[str, Mapping[str, Any]] | None = None
     recovery_options: RecoveryOptions = dataclasses.field(default_factory=RecoveryOptions)
+    range_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def recovery(self) -> RecoveryConfig:

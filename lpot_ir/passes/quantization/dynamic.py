@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, constant_value
 from lpot_ir.ir.builder import GraphBuilder, move_graph_output, replace_value
+from lpot_ir.ir.model import all_graphs, all_nodes
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -47,7 +48,8 @@ _IR_DTYPE = {DType.UINT8: ir.DataType.UINT8, DType.INT8: ir.DataType.INT8}
 
 @register_pass("dynamic-quantize")
 class DynamicQuantizePass(QuantizationPass):
-    """Rewrite the dynamically annotated nodes of the main graph into integer kernels.
+    """Rewrite the dynamically annotated nodes of every graph (If branches and loop bodies too) into
+    integer kernels; new nodes and initializers go into the graph of the node they serve.
 
     The result's ``fp32`` lists the annotated nodes left FP32 after all, with the reason.
     """
@@ -56,28 +58,29 @@ class DynamicQuantizePass(QuantizationPass):
         builder = GraphBuilder(model)
         changes = 0
         dropped: dict[str, Fp32Reason] = {}
-        # one DynamicQuantizeLinear per tensor within this run
-        self._shared: dict[ir.Value, tuple[ir.Value, ir.Value, ir.Value]] = {}
-        for node in list(model.graph):
+        # one DynamicQuantizeLinear per tensor and graph within this run
+        self._shared: dict[tuple[int, ir.Value], tuple[ir.Value, ir.Value, ir.Value]] = {}
+        for node in list(all_nodes(model)):
             annotation = node.meta.get(ANNOTATION_KEY)
             if not isinstance(annotation, QuantAnnotation) or not annotation.dynamic:
                 continue
             category = CAPABILITIES[node.op_type].category
+            local = builder.for_graph(node.graph)
             if category is OpCategory.COMPUTE:
-                reason = self._compute(builder, node, annotation)
+                reason = self._compute(local, node, annotation)
             elif category is OpCategory.EMBEDDING:
-                reason = self._embedding(builder, node, annotation)
+                reason = self._embedding(local, node, annotation)
             else:
-                reason = self._weights_only(builder, node, annotation)
+                reason = self._weights_only(local, node, annotation)
             if reason is not None:
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = reason
                 dropped[node.name or ""] = reason
             else:
                 changes += 1
-        graph = model.graph
-        for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
-            del graph.initializers[name]
+        for graph in all_graphs(model):
+            for name in [n for n, v in graph.initializers.items() if not v.uses() and not v.is_graph_output()]:
+                del graph.initializers[name]
         return QuantPassResult(model, changes > 0, changes=changes, fp32=dropped)
 
     # -- MatMul / Gemm / Conv ----------------------------------------------------------------------
@@ -138,7 +141,10 @@ class DynamicQuantizePass(QuantizationPass):
             if bias_const is not None:
                 data = bias_const.numpy().astype(np.float32)
                 if op == "Conv":
-                    data = data.reshape(1, -1, *([1] * (len(x.shape) - 2 if x.shape is not None else 2)))
+                    # [1, C, 1, ...]: one 1 per spatial axis, which the weight [C_out, C_in, k...] tells even
+                    # where x's shape is unknown (values inside subgraphs often have none)
+                    spatial = len(w_const.shape) - 2 if w_const is not None else (len(x.shape) - 2 if x.shape else 2)
+                    data = data.reshape(1, -1, *([1] * spatial))
                 elif beta != 1.0:
                     data = data * np.float32(beta)
                 bias_value = b.initializer(f"{bias.name}_folded", data)
@@ -154,9 +160,11 @@ class DynamicQuantizePass(QuantizationPass):
     def _dynamic_quantize(
         self, b: GraphBuilder, x: ir.Value, new_nodes: list[ir.Node]
     ) -> tuple[ir.Value, ir.Value, ir.Value]:
-        """One DynamicQuantizeLinear per tensor, shared by every node that reads it (placed after its producer)."""
-        if x in self._shared:
-            return self._shared[x]
+        """One DynamicQuantizeLinear per tensor, shared by every node of the graph that reads it (placed after its
+        producer, or at the start of the graph for a tensor of an outer graph)."""
+        key = (id(b.graph), x)
+        if key in self._shared:
+            return self._shared[key]
         base = x.name or "x"
         dq = b.node(
             "DynamicQuantizeLinear",
@@ -166,8 +174,8 @@ class DynamicQuantizePass(QuantizationPass):
             name=f"{base}_DynamicQuantizeLinear",
         )
         b.insert_after_producer(x, [dq])
-        self._shared[x] = (dq.outputs[0], dq.outputs[1], dq.outputs[2])
-        return self._shared[x]
+        self._shared[key] = (dq.outputs[0], dq.outputs[1], dq.outputs[2])
+        return self._shared[key]
 
     # -- Gather / recurrent --------------------------------------------------------------------------
 

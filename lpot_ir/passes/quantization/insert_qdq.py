@@ -17,8 +17,16 @@
 * **bias** (:class:`DerivedBiasSpec`) is stored int32 with scale = activation scale x weight scale.
 * **embeddings**: ``Gather`` reads the int8 table directly and one ``DequantizeLinear`` follows it.
 
-A node whose activation range is missing is left FP32 with reason ``no_range``. No ``DQ -> Q`` pair of
-equal parameters is ever produced, because quantization is decided per tensor, once.
+A node whose activation range is missing is left FP32 with reason ``no_range`` (with calibration's
+explanation when it gave one, e.g. that no calibration feed took the If branch the node is in). No
+``DQ -> Q`` pair of equal parameters is ever produced, because quantization is decided per tensor, once.
+
+**Subgraphs** (If branches, Loop/Scan bodies) are rewritten like the main graph. ONNX Runtime fuses
+``DQ -> op -> Q`` only within one graph, so every ``DequantizeLinear`` goes into the graph of the node
+reading it: a tensor's ``QuantizeLinear`` sits after its producer (in the graph that defines it), and a
+subgraph that reads the tensor from an outer scope gets its own ``DequantizeLinear`` of that outer
+``QuantizeLinear``, at its start. Quantized weights, biases and their scales go into the graph of the
+node that uses them.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from lpot_ir.backends.onnxruntime.capabilities import (
     output_channel_axis,
 )
 from lpot_ir.ir.builder import GraphBuilder, move_graph_output
+from lpot_ir.ir.control_flow import Location, graph_locations
+from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.quant import (
     ANNOTATION_KEY,
     FP32_REASON_KEY,
@@ -91,6 +101,7 @@ class _Run:
     used_ranges: dict[str, TensorRange] = field(default_factory=dict)
     dropped: dict[str, Fp32Reason] = field(default_factory=dict)
     weight_keys: dict[tuple[ir.Node, int], tuple[object, ...]] = field(default_factory=dict)
+    locations: dict[int, Location] | None = None  # graph_locations of the model, when a reason needs them
 
 
 @dataclass
@@ -102,7 +113,7 @@ class _ActivationPlan:
 
 @register_pass("insert-qdq")
 class InsertQDQPass(QuantizationPass):
-    """Insert Q/DQ (and quantized weights and biases) from the annotations of the main graph.
+    """Insert Q/DQ (and quantized weights and biases) from the annotations of every graph of the model.
 
     Reads ``context.range_of`` (the calibrated activation ranges) and ``context.weight_cache`` (quantized
     weights reused across configurations of the same model). The result's ``ranges`` are the ranges
@@ -111,8 +122,7 @@ class InsertQDQPass(QuantizationPass):
     """
 
     def call(self, model: ir.Model) -> QuantPassResult:
-        graph = model.graph
-        nodes = list(graph)
+        nodes = list(all_nodes(model))
         run = _Run()
         plans: dict[ir.Value, _ActivationPlan] = {}
         requests: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
@@ -124,6 +134,8 @@ class InsertQDQPass(QuantizationPass):
             if not isinstance(annotation, QuantAnnotation) or annotation.dynamic:
                 continue
             planned = self._plan_node(run, node, annotation, plans, weight_params)
+            if isinstance(planned, _Missing):
+                planned = self._no_range(run, model, planned.value)
             if isinstance(planned, Fp32Reason):
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = planned
@@ -154,7 +166,7 @@ class InsertQDQPass(QuantizationPass):
         annotation: QuantAnnotation,
         plans: dict[ir.Value, _ActivationPlan],
         weight_params: dict[tuple[ir.Node, int], QParams],
-    ) -> tuple[dict[ir.Value, _ActivationPlan], dict[str, TensorRange]] | Fp32Reason:
+    ) -> tuple[dict[ir.Value, _ActivationPlan], dict[str, TensorRange]] | Fp32Reason | _Missing:
         cap = CAPABILITIES.get(node.op_type)
         weight_inputs = cap.weight_inputs if cap is not None else ()
         embedding = cap is not None and cap.category is OpCategory.EMBEDDING
@@ -189,7 +201,7 @@ class InsertQDQPass(QuantizationPass):
                 continue
             rng = self._range(value, spec)
             if rng is None:
-                return _no_range(value)
+                return _Missing(value)
             ranges[value.name or ""] = rng
             new[value] = _ActivationPlan(compute_qparams(rng.lo, rng.hi, spec), from_producer=False)
 
@@ -212,7 +224,7 @@ class InsertQDQPass(QuantizationPass):
             elif isinstance(spec, QuantSpec):
                 rng = self._range(value, spec)
                 if rng is None:
-                    return _no_range(value)
+                    return _Missing(value)
                 ranges[value.name or ""] = rng
                 new[value] = _ActivationPlan(compute_qparams(rng.lo, rng.hi, spec), from_producer=True)
 
@@ -223,6 +235,20 @@ class InsertQDQPass(QuantizationPass):
             weight_params[(node, index)] = params
             run.weight_keys[(node, index)] = node_weight_keys[index]
         return new, ranges
+
+    def _no_range(self, run: _Run, model: ir.Model, value: ir.Value) -> Fp32Reason:
+        """Why ``value`` has no range: calibration's explanation when it gave one, else where the value is."""
+        note = self.context.range_notes.get(value.name or "")
+        if note is None and value.graph is not model.graph and value.graph is not None:
+            if run.locations is None:
+                run.locations = graph_locations(model)
+            location = run.locations.get(id(value.graph))
+            where = location.describe() if location is not None else "a subgraph"
+            note = f"the calibration data never reached it (it is inside {where})"
+        detail = f"calibration recorded no finite range for {value.name!r}: " + (
+            note or "the calibration data never reached it"
+        )
+        return Fp32Reason(Fp32Category.NO_RANGE, detail)
 
     def _range(self, value: ir.Value, spec: QuantSpec) -> TensorRange | None:
         chosen = value.meta.get(RANGE_KEY)  # a pass chose this tensor's range (range search)
@@ -242,29 +268,30 @@ class InsertQDQPass(QuantizationPass):
         plans: dict[ir.Value, _ActivationPlan],
         weight_params: dict[tuple[ir.Node, int], QParams],
     ) -> None:
-        graph = model.graph
-        cache: dict[tuple[int, tuple[object, ...]], ir.Value] = {}
+        cache: dict[tuple[int, int, tuple[object, ...]], ir.Value] = {}
         originals: set[ir.Value] = set()
         for node, annotation in active:
             cap = CAPABILITIES.get(node.op_type)
             embedding = cap is not None and cap.category is OpCategory.EMBEDDING
+            local = builder.for_graph(node.graph)  # the weight's DQ goes into the node's own graph
+            graph = local.graph
             for index, spec in annotation.inputs:
                 if (node, index) in weight_params:
                     value = node.inputs[index]
                     assert value is not None
                     params = weight_params[(node, index)]
                     originals.add(value)
-                    key = (id(value), (embedding, *params.key()))
+                    key = (id(graph), id(value), (embedding, *params.key()))
                     replacement = cache.get(key)
                     if replacement is None:
                         weight_key = run.weight_keys[(node, index)]
                         qdata = self.context.weight_cache[weight_key][1]
                         base = value.name or "weight"
-                        q_init = builder.initializer(f"{base}_quantized", qdata)
+                        q_init = local.initializer(f"{base}_quantized", qdata)
                         if embedding:
                             replacement = q_init
                         else:
-                            dq = self._dequantize(builder, q_init, params, f"{base}_dequantized", qdata.shape)
+                            dq = self._dequantize(local, q_init, params, f"{base}_dequantized", qdata.shape)
                             assert isinstance(spec, QuantSpec)
                             dq.meta[QUANTIZED_WEIGHT_KEY] = QuantizedWeight(base, spec, params.axis)
                             graph.insert_before(node, dq)
@@ -272,11 +299,9 @@ class InsertQDQPass(QuantizationPass):
                         cache[key] = replacement
                     node.replace_input_with(index, replacement)
                 elif isinstance(spec, DerivedBiasSpec):
-                    self._quantize_bias(builder, graph, node, index, plans, weight_params[(node, 1)], originals)
+                    self._quantize_bias(local, graph, node, index, plans, weight_params[(node, 1)], originals)
         for value in originals:
-            name = value.name
-            if name is not None and not value.uses() and name in graph.initializers and not value.is_graph_output():
-                del graph.initializers[name]
+            _drop_if_unused(value, model)
 
     def _quantize_bias(
         self,
@@ -332,44 +357,77 @@ class InsertQDQPass(QuantizationPass):
         plans: dict[ir.Value, _ActivationPlan],
         requests: dict[ir.Value, list[tuple[ir.Node, int]]],
     ) -> None:
-        graph = builder.graph
         for value, plan in plans.items():
             if constant_value(value) is not None and value.producer() is None:
                 self._quantize_constant_operand(builder, value, plan, requests)
                 continue
+            producer = value.producer()
+            home = builder.for_graph(producer.graph if producer is not None else value.graph)
             base = value.name or "x"
             shape = value.shape
             params = plan.params
+            created: list[ir.Node] = []
             if plan.direct_int8:
                 value.type = ir.TensorType(_IR_DTYPE[params.dtype])
-                dq = self._dequantize(builder, value, params, f"{base}_dequantized", shape)
-                new_nodes = [dq]
+                source = value  # the producer already emits int8
+                scale = zp = None
             else:
-                scale = builder.initializer(f"{base}_scale", params.scale)
-                zp = builder.initializer(f"{base}_zero_point", params.zero_point)
-                q = builder.node(
+                scale = home.initializer(f"{base}_scale", params.scale)
+                zp = home.initializer(f"{base}_zero_point", params.zero_point)
+                q = home.node(
                     "QuantizeLinear",
                     [value, scale, zp],
                     outputs=[(f"{base}_quantized", _IR_DTYPE[params.dtype], shape)],
                     name=f"{base}_QuantizeLinear",
                 )
-                dq = builder.node(
-                    "DequantizeLinear",
-                    [q.outputs[0], scale, zp],
-                    outputs=[(f"{base}_dequantized", ir.DataType.FLOAT, shape)],
-                    name=f"{base}_DequantizeLinear",
-                )
-                new_nodes = [q, dq]
-            dq_out = dq.outputs[0]
+                home.insert_after_producer(value, [q])
+                created.append(q)
+                source = q.outputs[0]
             if plan.from_producer:
-                uses = [(u.node, u.idx) for u in value.uses() if u.node not in new_nodes]
+                uses = [(u.node, u.idx) for u in value.uses() if u.node not in created]
             else:
                 uses = list(dict.fromkeys(requests.get(value, [])))
-            builder.insert_after_producer(value, new_nodes)
+            by_graph: dict[int, tuple[ir.Graph, list[tuple[ir.Node, int]]]] = {}
             for user, idx in uses:
-                user.replace_input_with(idx, dq_out)
-            if plan.from_producer or plan.direct_int8:
-                move_graph_output(value, dq_out, graph, builder.scope)
+                graph = user.graph if user.graph is not None else home.graph
+                by_graph.setdefault(id(graph), (graph, []))[1].append((user, idx))
+            if (plan.from_producer or plan.direct_int8) and value.is_graph_output():
+                by_graph.setdefault(id(home.graph), (home.graph, []))  # the output is taken over by a DQ
+            for graph, users in by_graph.values():
+                local = home.for_graph(graph)
+                dq = self._activation_dequantize(local, source, params, base, shape, scale, zp)
+                if graph is home.graph:
+                    if created:
+                        graph.insert_after(created[-1], dq)
+                    else:
+                        local.insert_after_producer(value, [dq])
+                    created.append(dq)
+                else:  # read from an outer scope: dequantized at the start of the reading graph
+                    local.insert_after_producer(source, [dq])
+                for user, idx in users:
+                    user.replace_input_with(idx, dq.outputs[0])
+                if graph is home.graph and (plan.from_producer or plan.direct_int8):
+                    move_graph_output(value, dq.outputs[0], graph, builder.scope)
+
+    def _activation_dequantize(
+        self,
+        builder: GraphBuilder,
+        source: ir.Value,
+        params: QParams,
+        base: str,
+        shape: ir.Shape | None,
+        scale: ir.Value | None,
+        zp: ir.Value | None,
+    ) -> ir.Node:
+        """The ``DequantizeLinear`` of an activation's int8 ``source`` (scale and zero point given or new)."""
+        if scale is None or zp is None:
+            return self._dequantize(builder, source, params, f"{base}_dequantized", shape)
+        return builder.node(
+            "DequantizeLinear",
+            [source, scale, zp],
+            outputs=[(f"{base}_dequantized", ir.DataType.FLOAT, shape)],
+            name=f"{base}_DequantizeLinear",
+        )
 
     def _quantize_constant_operand(
         self,
@@ -378,20 +436,30 @@ class InsertQDQPass(QuantizationPass):
         plan: _ActivationPlan,
         requests: dict[ir.Value, list[tuple[ir.Node, int]]],
     ) -> None:
-        """A constant input of Add/Mul/Concat: stored quantized, dequantized for the requesting nodes."""
+        """A constant input of Add/Mul/Concat: stored quantized, dequantized for the requesting nodes (in the
+        graph of each)."""
         data = constant_value(value).numpy()  # type: ignore[union-attr]
         base = value.name or "const"
-        q_init = builder.initializer(f"{base}_quantized", quantize_array(data, plan.params))
-        dq = self._dequantize(builder, q_init, plan.params, f"{base}_dequantized", data.shape)
         users = list(dict.fromkeys(requests.get(value, [])))
-        if not users:
-            return
-        builder.graph.insert_before(users[0][0], dq)
+        by_graph: dict[int, list[tuple[ir.Node, int]]] = {}
         for user, idx in users:
-            user.replace_input_with(idx, dq.outputs[0])
-        name = value.name
-        if name is not None and not value.uses() and name in builder.graph.initializers and not value.is_graph_output():
-            del builder.graph.initializers[name]
+            by_graph.setdefault(id(user.graph), []).append((user, idx))
+        for group in by_graph.values():
+            local = builder.for_graph(group[0][0].graph)
+            q_init = local.initializer(f"{base}_quantized", quantize_array(data, plan.params))
+            dq = self._dequantize(local, q_init, plan.params, f"{base}_dequantized", data.shape)
+            local.graph.insert_before(group[0][0], dq)
+            for user, idx in group:
+                user.replace_input_with(idx, dq.outputs[0])
+        _drop_if_unused(value, builder.model)
+
+
+def _drop_if_unused(value: ir.Value, model: ir.Model) -> None:
+    """Remove an initializer nothing reads any more from the graph that holds it."""
+    name = value.name
+    graph = value.graph if value.graph is not None else model.graph
+    if name is not None and not value.uses() and name in graph.initializers and not value.is_graph_output():
+        del graph.initializers[name]
 
 
 def _find_input(node: ir.Node, name: str) -> ir.Value | None:
@@ -401,8 +469,9 @@ def _find_input(node: ir.Node, name: str) -> ir.Value | None:
     return None
 
 
-def _no_range(value: ir.Value) -> Fp32Reason:
-    return Fp32Reason(
-        Fp32Category.NO_RANGE,
-        f"calibration recorded no finite range for {value.name!r} (the calibration data never reached it)",
-    )
+@dataclass(frozen=True, eq=False)
+class _Missing:
+    """A value without a calibrated range (the node stays FP32: :meth:`InsertQDQPass._no_range` says why)."""
+
+    value: ir.Value
+
