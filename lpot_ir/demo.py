@@ -25,6 +25,7 @@ from lpot_ir import Quantization
 from lpot_ir.backends.onnxruntime.capabilities import cpu_features
 from lpot_ir.errors import LpotError
 from lpot_ir.examples_data import digits_example
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.tuning.finalize import measure_speedup
 
 __all__ = ["main", "demo_config"]
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  CPU                   {cpu_features().describe()}")
     print(f"  FP32 accuracy         {outcome.baseline_accuracy:.4f}  (500 held-out digits)")
     if all_int8 is not None:
-        loss0 = (outcome.baseline_accuracy - all_int8) / outcome.baseline_accuracy
+        loss0 = relative_loss(outcome.baseline_accuracy, all_int8) or 0.0
         print(f"  all-INT8 accuracy     {all_int8:.4f}  (relative loss {loss0:.2%})")
     elif outcome.proxy_readings:
         print(

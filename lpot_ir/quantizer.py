@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +42,20 @@ from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import all_nodes, load_model, model_digest, save_model, to_proto
 from lpot_ir.ir.quant import (
+    FP32,
     Approach,
+    Backend,
     CalibAlgorithm,
+    DType,
     Fp32Reason,
+    OpOverride,
     OpQuantConfig,
     QuantFormat,
     RecoveryOptions,
+    ScopeKind,
     TensorRange,
     TuningConfig,
+    WeightRounding,
 )
 from lpot_ir.passes.base import (
     PIPELINES,
@@ -92,12 +99,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPE_FORMAT_VERSION = 3
+RECIPE_FORMAT_VERSION = 4
 """Recipe file format. 2 added ``pipeline`` (name, version, steps); 3 added ``records`` (the decisions steps
-took from calibration data, replayed without it), and is written only when a step recorded something.
-Version 1 and 2 recipes still load; version 1 replays with the pipeline its configuration selects."""
+took from calibration data, replayed without it), and is written only when a step recorded something; 4 added
+mixed precision (``float_dtype`` in node configurations, the configuration's ``backend``), and is written only
+when the configuration uses bf16/fp16, so older lpot-ir versions refuse such a recipe instead of replaying it
+in FP32. Version 1 to 3 recipes still load; version 1 replays with the pipeline its configuration selects."""
 
-_READABLE_RECIPE_VERSIONS = (1, 2, 3)
+_RECORDS_FORMAT_VERSION = 3
+_READABLE_RECIPE_VERSIONS = (1, 2, 3, 4)
 
 
 def default_config(approach: Approach | str = Approach.STATIC, fmt: QuantFormat | str = QuantFormat.QDQ) -> TuningConfig:
@@ -114,9 +124,11 @@ class NodeDecision:
         op_type: op type.
         quantized: whether it runs in INT8 (annotated and rewritten).
         config: its effective configuration (``None`` when it cannot be quantized at all).
-        reason: why it stays FP32 (``None`` when quantized).
+        reason: why it stays FP32 (``None`` when it runs in INT8, bf16 or fp16).
         note: adjustments made to fit what the node supports (e.g. per_channel -> per_tensor).
         aliases: the framework's name(s) for the node (e.g. the PyTorch module path ``layer1.0.conv1``).
+        float_dtype: the float type it runs in when not INT8 (``bf16``/``fp16`` from the ``mixed-precision``
+            step, else ``fp32``).
     """
 
     name: str
@@ -126,9 +138,17 @@ class NodeDecision:
     reason: Fp32Reason | None = None
     note: str = ""
     aliases: tuple[str, ...] = ()
+    float_dtype: DType = DType.FP32
+
+    @property
+    def precision(self) -> str:
+        """What it runs in, for reports: ``int8`` (8-bit integers, signed or not), ``bf16``, ``fp16`` or ``fp32``."""
+        return "int8" if self.quantized else str(self.float_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "op_type": self.op_type, "quantized": self.quantized}
+        if self.float_dtype is not DType.FP32:
+            out["float_dtype"] = self.float_dtype.value
         if self.aliases:
             out["aliases"] = list(self.aliases)
         if self.config is not None:
@@ -181,8 +201,10 @@ class Recipe:
         if factors:  # omitted without recovery rewrites: plain recipes are unchanged
             out["recovery_factors"] = factors
         if self.records:  # omitted when no step recorded anything: such recipes stay readable by version 2
-            out["format_version"] = RECIPE_FORMAT_VERSION
+            out["format_version"] = _RECORDS_FORMAT_VERSION
             out["records"] = {step: dict(data) for step, data in sorted(self.records.items())}
+        if self.config.uses_low_precision_float or self.config.backend is not Backend.ONNXRUNTIME_CPU:
+            out["format_version"] = RECIPE_FORMAT_VERSION  # readers before version 4 would drop bf16/fp16
         return out
 
     @classmethod
@@ -397,6 +419,7 @@ class ModelQuantizer:
         self._feeds: dict[int, list[dict[str, Any]]] = {}
         self.recovery_options = recovery_options or RecoveryOptions()
         self._channel_stats: dict[int, dict[str, Any]] = {}
+        self._recovered: OrderedDict[str, Recipe] = OrderedDict()
         self.nodes, self.unsupported = self.nodes_for(self.approach)
 
     def _aliases(self, name: str) -> tuple[str, ...]:
@@ -562,10 +585,23 @@ class ModelQuantizer:
 
     # -- applying a configuration ------------------------------------------------------------------
 
-    def quantize(self, config: TuningConfig | None = None) -> QuantizedModel:
-        """Apply ``config`` (this CPU's default when ``None``) and return the quantized model."""
+    def quantize(self, config: TuningConfig | None = None, *, reuse_recovery: bool = False) -> QuantizedModel:
+        """Apply ``config`` (this CPU's default when ``None``) and return the quantized model.
+
+        Args:
+            config: the configuration.
+            reuse_recovery: when ``config`` only keeps more nodes FP32 than a configuration quantized
+                before (its *reference*: the same configuration without per-node FP32 fallbacks), reuse
+                the decisions the data-driven recovery passes (range search, weight rounding, bias
+                correction) took on the reference instead of taking them again: the ranges, schemes,
+                roundings and bias changes of the nodes still in INT8. A fallback candidate then costs a
+                plain quantization instead of the recovery passes' calibration runs. Its recipe holds what
+                was applied, so it still replays bit for bit. The tuning loop uses this; a direct call
+                computes everything for ``config`` (the default).
+        """
         config = config or default_config(self.approach)
         prepared = self.prepared(config)
+        record = PipelineRecord.current(select_pipeline(config))
         range_of: RangeLookup = no_ranges
         notes: Mapping[str, str] = {}
         if config.approach is not Approach.DYNAMIC:
@@ -583,7 +619,24 @@ class ModelQuantizer:
                     except KeyError:
                         return None
 
-        return self._apply(config, prepared, range_of, PipelineRecord.current(select_pipeline(config)), notes=notes)
+        if not reuse_recovery or not _recovers_from_data(config):
+            return self._apply(config, prepared, range_of, record, notes=notes)
+        reference_key = _without_fp32_fallbacks(config).key()
+        reference = self._recovered.get(reference_key)
+        if reference is None or reference_key == config.key():
+            quantized = self._apply(config, prepared, range_of, record, notes=notes)
+            if reference_key == config.key():
+                self._recovered[reference_key] = quantized.recipe
+                while len(self._recovered) > _RECOVERED_KEPT:
+                    self._recovered.popitem(last=False)
+            return quantized
+        self._recovered.move_to_end(reference_key)
+        ranges = reference.ranges
+
+        def reference_range(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+            return ranges.get(name) or range_of(name, algorithm)
+
+        return self._apply(config, prepared, reference_range, record, reference.records, partial=True, notes=notes)
 
     def _fixed_then_calibrated(
         self, config: TuningConfig, prepared: _Prepared, fixed: Mapping[str, TensorRange]
@@ -633,35 +686,64 @@ class ModelQuantizer:
         range_of: RangeLookup,
         record: PipelineRecord,
         replay: Mapping[str, Mapping[str, Any]] | None = None,
+        partial: bool = False,
         notes: Mapping[str, str] | None = None,
     ) -> QuantizedModel:
         model = ir.serde.deserialize_model(prepared.proto)
         nodes, unsupported = self.nodes_for(config.approach, prepared)
         context = QuantizationContext(
             config, tuple(nodes), unsupported, range_of, prepared.weight_cache, prepared.proto,
-            self._feeds_for(config.calib_sampling_size), replay=replay, recovery_options=self.recovery_options,
-            range_notes=dict(notes or {}),
+            self._feeds_for(config.calib_sampling_size), replay=replay, replay_partial=partial,
+            recovery_options=self.recovery_options, range_notes=dict(notes or {}),
         )
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
         decisions: dict[str, NodeDecision] = {}
         quantized = set(result.quantized) - set(dropped)
+        floats = report.float_dtypes
         for qnode in nodes:
             name = qnode.name
             reason = dropped.get(name) or result.fp32.get(name)
             decisions[name] = NodeDecision(
                 name, qnode.op_type, name in quantized, result.configs.get(name),
-                None if name in quantized else reason, result.notes.get(name, ""), qnode.aliases,
+                None if name in quantized or name in floats else reason, result.notes.get(name, ""), qnode.aliases,
+                floats.get(name, DType.FP32),
             )
-        op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported else {}
+        op_types = {n.name: n.op_type for n in self.fp32_model.graph.all_nodes()} if unsupported or floats else {}
         for name, reason in unsupported.items():
-            decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
+            if name not in floats:
+                decisions[name] = NodeDecision(name, op_types.get(name, ""), False, None, reason, "", self._aliases(name))
+        for name in (*floats, *dropped):  # nodes outside the INT8 table that mixed precision decided about
+            if name not in decisions or name in floats:
+                previous = decisions.get(name)
+                decisions[name] = NodeDecision(
+                    name, op_types.get(name, ""), False, config.resolve(name, op_types.get(name, ""), self._aliases(name)),
+                    None if name in floats else dropped.get(name), previous.note if previous else "",
+                    self._aliases(name), floats.get(name, DType.FP32),
+                )
         recipe = Recipe(
             self.fp32_digest, config, used, pipeline=record, factors=factors_of(prepared.recovery), records=report.records
         )
         steps = tuple(dataclasses.replace(step, result=None) for step in report.steps.steps) if report.steps else ()
         return QuantizedModel(proto, config, recipe, decisions, steps, dict(prepared.recovery))
+
+
+_RECOVERED_KEPT = 4
+"""How many reference configurations' recovery decisions a :class:`ModelQuantizer` keeps for reuse."""
+
+
+def _recovers_from_data(config: TuningConfig) -> bool:
+    """Whether ``config`` runs a quantization-stage recovery pass that reads calibration data."""
+    recovery = config.recovery
+    return recovery.range_search or recovery.bias_correction or recovery.weight_rounding is not WeightRounding.NEAREST
+
+
+def _without_fp32_fallbacks(config: TuningConfig) -> TuningConfig:
+    """``config`` without its per-node FP32 fallbacks (the configuration a fallback candidate falls back from)."""
+    fallback = OpOverride.from_config(FP32)
+    kept = tuple(o for o in config.overrides if not (o.kind is ScopeKind.NODE_NAME and o.override == fallback))
+    return dataclasses.replace(config, overrides=kept)
 
 
 def _algorithms(config: TuningConfig) -> set[CalibAlgorithm]:

@@ -62,6 +62,7 @@ __all__ = [
     "OpWiseEntry",
     "TrainSection",
     "QuantizationSection",
+    "MixedPrecisionSection",
     "InstanceConfigs",
     "AccuracySection",
     "PerformanceSection",
@@ -464,6 +465,33 @@ class QuantizationSection(_Section):
 
 
 @dataclass(frozen=True)
+class MixedPrecisionSection(_Section):
+    """``mixed_precision`` (Neural Compressor's name) or ``graph_optimization`` (LPOT 1.x's): the float types
+    nodes may run in. ``precisions: [bf16, fp32]`` without INT8 in ``quantization.model_wise`` is mixed precision
+    alone (every node bf16 where the declared rule and the backend allow, FP32 fallback by tuning); with INT8
+    there, the 16-bit types are a fallback between INT8 and FP32 (see docs/mixed_precision.md).
+
+    Attributes:
+        precisions: ``fp32``, ``bf16``, ``fp16`` (value or list).
+    """
+
+    precisions: tuple[DType, ...] = ()
+
+    def _check(self) -> None:
+        wrong = [str(d) for d in self.precisions if not d.is_float]
+        if wrong:
+            _invalid(
+                self,
+                f"precisions lists {wrong}; it takes fp32, bf16 and fp16 (INT8 types go in quantization.model_wise).",
+            )
+
+    @property
+    def low_precision(self) -> tuple[DType, ...]:
+        """The 16-bit types it lists."""
+        return tuple(d for d in self.precisions if d.is_low_precision)
+
+
+@dataclass(frozen=True)
 class InstanceConfigs(_Section):
     """``configs`` of an evaluation: how many instances and cores (LPOT's multi-instance benchmark).
 
@@ -808,10 +836,18 @@ class Config(_Section):
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     tuning: TuningSection = field(default_factory=TuningSection)
     pruning: PruningSection | None = None
+    mixed_precision: MixedPrecisionSection | None = None
+    graph_optimization: MixedPrecisionSection | None = None
 
     def _check(self) -> None:
         if self.version != SUPPORTED_VERSION:
             _invalid(self, f"version {self.version} is not supported; use version: {SUPPORTED_VERSION}.")
+        if self.mixed_precision is not None and self.graph_optimization is not None:
+            _invalid(
+                self,
+                "both mixed_precision and graph_optimization are given; they are one section under two names "
+                "(Neural Compressor's and LPOT 1.x's): keep one.",
+            )
         quant = self.quantization
         target = framework_target(self.model.framework)
         approach, fmt = quant.approach, quant.format
@@ -837,6 +873,11 @@ class Config(_Section):
             object.__setattr__(
                 self, "quantization", dataclasses.replace(quant, approach=approach, format=fmt)
             )
+
+    @property
+    def precisions(self) -> MixedPrecisionSection | None:
+        """The ``mixed_precision`` section, under either of its names."""
+        return self.mixed_precision if self.mixed_precision is not None else self.graph_optimization
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (YAML/JSON types); ``load_config(c.to_dict()) == c``."""

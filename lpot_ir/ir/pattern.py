@@ -665,9 +665,8 @@ class Builder:
         self.nodes: list[ir.Node] = []
         self.initializers: list[ir.Value] = []
         self.created: set[ir.Value] = set()
-        self._free = (
-            frozenset(n.name for n in match.nodes if n.name) if match.pattern.exclusive else frozenset()
-        )
+        replaced = match.nodes if match.pattern.exclusive else (match.root,)  # the root is always replaced
+        self._free = frozenset(n.name for n in replaced if n.name)
 
     def op(
         self,

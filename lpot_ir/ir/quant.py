@@ -16,6 +16,12 @@ All of it is typed, frozen data that round-trips to plain dicts (and so to JSON 
   Q/DQ insertion pass: per input/output index, a :class:`QuantSpec`, a :class:`SharedQuantSpec`
   ("same scale as that value") or a :class:`DerivedBiasSpec` ("int32, scale = act scale x weight scale").
 * :class:`Fp32Reason` explains why a node stays FP32 (``node.meta[FP32_REASON_KEY]``).
+
+Mixed precision: a node that is not INT8 (``OpQuantConfig.fp32``) runs in ``OpQuantConfig.float_dtype``,
+``fp32`` by default, or ``bf16`` / ``fp16`` (:data:`BF16`, :data:`FP16`); ``TuningConfig.backend`` says where
+the model will run, which decides the ops that have kernels in those types (see
+:mod:`lpot_ir.backends.precision`). Both fields are left out of ``to_dict`` at their defaults, so the keys
+and recipes of INT8/FP32 configurations are unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ __all__ = [
     "CalibAlgorithm",
     "Approach",
     "QuantFormat",
+    "Backend",
+    "LOW_PRECISION_FLOATS",
     "ScopeKind",
     "QuantSpec",
     "SpecOverride",
@@ -58,6 +66,8 @@ __all__ = [
     "Fp32Category",
     "Fp32Reason",
     "FP32",
+    "BF16",
+    "FP16",
     "TensorRange",
 ]
 
@@ -69,11 +79,40 @@ uses it instead of the calibrated range of the spec's algorithm."""
 
 
 class DType(str, enum.Enum):
-    """Element type of a quantized tensor (``fp32`` means "not quantized")."""
+    """Element type of a tensor: the integer types of quantization (``int8``, ``uint8``) and the float types a
+    node that is not INT8 runs in (``fp32``, and the 16-bit ``bf16`` / ``fp16`` of mixed precision)."""
 
     INT8 = "int8"
     UINT8 = "uint8"
     FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+    @property
+    def is_float(self) -> bool:
+        """True for ``fp32``, ``bf16`` and ``fp16``."""
+        return self in (DType.FP32, DType.BF16, DType.FP16)
+
+    @property
+    def is_low_precision(self) -> bool:
+        """True for the 16-bit float types ``bf16`` and ``fp16``."""
+        return self in (DType.BF16, DType.FP16)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+LOW_PRECISION_FLOATS = (DType.BF16, DType.FP16)
+"""The 16-bit float types of mixed precision."""
+
+
+class Backend(str, enum.Enum):
+    """Where the model will run. Read by the ``mixed-precision`` step only: which ops have bf16/fp16 kernels
+    there (:data:`lpot_ir.backends.precision.FLOAT_KERNELS`); INT8 always follows ONNX Runtime's CPU table."""
+
+    ONNXRUNTIME_CPU = "onnxruntime-cpu"
+    ONNXRUNTIME_CUDA = "onnxruntime-cuda"
+    PYTORCH_CPU = "pytorch-cpu"
 
     def __str__(self) -> str:
         return self.value
@@ -169,8 +208,11 @@ class QuantSpec:
         object.__setattr__(self, "scheme", Scheme(self.scheme))
         object.__setattr__(self, "granularity", Granularity(self.granularity))
         object.__setattr__(self, "algorithm", CalibAlgorithm(self.algorithm))
-        if self.dtype is DType.FP32:
-            raise ValueError("QuantSpec.dtype is int8 or uint8; FP32 is expressed by OpQuantConfig.fp32")
+        if self.dtype.is_float:
+            raise ValueError(
+                f"QuantSpec.dtype is int8 or uint8, not {self.dtype}; a float node is OpQuantConfig(fp32=True, "
+                "float_dtype=...)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -229,23 +271,53 @@ class SpecOverride:
 
 @dataclass(frozen=True)
 class OpQuantConfig:
-    """How one node is quantized. ``fp32=True`` means the node is left in floating point."""
+    """How one node is quantized.
+
+    Attributes:
+        activation: the activation spec (INT8 nodes).
+        weight: the weight spec (INT8 nodes with weights).
+        fp32: the node is not quantized to an integer type: it runs in floating point, in ``float_dtype``.
+        float_dtype: the float type of a node that is not INT8: ``fp32`` (the default), or ``bf16`` / ``fp16``
+            (mixed precision; a 16-bit type implies ``fp32=True``, and the INT8 specs are then unused).
+    """
 
     activation: QuantSpec = field(default_factory=QuantSpec)
     weight: QuantSpec = field(
         default_factory=lambda: QuantSpec(DType.INT8, Scheme.SYM, Granularity.PER_CHANNEL, CalibAlgorithm.MINMAX)
     )
     fp32: bool = False
+    float_dtype: DType = DType.FP32
+
+    def __post_init__(self) -> None:
+        dtype = DType(self.float_dtype)
+        if not dtype.is_float:
+            raise ValueError(f"OpQuantConfig.float_dtype is fp32, bf16 or fp16, not {dtype}")
+        object.__setattr__(self, "float_dtype", dtype)
+        if dtype is not DType.FP32:
+            object.__setattr__(self, "fp32", True)
+
+    @property
+    def runs_in(self) -> DType:
+        """The type the node computes in: its activation dtype when INT8, else its float type."""
+        return self.float_dtype if self.fp32 else self.activation.dtype
+
+    @property
+    def low_precision_float(self) -> bool:
+        """True when the node runs in bf16 or fp16."""
+        return self.float_dtype is not DType.FP32
 
     def to_dict(self) -> dict[str, Any]:
         if self.fp32:
+            if self.low_precision_float:
+                return {"fp32": True, "float_dtype": self.float_dtype.value}
             return {"fp32": True}
         return {"activation": self.activation.to_dict(), "weight": self.weight.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OpQuantConfig:
-        if data.get("fp32"):
-            return cls(fp32=True)
+        float_dtype = DType(data.get("float_dtype", DType.FP32.value))
+        if data.get("fp32") or float_dtype is not DType.FP32:
+            return cls(fp32=True, float_dtype=float_dtype)
         return cls(
             activation=QuantSpec.from_dict(data.get("activation", {})),
             weight=QuantSpec.from_dict(data.get("weight", {})),
@@ -253,29 +325,51 @@ class OpQuantConfig:
 
 
 FP32 = OpQuantConfig(fp32=True)
+BF16 = OpQuantConfig(fp32=True, float_dtype=DType.BF16)
+FP16 = OpQuantConfig(fp32=True, float_dtype=DType.FP16)
 
 
 @dataclass(frozen=True)
 class OpOverride:
-    """A partial :class:`OpQuantConfig`: ``fp32`` (if not None) and per-field spec overrides."""
+    """A partial :class:`OpQuantConfig`: ``fp32`` and ``float_dtype`` (if not None) and per-field spec overrides.
+
+    ``fp32=True`` without ``float_dtype`` means FP32 (whatever float type the node had), ``fp32=False`` means
+    INT8, and a ``float_dtype`` of ``bf16`` / ``fp16`` means that float type (not INT8).
+    """
 
     fp32: bool | None = None
     activation: SpecOverride | None = None
     weight: SpecOverride | None = None
+    float_dtype: DType | None = None
+
+    def __post_init__(self) -> None:
+        if self.float_dtype is not None:
+            dtype = DType(self.float_dtype)
+            if not dtype.is_float:
+                raise ValueError(f"OpOverride.float_dtype is fp32, bf16 or fp16, not {dtype}")
+            object.__setattr__(self, "float_dtype", dtype)
 
     def apply(self, config: OpQuantConfig) -> OpQuantConfig:
         """Return ``config`` with this override applied field by field."""
-        fp32 = config.fp32 if self.fp32 is None else self.fp32
+        fp32, float_dtype = config.fp32, config.float_dtype
+        if self.fp32 is not None:
+            fp32, float_dtype = self.fp32, DType.FP32
+        if self.float_dtype is not None:
+            float_dtype = self.float_dtype
+            fp32 = fp32 or float_dtype is not DType.FP32
         return OpQuantConfig(
             activation=config.activation.merged(self.activation),
             weight=config.weight.merged(self.weight),
             fp32=fp32,
+            float_dtype=float_dtype if fp32 else DType.FP32,
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.fp32 is not None:
             out["fp32"] = self.fp32
+        if self.float_dtype is not None:
+            out["float_dtype"] = self.float_dtype.value
         if self.activation is not None:
             out["activation"] = self.activation.to_dict()
         if self.weight is not None:
@@ -288,13 +382,14 @@ class OpOverride:
             fp32=data.get("fp32"),
             activation=SpecOverride.from_dict(data["activation"]) if data.get("activation") is not None else None,
             weight=SpecOverride.from_dict(data["weight"]) if data.get("weight") is not None else None,
+            float_dtype=DType(data["float_dtype"]) if data.get("float_dtype") is not None else None,
         )
 
     @classmethod
     def from_config(cls, config: OpQuantConfig) -> OpOverride:
         """A full override that sets every field of ``config``."""
         if config.fp32:
-            return cls(fp32=True)
+            return cls(fp32=True, float_dtype=config.float_dtype if config.low_precision_float else None)
         return cls(
             fp32=False,
             activation=SpecOverride(**config.activation.to_dict()),
@@ -475,6 +570,8 @@ class TuningConfig:
         overrides: scoped overrides; build them with :meth:`with_override` / :meth:`with_node`.
         calib_sampling_size: how many calibration samples (static approach).
         recovery: accuracy-recovery passes (:class:`RecoveryConfig`); off by default.
+        backend: where the model will run (:class:`Backend`); decides which ops have bf16/fp16 kernels for
+            the nodes the configuration puts in those types (read by the ``mixed-precision`` step only).
     """
 
     approach: Approach = Approach.STATIC
@@ -483,11 +580,22 @@ class TuningConfig:
     overrides: tuple[ScopedOverride, ...] = ()
     calib_sampling_size: int = 100
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    backend: Backend = Backend.ONNXRUNTIME_CPU
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "approach", Approach(self.approach))
         object.__setattr__(self, "format", QuantFormat(self.format))
         object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "backend", Backend(self.backend))
+
+    @property
+    def uses_low_precision_float(self) -> bool:
+        """True when the global setting or some scope asks for bf16 or fp16."""
+        if self.global_config.low_precision_float:
+            return True
+        return any(
+            o.override.float_dtype is not None and o.override.float_dtype is not DType.FP32 for o in self.overrides
+        )
 
     def resolve(self, node_name: str, op_type: str, aliases: tuple[str, ...] = ()) -> OpQuantConfig:
         """Return the effective configuration of one node."""
@@ -527,6 +635,8 @@ class TuningConfig:
         }
         if self.recovery.enabled:  # omitted when off: keys and recipes of plain configurations stay as they were
             data["recovery"] = self.recovery.to_dict()
+        if self.backend is not Backend.ONNXRUNTIME_CPU:  # omitted at the default, likewise
+            data["backend"] = self.backend.value
         return data
 
     @classmethod
@@ -538,6 +648,7 @@ class TuningConfig:
             overrides=tuple(ScopedOverride.from_dict(o) for o in data.get("overrides", ())),
             calib_sampling_size=int(data.get("calib_sampling_size", 100)),
             recovery=RecoveryConfig.from_dict(data.get("recovery") or {}),
+            backend=Backend(data.get("backend", Backend.ONNXRUNTIME_CPU.value)),
         )
 
     def to_json(self) -> str:
@@ -621,6 +732,7 @@ class Fp32Category(str, enum.Enum):
     TUNING_FALLBACK = "tuning_fallback"  # a strategy reverted it to meet the accuracy goal
     NOT_BENEFICIAL = "not_beneficial"  # quantizing it would only add Q/DQ pairs (e.g. isolated data movement)
     NO_RANGE = "no_range"  # calibration saw no values for an input
+    NUMERICS = "numerics"  # mixed precision: the declared rule keeps it in FP32 (reductions, Softmax, Exp, ...)
 
     def __str__(self) -> str:
         return self.value

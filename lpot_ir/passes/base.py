@@ -88,12 +88,14 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     # correction, weight rounding). Steps may read calibration feeds and the FP32 model from the context.
     "int8-refine": ("weight-rounding", "bias-correction"),
     # range-search: per-tensor calibration algorithm and scheme (RecoveryConfig.range_search), between
-    # the annotations and Q/DQ insertion; a no-op when off
+    # the annotations and Q/DQ insertion; a no-op when off. mixed-precision: the nodes the configuration
+    # puts in bf16/fp16 (lpot_ir.passes.mixed_precision), after the INT8 steps; a no-op without them
     "int8-qdq": (
         "annotate",
         "range-search",
         "insert-qdq",
         "int8-refine",
+        "mixed-precision",
         "space-to-depth-stems",
         "avoid-slow-ort-fusions",
     ),
@@ -102,16 +104,18 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "range-search",
         "insert-qdq",
         "int8-refine",
+        "mixed-precision",
         "space-to-depth-stems",
         "qoperator",
         "remove-unused",
         "avoid-slow-ort-fusions",
     ),
-    "int8-dynamic": ("annotate", "dynamic-quantize", "int8-refine", "avoid-slow-ort-fusions"),
+    "int8-dynamic": ("annotate", "dynamic-quantize", "int8-refine", "mixed-precision", "avoid-slow-ort-fusions"),
     "int8-dynamic-qoperator": (
         "annotate",
         "dynamic-quantize",
         "int8-refine",
+        "mixed-precision",
         "qoperator",
         "remove-unused",
         "avoid-slow-ort-fusions",
@@ -129,6 +133,7 @@ _BUILTIN_MODULES = (
     "lpot_ir.passes.fusion",
     "lpot_ir.passes.pruning",
     "lpot_ir.passes.quantization",
+    "lpot_ir.passes.mixed_precision",
 )
 
 

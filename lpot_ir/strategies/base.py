@@ -33,9 +33,17 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.quant import Approach, OpQuantConfig, QuantFormat, TuningConfig
+from lpot_ir.ir.quant import LOW_PRECISION_FLOATS, Approach, DType, OpQuantConfig, QuantFormat, TuningConfig
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.registry import add_to_registry
-from lpot_ir.strategies.space import NodeChoices, SpaceNode, expected_cost, node_aliases, node_choices
+from lpot_ir.strategies.space import (
+    NodeChoices,
+    SpaceNode,
+    expected_cost,
+    float_option,
+    node_aliases,
+    node_choices,
+)
 
 __all__ = [
     "TuningSpace",
@@ -67,8 +75,8 @@ class TuningSpace:
     Attributes:
         nodes: the nodes the strategy may change (quantizable and not pinned by the user), in model
             order; each has ``name`` and ``op_type`` (``QuantizableNode`` from the capability table).
-        model_wise: the global candidates (``OpQuantConfig``, none FP32); empty means
-            ``(base.global_config,)``.
+        model_wise: the global candidates (``OpQuantConfig``: INT8 ones, or bf16/fp16 for mixed precision
+            without INT8; never FP32); empty means ``(base.global_config,)``.
         sampling_sizes: calibration sampling sizes to try; empty means ``(base.calib_sampling_size,)``.
         approach: the quantization approach (copied into ``base``).
         format: QDQ or QOperator (copied into ``base``).
@@ -77,6 +85,9 @@ class TuningSpace:
         groups: names of nodes that must fall back to FP32 together (an op and the data-movement ops
             that share its scale). Nodes in no group form their own group; names that are not in
             ``nodes`` are ignored.
+        float_choices: node name -> the 16-bit float types (bf16, fp16) it may run in instead of INT8 or
+            FP32 (mixed precision: built from the YAML dtype lists and the declared precision tables); a node
+            not listed has none. Each becomes an option between the node's INT8 options and FP32.
     """
 
     nodes: tuple[SpaceNode, ...]
@@ -86,6 +97,7 @@ class TuningSpace:
     format: QuantFormat = QuantFormat.QDQ
     base: TuningConfig = field(default_factory=TuningConfig)
     groups: tuple[tuple[str, ...], ...] = ()
+    float_choices: Mapping[str, tuple[DType, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -101,7 +113,7 @@ class TuningSpace:
                 "build the space from ModelQuantizer.nodes."
             )
         model_wise = tuple(dict.fromkeys(self.model_wise)) or (self.base.global_config,)
-        if any(c.fp32 for c in model_wise):
+        if any(c.fp32 and not c.low_precision_float for c in model_wise):
             raise ConfigError(
                 "A model-wise tuning candidate is FP32, which would quantize nothing. Remove 'fp32' from "
                 "the model_wise section; to keep single ops in FP32 use op_wise."
@@ -117,6 +129,14 @@ class TuningSpace:
             sizes = sizes[:1]  # dynamic quantization does not calibrate: one size is enough
         set_("sampling_sizes", sizes)
         set_("groups", tuple(tuple(g) for g in self.groups))
+        floats = {str(k): tuple(DType(d) for d in v) for k, v in dict(self.float_choices).items()}
+        bad = sorted({str(d) for v in floats.values() for d in v if d not in LOW_PRECISION_FLOATS})
+        if bad:
+            raise ConfigError(
+                f"TuningSpace.float_choices lists {bad}; a node's float options are bf16 and fp16 (FP32 is always "
+                "an option, INT8 options come from model_wise)."
+            )
+        set_("float_choices", MappingProxyType(floats))
 
     # -- model-wise candidates -------------------------------------------------------------------
 
@@ -142,9 +162,9 @@ class TuningSpace:
 
     @functools.cached_property
     def choices(self) -> tuple[NodeChoices, ...]:
-        """The options of each node (same order as :attr:`nodes`), FP32 last."""
+        """The options of each node (same order as :attr:`nodes`): INT8 ones, bf16/fp16, FP32 last."""
         globals_ = [self.model_wise_config(g) for g in range(len(self.model_wise))]
-        return tuple(node_choices(node, globals_) for node in self.nodes)
+        return tuple(node_choices(node, globals_, self.float_choices.get(node.name, ())) for node in self.nodes)
 
     @functools.cached_property
     def node_index(self) -> Mapping[str, int]:
@@ -190,8 +210,39 @@ class TuningSpace:
         return config.with_nodes_fp32(wanted)
 
     def fp32_nodes(self, config: TuningConfig) -> tuple[str, ...]:
-        """The nodes of the space that ``config`` keeps in FP32, in model order."""
+        """The nodes of the space that ``config`` keeps out of INT8 (FP32, or bf16/fp16), in model order."""
         return tuple(n.name for n in self.nodes if config.resolve(n.name, n.op_type, node_aliases(n)).fp32)
+
+    # -- mixed precision -------------------------------------------------------------------------
+
+    @property
+    def float_dtypes(self) -> tuple[DType, ...]:
+        """The 16-bit float types some node of the space may run in (bf16 first)."""
+        present = {d for v in self.float_choices.values() for d in v}
+        return tuple(d for d in LOW_PRECISION_FLOATS if d in present)
+
+    def float_candidates(self, names: Iterable[str], dtype: DType) -> tuple[str, ...]:
+        """Those of ``names`` that may run in ``dtype``, in model order."""
+        dtype = DType(dtype)
+        wanted = set(names)
+        return tuple(n.name for n in self.nodes if n.name in wanted and dtype in self.float_choices.get(n.name, ()))
+
+    def with_float(self, config: TuningConfig, names: Iterable[str], dtype: DType) -> TuningConfig:
+        """``config`` with those of ``names`` that may run in ``dtype`` (bf16/fp16) set to it, in model order;
+        the others unchanged (a strategy falls them back to FP32 with :meth:`with_fp32`)."""
+        option = float_option(DType(dtype))
+        for name in self.float_candidates(names, dtype):
+            config = config.with_node(name, option)
+        return config
+
+    def float_nodes(self, config: TuningConfig) -> dict[str, DType]:
+        """The nodes of the space that ``config`` puts in bf16/fp16, in model order, with their type."""
+        out: dict[str, DType] = {}
+        for n in self.nodes:
+            resolved = config.resolve(n.name, n.op_type, node_aliases(n))
+            if resolved.fp32 and resolved.low_precision_float:
+                out[n.name] = resolved.float_dtype
+        return out
 
     # -- fallback groups -------------------------------------------------------------------------
 
@@ -399,13 +450,8 @@ class TuneStrategy(ABC):
 
     def relative_accuracy(self, result: TrialResult) -> float:
         """Accuracy relative to the baseline, sign-adjusted so larger is better (``-inf`` if failed)."""
-        if result.accuracy is None or not math.isfinite(result.accuracy):
-            return -math.inf
-        baseline = float(self.context.baseline_accuracy)
-        delta = result.accuracy - baseline
-        if baseline != 0:
-            delta /= abs(baseline)
-        return delta if self.higher_is_better else -delta
+        loss = relative_loss(float(self.context.baseline_accuracy), result.accuracy, higher_is_better=self.higher_is_better)
+        return -math.inf if loss is None else -loss
 
     def loss(self, result: TrialResult, fp32_penalty: float) -> float:
         """A loss to minimize for model-based searches (tpe, bayesian).

@@ -23,6 +23,14 @@ from the fast end and gives speed away only where an evaluation shows it must:
    goes on past it (re-ranking after a miss while the advice budget lasts). Without a proxy (no
    calibration data, budget spent, or its predictions contradicted by evaluations), steps are
    reverted in geometrically growing batches.
+
+   **Mixed precision.** When the space gives nodes a bf16/fp16 option (a 16-bit type in the YAML dtype
+   lists, ``TuningSpace.float_choices``), the fallback runs first with the reverted nodes in that type
+   (bf16 before fp16; LPOT's order: INT8, then the 16-bit type, then FP32), nodes without the option and
+   speed regions in FP32. If reverting every group that way still misses the goal, the fallback runs
+   again in FP32. When tuning goes on after the goal is met (``timeout > 0``), the FP32 twin of the
+   16-bit candidate that met it is evaluated too, so the choice between them rests on the measured
+   objectives (the ranking prefers no 16-bit types on a tie).
 4. **Speed** (``reenable``, only when tuning goes on after the goal is met, ``timeout > 0``): the
    reverted groups are re-quantized, those the latency model says cost the most first, in halving
    chunks (delta debugging); candidates the calibrated proxy predicts to miss are not evaluated.
@@ -38,12 +46,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.quant import RecoveryConfig, TuningConfig, WeightRounding
+from lpot_ir.ir.quant import DType, RecoveryConfig, TuningConfig, WeightRounding
 from lpot_ir.strategies.base import (
     Search,
     StrategyContext,
@@ -61,6 +69,11 @@ logger = logging.getLogger(__name__)
 
 _CONV_OPS = ("Conv", "ConvTranspose")
 _MATMUL_OPS = ("MatMul", "Gemm")
+
+
+PROBE_ABOVE = 2.0
+"""A fallback candidate probes (aims between the goal and the closest miss) while every evaluated miss
+lost more than this many times the allowed loss (see ``BasicStrategy._target_loss``)."""
 
 
 def recovery_candidates(space: TuningSpace) -> list[RecoveryConfig]:
@@ -149,6 +162,8 @@ class BasicStrategy(TuneStrategy):
         self._unusable: set[str] = set()  # configurations that could not be built
         self._latency: Any = None
         self._latency_built = False
+        self._low: DType | None = None  # the 16-bit type reverted groups take (mixed-precision pass), or None
+        self._speed: set[Group] = set()  # groups kept FP32 for speed (they never take a 16-bit type)
 
     # -- what the context offers -------------------------------------------------------------------
 
@@ -199,6 +214,7 @@ class BasicStrategy(TuneStrategy):
             return list(reverted)
         grown = model.regions(set(reverted))
         extra = [g for g in self.space.fallback_groups if g in grown and g not in reverted]
+        self._speed.update(extra)
         for group in extra:
             fp32_ms, int8_ms = model.fp32_time.get(group, 0.0) * 1e3, model.int8_time.get(group, 0.0) * 1e3
             why = (
@@ -212,7 +228,12 @@ class BasicStrategy(TuneStrategy):
         return [*reverted, *extra]
 
     def _config(self, base: TuningConfig, groups: Sequence[Group]) -> TuningConfig:
-        return self.space.with_fp32(base, (n for g in groups for n in g))
+        """``base`` with ``groups`` out of INT8: in the 16-bit type of the mixed-precision pass where they may
+        run in it (not the speed regions), else FP32."""
+        config = self.space.with_fp32(base, (n for g in groups for n in g))
+        if self._low is not None:
+            config = self.space.with_float(config, (n for g in groups if g not in self._speed for n in g), self._low)
+        return config
 
     def _loss(self, result: TrialResult) -> float | None:
         relative = self.relative_accuracy(result)
@@ -229,7 +250,7 @@ class BasicStrategy(TuneStrategy):
         model = self._latency
         fp32_latency = getattr(self.context, "baseline_latency", None)
         measured = result.objectives.get("performance")
-        if model is not None and measured and fp32_latency:
+        if model is not None and measured and fp32_latency and not result.config.uses_low_precision_float:
             fp32 = set(self.space.fp32_nodes(result.config))
             groups = [g for g in self.space.fallback_groups if set(g) & fp32]
             model.observe(groups, float(fp32_latency) / float(measured))
@@ -268,6 +289,14 @@ class BasicStrategy(TuneStrategy):
         base, met = yield from self._recover(base, best, start_regions)
         if met:
             return
+        floats = self.space.float_dtypes
+        if floats and not base.global_config.fp32:  # 16-bit globals (mixed precision alone) fall back to FP32
+            self._low = floats[0]
+            met = yield from self._fallback(base, start_regions)
+            self._low = None
+            if met:
+                return
+            logger.info("basic: %s fallback did not meet the goal; falling back to FP32", floats[0])
         yield from self._fallback(base, start_regions)
 
     # -- phase 2: recovery -------------------------------------------------------------------------
@@ -315,10 +344,12 @@ class BasicStrategy(TuneStrategy):
 
     # -- phase 3: fallback -------------------------------------------------------------------------
 
-    def _fallback(self, base: TuningConfig, regions: Sequence[Group]) -> Search:
+    def _fallback(self, base: TuningConfig, regions: Sequence[Group]) -> Generator[TuningConfig, TrialResult, bool]:
+        """Revert fallback steps until a candidate meets the goal; returns whether one did."""
         groups = list(self.space.fallback_groups)
         if not groups:
-            return
+            return False
+        into = str(self._low) if self._low is not None else "FP32"
         steps, scores = rank_steps(self.space, self.context, self._config(base, regions), groups)
         steps = self._speed_order(steps, scores)
         reverted: list[Group] = list(regions)
@@ -328,8 +359,8 @@ class BasicStrategy(TuneStrategy):
         while True:
             remaining = [s for s in steps if not set(s) <= set(reverted)]
             if not remaining:
-                logger.info("basic: every op is FP32 and the goal is still not met; the search is over")
-                return
+                logger.info("basic: every op is out of INT8 (%s) and the goal is still not met", into)
+                return False
             chosen = self._proxy_prefix(base, reverted, remaining)
             if chosen is None:
                 chosen = remaining[: max(1, int(size))]
@@ -340,13 +371,17 @@ class BasicStrategy(TuneStrategy):
             result = yield config
             self._learn(result)
             if result.meets_goal:
+                if self._low is not None:  # tuning goes on (timeout > 0): measure the same groups in FP32 too
+                    low, self._low = self._low, None
+                    self._learn((yield self._config(base, fp32)))
+                    self._low = low
                 if self.options["reenable"]:
                     yield from self._reenable(base, fp32, scores)
-                return
+                return True
             rest = [g for g in groups if g not in fp32]
             if not rest:
-                logger.info("basic: every op is FP32 and the goal is still not met; the search is over")
-                return
+                logger.info("basic: every op is out of INT8 (%s) and the goal is still not met", into)
+                return False
             reverted = fp32
             budget = getattr(self.context, "advice_left", None)
             if self.options["rerank"] and reranks < 2 and (budget is None or budget() > 0):
@@ -376,6 +411,26 @@ class BasicStrategy(TuneStrategy):
 
         return sorted(steps, key=lambda step: (-ratio(step), position[step]))
 
+    def _target_loss(self, allowed: float) -> float:
+        """The loss the next fallback candidate aims at: ``margin`` x the allowed loss, or a probe.
+
+        The calibration interpolates linearly from FP32 (distance 0, loss 0) to the points this run
+        evaluated. When the closest miss lost more than :data:`PROBE_ABOVE` x the allowed loss and nothing
+        has met the goal yet, the line to the goal is a long extrapolation, and on classifiers (where a
+        small output change flips no top-1) it overstates the loss of small distances: the candidate it
+        picks reverts nearly everything. The candidate then aims at the geometric mean of the target and
+        that miss instead: if it meets the goal, far more stays INT8; if it misses, it is a measured point
+        near the goal, and each probe halves the gap (in log scale) for one evaluation.
+        """
+        target = float(self.options["margin"]) * allowed
+        points = self.calibration.points
+        if any(loss <= allowed for d, loss in points if d > 0):
+            return target
+        misses = [loss for d, loss in points if d > 0 and loss > allowed]
+        if not misses or min(misses) <= PROBE_ABOVE * allowed:
+            return target
+        return math.sqrt(target * min(misses))
+
     def _proxy_prefix(self, base: TuningConfig, reverted: list[Group], remaining: list[Step]) -> list[Step] | None:
         """The shortest prefix of ``remaining`` the calibrated proxy predicts to meet the goal.
 
@@ -385,7 +440,7 @@ class BasicStrategy(TuneStrategy):
         allowed = self.allowed_loss
         if allowed is None or not self._trusted():
             return None
-        target = self.calibration.threshold(float(self.options["margin"]) * allowed)
+        target = self.calibration.threshold(self._target_loss(allowed))
         if target is None:
             return None
 

@@ -8,7 +8,8 @@ Everything here is pure data manipulation on :mod:`lpot_ir.ir.quant` types; noth
   ONNX Runtime's fastest integer kernels (VNNI); ties prefer what is usually more accurate
   (per-channel weights, min/max ranges, 8-bit weights).
 * :func:`node_choices` lists, for one node, the distinct configurations the model-wise candidates
-  give it (resolved through the user's base configuration, so user settings still win) plus FP32.
+  give it (resolved through the user's base configuration, so user settings still win), then the 16-bit
+  float types it may run in (mixed precision: bf16/fp16), then FP32.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Protocol
 
 from lpot_ir.ir.quant import (
     FP32,
+    LOW_PRECISION_FLOATS,
     CalibAlgorithm,
     DType,
     Granularity,
@@ -38,6 +40,7 @@ __all__ = [
     "order_fastest_first",
     "node_choices",
     "node_has_weights",
+    "float_option",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,10 +91,15 @@ def expected_cost(config: OpQuantConfig) -> tuple[int, int]:
     Args:
         config: a global (model-wise) configuration.
 
+    A bf16/fp16 candidate (mixed precision without INT8) comes after every INT8 one, bf16 first (same range
+    as FP32), and FP32 last.
+
     Returns:
         ``(speed_cost, accuracy_rank)``; sort ascending.
     """
     if config.fp32:
+        if config.low_precision_float:
+            return (10, LOW_PRECISION_FLOATS.index(config.float_dtype))
         return (100, 0)
     speed = 0
     if config.activation.dtype is not DType.UINT8:
@@ -161,7 +169,8 @@ class NodeChoices:
 
     Attributes:
         name: the node's name.
-        options: distinct INT8 configurations (in model-wise order), then :data:`FP32` last.
+        options: distinct INT8 configurations (in model-wise order), then the 16-bit float types it may run
+            in (:func:`float_option`, bf16 before fp16), then :data:`FP32` last.
         by_global: for each model-wise candidate (by index), the option it gives this node.
     """
 
@@ -174,25 +183,47 @@ class NodeChoices:
         """Index of the FP32 option (always the last)."""
         return len(self.options) - 1
 
+    @property
+    def float_indices(self) -> dict[DType, int]:
+        """16-bit float type -> the index of its option (mixed precision), for the types the node may take."""
+        return {o.float_dtype: i for i, o in enumerate(self.options) if o.fp32 and o.low_precision_float}
+
+    def is_int8(self, index: int) -> bool:
+        """True when option ``index`` quantizes the node to INT8."""
+        return not self.options[index].fp32
+
+
+def float_option(dtype: DType) -> OpQuantConfig:
+    """The option "not INT8, run in ``dtype``" (``FP32`` for fp32)."""
+    return FP32 if dtype is DType.FP32 else OpQuantConfig(fp32=True, float_dtype=dtype)
+
 
 def _relevant(config: OpQuantConfig, has_weights: bool) -> OpQuantConfig:
-    return config if has_weights or config.fp32 else OpQuantConfig(activation=config.activation)
+    if config.fp32:
+        return float_option(config.float_dtype)
+    return config if has_weights else OpQuantConfig(activation=config.activation)
 
 
-def node_choices(node: SpaceNode, globals_: Sequence[TuningConfig]) -> NodeChoices:
+def node_choices(
+    node: SpaceNode, globals_: Sequence[TuningConfig], float_dtypes: Sequence[DType] = ()
+) -> NodeChoices:
     """The choices of ``node`` given one full configuration per model-wise candidate.
 
     Each configuration in ``globals_`` is the user's base configuration with one candidate as its
     global setting; resolving the node through it keeps the user's scoped settings (op type, regex)
     on top. Configurations that only differ where the node does not care (the weight spec of a node
     without weights) count as one option. A candidate that resolves to FP32 (a user op-type scope
-    said so) maps to the FP32 option.
+    said so) maps to the FP32 option, one that resolves to bf16/fp16 to that float option.
+
+    Args:
+        node: the node.
+        globals_: one configuration per model-wise candidate.
+        float_dtypes: the 16-bit float types the node may also run in (mixed precision), ``()`` for none.
     """
     has_weights = node_has_weights(node)
     aliases = node_aliases(node)
     options: list[OpQuantConfig] = []
     index_of: dict[OpQuantConfig, int] = {}
-    by_global: list[int] = []
     resolved = [g.resolve(node.name, node.op_type, aliases) for g in globals_]
     for config in resolved:
         if config.fp32:
@@ -201,7 +232,12 @@ def node_choices(node: SpaceNode, globals_: Sequence[TuningConfig]) -> NodeChoic
         if relevant not in index_of:
             index_of[relevant] = len(options)
             options.append(config)
-    fp32_index = len(options)
-    for config in resolved:
-        by_global.append(fp32_index if config.fp32 else index_of[_relevant(config, has_weights)])
-    return NodeChoices(node.name, (*options, FP32), tuple(by_global))
+    wanted = {*(DType(d) for d in float_dtypes), *(c.float_dtype for c in resolved if c.fp32 and c.low_precision_float)}
+    for dtype in LOW_PRECISION_FLOATS:
+        if dtype in wanted:
+            index_of[float_option(dtype)] = len(options)
+            options.append(float_option(dtype))
+    index_of[FP32] = len(options)
+    options.append(FP32)
+    by_global = tuple(index_of[_relevant(config, has_weights)] for config in resolved)
+    return NodeChoices(node.name, tuple(options), by_global)

@@ -7,8 +7,9 @@
   ``Benchmark``'s accuracy mode): each batch runs in ONNX Runtime, its outputs (a list, one array per
   model output) and labels go through the postprocess, then into the metric. ``iteration`` N > 0 stops
   after N batches; 0 or -1 evaluates every batch.
-* :func:`relative_loss`: THE accuracy loss relative to the FP32 baseline (positive = worse), for both
-  metric directions; the loop, the outcome and the reports use it.
+
+The accuracy loss relative to the FP32 baseline is :func:`lpot_ir.metrics.relative.relative_loss` (one
+definition for the loop, the strategies, the outcome, the reports and the demo).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lpot_ir.common import Metric
 from lpot_ir.errors import ConfigError, DataError, EvaluationError, first_line
 from lpot_ir.metrics import create_metric
 
-__all__ = ["Evaluator", "MetricRun", "first_line", "relative_loss", "run_metric", "split_batch"]
+__all__ = ["Evaluator", "MetricRun", "first_line", "run_metric", "split_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,19 +187,6 @@ def run_metric(
     except Exception as exc:  # a user's metric may raise anything
         raise EvaluationError(f"The metric {name} raised {type(exc).__name__} in result(): {exc}") from exc
     return MetricRun(_as_number(result, f"metric {name}"), len(seconds), samples, batch_size, tuple(seconds))
-
-
-def relative_loss(baseline: float | None, accuracy: float | None, *, higher_is_better: bool = True) -> float | None:
-    """Accuracy lost relative to ``baseline`` (positive = worse), for either metric direction.
-
-    ``(baseline - accuracy) / |baseline|`` when higher is better, ``(accuracy - baseline) / |baseline|`` for a
-    loss-like metric; the absolute difference when the baseline is 0; ``None`` when either is missing or
-    not finite.
-    """
-    if baseline is None or accuracy is None or not (math.isfinite(baseline) and math.isfinite(accuracy)):
-        return None
-    loss = (baseline - accuracy) if higher_is_better else (accuracy - baseline)
-    return loss / abs(baseline) if baseline else loss
 
 
 class _BuiltinMetric:

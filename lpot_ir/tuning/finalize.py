@@ -99,7 +99,7 @@ def explain_decisions(
     out: dict[str, dict[str, Any]] = {}
     for name, decision in quantized.decisions.items():
         reason: Fp32Reason | None = decision.reason
-        if not decision.quantized:
+        if not decision.quantized and not decision.float_dtype.is_low_precision:
             if name in build.pinned:
                 reason = build.pinned[name]
             elif name in space_nodes and _fp32_in(quantized.config, space_nodes[name]):
@@ -107,6 +107,7 @@ def explain_decisions(
             if reason is not decision.reason:
                 quantized.decisions[name] = dataclasses.replace(decision, reason=reason)
         entry: dict[str, Any] = {"op_type": decision.op_type, "quantized": decision.quantized}
+        entry["precision"] = decision.precision
         entry["reason"] = "" if decision.quantized or reason is None else str(reason)
         if decision.note:
             entry["note"] = decision.note

@@ -43,9 +43,10 @@ from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 from lpot_ir.errors import ConfigError, EvaluationError, LpotError
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import TuningConfig
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.strategies import TrialResult
 from lpot_ir.tuning.checks import check_tuning_config
-from lpot_ir.tuning.evaluation import Evaluator, first_line, relative_loss
+from lpot_ir.tuning.evaluation import Evaluator, first_line
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_latency_model
@@ -304,7 +305,7 @@ def tune(
         baseline_objectives = meter(fp32_proto)
         header = HistoryHeader(key, baseline, baseline_objectives, details)
 
-    quantize = QuantizeCache(quantizer.quantize)
+    quantize = QuantizeCache(lambda config: quantizer.quantize(config, reuse_recovery=True))
     context = LoopContext(
         baseline_accuracy=baseline,
         criterion=tuning.accuracy_criterion,

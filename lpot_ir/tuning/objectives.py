@@ -10,7 +10,9 @@
 Every objective is "smaller is better". With several objectives, a candidate's score is the weighted
 sum of its values relative to the FP32 model's (``sum(w_i * v_i / fp32_i)``), so different units
 combine. Scores within :data:`TIE_TOLERANCE` of each other tie; ties are broken by the first objective,
-then the next (each again within the tolerance), then by higher accuracy, then by the earlier trial.
+then the next (each again within the tolerance), then by not using bf16/fp16 (a mixed-precision candidate
+must win on the measured objectives to be preferred: on a backend that runs 16-bit ops through float32, it
+ties on latency and would otherwise win on accuracy noise), then by higher accuracy, then by the earlier trial.
 """
 
 from __future__ import annotations
@@ -162,12 +164,13 @@ def ranking_key(
 ) -> tuple[Any, ...]:
     """Sort key of a goal-meeting trial: smaller is better.
 
-    ``(score band, first objective band, next objective band, ..., -accuracy, index)``.
+    ``(score band, first objective band, next objective band, ..., uses bf16/fp16, -accuracy, index)``.
     """
     score = weighted_score(result.objectives, weights, baseline)
     key: list[Any] = [_band(score, 1.0)]
     for name, _weight in weights:
         key.append(_band(result.objectives.get(name, math.inf), baseline.get(name) or 1.0))
+    key.append(int(result.config.uses_low_precision_float))
     accuracy = result.accuracy if result.accuracy is not None else -math.inf
     key.append(-accuracy if higher_is_better else accuracy)
     key.append(result.index)

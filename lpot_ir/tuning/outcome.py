@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.strategies import TrialResult
-from lpot_ir.tuning.evaluation import relative_loss
 from lpot_ir.tuning.objectives import NOT_FASTER, ranking_key
 
 __all__ = ["BEST_MODEL_FILE", "TuningOutcome", "choose_best"]

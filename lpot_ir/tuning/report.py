@@ -7,7 +7,8 @@ Everything is written atomically into the workspace:
 * ``tuning.png``: accuracy per trial (with the criterion's threshold) and latency per trial
   (matplotlib's ``Agg`` canvas, no pyplot: no display and no global state; the import starts in a
   background thread when tuning starts, so it costs no wall time on small models).
-* ``decisions.json``: node -> ``{op_type, quantized, reason}``.
+* ``decisions.json``: node -> ``{op_type, quantized, precision, reason}`` (precision: ``int8``/``uint8``,
+  ``bf16``/``fp16`` or ``fp32``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 
 from lpot_ir.backends.onnxruntime.benchmarking import format_table
 from lpot_ir.fileio import atomic_path, atomic_write
+from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.strategies.base import TrialResult
-from lpot_ir.tuning.evaluation import relative_loss
 
 __all__ = ["prefetch_plotting", "write_text_atomic", "format_trials", "format_decisions", "write_report", "write_plot", "write_decisions"]
 
@@ -78,7 +79,7 @@ def format_trials(
 def format_decisions(decisions: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per node: op type, INT8 or FP32, and the reason."""
     rows = [
-        (name, d.get("op_type", ""), "int8" if d.get("quantized") else "fp32", d.get("reason", "") or "")
+        (name, d.get("op_type", ""), d.get("precision") or ("int8" if d.get("quantized") else "fp32"), d.get("reason", "") or "")
         for name, d in decisions.items()
     ]
     return _table(("node", "op", "runs in", "reason"), rows) if rows else "(no quantizable nodes)"

@@ -13,6 +13,15 @@
   space, so no strategy changes them.
 * Fallback groups: a node that only follows another (a fused Relu/Clip, a data-movement op, a pool)
   falls back together with the compute node that feeds it, since it cannot stay INT8 without it.
+* Mixed precision (LPOT's ``bf16`` dtype, and ``fp16``): a 16-bit type in a ``model_wise`` dtype list
+  (``dtype: [int8, bf16, fp32]``) gives each compute node that may run in it (the declared tables of
+  :mod:`lpot_ir.backends.precision`, for the backend tuning evaluates on: ONNX Runtime's CPU provider) that
+  type as an option between INT8 and FP32 (``TuningSpace.float_choices``). ``model_wise`` lists with 16-bit
+  types and no integer type (``dtype: [bf16, fp32]``: mixed precision without INT8, LPOT's
+  ``precisions: bf16``) make the global candidates bf16/fp16 instead. An ``op_wise`` / ``optype_wise`` entry
+  whose first dtype is ``bf16``/``fp16`` puts its node(s) in that type; without ``fp32`` in its list it pins them.
+  The ``mixed_precision`` (or LPOT 1.x ``graph_optimization``) section's ``precisions`` adds its 16-bit types to
+  the model_wise lists.
 """
 
 from __future__ import annotations
@@ -25,9 +34,12 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import OpCategory, QuantizableNode, default_op_config
+from lpot_ir.backends.precision import FloatRole, rule_for, supported
 from lpot_ir.errors import ConfigError
-from lpot_ir.ir.model import all_nodes
+from lpot_ir.ir.model import DEFAULT_OPSET, all_nodes
 from lpot_ir.ir.quant import (
+    LOW_PRECISION_FLOATS,
+    Backend,
     CalibAlgorithm,
     DType,
     Fp32Category,
@@ -38,13 +50,17 @@ from lpot_ir.ir.quant import (
     TuningConfig,
 )
 from lpot_ir.strategies.base import TuningSpace
-from lpot_ir.strategies.space import model_wise_combinations
+from lpot_ir.strategies.space import float_option, model_wise_combinations, order_fastest_first
 
-__all__ = ["SpaceBuild", "build_space", "fallback_groups"]
+__all__ = ["SpaceBuild", "build_space", "fallback_groups", "float_choices", "TUNING_BACKEND"]
 
 logger = logging.getLogger(__name__)
 
 _ANCHORS = (OpCategory.COMPUTE, OpCategory.EMBEDDING, OpCategory.RECURRENT)
+
+TUNING_BACKEND = Backend.ONNXRUNTIME_CPU
+"""Where tuning runs its candidates (the sessions are ONNX Runtime CPU sessions), so the backend whose
+bf16/fp16 kernels decide the mixed-precision options."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +77,32 @@ class SpaceBuild:
 
 
 def _values(values: Sequence[object], default: object) -> tuple[object, ...]:
-    kept = tuple(v for v in values if v is not DType.FP32)
+    kept = tuple(v for v in values if not (isinstance(v, DType) and v.is_float))  # INT8 values only
     return kept or (default,)
+
+
+def _ints(values: Sequence[DType]) -> tuple[DType, ...]:
+    return tuple(v for v in values if not v.is_float)
+
+
+def _floats(*lists: Sequence[DType]) -> tuple[DType, ...]:
+    """The 16-bit float types the lists name, bf16 first."""
+    named = {v for values in lists for v in values}
+    return tuple(d for d in LOW_PRECISION_FLOATS if d in named)
 
 
 def _override(entry: object) -> OpOverride:
     """An :class:`OpOverride` from an ``op_wise`` / ``optype_wise`` entry (first value of each field)."""
     if entry.fp32:  # type: ignore[attr-defined]
         return OpOverride(fp32=True)
+    first = _first_dtype(entry)
+    if first is not None and first.is_float and first is not DType.FP32:
+        return OpOverride(float_dtype=first)  # mixed precision: the node runs in bf16/fp16
 
     def spec(tensor: object) -> SpecOverride | None:
         fields = {}
         for name in ("dtype", "scheme", "granularity", "algorithm"):
-            values = [v for v in getattr(tensor, name) if v is not DType.FP32]
+            values = [v for v in getattr(tensor, name) if not (name == "dtype" and v.is_float)]
             if len(values) > 1:
                 logger.info("op_wise lists several %s values %s; using the first (%s)", name, values, values[0])
             if values:
@@ -83,14 +112,40 @@ def _override(entry: object) -> OpOverride:
     return OpOverride(activation=spec(entry.activation), weight=spec(entry.weight))  # type: ignore[attr-defined]
 
 
+def _first_dtype(entry: object) -> DType | None:
+    """The first dtype an entry lists (activation first, then weight), or ``None``."""
+    for tensor in (entry.activation, entry.weight):  # type: ignore[attr-defined]
+        if tensor.dtype:
+            return tensor.dtype[0]  # type: ignore[no-any-return]
+    return None
+
+
 def _pins(entry: object) -> bool | None:
-    """``True``: the entry keeps nodes FP32; ``False``: it pins them quantized; ``None``: tunable."""
+    """``True``: the entry keeps nodes FP32; ``False``: it pins them (INT8, or the 16-bit type it names);
+    ``None``: tunable."""
     dtypes = tuple(entry.activation.dtype) + tuple(entry.weight.dtype)  # type: ignore[attr-defined]
     if entry.fp32:  # type: ignore[attr-defined]
         return True
     if dtypes and DType.FP32 not in dtypes:
         return False
     return None
+
+
+def float_choices(
+    nodes: Sequence[QuantizableNode], dtypes: Sequence[DType], *, backend: Backend = TUNING_BACKEND,
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, tuple[DType, ...]]:
+    """Node name -> the 16-bit types of ``dtypes`` it may run in: compute nodes (the declared rule) that ONNX
+    allows in that type at ``opset`` and the backend has a kernel for. Followers are left out: they follow their compute node into a 16-bit region."""
+    out: dict[str, tuple[DType, ...]] = {}
+    for node in nodes:
+        rule = rule_for(node.op_type)
+        if rule is None or rule.role is not FloatRole.COMPUTE:
+            continue
+        allowed = tuple(d for d in dtypes if supported(node.op_type, d, backend, opset))
+        if allowed:
+            out[node.name] = allowed
+    return out
 
 
 def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Model | None = None) -> SpaceBuild:
@@ -107,6 +162,9 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
     quant = config.quantization  # type: ignore[attr-defined]
     default = default_op_config()
     act, weight = quant.model_wise.activation, quant.model_wise.weight
+    section = getattr(config, "precisions", None)  # mixed_precision / graph_optimization: precisions
+    floats = _floats(act.dtype, weight.dtype, section.precisions if section is not None else ())
+    float_only = bool(floats) and not _ints(act.dtype) and not _ints(weight.dtype)
     if act.fp32_only or weight.fp32_only:
         raise ConfigError(
             "quantization.model_wise allows only dtype fp32, which quantizes nothing. Remove fp32 from "
@@ -115,7 +173,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
     weight_algorithms = [a for a in weight.algorithm if a is not CalibAlgorithm.MINMAX]
     if weight_algorithms:
         logger.info("weights are quantized with minmax (their values are known exactly); ignoring %s", weight_algorithms)
-    candidates = model_wise_combinations(
+    int8_candidates = model_wise_combinations(
         activation_dtypes=_values(act.dtype, default.activation.dtype),  # type: ignore[arg-type]
         activation_schemes=_values(act.scheme, default.activation.scheme),  # type: ignore[arg-type]
         activation_algorithms=_values(act.algorithm, default.activation.algorithm),  # type: ignore[arg-type]
@@ -124,6 +182,10 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         weight_granularities=_values(weight.granularity, default.weight.granularity),  # type: ignore[arg-type]
         weight_reduce_range=(default.weight.reduce_range,),
     )
+    # mixed precision without INT8 (dtype lists of 16-bit types only): the candidates are those types
+    candidates = order_fastest_first(float_option(d) for d in floats) if float_only else int8_candidates
+    opset = model.opset_imports.get("", DEFAULT_OPSET) if model is not None else DEFAULT_OPSET
+    main = {n.name for n in model.graph} if model is not None else None
     sizes = tuple(int(s) for s in quant.calibration.sampling_size)
     base = TuningConfig(
         approach=quant.approach,
@@ -138,7 +200,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         pin = _pins(entry)
         for node in nodes:
             if node.op_type == op_type and pin is not None:
-                pinned[node.name] = _pin_reason(pin, f"optype_wise {op_type}")
+                pinned[node.name] = _pin_reason(pin, f"optype_wise {op_type}", _first_dtype(entry))
     names = {n.name for n in nodes} | {a for n in nodes for a in n.aliases}
     for key, entry in quant.op_wise.items():
         matched = [n for n in nodes if key == n.name or key in n.aliases]
@@ -153,7 +215,7 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         pin = _pins(entry)
         for node in matched:
             if pin is not None:
-                pinned[node.name] = _pin_reason(pin, f"op_wise {key}")
+                pinned[node.name] = _pin_reason(pin, f"op_wise {key}", _first_dtype(entry))
             else:
                 pinned.pop(node.name, None)
     space_nodes = tuple(n for n in nodes if n.name not in pinned)
@@ -166,13 +228,23 @@ def build_space(config: object, nodes: Sequence[QuantizableNode], model: ir.Mode
         format=quant.format,
         base=base,
         groups=groups,
+        # the mixed-precision step rewrites the main graph: nodes in If/Loop/Scan bodies get no 16-bit option
+        float_choices=float_choices([n for n in space_nodes if main is None or n.name in main], floats, opset=opset),
     )
+    if floats and not space.float_choices and not float_only:
+        logger.warning(
+            "quantization.model_wise lists %s, but %s has no %s kernel for any compute node of this model: no node "
+            "gets that option (docs/mixed_precision.md)", [str(d) for d in floats], TUNING_BACKEND,
+            "/".join(str(d) for d in floats),
+        )
     return SpaceBuild(space, pinned)
 
 
-def _pin_reason(fp32: bool, where: str) -> Fp32Reason:
+def _pin_reason(fp32: bool, where: str, dtype: DType | None = None) -> Fp32Reason:
     if fp32:
         return Fp32Reason(Fp32Category.USER_EXCLUDED, f"the configuration's {where} keeps it in FP32")
+    if dtype is not None and dtype.is_float:
+        return Fp32Reason(Fp32Category.USER_EXCLUDED, f"the configuration's {where} pins it to {dtype} (no fallback)")
     return Fp32Reason(Fp32Category.USER_EXCLUDED, f"the configuration's {where} pins it quantized (no fallback)")
 
 

@@ -181,10 +181,10 @@ def test_custom_quant_pass_example_runs() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "int8-qdq: annotate -> range-search -> insert-qdq -> report-weight-error -> int8-refine -> " \
-        "space-to-depth-stems -> avoid-slow-ort-fusions"
+        "mixed-precision -> space-to-depth-stems -> avoid-slow-ort-fusions"
     errors = {line.split(":")[0]: float(line.split()[-1]) for line in lines if " W error " in line}
     # per channel, the 15 ordinary columns get scales 40x finer, which removes nearly all of the error
     # energy but the outlier column's own (1/16 of it): the relative RMS error drops about 4x
     assert errors["per_channel"] < errors["per_tensor"] / 2, errors
     assert "recipe: int8-qdq v1: annotate, range-search, insert-qdq, report-weight-error, weight-rounding, " \
-        "bias-correction, space-to-depth-stems, avoid-slow-ort-fusions" in lines
+        "bias-correction, mixed-precision, space-to-depth-stems, avoid-slow-ort-fusions" in lines

@@ -125,7 +125,7 @@ def test_model_wise_fp32_only_is_refused(quantizer, tmp_path):
 def test_relative_loss_is_positive_when_worse_in_both_directions():
     from pathlib import Path
 
-    from lpot_ir.tuning.evaluation import relative_loss
+    from lpot_ir.metrics.relative import relative_loss
     from lpot_ir.tuning.outcome import TuningOutcome
 
     assert relative_loss(0.8, 0.6) == pytest.approx(0.25)  # accuracy fell

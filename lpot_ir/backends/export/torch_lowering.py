@@ -57,7 +57,7 @@ def _module_class() -> type:
             self.constant_names: dict[str, str] = {}
             for i, (name, value) in enumerate(graph.constants.items()):
                 attr = f"c{i}"
-                self.register_buffer(attr, torch.from_numpy(np.array(value, copy=True)))
+                self.register_buffer(attr, _tensor(value))
                 self.constant_names[name] = attr
 
         def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -308,14 +308,28 @@ def _reduce(fn_name: str) -> Callable[[LoweredNode, list[Any]], Any]:
     return run
 
 
-def _cast(n: LoweredNode, ins: list[Any]) -> Any:
+def _tensor(array: np.ndarray) -> Any:
+    """A torch tensor holding a copy of ``array``; bfloat16 arrays (``ml_dtypes``, which torch does not read)
+    go through float32, which holds every bfloat16 value exactly."""
     torch = _t()
-    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(n.attrs["to"])
-    return ins[0].to(torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.asarray(array, dtype=np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _torch_dtype(onnx_type: int) -> Any:
+    torch = _t()
+    if onnx_type == onnx.TensorProto.BFLOAT16:
+        return torch.bfloat16
+    return torch.from_numpy(np.zeros(0, dtype=onnx.helper.tensor_dtype_to_np_dtype(onnx_type))).dtype
+
+
+def _cast(n: LoweredNode, ins: list[Any]) -> Any:
+    return ins[0].to(_torch_dtype(n.attrs["to"]))
 
 
 def _constant(n: LoweredNode, ins: list[Any]) -> Any:
-    return _t().from_numpy(np.array(constant_value(n), copy=True))
+    return _tensor(constant_value(n))
 
 
 def _constant_of_shape(n: LoweredNode, ins: list[Any]) -> Any:
@@ -341,6 +355,8 @@ def _clip(n: LoweredNode, ins: list[Any]) -> Any:
     x = ins[0]
     lo = ins[1] if len(ins) > 1 and ins[1] is not None else n.attrs.get("min")
     hi = ins[2] if len(ins) > 2 and ins[2] is not None else n.attrs.get("max")
+    if lo is None and hi is None:
+        return x
     return _t().clamp(x, min=lo, max=hi)
 
 

@@ -9,7 +9,7 @@ ONNX Runtime itself.
   of calibration, sensitivity and the accuracy proxy), :func:`parse_batch_axes`.
 * :mod:`.synthetic`: :func:`synthetic_inputs`, :func:`synthetic_shapes`, :func:`parse_shape_overrides`.
 * :mod:`.timing`: :func:`time_feeds` (warmup + ``perf_counter`` loop), :func:`count_samples`.
-* :mod:`.benchmarking`: :func:`benchmark_model` (multi-instance), :func:`compare_latency`,
+* :mod:`.benchmarking`: :func:`benchmark_model` (multi-instance), :func:`compare_latency`, :func:`compare_runners`,
   :class:`PerformanceResult`, :class:`LatencyComparison`.
 """
 
@@ -44,6 +44,7 @@ __all__ = [
     "time_feeds",
     "benchmark_model",
     "compare_latency",
+    "compare_runners",
     "format_table",
 ]
 
@@ -57,7 +58,7 @@ _HOMES = {
     "synthetic": ("synthetic_inputs", "synthetic_shapes", "parse_shape_overrides"),
     "benchmarking": (
         "LatencyStats", "InstanceTiming", "PerformanceResult", "LatencyComparison", "available_cores",
-        "plan_instances", "benchmark_model", "compare_latency", "format_table",
+        "plan_instances", "benchmark_model", "compare_latency", "compare_runners", "format_table",
     ),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -17,9 +17,11 @@ relative to the first model (ratios, not absolute times, are what carry over bet
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "time_feeds",
     "benchmark_model",
     "compare_latency",
+    "compare_runners",
     "format_table",
 ]
 
@@ -513,6 +516,32 @@ def compare_latency(
         one_run += float(seconds[0])
     if budget_seconds is not None and one_run * rounds * iterations > budget_seconds:
         iterations = max(1, int(budget_seconds / max(one_run * rounds, 1e-9)))
+    runners = {n: functools.partial(sessions[n].run, None, feeds[n]) for n in names}
+    return compare_runners(runners, rounds=rounds, iterations=iterations, warmup=0)
+
+
+def compare_runners(
+    runners: Mapping[str, Callable[[], object]], *, rounds: int = 5, iterations: int = 20, warmup: int = 3
+) -> LatencyComparison:
+    """Side-by-side latency of several callables (one run each call), interleaved as :func:`compare_latency` does.
+
+    The comparison of ONNX Runtime sessions (:func:`compare_latency`) and of anything else that runs a model
+    (a PyTorch module, a CUDA session) with the same rounds: each round times ``iterations`` calls of every
+    runner, in an order rotated by one each round, and takes each one's median; the result is the median of the
+    per-round ratios to the first runner.
+
+    Raises:
+        ConfigError: no runner, or non-positive rounds / iterations.
+    """
+    if not runners:
+        raise ConfigError("compare_runners needs at least one runner.")
+    if rounds < 1 or iterations < 1:
+        raise ConfigError(f"rounds and iterations must be at least 1, got {rounds} and {iterations}.")
+    names = tuple(runners)
+    for n in names:
+        for _ in range(warmup):
+            runners[n]()
+    clock = time.perf_counter
     per_round: dict[str, list[float]] = {n: [] for n in names}
     ratios: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
@@ -520,7 +549,12 @@ def compare_latency(
         order = names[shift:] + names[:shift]
         medians = {}
         for n in order:
-            seconds, _ = time_feeds(sessions[n], [feeds[n]], warmup=0, iterations=iterations)
+            run = runners[n]
+            seconds = np.empty(iterations, dtype=np.float64)
+            for i in range(iterations):
+                start = clock()
+                run()
+                seconds[i] = clock() - start
             medians[n] = float(np.median(seconds)) * 1e3
         for n in names:
             per_round[n].append(medians[n])

@@ -17,6 +17,7 @@ bias-correction           pass       per-channel mean output shift folded into t
 space-to-depth-stems      rule set   quantized 7x7/2 stems as stride-1 convolutions on SpaceToDepth
 qoperator                 rule set   Q/DQ -> QLinearConv, QLinearMatMul, com.microsoft QLinear* ...
 avoid-slow-ort-fusions    rule set   equivalent forms ONNX Runtime does not fuse into slower kernels
+mixed-precision           pass       bf16/fp16 nodes with casts at the edges (:mod:`lpot_ir.passes.mixed_precision`)
 ========================  =========  ==========================================================================
 
 :func:`quantize_model` runs the pipeline a configuration selects (:func:`select_pipeline`) with one

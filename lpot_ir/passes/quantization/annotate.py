@@ -161,7 +161,11 @@ def annotate(
         op_config = config.resolve(qnode.name, qnode.op_type, qnode.aliases)
         if op_config.fp32:
             result.configs[qnode.name] = op_config
-            _set_fp32(node, result, Fp32Category.USER_EXCLUDED, "the configuration keeps it in FP32")
+            detail = (
+                f"the configuration runs it in {op_config.float_dtype}, not INT8 (the mixed-precision step)"
+                if op_config.low_precision_float else "the configuration keeps it in FP32"
+            )
+            _set_fp32(node, result, Fp32Category.USER_EXCLUDED, detail)
             continue
         activation, notes = fit_spec(op_config.activation, qnode.activation_choices)
         weight = op_config.weight

@@ -34,6 +34,7 @@ from lpot_ir.calibration import ChannelRange, calibrate
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.quant import (
     CalibAlgorithm,
+    DType,
     Fp32Reason,
     OpQuantConfig,
     QuantSpec,
@@ -121,6 +122,10 @@ class QuantizationContext:
         replay: ``None`` when quantizing; when rebuilding a model from its recipe, step name -> the record
             the step returned then (:attr:`QuantPassResult.record`, ``{}`` if none). A step that finds
             itself in replay mode applies its record and never reads calibration data.
+        replay_partial: the replayed records were taken on another configuration of the same model (the
+            one a fallback candidate falls back from): a step applies the decisions that concern nodes
+            this model quantizes, skips the others, and records only what it applied. A recipe's replay
+            is strict (``False``): a decision about a node the model does not quantize is an error.
         recovery_options: samples and work budgets of the data-driven recovery passes.
         range_notes: value name -> why calibration has no range for it (``CalibrationResult.skipped``, e.g.
             "no calibration feed took the else_branch of If 'X'"); ``insert-qdq`` quotes it in the reason of
@@ -137,6 +142,7 @@ class QuantizationContext:
     channel_ranges: ChannelLookup | None = None
     recovery_factors: Mapping[str, Mapping[str, Any]] | None = None
     replay: Mapping[str, Mapping[str, Any]] | None = None
+    replay_partial: bool = False
     recovery_options: RecoveryOptions = dataclasses.field(default_factory=RecoveryOptions)
     range_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -227,6 +233,7 @@ class QuantPassResult(PassResult):
         record: JSON-able decisions the step took from data, stored in the recipe under the step's name
             and handed back through :attr:`QuantizationContext.replay` by ``apply_recipe`` (``None``: nothing).
         report: what the step did, for people (not stored).
+        float_dtypes: node name -> the 16-bit float type it runs in (``mixed-precision`` only).
     """
 
     fp32: dict[str, Fp32Reason] = dataclasses.field(default_factory=dict)
@@ -234,6 +241,7 @@ class QuantPassResult(PassResult):
     annotations: AnnotationResult | None = None
     record: dict[str, Any] | None = None
     report: object = None
+    float_dtypes: dict[str, DType] = dataclasses.field(default_factory=dict)
 
 
 class QuantizationPass(ContextPass[QuantizationContext]):

@@ -15,7 +15,17 @@ Rules (spec in arrow form):
   two non-constant tensors whose only reader is the LayerNormalization is rewritten (anything else is
   not fused by ORT either).
 
-One more rule works around an ONNX Runtime bug rather than a slow kernel, and runs always:
+More rules work around ONNX Runtime behaviour rather than a slow kernel, and run always:
+
+* ``Conv(DequantizeLinear(q, s, zp), w) → Conv(DequantizeLinear(q, [s]*C, [zp]*C, axis=1), w)`` (and
+  ``ConvTranspose``, ``Gemm``), where ``w`` is a float32 initializer: a node kept in **FP32** that reads an
+  activation quantized for its INT8 neighbours. ORT's ``WeightBiasQuantization`` (graph optimization
+  level 1 and up) quantizes the float weight of a Conv/ConvTranspose/Gemm whose input comes from a
+  per-tensor ``DequantizeLinear`` and whose output goes on into a ``QuantizeLinear`` (ORT 1.32: also
+  through a Clip/Relu it folds into the Q) to INT8 **per tensor** (and its bias to int32), so the
+  session silently runs an "FP32" fallback in INT8, per-tensor: on EfficientNet-Lite2 reverting one
+  depthwise Conv this way raised the logits' relative error from 0.10 to 0.30. The same dequantization
+  written per channel (the one scale repeated) is exactly the same numbers and is not matched.
 
 * ``Pad(x, pads, value, axes) → Pad(x, full_pads, value)`` — ORT 1.32's layout transformer (level ``all``,
   triggered by ``QLinearConv``) permutes the ``axes`` input of an opset-18 ``Pad`` with a ``Gather`` that
@@ -92,8 +102,72 @@ def _pad_axes_rule() -> Rule:
                 spec="Pad(x, pads, value, axes) → Pad(x, full_pads, value)")
 
 
+def _input_channels(node: ir.Node, weight: np.ndarray) -> tuple[int, int] | None:
+    """(axis, length) of the channel axis of ``node``'s data input, from its weight's shape."""
+    if weight.ndim < 2:
+        return None
+    attrs = node.attributes
+    if node.op_type == "Conv":
+        group = attrs["group"].as_int() if "group" in attrs else 1
+        return 1, int(weight.shape[1]) * group
+    if node.op_type == "ConvTranspose":
+        return 1, int(weight.shape[0])
+    trans_a = attrs["transA"].as_int() if "transA" in attrs else 0
+    trans_b = attrs["transB"].as_int() if "transB" in attrs else 0
+    inner = int(weight.shape[1] if trans_b else weight.shape[0])
+    return (0 if trans_a else 1), inner
+
+
+def _fp32_weights_rule(op_type: str) -> Rule:
+    dq = op("DequantizeLinear", var("q"), var("scale"), var("zero_point"), name="dq")
+    root = op(op_type, dq, var("w"), var("b", optional=True), name="node")
+
+    def check(m: Match) -> str | None:
+        w = m["w"]
+        weight = constant_value(w) if w is not None else None
+        scale = constant_value(m["scale"])
+        zero_point = constant_value(m["zero_point"])
+        if w is None or weight is None or np.asarray(weight).dtype != np.float32 or w.producer() is not None:
+            return "the weight is not a float32 initializer (quantized, or computed): ORT leaves it alone"
+        if scale is None or zero_point is None or np.asarray(scale).size != 1:
+            return "the input is dequantized per channel or with computed parameters: ORT leaves the weight alone"
+        if _input_channels(m.node("node"), np.asarray(weight)) is None:
+            return "the weight's shape does not give the input's channel count"
+        return None
+
+    def replace(b: Builder, m: Match) -> ir.Value:
+        node = m.node("node")
+        axis, channels = _input_channels(node, np.asarray(constant_value(m["w"])))  # type: ignore[misc]
+        scale = np.full(channels, np.asarray(constant_value(m["scale"])).reshape(-1)[0], dtype=np.float32)
+        zero_point_array = np.asarray(constant_value(m["zero_point"]))
+        zero_point = np.full(channels, zero_point_array.reshape(-1)[0], dtype=zero_point_array.dtype)
+        data = b.op(
+            "DequantizeLinear", m["q"], b.initializer(scale, "scale_per_channel"),
+            b.initializer(zero_point, "zero_point_per_channel"), axis=axis, name=f"{node.name}/input_dq",
+        )
+        data.type = ir.TensorType(ir.DataType.FLOAT)  # what the per-tensor DQ's output was: typed and shaped
+        data.shape = m["q"].shape if m["q"] is not None else None
+        attrs = forwarded_attributes(node.attributes)
+        inputs = [data, m["w"]] + ([m["b"]] if m["b"] is not None else [])
+        return b.op(op_type, *inputs, name=node.name, **attrs)
+
+    return Rule(
+        f"KeepFp32WeightsOf{op_type}",
+        Pattern(root, exclusive=False),  # the per-tensor DQ stays for the INT8 readers of the same value
+        replace,
+        check,
+        commute=False,
+        spec=f"{op_type}(DQ(q, s, zp), w_fp32) → {op_type}(DQ(q, [s]*C, [zp]*C, axis), w_fp32)",
+    )
+
+
 _RULES = {"SkipLayerNormalization": _skip_layer_norm_rule}
-_ORT_BUG_WORKAROUNDS = (_pad_axes_rule,)
+_ORT_BUG_WORKAROUNDS = (
+    _pad_axes_rule,
+    lambda: _fp32_weights_rule("Conv"),
+    lambda: _fp32_weights_rule("ConvTranspose"),
+    lambda: _fp32_weights_rule("Gemm"),
+)
 
 
 @register_rule_set("avoid-slow-ort-fusions")

@@ -21,7 +21,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from lpot_ir.ir.quant import Approach, Fp32Reason, QuantFormat, TensorRange, TuningConfig
+from lpot_ir.ir.quant import Approach, DType, Fp32Reason, QuantFormat, TensorRange, TuningConfig
 from lpot_ir.passes.base import PipelineReport, pipeline_steps, pipeline_version, run_pipeline
 from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationContext, QuantPassResult
 
@@ -97,6 +97,7 @@ class QuantizationReport:
         pipeline: the name of the pipeline that ran.
         steps: the pass manager's report (changes and time per step and rule).
         records: step name -> the decisions it recorded (:attr:`QuantPassResult.record`; what a recipe stores).
+        float_dtypes: node name -> the 16-bit float type it runs in (the ``mixed-precision`` step).
     """
 
     annotations: AnnotationResult
@@ -105,6 +106,7 @@ class QuantizationReport:
     pipeline: str = ""
     steps: PipelineReport | None = None
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    float_dtypes: dict[str, DType] = field(default_factory=dict)
 
     @property
     def quantized(self) -> list[str]:
@@ -157,6 +159,7 @@ def quantize_model(
             report.annotations = result.annotations
         report.dropped.update(result.fp32)
         report.used_ranges.update(result.ranges)
+        report.float_dtypes.update(result.float_dtypes)
         if result.record is not None:
             report.records[step.name] = result.record
     return report

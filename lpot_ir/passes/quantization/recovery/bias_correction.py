@@ -246,8 +246,9 @@ class BiasCorrectionPass(QuantizationPass):
                 slots[target.name] = slot
         replay = self.context.recorded(self.name)
         if replay is not None:
-            changes = self._replay(model, targets, slots, replay.get("biases", {}))
-            return QuantPassResult(model, changes > 0, changes=changes, record=dict(replay), report=report)
+            applied = self._replay(model, targets, slots, replay.get("biases", {}))
+            kept = {"biases": applied} if applied else {}
+            return QuantPassResult(model, bool(applied), changes=len(applied), record=kept, report=report)
         builder = GraphBuilder(model)
         for target in targets:
             slot = slots.get(target.name)
@@ -296,7 +297,10 @@ class BiasCorrectionPass(QuantizationPass):
 
     def _replay(
         self, model: ir.Model, targets: list[Target], slots: dict[str, BiasSlot], recorded: dict[str, Any]
-    ) -> int:
+    ) -> dict[str, Any]:
+        """Apply recorded bias changes; return the records of those applied (all of them unless partial)."""
+        if self.context.replay_partial:
+            recorded = {name: data for name, data in recorded.items() if name in slots}
         changes = {name: BiasChange.from_dict(data) for name, data in recorded.items()}
         missing = sorted(set(changes) - set(slots))
         if missing:
@@ -315,4 +319,4 @@ class BiasCorrectionPass(QuantizationPass):
             slot = slots.get(target.name)
             if change is not None and slot is not None and slot.value is not None:
                 set_constant(slot.value, _apply(slot, change.delta))
-        return len(changes)
+        return dict(sorted(recorded.items()))

@@ -516,11 +516,14 @@ class WeightRoundingPass(QuantizationPass):
             fp32 = ir.serde.deserialize_model(self.context.fp32_model)
             targets, report.skipped = find_targets(model, fp32)
             if replay is not None:
-                masks = replay.get("roundings", {})
+                recorded = replay.get("roundings", {})
+                applied = {t.name: recorded[t.name] for t in targets if t.name in recorded}
                 for target in targets:
-                    if target.name in masks:
-                        set_constant(target.weight_value, moved_integers(target, unpack_mask(masks[target.name])))
-                        changes += 1
+                    if target.name in applied:
+                        set_constant(target.weight_value, moved_integers(target, unpack_mask(applied[target.name])))
+                changes += len(applied)
+                if applied:
+                    record["roundings"] = dict(sorted(applied.items()))
             else:
                 masks = self._adaround(model, targets, report)
                 changes += len(masks)
