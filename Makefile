@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := torch,tensorflow,tuning,data,tensorboard,examples,dev
+EXTRAS := torch,tensorflow,tuning,data,tensorboard,examples,distributed,dev
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint clean

@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import onnx
 
 from lpot_ir.calibration import load_calibration_files
 from lpot_ir.config import create_dataloader, load_config
-from lpot_ir.config.schema import framework_target
+from lpot_ir.config.coerce import validate_section
+from lpot_ir.config.schema import DistributedSection, framework_target
 from lpot_ir.data import create_postprocess
 from lpot_ir.errors import ConfigError, LpotError
 from lpot_ir.fileio import atomic_write
@@ -184,6 +185,32 @@ class Quantization:
     def train_dataloader(self, value: Iterable[Any] | None) -> None:
         _check_iterable(value, "train_dataloader")
         self._train_dataloader = value
+
+    # -- where evaluations run ---------------------------------------------------------------------
+
+    def evaluate_on(
+        self,
+        workers: int | None = None,
+        *,
+        distributed: Mapping[str, Any] | DistributedSection | None = None,
+        threads_per_worker: int = 1,
+    ) -> None:
+        """Choose where evaluations run: the YAML's ``tuning.workers``, ``tuning.distributed`` and
+        ``tuning.threads_per_worker`` (see docs/distributed.md).
+
+        ``evaluate_on()`` evaluates in this process (the default); ``evaluate_on(4)`` in 4 local worker
+        processes; ``evaluate_on(distributed={"backend": "ray", "address": "auto"})`` on a Ray cluster.
+
+        Raises:
+            ConfigError: a value the YAML would reject.
+        """
+        section = distributed
+        if section is not None and not isinstance(section, DistributedSection):
+            section = validate_section(DistributedSection, dict(section), path="tuning.distributed")
+        tuning = dataclasses.replace(
+            self.conf.tuning, workers=workers, threads_per_worker=threads_per_worker, distributed=section
+        )
+        self.conf = dataclasses.replace(self.conf, tuning=tuning)
 
     # -- running ---------------------------------------------------------------------------------
 

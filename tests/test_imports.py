@@ -15,6 +15,7 @@ PACKAGE = ROOT / "lpot_ir"
 OPTIONAL = {
     "torch", "onnxscript", "tensorflow", "tf2onnx", "keras", "mxnet", "hyperopt", "matplotlib", "tqdm", "psutil",
     "sklearn", "PIL", "ray", "scipy", "pycocotools", "sacrebleu", "tokenizers", "tensorboardX", "tensorboard",
+    "cloudpickle",
 }
 """Optional frameworks and tools (pyproject extras): the only imports allowed inside functions."""
 

@@ -71,6 +71,8 @@ __all__ = [
     "AccuracyCriterion",
     "MultiObjectives",
     "ExitPolicy",
+    "DistributedBackend",
+    "DistributedSection",
     "WorkspaceSection",
     "TuningSection",
     "Pruner",
@@ -670,12 +672,50 @@ class ExitPolicy(_Section):
     timeout: int = 0
     max_trials: int = 100
     performance_only: bool = False
+    eval_timeout: float = 0.0
 
     def _check(self) -> None:
         if self.timeout < 0:
             _invalid(self, f"timeout must be 0 or more seconds, got {self.timeout}.")
         if self.max_trials < 1:
             _invalid(self, f"max_trials must be at least 1, got {self.max_trials}.")
+        if not (math.isfinite(self.eval_timeout) and self.eval_timeout >= 0):
+            _invalid(self, f"eval_timeout must be 0 (no limit) or more seconds, got {self.eval_timeout}.")
+
+
+class DistributedBackend(str, enum.Enum):
+    """``tuning.distributed.backend``: the engine that runs evaluations on a cluster."""
+
+    RAY = "ray"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class DistributedSection(_Section):
+    """``tuning.distributed``: evaluate candidates on a cluster (see docs/distributed.md).
+
+    Attributes:
+        backend: the engine (``ray``).
+        address: ``auto`` (the Ray cluster started with ``ray start`` on this machine), ``host:port`` (the
+            head node's address), or null (start a Ray instance on this machine for the run).
+    """
+
+    backend: DistributedBackend = DistributedBackend.RAY
+    address: str | None = None
+
+    def _check(self) -> None:
+        address = self.address
+        if address is None or address == "auto":
+            return
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            _invalid(
+                self,
+                f"address must be 'auto', 'host:port' (the Ray head node's address, e.g. '10.0.0.5:6379') or null "
+                f"(start Ray on this machine for the run), got {address!r}.",
+            )
 
 
 @dataclass(frozen=True)
@@ -705,6 +745,11 @@ class TuningSection(_Section):
         random_seed: seed of every random choice in tuning.
         tensorboard: dump tensor statistics for inspection.
         workspace: where history and models go.
+        workers: evaluations that run at once (``None``: 1, or with ``distributed`` every CPU of the
+            cluster divided by ``threads_per_worker``). 1 without ``distributed`` evaluates in the tuning
+            process; more starts local worker processes.
+        threads_per_worker: ONNX Runtime intra-op threads of each worker's evaluation (Ray: CPUs it reserves).
+        distributed: run evaluations on a cluster (Ray).
     """
 
     strategy: StrategySection = field(default_factory=StrategySection)
@@ -716,9 +761,16 @@ class TuningSection(_Section):
     random_seed: int = 1978
     tensorboard: bool = False
     workspace: WorkspaceSection = field(default_factory=WorkspaceSection)
+    workers: int | None = None
+    threads_per_worker: int = 1
+    distributed: DistributedSection | None = None
 
     def _check(self) -> None:
         MultiObjectives(self.objective, self.objective_weight)  # same checks for the list form
+        if self.workers is not None and self.workers < 1:
+            _invalid(self, f"workers must be at least 1, got {self.workers}.")
+        if self.threads_per_worker < 1:
+            _invalid(self, f"threads_per_worker must be at least 1, got {self.threads_per_worker}.")
         if self.multi_objectives is not None and self.objective_weight is not None:
             _invalid(self, "give objective_weight or multi_objectives, not both.")
 

@@ -15,6 +15,21 @@ invariants: a configuration whose :meth:`TuningConfig.key` was already proposed 
 proposed again (the generator receives the earlier result instead, without a new trial), a finished
 generator means "exhausted" (``propose`` returns ``None`` from then on), and a generator that keeps
 yielding known configurations is stopped after a bounded number of them.
+
+**Batches** (several evaluations at once, :mod:`lpot_ir.tuning.executors`). A generator may also yield
+
+* a ``list`` of configurations: it receives the list of their results, in the same order, once all are
+  evaluated (they run in parallel as far as the loop has workers);
+* :class:`UntilGoal` ``(configs)``: alternatives in order of preference; it receives the results up to and
+  including the first that meets the goal (all of them if none does). With one worker they are
+  evaluated one at a time and nothing after the first success is evaluated, exactly as a ``for`` loop of
+  single yields that breaks at the first success; with more, later ones run speculatively, and those
+  that turn out to come after the first success are *superseded* (:attr:`TuneStrategy.superseded`: the
+  loop cancels them if they still run and leaves them out of the choice of the best model).
+
+:attr:`TuneStrategy.batch_size` (set by the loop: the number of workers) says how many evaluations can
+run at once; the loop asks :meth:`TuneStrategy.propose_batch` for up to as many configurations as it has
+free workers. A strategy that yields single configurations works unchanged, one evaluation at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import itertools
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -51,6 +67,8 @@ __all__ = [
     "StrategyContext",
     "TuneStrategy",
     "Search",
+    "BatchSearch",
+    "UntilGoal",
     "STRATEGIES",
     "register_strategy",
     "get_strategy",
@@ -274,7 +292,9 @@ class TrialResult:
         objectives: measured objectives (``"performance"`` latency in seconds, ``"modelsize"``, ...).
         meets_goal: the accuracy meets the user's criterion.
         failed: why the trial failed (quantization or evaluation raised), else ``None``.
-        seconds: wall time of the trial.
+        seconds: wall time of the trial (quantization, evaluation and objectives).
+        worker: where it was evaluated (``in-process``, ``process:<slot>:<pid>``, ``ray:<node>:<pid>``;
+            ``None`` when not evaluated or recorded before workers existed).
     """
 
     index: int
@@ -284,6 +304,7 @@ class TrialResult:
     meets_goal: bool = False
     failed: str | None = None
     seconds: float = 0.0
+    worker: str | None = None
 
 
 @runtime_checkable
@@ -323,6 +344,39 @@ Search = Generator[TuningConfig, TrialResult, None]
 """The type of :meth:`TuneStrategy.search`: yields configurations, each ``yield`` returns its result."""
 
 
+@dataclass(frozen=True, init=False)
+class UntilGoal:
+    """Configurations a search yields as alternatives, in order of preference (see the module docstring).
+
+    ``results = yield UntilGoal(configs)`` returns the results of ``configs`` up to and including the
+    first that meets the goal, or all of them if none does.
+    """
+
+    configs: tuple[TuningConfig, ...]
+
+    def __init__(self, configs: Iterable[TuningConfig]) -> None:
+        object.__setattr__(self, "configs", tuple(configs))
+
+
+Request = TuningConfig | list[TuningConfig] | UntilGoal
+"""What a search may yield: one configuration, a batch, or ordered alternatives."""
+
+BatchSearch = Generator[Request, Any, None]
+"""The type of a :meth:`TuneStrategy.search` that yields batches (a list of results comes back for a
+list or an :class:`UntilGoal`, one result for one configuration)."""
+
+
+@dataclass
+class _Open:
+    """The request the search is waiting on: its configurations and the results known so far."""
+
+    configs: list[TuningConfig]
+    keys: list[str]
+    kind: str  # "single", "list" or "until_goal"
+    results: list[TrialResult | None]
+    handed: set[int] = field(default_factory=set)  # positions given to the loop (evaluations)
+
+
 class TuneStrategy(ABC):
     """Base class of tuning strategies.
 
@@ -350,23 +404,30 @@ class TuneStrategy(ABC):
         self.options: dict[str, Any] = {**self.default_options, **options}
         self.rng = np.random.default_rng(self.seed)
         self.history: list[TrialResult] = []
+        self.batch_size = 1
+        """How many evaluations can run at once (the loop sets it to its number of workers)."""
+        self.superseded: set[str] = set()
+        """Keys of configurations evaluated speculatively (an :class:`UntilGoal` batch) after the first one
+        that met the goal: not part of the search's result."""
         self.notes: dict[str, str] = {}
         """Node name -> why this strategy kept it in FP32, when it knows better than "a trial lost accuracy"."""
         self._results: dict[str, TrialResult] = {}
         self._proposed: set[str] = set()
-        self._pending: TuningConfig | None = None
-        self._reply: TrialResult | None = None
-        self._search: Search | None = None
+        self._inflight: set[str] = set()
+        self._open: _Open | None = None
+        self._reply: Any = None
+        self._search: Generator[Any, Any, None] | None = None
         self._exhausted = False
 
     # -- what subclasses implement ---------------------------------------------------------------
 
     @abstractmethod
-    def search(self) -> Search:
+    def search(self) -> Search | BatchSearch:
         """Yield configurations to evaluate; each ``yield`` returns the :class:`TrialResult`.
 
         Returning ends the search (the space is exhausted for this strategy). Yielding a
         configuration that was already evaluated costs no trial: the earlier result comes back.
+        A search may also yield a list of configurations or an :class:`UntilGoal` (module docstring).
         """
 
     # -- the loop's interface --------------------------------------------------------------------
@@ -385,46 +446,160 @@ class TuneStrategy(ABC):
             )
 
     def propose(self) -> TuningConfig | None:
-        """The next configuration to evaluate, or ``None`` when the search is over.
+        """The next configuration to evaluate, or ``None`` when the search is over (one at a time).
 
         Raises:
             RuntimeError: the previous proposal was not observed yet.
         """
-        if self._pending is not None:
+        if self._inflight:
             raise RuntimeError("observe() the result of the previous proposal before proposing again")
+        batch = self.propose_batch(1)
+        return batch[0] if batch else None
+
+    def propose_batch(self, n: int) -> list[TuningConfig] | None:
+        """Up to ``n`` configurations to evaluate now, in the search's order.
+
+        Returns:
+            ``None`` when the search is over; an empty list when the search waits for results of
+            configurations already proposed (observe them, then ask again); else 1 to ``n`` configurations,
+            none of them proposed or observed before.
+        """
         if self._exhausted:
             return None
-        reply = self._reply
-        self._reply = None
-        for _ in range(MAX_KNOWN_PROPOSALS):
-            try:
-                if self._search is None:
-                    self._search = self.search()
-                    config = next(self._search)
-                else:
-                    config = self._search.send(reply)  # type: ignore[arg-type]
-            except StopIteration:
-                self._finish("its search space is exhausted")
-                return None
-            key = config.key()
-            known = self._results.get(key)
-            if known is None:
-                self._pending = config
-                self._proposed.add(key)
-                return config
-            reply = known  # already evaluated: answer from history, no trial
-        self._finish(f"it proposed {MAX_KNOWN_PROPOSALS} already-evaluated configurations in a row")
-        return None
+        out: list[TuningConfig] = []
+        known_only = 0
+        while len(out) < n:
+            if self._open is None:
+                if known_only >= MAX_KNOWN_PROPOSALS:
+                    self._finish(f"it proposed {MAX_KNOWN_PROPOSALS} already-evaluated configurations in a row")
+                    break
+                if not self._next_request():
+                    break
+            request = self._open
+            assert request is not None
+            self._hand_out(request, n - len(out), out)
+            reply = self._reply_of(request)
+            if reply is None:
+                break  # waiting for results of evaluations in flight
+            known_only = 0 if request.handed else known_only + 1
+            self._close(request, reply)
+        if not out and self._exhausted:
+            return None
+        return out
 
     def observe(self, result: TrialResult) -> None:
-        """Record the result of the last proposal (or of an earlier run's trial, when resuming)."""
+        """Record the result of a proposal (or of an earlier run's trial, when resuming)."""
         key = result.config.key()
         self.history.append(result)
         self._results[key] = result
         self._proposed.add(key)
-        if self._pending is not None and key == self._pending.key():
-            self._pending = None
-            self._reply = result
+        self._inflight.discard(key)
+        request = self._open
+        if request is not None:
+            for position, k in enumerate(request.keys):
+                if k == key and request.results[position] is None:
+                    request.results[position] = result
+
+    def evaluate_all(self, configs: Iterable[TuningConfig]) -> BatchSearch:
+        """Evaluate ``configs`` (possibly endless) in order, for a search whose next proposals do not
+        depend on results (random, exhaustive): ``yield from self.evaluate_all(configs)``.
+
+        They are yielded in lists of twice :attr:`batch_size`, so the loop can quantize the next ones while
+        the workers evaluate; with one worker the trials are those of yielding them one by one.
+        """
+        iterator = iter(configs)
+        while True:
+            chunk = list(itertools.islice(iterator, 2 * max(1, self.batch_size)))
+            if not chunk:
+                return
+            yield chunk
+
+    def withdraw(self, config: TuningConfig) -> None:
+        """Forget a proposal the loop will not evaluate (it was cancelled): it may be proposed again."""
+        key = config.key()
+        if key in self._results:
+            return
+        self._inflight.discard(key)
+        self._proposed.discard(key)
+        request = self._open
+        if request is not None:
+            request.handed -= {p for p, k in enumerate(request.keys) if k == key}
+
+    # -- the batch protocol's machinery ------------------------------------------------------------
+
+    def _next_request(self) -> bool:
+        """Resume the search with the last reply and open what it yields next; ``False`` once it ends."""
+        reply, self._reply = self._reply, None
+        try:
+            if self._search is None:
+                self._search = self.search()
+                item = next(self._search)
+            else:
+                item = self._search.send(reply)
+        except StopIteration:
+            self._finish("its search space is exhausted")
+            return False
+        if isinstance(item, TuningConfig):
+            configs, kind = [item], "single"
+        elif isinstance(item, UntilGoal):
+            configs, kind = list(item.configs), "until_goal"
+        elif isinstance(item, list) and all(isinstance(c, TuningConfig) for c in item):
+            configs, kind = list(item), "list"
+        else:
+            raise TypeError(
+                f"{type(self).__name__}.search() yielded {type(item).__name__}; a search yields a TuningConfig, "
+                "a list of them, or UntilGoal(configs)"
+            )
+        keys = [c.key() for c in configs]
+        results: list[TrialResult | None] = [self._results.get(k) for k in keys]
+        self._open = _Open(configs, keys, kind, results)
+        for key in keys:
+            self.superseded.discard(key)  # asked for again: its result is part of the search now
+        return True
+
+    def _hand_out(self, request: _Open, room: int, out: list[TuningConfig]) -> None:
+        """Add to ``out`` (at most ``room``) the request's configurations that need an evaluation, in order."""
+        for position, (config, key) in enumerate(zip(request.configs, request.keys, strict=True)):
+            if room <= 0:
+                return
+            known = request.results[position]
+            if known is not None:
+                if request.kind == "until_goal" and known.meets_goal:
+                    return  # this alternative meets the goal: nothing after it is needed
+                continue
+            if key in self._inflight or position in request.handed:
+                continue
+            if key in request.keys[:position]:
+                continue  # the same configuration earlier in this request: one evaluation serves both
+            request.handed.add(position)
+            self._inflight.add(key)
+            self._proposed.add(key)
+            out.append(config)
+            room -= 1
+
+    @staticmethod
+    def _reply_of(request: _Open) -> Any:
+        """What the search receives for ``request`` once it is decided, else ``None``."""
+        if request.kind == "until_goal":
+            for position, result in enumerate(request.results):
+                if result is None:
+                    return None
+                if result.meets_goal:
+                    return request.results[: position + 1]
+            return list(request.results)
+        if any(r is None for r in request.results):
+            return None
+        return request.results[0] if request.kind == "single" else list(request.results)
+
+    def _close(self, request: _Open, reply: Any) -> None:
+        """Hand ``reply`` to the search next time; mark speculative evaluations past a success superseded."""
+        if request.kind == "until_goal":
+            used = set(request.keys[: len(reply)])
+            self.superseded.update(
+                request.keys[p] for p in request.handed if p >= len(reply) and request.keys[p] not in used
+            )
+        self._open = None
+        self._reply = reply
 
     @property
     def exhausted(self) -> bool:
@@ -468,6 +643,7 @@ class TuneStrategy(ABC):
 
     def _finish(self, why: str) -> None:
         self._exhausted = True
+        self._open = None
         if self._search is not None:
             self._search.close()
         logger.info("strategy %s stops: %s", self.name or type(self).__name__, why)

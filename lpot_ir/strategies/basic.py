@@ -53,11 +53,13 @@ from typing import Any, ClassVar
 from lpot_ir.errors import ConfigError
 from lpot_ir.ir.quant import DType, RecoveryConfig, TuningConfig, WeightRounding
 from lpot_ir.strategies.base import (
+    BatchSearch,
     Search,
     StrategyContext,
     TrialResult,
     TuneStrategy,
     TuningSpace,
+    UntilGoal,
     register_strategy,
 )
 from lpot_ir.strategies.fallback import Group, Step, extend, rank_steps
@@ -271,13 +273,14 @@ class BasicStrategy(TuneStrategy):
 
     # -- the search --------------------------------------------------------------------------------
 
-    def search(self) -> Search:
+    def search(self) -> BatchSearch:
         start_regions = self._regions([])
         candidates = self.space.model_wise_configs()
         limit = int(self.options["max_model_wise"]) or len(candidates)
         tried: list[tuple[TuningConfig, TrialResult]] = []
-        for config in candidates[:limit]:
-            result = yield self._config(config, start_regions)
+        chosen = candidates[:limit]
+        results = yield UntilGoal(self._config(c, start_regions) for c in chosen)  # in parallel with workers
+        for config, result in zip(chosen, results, strict=False):
             self._learn(result)
             if result.meets_goal:
                 logger.info("basic: model-wise configuration of trial %d meets the goal", result.index)
@@ -344,8 +347,9 @@ class BasicStrategy(TuneStrategy):
 
     # -- phase 3: fallback -------------------------------------------------------------------------
 
-    def _fallback(self, base: TuningConfig, regions: Sequence[Group]) -> Generator[TuningConfig, TrialResult, bool]:
-        """Revert fallback steps until a candidate meets the goal; returns whether one did."""
+    def _fallback(self, base: TuningConfig, regions: Sequence[Group]) -> Generator[Any, Any, bool]:
+        """Revert fallback steps until a candidate meets the goal (batches of prefixes with several
+        workers and no proxy guidance); returns whether one did."""
         groups = list(self.space.fallback_groups)
         if not groups:
             return False
@@ -362,14 +366,17 @@ class BasicStrategy(TuneStrategy):
                 logger.info("basic: every op is out of INT8 (%s) and the goal is still not met", into)
                 return False
             chosen = self._proxy_prefix(base, reverted, remaining)
-            if chosen is None:
-                chosen = remaining[: max(1, int(size))]
-                size *= growth
-            reverted = extend(reverted, chosen)
-            fp32 = self._regions(reverted)
-            config = self._config(base, fp32)
-            result = yield config
-            self._learn(result)
+            if chosen is None and self.batch_size > 1:
+                fp32, config, result, size = yield from self._prefixes(base, reverted, remaining, size)
+            else:
+                if chosen is None:
+                    chosen = remaining[: max(1, int(size))]
+                    size *= growth
+                reverted = extend(reverted, chosen)
+                fp32 = self._regions(reverted)
+                config = self._config(base, fp32)
+                result = yield config
+                self._learn(result)
             if result.meets_goal:
                 if self._low is not None:  # tuning goes on (timeout > 0): measure the same groups in FP32 too
                     low, self._low = self._low, None
@@ -389,6 +396,25 @@ class BasicStrategy(TuneStrategy):
                 steps, new_scores = rank_steps(self.space, self.context, config, rest)
                 scores.update(new_scores)
                 steps = self._speed_order(steps, scores)
+
+    def _prefixes(self, base: TuningConfig, reverted: list[Group], remaining: list[Step], size: float) -> Any:
+        """With several workers and no proxy guidance: the next ``batch_size`` growing prefixes of
+        ``remaining`` at once (the sizes one worker would try one after the other, without re-ranking
+        between them), as ordered alternatives; returns ``(fp32 groups, config, result, next size)`` of the
+        first that meets the goal, else of the last."""
+        growth = float(self.options["growth"])
+        prefixes: list[tuple[list[Group], TuningConfig]] = []
+        taken = 0
+        while len(prefixes) < self.batch_size and taken < len(remaining):
+            taken = min(len(remaining), taken + max(1, int(size)))
+            size *= growth
+            fp32 = self._regions(extend(reverted, remaining[:taken]))
+            prefixes.append((fp32, self._config(base, fp32)))
+        results = yield UntilGoal(config for _, config in prefixes)
+        for result in results:
+            self._learn(result)
+        fp32, config = prefixes[len(results) - 1]
+        return fp32, config, results[-1], size
 
     def _speed_order(self, steps: list[Step], scores: Mapping[Group, float]) -> list[Step]:
         """Steps by error per unit of latency that reverting them costs (the latency model's), so that the

@@ -11,17 +11,24 @@ sensitive ops get reverted), never a point already evaluated.
 
 The model-wise configurations are evaluated first, then ``n_initial`` random points, then the GP
 proposes. Exhausts when every point has been evaluated.
+
+With several workers (``batch_size`` > 1) the GP proposes a batch by the *constant liar* heuristic
+(Ginsbourger, Le Riche and Carraro, 2010): after each point of the batch is chosen, it is added to the
+observations with a pessimistic made-up target (the worst target observed so far) and the GP is fitted
+again, so the next point of the batch is chosen away from it. The lies are dropped when the real
+results arrive. With one worker there are no lies and the trials are those of the sequential search.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from types import MappingProxyType
 
 import numpy as np
 
-from lpot_ir.strategies.base import Point, Search, TrialResult, TuneStrategy, register_strategy
+from lpot_ir.strategies.base import BatchSearch, Point, TuneStrategy, register_strategy
 from lpot_ir.strategies.random import random_points
 
 __all__ = ["BayesianStrategy", "HammingGP"]
@@ -112,7 +119,7 @@ class BayesianStrategy(TuneStrategy):
 
     default_options = MappingProxyType({"fp32_penalty": 0.1, "n_initial": 2, "n_candidates": 256, "xi": 0.01})
 
-    def search(self) -> Search:
+    def search(self) -> BatchSearch:
         space = self.space
         total = space.size
         radices = [len(space.sampling_sizes)] + [len(c.options) for c in space.choices]
@@ -122,36 +129,53 @@ class BayesianStrategy(TuneStrategy):
         gp = HammingGP(radices)
         randoms = random_points(space, self.rng)
 
-        def evaluate(point: Point) -> Search:
-            seen.add(point)
-            result: TrialResult = yield space.config_for(point)
-            observed.append((point, -self.loss(result, penalty)))
+        def evaluate(points: list[Point]) -> BatchSearch:
+            seen.update(points)
+            results = yield [space.config_for(p) for p in points]
+            observed.extend((p, -self.loss(r, penalty)) for p, r in zip(points, results, strict=True))
 
-        point: Point | None
-        for g, s in space.global_order:
-            point = space.global_point(g, s)
-            if point not in seen:
-                yield from evaluate(point)
+        yield from evaluate(list(dict.fromkeys(space.global_point(g, s) for g, s in space.global_order)))
+        initial: list[Point] = []
         for _ in range(int(self.options["n_initial"])):
-            point = next((p for p in randoms if p not in seen), None)
+            point = next((p for p in randoms if p not in seen and p not in initial), None)
             if point is None:
-                return
-            yield from evaluate(point)
+                break
+            initial.append(point)
+        yield from evaluate(initial)
+        if len(initial) < int(self.options["n_initial"]):
+            return
         while len(seen) < total:
-            candidates = self._candidates(observed, seen, radices)
-            if not candidates:
-                point = next((p for p in randoms if p not in seen), None)
+            batch: list[Point] = []
+            lies: list[tuple[Point, float]] = []
+            while len(batch) < max(1, self.batch_size) and len(seen) + len(batch) < total:
+                point = self._next_point(gp, observed + lies, seen | set(batch), radices, randoms)
                 if point is None:
-                    return
-                yield from evaluate(point)
-                continue
-            x = np.array([[p[0], *p[1]] for p, _ in observed], dtype=np.int64)
-            y = np.array([t for _, t in observed])
-            gp.fit(x, y)
-            cx = np.array([[p[0], *p[1]] for p in candidates], dtype=np.int64)
-            mean, std = gp.predict(cx)
-            ei = expected_improvement(mean, std, float(y.max()), float(self.options["xi"]) * gp.scale)
-            yield from evaluate(candidates[int(np.argmax(ei))])
+                    break
+                batch.append(point)
+                lies.append((point, min(t for _, t in observed)))  # constant liar: the worst target so far
+            if not batch:
+                return
+            yield from evaluate(batch)
+
+    def _next_point(
+        self,
+        gp: HammingGP,
+        observed: list[tuple[Point, float]],
+        excluded: set[Point],
+        radices: list[int],
+        randoms: Iterator[Point],
+    ) -> Point | None:
+        """The candidate of largest expected improvement (a random unseen point if no candidate is left)."""
+        candidates = self._candidates(observed, excluded, radices)
+        if not candidates:
+            return next((p for p in randoms if p not in excluded), None)
+        x = np.array([[p[0], *p[1]] for p, _ in observed], dtype=np.int64)
+        y = np.array([t for _, t in observed])
+        gp.fit(x, y)
+        cx = np.array([[p[0], *p[1]] for p in candidates], dtype=np.int64)
+        mean, std = gp.predict(cx)
+        ei = expected_improvement(mean, std, float(y.max()), float(self.options["xi"]) * gp.scale)
+        return candidates[int(np.argmax(ei))]
 
     def _candidates(
         self, observed: list[tuple[Point, float]], seen: set[Point], radices: list[int]

@@ -5,15 +5,17 @@ matters: the model-wise configurations first (fastest expected first), then conf
 differ from a model-wise one in one node, then in two, and so on; at each distance, fewer FP32 nodes
 first (a different INT8 option before FP32). Within that, nodes are taken in model order and
 sampling sizes in their given order. Every point is proposed once; the search ends when all have
-been proposed. ``max_trials`` in the YAML bounds it on real models.
+been proposed. ``max_trials`` in the YAML bounds it on real models. With several workers the points
+are proposed in batches, in the same order.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from types import MappingProxyType
 
-from lpot_ir.strategies.base import Point, Search, TuneStrategy, register_strategy
+from lpot_ir.strategies.base import BatchSearch, Point, TuneStrategy, register_strategy
 
 __all__ = ["ExhaustiveStrategy"]
 
@@ -24,7 +26,11 @@ class ExhaustiveStrategy(TuneStrategy):
 
     default_options = MappingProxyType({})
 
-    def search(self) -> Search:
+    def search(self) -> BatchSearch:
+        yield from self.evaluate_all(self.space.config_for(p) for p in self._points())
+
+    def _points(self) -> Iterator[Point]:
+        """Every point once, in the order described in the module docstring."""
         space = self.space
         choices = space.choices
         n = len(choices)
@@ -56,4 +62,4 @@ class ExhaustiveStrategy(TuneStrategy):
                                     point = (s, tuple(assignment))
                                     if point not in seen:
                                         seen.add(point)
-                                        yield space.config_for(point)
+                                        yield point

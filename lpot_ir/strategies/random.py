@@ -5,6 +5,9 @@ a node with ``k`` INT8 options is FP32 with probability ``1 / (k + 1)``. The sam
 sequence. Spaces of up to ``enumerate_limit`` points are shuffled once (a permutation: every point
 exactly once, then the search ends); larger spaces are sampled coordinate by coordinate and points
 already drawn are drawn again, at most ``max_redraws`` times in a row before the search ends.
+
+With several workers the points are proposed in batches (the sequence does not depend on results, so it
+is the same as with one worker).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from lpot_ir.strategies.base import Point, Search, TuneStrategy, TuningSpace, register_strategy
+from lpot_ir.strategies.base import BatchSearch, Point, TuneStrategy, TuningSpace, register_strategy
 
 __all__ = ["RandomStrategy", "decode_point", "random_points"]
 
@@ -63,11 +66,11 @@ class RandomStrategy(TuneStrategy):
 
     default_options = MappingProxyType({"enumerate_limit": 200_000, "max_redraws": 1000})
 
-    def search(self) -> Search:
-        for point in random_points(
+    def search(self) -> BatchSearch:
+        points = random_points(
             self.space,
             self.rng,
             enumerate_limit=int(self.options["enumerate_limit"]),
             max_redraws=int(self.options["max_redraws"]),
-        ):
-            yield self.space.config_for(point)
+        )
+        yield from self.evaluate_all(self.space.config_for(p) for p in points)

@@ -1,4 +1,4 @@
-"""TPE: hyperopt's Tree-structured Parzen Estimator over per-node options, driven one trial at a time.
+"""TPE: hyperopt's Tree-structured Parzen Estimator over per-node options, driven pull-style.
 
 Every node is a categorical parameter (its INT8 options and FP32), plus the calibration sampling
 size. The loss is ``relative accuracy drop + fp32_penalty x fraction of nodes in FP32``, plus 1 when
@@ -13,6 +13,13 @@ point already evaluated, its known loss is recorded again and TPE is asked again
 ``max_resuggest`` times); then a random unseen point is taken. Seeds come from
 ``numpy.random.default_rng(seed)``, so the same seed gives the same trials.
 
+With several workers (``batch_size`` > 1) TPE proposes a batch as hyperopt's own parallel ``fmin``
+(``max_queue_len``) does: each point of the batch is entered into ``Trials`` as a queued trial before
+the next is suggested, and TPE counts queued trials as having infinite loss (hyperopt's rule, a
+pessimistic "liar"), so the points of one batch spread out; queued trials also count towards
+``n_startup_jobs``. When the results arrive the queued trials are completed with their losses. With one
+worker nothing is queued and the trials are those of the sequential search.
+
 Needs hyperopt (``pip install lpot-ir[tuning]``).
 """
 
@@ -24,8 +31,8 @@ from typing import Any
 
 from lpot_ir.errors import ConfigError
 from lpot_ir.strategies.base import (
+    BatchSearch,
     Point,
-    Search,
     StrategyContext,
     TrialResult,
     TuneStrategy,
@@ -81,8 +88,8 @@ class TpeStrategy(TuneStrategy):
                 "`pip install lpot-ir[tuning]` (or `pip install hyperopt`), or pick another strategy."
             ) from None
 
-    def search(self) -> Search:
-        from hyperopt import JOB_STATE_DONE, STATUS_OK, Trials, hp, tpe
+    def search(self) -> BatchSearch:
+        from hyperopt import JOB_STATE_DONE, JOB_STATE_NEW, STATUS_OK, Trials, hp, tpe
         from hyperopt.base import Domain
 
         space = self.space
@@ -101,7 +108,11 @@ class TpeStrategy(TuneStrategy):
             vals = doc["misc"]["vals"]
             return (int(vals[_SIZE_LABEL][0]), tuple(int(vals[label][0]) for label in labels))
 
-        def record(point: Point, result: TrialResult) -> None:
+        def loss_doc(result: TrialResult) -> dict[str, Any]:
+            return {"loss": self.loss(result, float(self.options["fp32_penalty"])), "status": STATUS_OK}
+
+        def enter(point: Point, result: TrialResult | None) -> dict[str, Any]:
+            """Enter ``point`` into ``trials``: done with its loss, or queued (``result`` None)."""
             tid = trials.new_trial_ids(1)[0]
             values = {_SIZE_LABEL: point[0], **dict(zip(labels, point[1], strict=True))}
             misc = {
@@ -111,48 +122,71 @@ class TpeStrategy(TuneStrategy):
                 "idxs": {k: [tid] for k in values},
                 "vals": {k: [v] for k, v in values.items()},
             }
-            result_doc = {"loss": self.loss(result, float(self.options["fp32_penalty"])), "status": STATUS_OK}
+            result_doc = loss_doc(result) if result is not None else domain.new_result()
             doc = trials.new_trial_docs([tid], [None], [result_doc], [misc])[0]
-            doc["state"] = JOB_STATE_DONE
+            doc["state"] = JOB_STATE_DONE if result is not None else JOB_STATE_NEW
             trials.insert_trial_docs([doc])
             trials.refresh()
+            return doc
 
-        def evaluate(point: Point) -> Search:
-            seen.add(point)
-            result = yield space.config_for(point)
-            record(point, result)
+        def record(point: Point, result: TrialResult) -> None:
+            enter(point, result)
+
+        def complete(doc: dict[str, Any], result: TrialResult) -> None:
+            """A queued trial's result arrived (as hyperopt's fmin completes a queued trial)."""
+            doc["result"] = loss_doc(result)
+            doc["state"] = JOB_STATE_DONE
+            trials.refresh()
 
         point: Point | None
         if self.options["warm_start"]:
-            for g, s in space.global_order:
-                point = space.global_point(g, s)
-                if point not in seen:
-                    yield from evaluate(point)
+            warm = list(dict.fromkeys(space.global_point(g, s) for g, s in space.global_order))
+            seen.update(warm)
+            results = yield [space.config_for(p) for p in warm]
+            for p, r in zip(warm, results, strict=True):
+                record(p, r)
 
         fallback = random_points(space, self.rng)
         while len(seen) < total:
-            point = None
-            for _ in range(int(self.options["max_resuggest"]) + 1):
-                new_ids = trials.new_trial_ids(1)
-                docs = tpe.suggest(
-                    new_ids,
-                    domain,
-                    trials,
-                    int(self.rng.integers(2**31 - 1)),
-                    n_startup_jobs=int(self.options["n_startup_jobs"]),
-                    n_EI_candidates=int(self.options["n_ei_candidates"]),
-                    gamma=float(self.options["gamma"]),
-                    verbose=False,
-                )
-                candidate = point_of(docs[0])
-                if candidate not in seen:
-                    point = candidate
-                    break
-                known = self.result_of(space.config_for(candidate))
-                if known is not None:
-                    record(candidate, known)  # TPE learns it again instead of proposing it again
-            if point is None:
-                point = next((p for p in fallback if p not in seen), None)
+            batch: list[Point] = []
+            queued: dict[Point, dict[str, Any]] = {}
+            while len(batch) < max(1, self.batch_size) and len(seen) < total:
+                point = self._suggest(tpe, domain, trials, seen, point_of, record)
                 if point is None:
-                    return
-            yield from evaluate(point)
+                    point = next((p for p in fallback if p not in seen), None)
+                    if point is None:
+                        break
+                seen.add(point)
+                batch.append(point)
+                if self.batch_size > 1:
+                    queued[point] = enter(point, None)
+            if not batch:
+                return
+            results = yield [space.config_for(p) for p in batch]
+            for p, r in zip(batch, results, strict=True):
+                if p in queued:
+                    complete(queued[p], r)
+                else:
+                    record(p, r)
+
+    def _suggest(self, tpe: Any, domain: Any, trials: Any, seen: set[Point], point_of: Any, record: Any) -> Point | None:
+        """TPE's next unseen point (asking again after known points, at most ``max_resuggest`` times)."""
+        for _ in range(int(self.options["max_resuggest"]) + 1):
+            new_ids = trials.new_trial_ids(1)
+            docs = tpe.suggest(
+                new_ids,
+                domain,
+                trials,
+                int(self.rng.integers(2**31 - 1)),
+                n_startup_jobs=int(self.options["n_startup_jobs"]),
+                n_EI_candidates=int(self.options["n_ei_candidates"]),
+                gamma=float(self.options["gamma"]),
+                verbose=False,
+            )
+            candidate = point_of(docs[0])
+            if candidate not in seen:
+                return candidate
+            known = self.result_of(self.space.config_for(candidate))
+            if known is not None:
+                record(candidate, known)  # TPE learns it again instead of proposing it again
+        return None

@@ -90,6 +90,7 @@ def trial_to_dict(result: TrialResult) -> dict[str, Any]:
         "meets_goal": result.meets_goal,
         "failed": result.failed,
         "seconds": round(result.seconds, 6),
+        "worker": result.worker,
     }
 
 
@@ -104,6 +105,7 @@ def trial_from_dict(data: Mapping[str, Any]) -> TrialResult:
         meets_goal=bool(data.get("meets_goal", False)),
         failed=data.get("failed"),
         seconds=float(data.get("seconds", 0.0)),
+        worker=data.get("worker"),  # absent in histories written before workers existed
     )
 
 

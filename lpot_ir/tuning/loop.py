@@ -2,20 +2,27 @@
 
 :func:`tune` runs it::
 
-    FP32 baseline (evaluated once; recorded in the history header, reused on resume)
+    FP32 baseline (evaluated once, where the candidates are; recorded in the history header, reused on resume)
     strategy = get_strategy(name)(space, context, seed=random_seed, **options)
-    until the exit policy says stop:
-        config = strategy.propose()            # None: the space is exhausted
-        replayed from the history?  -> the recorded result, no evaluation
-        else quantize, evaluate, measure objectives; append to the history at once (fsync)
+    strategy.batch_size = executor.capacity   # how many evaluations run at once (tuning.workers)
+    until the exit policy says stop:                       (lpot_ir.tuning.trials.TrialRunner)
+        configs = strategy.propose_batch(free workers)   # None: the space is exhausted; []: wait for results
+        for each: replayed from the history?  -> the recorded result, no evaluation
+                  else quantize (here), submit the model to the executor (lpot_ir.tuning.executors)
+        as evaluations finish: measure objectives (here); append to the history at once (fsync)
         strategy.observe(result)
     best = the goal-meeting trial with the best objective (ties: next objective), else the most
            accurate one with a warning; it is re-quantized, saved with its recipe, and reported.
 
-Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion; a positive
-``timeout`` (seconds, counting the time of resumed trials) and ``max_trials`` (trials recorded, resumed
-ones included) bound the search; an exhausted strategy ends it. No configuration is evaluated twice
-(the strategy base class never re-proposes a known key, and the loop checks again).
+With one worker (the default) this is one trial at a time in the tuning process. With more (local
+worker processes or Ray, docs/distributed.md), the strategy proposes batches and the loop keeps the
+workers busy; each history line records the worker that evaluated the trial.
+
+Exit policy: ``timeout: 0`` stops at the first trial that meets the accuracy criterion (the first in
+the order of proposal); a positive ``timeout`` (seconds, counting the time of resumed trials) and
+``max_trials`` (trials recorded, resumed ones included) bound the search; an exhausted strategy ends it.
+No configuration is evaluated twice (the strategy base class never re-proposes a known key, and the
+loop checks again). ``eval_timeout`` bounds each evaluation.
 
 An ``eval_func`` (or metric) that raises on a candidate marks that trial failed with the exception's
 first line, and tuning goes on. If it raises on the FP32 model, :class:`EvaluationError` explains it.
@@ -47,6 +54,13 @@ from lpot_ir.metrics.relative import relative_loss
 from lpot_ir.strategies import TrialResult
 from lpot_ir.tuning.checks import check_tuning_config
 from lpot_ir.tuning.evaluation import Evaluator, first_line
+from lpot_ir.tuning.executors import (
+    EvalExecutor,
+    make_executor,
+    shipped_evaluation,
+    ships_evaluation,
+    where_evaluations_run,
+)
 from lpot_ir.tuning.finalize import finalize, finalize_without_tuning
 from lpot_ir.tuning.history import HISTORY_FILE, HistoryHeader, TuningHistory
 from lpot_ir.tuning.latency import LatencyModel, build_latency_model, cached_latency_model
@@ -57,6 +71,7 @@ from lpot_ir.tuning.report import prefetch_plotting
 from lpot_ir.tuning.sensitivity import SensitivityMeter, TensorError
 from lpot_ir.tuning.space import SpaceBuild, build_space
 from lpot_ir.tuning.tensorboard import TensorBoardWriter
+from lpot_ir.tuning.trials import TrialRunner
 
 __all__ = ["TuningOutcome", "LoopContext", "tune", "run_key", "choose_best", "BEST_MODEL_FILE"]
 
@@ -275,6 +290,10 @@ def tune(
     start = time.perf_counter()
     tuning = config.tuning
     strategy_cls = check_tuning_config(config)  # configuration errors before any model runs
+    accuracy_tuning = evaluator is not None and not tuning.exit_policy.performance_only
+    shipped = None
+    if accuracy_tuning and ships_evaluation(tuning):  # an evaluation workers cannot receive: say so before any work
+        shipped = shipped_evaluation(evaluator, where_evaluations_run(tuning))
     prefetch_plotting()
     workspace = Path(tuning.workspace.path)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -292,6 +311,62 @@ def tune(
 
     key, details = run_key(build, config, quantizer.fp32_digest, evaluator)
     history = TuningHistory(workspace / HISTORY_FILE)
+    with make_executor(tuning, evaluator, shipped) as executor:
+        logger.info("evaluations run %s", executor.description)
+        runner, context, strategy, baseline_objectives = _search(
+            config, strategy_cls, quantizer, evaluator, executor, build, key, details, history, meter, feeds,
+            real_data, optimized_proto, fp32_proto, workspace, start, progress,
+        )  # fmt: skip
+    outcome = finalize(
+        config=config,
+        quantizer=quantizer,
+        build=build,
+        context=context,
+        trials=runner.considered(),
+        weights=weights,
+        baseline_objectives=baseline_objectives,
+        fp32_proto=fp32_proto,
+        workspace=workspace,
+        feeds=feeds,
+        stop_reason=runner.stop_reason,
+        evaluated=runner.evaluated,
+        replayed=runner.replayed,
+        start=start,
+        history_path=history.path,
+        strategy_name=strategy_cls.name or tuning.strategy.name,
+        strategy_notes=dict(strategy.notes),
+    )
+    outcome.proxy_readings = context.proxy.runs if context.proxy is not None else 0
+    outcome.advice_seconds = context.advice_seconds
+    if outcome.proxy_readings:
+        logger.info(
+            "accuracy proxy: %d reading(s) on calibration feeds (not evaluations); advice took %.1f s",
+            outcome.proxy_readings, context.advice_seconds,
+        )  # fmt: skip
+    return outcome
+
+
+def _search(
+    config: Any,
+    strategy_cls: Any,
+    quantizer: Any,
+    evaluator: Evaluator,
+    executor: EvalExecutor,
+    build: SpaceBuild,
+    key: str,
+    details: dict[str, Any],
+    history: TuningHistory,
+    meter: ObjectiveMeter,
+    feeds: list[dict[str, np.ndarray]],
+    real_data: bool,
+    optimized_proto: onnx.ModelProto,
+    fp32_proto: onnx.ModelProto,
+    workspace: Path,
+    start: float,
+    progress: bool,
+) -> tuple[TrialRunner, LoopContext, Any, dict[str, float]]:
+    """The baseline, the context and the strategy, then the trials (:class:`TrialRunner`) on ``executor``."""
+    tuning = config.tuning
     recorded: list[TrialResult] = []
     eval_seconds = math.nan
     if tuning.workspace.resume:
@@ -299,9 +374,7 @@ def tune(
         baseline, baseline_objectives = header.baseline_accuracy, header.baseline_objectives
         logger.info("resuming: %d finished trial(s) from %s", len(recorded), tuning.workspace.resume)
     else:
-        began = time.perf_counter()
-        baseline = _evaluate_baseline(evaluator, fp32_proto)
-        eval_seconds = time.perf_counter() - began
+        baseline, eval_seconds = _evaluate_baseline(executor, evaluator, fp32_proto)
         baseline_objectives = meter(fp32_proto)
         header = HistoryHeader(key, baseline, baseline_objectives, details)
 
@@ -342,83 +415,26 @@ def tune(
             TensorBoardWriter(workspace, optimized_proto, feeds, batch_axes=getattr(quantizer, "batch_axes", None))
         )
     strategy = strategy_cls(build.space, context, seed=tuning.random_seed, **dict(tuning.strategy.options))
-
-    replay = {t.config.key(): t for t in recorded}
-    trials: list[TrialResult] = []
-    seen: dict[str, TrialResult] = {}
-    exit_policy = tuning.exit_policy
-    replayed_seconds = 0.0
-    evaluated = 0
-    stop_reason = ""
-    bar = _progress_bar(progress, exit_policy.max_trials)
+    strategy.batch_size = executor.capacity
+    bar = _progress_bar(progress, tuning.exit_policy.max_trials)
+    runner = TrialRunner(
+        strategy=strategy,
+        executor=executor,
+        quantize=quantize,
+        meter=meter,
+        context=context,
+        history=history,
+        exit_policy=tuning.exit_policy,
+        recorded=recorded,
+        start=start,
+        progress=None if bar is None else (lambda trials: _update_bar(bar, trials, context)),
+    )
     try:
-        while True:
-            if len(trials) >= exit_policy.max_trials:
-                stop_reason = f"max_trials ({exit_policy.max_trials}) reached"
-                break
-            elapsed = time.perf_counter() - start + replayed_seconds
-            if exit_policy.timeout > 0 and elapsed >= exit_policy.timeout:
-                stop_reason = f"timeout ({exit_policy.timeout} s) reached"
-                break
-            proposal = strategy.propose()
-            if proposal is None:
-                stop_reason = "the search space is exhausted"
-                break
-            key_ = proposal.key()
-            if key_ in seen:  # the base class prevents this; never evaluate twice regardless
-                strategy.observe(dataclasses.replace(seen[key_], config=proposal))
-                continue
-            if key_ in replay:
-                result = replay.pop(key_)
-                replayed_seconds += result.seconds
-            else:
-                if replay and len(trials) < len(recorded):
-                    logger.warning(
-                        "resume: the strategy proposed a configuration the earlier run did not try at trial %d; "
-                        "the resumed run diverges from it (is the strategy deterministic for its seed?)",
-                        len(trials),
-                    )
-                result = _run_trial(len(trials), proposal, quantize, evaluator, meter, context)
-                history.append(result)
-                evaluated += 1
-            seen[key_] = result
-            trials.append(result)
-            strategy.observe(result)
-            _update_bar(bar, trials, context)
-            if exit_policy.timeout == 0 and result.meets_goal:
-                stop_reason = f"trial {result.index} meets the accuracy criterion (timeout 0: first success)"
-                break
+        runner.run()
     finally:
         if bar is not None:
             bar.close()
-
-    outcome = finalize(
-        config=config,
-        quantizer=quantizer,
-        build=build,
-        context=context,
-        trials=trials,
-        weights=weights,
-        baseline_objectives=baseline_objectives,
-        fp32_proto=fp32_proto,
-        workspace=workspace,
-        feeds=feeds,
-        stop_reason=stop_reason,
-        evaluated=evaluated,
-        replayed=len(trials) - evaluated,
-        start=start,
-        history_path=history.path,
-        strategy_name=strategy_cls.name or tuning.strategy.name,
-        strategy_notes=dict(strategy.notes),
-    )
-    outcome.proxy_readings = context.proxy.runs if context.proxy is not None else 0
-    outcome.advice_seconds = context.advice_seconds
-    if outcome.proxy_readings:
-        logger.info(
-            "accuracy proxy: %d reading(s) on calibration feeds (not evaluations); advice took %.1f s",
-            outcome.proxy_readings, context.advice_seconds,
-        )  # fmt: skip
-    return outcome
+    return runner, context, strategy, baseline_objectives
 
 
 class QuantizeCache:
@@ -515,17 +531,24 @@ def _criterion_with_direction(criterion: Any, higher_is_better: bool) -> Any:
     return dataclasses.replace(criterion, higher_is_better=higher_is_better)
 
 
-def _evaluate_baseline(evaluator: Evaluator, model: onnx.ModelProto) -> float:
-    try:
-        return evaluator(model)
-    except LpotError:
-        raise
-    except Exception as exc:  # the user's code may raise anything
-        raise EvaluationError(
-            f"The {evaluator.description} raised {first_line(exc)} on the FP32 model, before any "
-            "quantization. Tuning needs the FP32 accuracy as its baseline: fix the evaluation (it receives an "
-            "onnx.ModelProto; run it on the FP32 model yourself to reproduce) and start again."
-        ) from exc
+def _evaluate_baseline(executor: EvalExecutor, evaluator: Evaluator, model: onnx.ModelProto) -> tuple[float, float]:
+    """The FP32 accuracy and the seconds its evaluation took, evaluated where the candidates will be (so
+    both see the same environment)."""
+    result = executor.evaluate(-1, model)
+    if result.error is None and result.accuracy is not None:
+        return float(result.accuracy), result.seconds
+    if isinstance(result.exception, LpotError):
+        raise result.exception
+    what = (
+        f"did not finish within tuning.exit_policy.eval_timeout ({result.error})"
+        if result.timed_out
+        else f"raised {result.error}"
+    )
+    raise EvaluationError(
+        f"The {evaluator.description} {what} on the FP32 model, before any quantization. Tuning needs the FP32 "
+        "accuracy as its baseline: fix the evaluation (it receives an onnx.ModelProto; run it on the FP32 model "
+        "yourself to reproduce) and start again."
+    ) from result.exception
 
 
 def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[HistoryHeader, list[TrialResult]]:
@@ -539,63 +562,6 @@ def _read_resume(path: Path, key: str, details: Mapping[str, Any]) -> tuple[Hist
             "or remove tuning.workspace.resume to start a new run."
         )
     return header, trials
-
-
-def _run_trial(
-    index: int,
-    config: TuningConfig,
-    quantize: Callable[[TuningConfig], Any],
-    evaluator: Evaluator,
-    meter: ObjectiveMeter,
-    context: LoopContext,
-) -> TrialResult:
-    began = time.perf_counter()
-    accuracy: float | None = None
-    objectives: dict[str, float] = {}
-    failed: str | None = None
-    quantized: Any = None
-    try:
-        quantized = quantize(config)
-        model = quantized.model
-    except Exception as exc:  # one bad configuration must not end tuning
-        failed = f"quantization failed: {first_line(exc)}"
-        logger.warning("trial %d: %s", index, failed, exc_info=not isinstance(exc, LpotError))
-    else:
-        try:
-            accuracy = evaluator(model)
-        except Exception as exc:  # the user's eval_func may raise anything
-            failed = f"evaluation failed: {first_line(exc)}"
-            logger.warning("trial %d: %s; the trial is marked failed and tuning goes on", index, failed)
-        if failed is None:
-            try:
-                objectives = meter(model)
-            except Exception as exc:
-                failed = f"objective measurement failed: {first_line(exc)}"
-                logger.warning("trial %d: %s", index, failed)
-    meets = failed is None and accuracy is not None and context.meets_goal(accuracy)
-    result = TrialResult(
-        index=index,
-        config=config,
-        accuracy=accuracy if failed is None else None,
-        objectives=objectives,
-        meets_goal=meets,
-        failed=failed,
-        seconds=time.perf_counter() - began,
-    )
-    loss = context.relative_loss(result.accuracy)
-    logger.info(
-        "trial %d: accuracy %s (%s relative loss)%s",
-        index,
-        "failed" if result.accuracy is None else f"{result.accuracy:.4f}",
-        "-" if loss is None else f"{loss:.2%}",
-        ", meets the criterion" if meets else "",
-    )
-    for observer in context.trial_observers:
-        try:
-            observer(index, config, quantized, result)
-        except Exception as exc:  # an observer (a report writer) must not end tuning
-            logger.warning("trial %d: observer %s failed: %s", index, type(observer).__name__, first_line(exc))
-    return result
 
 
 def _progress_bar(enabled: bool, total: int) -> Any:

@@ -186,10 +186,11 @@ def test_every_default() -> None:
             "strategy": {"name": "basic"},
             "accuracy_criterion": {"relative": 0.01, "higher_is_better": True},
             "objective": ["performance"],
-            "exit_policy": {"timeout": 0, "max_trials": 100, "performance_only": False},
+            "exit_policy": {"timeout": 0, "max_trials": 100, "performance_only": False, "eval_timeout": 0.0},
             "random_seed": 1978,
             "tensorboard": False,
             "workspace": {"path": "./lpot_workspace"},
+            "threads_per_worker": 1,
         },
     }
     assert config.model.framework is None

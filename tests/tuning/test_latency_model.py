@@ -27,7 +27,8 @@ def test_profiles_attribute_kernels_to_the_models_own_nodes(digits, quantizer):
     assert set(convs) <= set(int8_profile.node_seconds)
     assert any("QLinearConv" in ops for ops in int8_profile.node_ops.values())
     attributed = sum(int8_profile.node_seconds.values())
-    assert attributed >= 0.8 * int8_profile.total_seconds  # layout reorders are the rest
+    # layout reorders are the rest (a timing share: loose, so a loaded machine does not cross it)
+    assert attributed >= 0.5 * int8_profile.total_seconds
     sizes = value_elements(fp32, feed)
     assert sizes["logits"] == 10 * 10  # every float value of the run, by name
 
