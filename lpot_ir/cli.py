@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from lpot_ir import __version__
-from lpot_ir.errors import LpotError
+from lpot_ir.errors import LpotError, paragraph
 
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USER_ERROR", "EXIT_BROKEN_PIPE", "build_parser", "main"]
 
@@ -69,10 +69,6 @@ def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def _paragraph(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _configure_logging(verbose: int, debug: bool) -> None:
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
@@ -101,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LpotError as exc:
         if args.debug:
             raise
-        print(f"lpot {args.command}: error: {_paragraph(str(exc))}", file=sys.stderr)
+        print(f"lpot {args.command}: error: {paragraph(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"lpot {args.command}: interrupted", file=sys.stderr)
@@ -110,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"lpot {args.command}: internal error: {type(exc).__name__}: {_paragraph(str(exc))}. This is a bug in "
+            f"lpot {args.command}: internal error: {type(exc).__name__}: {paragraph(str(exc))}. This is a bug in "
             "lpot-ir; run again with --debug for the traceback and report it.",
             file=sys.stderr,
         )

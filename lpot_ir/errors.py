@@ -16,7 +16,9 @@ __all__ = [
     "ConversionError",
     "QuantizationError",
     "PassError",
+    "WriteError",
     "first_line",
+    "paragraph",
 ]
 
 
@@ -52,8 +54,25 @@ class PassError(LpotError):
     """A rewrite rule or a pass raised: the message names the pass, and for a rule the rule and the node."""
 
 
+class WriteError(LpotError, OSError):
+    """A file that could not be written (full disk, file size limit, read-only or forbidden folder).
+
+    Raised by :mod:`lpot_ir.fileio`; the file that was there before is unchanged. It is also an ``OSError``
+    (with the original ``errno``), so code that handles I/O errors keeps working.
+    """
+
+    def __str__(self) -> str:  # the paragraph, not OSError's "[Errno N] strerror: filename"
+        return str(self.args[0]) if self.args else ""
+
+
 def first_line(exc: BaseException) -> str:
     """``ExcType: first line of the message`` (what a failed trial records, and what wrapped errors quote)."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def paragraph(text: object) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), for quoting a library's
+    multi-line message inside an error paragraph."""
+    return " ".join(str(text).split())

@@ -307,10 +307,10 @@ class QuantizedModel:
         return [n for n, d in self.decisions.items() if d.quantized]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model to ``path`` and its recipe to ``<stem>.recipe.json`` beside it (both atomic)."""
-        dest = save_model(self.model, path)
-        self.recipe.save(recipe_path_for(dest))
-        return dest
+        """Write the model to ``path`` and its recipe to ``<stem>.recipe.json`` beside it, atomically and
+        together (a full disk changes neither; see :func:`~lpot_ir.ir.model.save_model`)."""
+        dest = Path(path)
+        return save_model(self.model, dest, companions={recipe_path_for(dest): self.recipe.to_json() + "\n"})
 
     def export(self, target: str = "onnx", path: str | os.PathLike[str] | None = None) -> Any:
         """Export the quantized model for another runtime.

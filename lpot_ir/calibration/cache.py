@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lpot_ir.fileio import atomic_write
 
 __all__ = ["CACHE_VERSION", "data_fingerprint", "cache_key", "cache_path", "load_entry", "store_entry"]
 
@@ -100,16 +101,11 @@ def load_entry(cache_dir: str | os.PathLike[str], key: str) -> dict[str, Any] | 
 
 
 def store_entry(cache_dir: str | os.PathLike[str], key: str, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` (plus its key) as the entry for ``key``, atomically; return the path."""
+    """Write ``data`` (plus its key) as the entry for ``key``, atomically; return the path.
+
+    Raises:
+        WriteError: the entry could not be written (an ``OSError``; callers log it and go on).
+    """
     path = cache_path(cache_dir, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**data, "key": key}, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps({**data, "key": key}, sort_keys=True))
     return path

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,23 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.batching import BatchAxes, BatchLayout
 from lpot_ir.backends.onnxruntime.session import InputSpec, make_feed
-from lpot_ir.errors import DataError
+from lpot_ir.errors import DataError, paragraph
 
 __all__ = ["NumpyBatches", "load_calibration_files"]
 
 logger = logging.getLogger(__name__)
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+"""What numpy and zipfile raise on a truncated, corrupted, encrypted or pickled file."""
+
+
+def _unreadable(where: str, exc: BaseException) -> DataError:
+    reason = paragraph(exc) or type(exc).__name__
+    return DataError(
+        f"Calibration data {where} is not a readable numpy file ({reason}); it may be truncated or corrupted, "
+        "or hold pickled objects. Re-save it with numpy.save / numpy.savez from numeric arrays."
+    )
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -148,11 +161,8 @@ def _plan_file(path: Path, root: Path, layout: BatchLayout, batch_size: int) -> 
             headers: dict[str | None, tuple[tuple[int, ...], np.dtype]] = {None: _npy_header(path)}
         else:
             headers = {name: header for name, header in _npz_headers(path).items()}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"Calibration data {where} is not a readable numpy file ({exc}). Re-save it with numpy.save / "
-            "numpy.savez (without pickled objects)."
-        ) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(where, exc) from None
     names = [s.name for s in specs]
     keys: dict[str, str | None] = {}
     if None in headers:
@@ -234,10 +244,16 @@ class NumpyBatches:
             yield tuple(pending)
 
     def _arrays(self, source: _Source) -> dict[str, np.ndarray]:
-        if source.path.suffix.lower() == ".npy":
-            return {self.layout.specs[0].name: np.load(source.path, mmap_mode="r", allow_pickle=False)}
-        with np.load(source.path, allow_pickle=False) as archive:
-            return {name: archive[key] for name, key in source.keys.items()}
+        """The arrays of one file (its headers were read when planning; the data may still be damaged)."""
+        try:
+            if source.path.suffix.lower() == ".npy":
+                array = np.load(source.path, mmap_mode="r", allow_pickle=False)
+                np.asarray(array[-1:] if array.ndim else array).copy()  # touch the end: a truncated file fails here
+                return {self.layout.specs[0].name: array}
+            with np.load(source.path, allow_pickle=False) as archive:
+                return {name: archive[key] for name, key in source.keys.items()}
+        except _READ_ERRORS as exc:
+            raise _unreadable(f"'{source.path}'", exc) from None
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         loaded: tuple[int, dict[str, np.ndarray]] | None = None

@@ -23,7 +23,7 @@ from lpot_ir.backends.onnxruntime.batching import parse_batch_axes
 from lpot_ir.backends.onnxruntime.capabilities import default_op_config
 from lpot_ir.calibration import load_calibration_files
 from lpot_ir.config import load_config
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, paragraph
 from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.quant import (
     Approach,
@@ -178,7 +178,9 @@ def load_tuning_config(path: str | Path) -> TuningConfig:
     except OSError as exc:
         raise ConfigError(f"Cannot read configuration '{p}': {exc.strerror or exc}. Check the path.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Configuration '{p}' is not valid YAML: {exc}. Fix the syntax and try again.") from None
+        raise ConfigError(
+            f"Configuration '{p}' is not valid YAML: {paragraph(exc)}. Fix the syntax and try again."
+        ) from None
     if isinstance(data, dict) and data.keys() & _TUNING_KEYS and not data.keys() & {"model", "quantization"}:
         try:
             return TuningConfig.from_dict(data)

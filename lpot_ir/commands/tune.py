@@ -4,7 +4,8 @@ The YAML gives the evaluation (``evaluation.accuracy``: dataloader + metric), th
 (``quantization.calibration.dataloader``, or ``--calib DATA``), the tuning space, the strategy, the
 accuracy criterion, the exit policy and the workspace. The best model, its recipe, the history, the
 report (``report.txt``, ``tuning.png``) and the per-op decisions are written to the workspace.
-``--resume`` continues a killed run from the workspace's history without re-evaluating finished trials.
+``--resume`` continues a killed run from the workspace's history without re-evaluating finished trials
+(a workspace without a history yet, killed before its FP32 baseline was recorded, starts a new run).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def _with_workspace(config: Any, path: str | None, resume: bool) -> Any:
     workspace = config.tuning.workspace
     if path is not None:
         workspace = dataclasses.replace(workspace, path=path)
-    if resume:
-        workspace = dataclasses.replace(workspace, resume=str(Path(workspace.path) / "history.jsonl"))
+    history = Path(workspace.path) / "history.jsonl"
+    if resume and not history.is_file():  # killed before the FP32 baseline was recorded: nothing to resume
+        logger.warning("--resume: no tuning history in %s yet; starting a new run there", workspace.path)
+    elif resume:
+        workspace = dataclasses.replace(workspace, resume=str(history))
     if workspace is config.tuning.workspace:
         return config
     return dataclasses.replace(config, tuning=dataclasses.replace(config.tuning, workspace=workspace))

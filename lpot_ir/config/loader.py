@@ -26,7 +26,7 @@ from lpot_ir.config.coerce import (
     validate_section,
 )
 from lpot_ir.config.schema import Config
-from lpot_ir.errors import ConfigError
+from lpot_ir.errors import ConfigError, paragraph
 from lpot_ir.fileio import atomic_write
 
 __all__ = [
@@ -88,13 +88,13 @@ def _parse(text: str, source: str | None) -> tuple[Any, dict[KeyPath, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = paragraph(exc.problem or exc.context or "invalid YAML")
         raise ConfigError(
             f"Cannot parse the YAML configuration{where}{at}: {problem}. Check the indentation, the ':' after "
             "each key and the quoting of values."
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Cannot parse the YAML configuration{where}: {exc}") from None
+        raise ConfigError(f"Cannot parse the YAML configuration{where}: {paragraph(exc)}.") from None
     return data, lines
 
 

@@ -667,6 +667,8 @@ class ExitPolicy(_Section):
         timeout: seconds; 0 = stop at the first configuration that meets the accuracy criterion.
         max_trials: the most configurations to evaluate.
         performance_only: skip accuracy evaluation; quantize everything quantizable (LPOT's option).
+        eval_timeout: seconds one accuracy evaluation may take (0 = no limit); a trial whose evaluation
+            runs longer is recorded as failed and tuning goes on.
     """
 
     timeout: int = 0
@@ -677,10 +679,10 @@ class ExitPolicy(_Section):
     def _check(self) -> None:
         if self.timeout < 0:
             _invalid(self, f"timeout must be 0 or more seconds, got {self.timeout}.")
+        if not 0 <= self.eval_timeout < math.inf:
+            _invalid(self, f"eval_timeout must be 0 (no limit) or a finite number of seconds, got {self.eval_timeout}.")
         if self.max_trials < 1:
             _invalid(self, f"max_trials must be at least 1, got {self.max_trials}.")
-        if not (math.isfinite(self.eval_timeout) and self.eval_timeout >= 0):
-            _invalid(self, f"eval_timeout must be 0 (no limit) or more seconds, got {self.eval_timeout}.")
 
 
 class DistributedBackend(str, enum.Enum):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lpot_ir.errors import DataError
+from lpot_ir.errors import DataError, paragraph
 
 __all__ = ["LastBatch", "DataLoader", "collate"]
 
@@ -42,8 +42,27 @@ class LastBatch(str, enum.Enum):
         return self.value
 
 
+def _describe(item: Any) -> str:
+    """A short, one-line description of a sample for an error message."""
+    shape = getattr(item, "shape", None)
+    if shape is not None:
+        return f"a {type(item).__name__} of shape {tuple(shape)}"
+    if isinstance(item, Mapping):
+        return f"a {type(item).__name__} with the keys {list(item)[:8]}"
+    return f"a {type(item).__name__} ({paragraph(repr(item))[:60]})"
+
+
 def _stack(values: Sequence[Any], what: str) -> np.ndarray:
-    arrays = [np.asarray(v) for v in values]
+    arrays = []
+    for index, value in enumerate(values):
+        try:
+            arrays.append(np.asarray(value))
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"Cannot batch {what}: sample {index} of the batch, {_describe(value)}, is not an array "
+                f"({paragraph(exc)}). Give each sample's input as a numpy array (nested lists of "
+                "equal length work too)."
+            ) from None
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         first = arrays[0].shape
@@ -52,7 +71,14 @@ def _stack(values: Sequence[Any], what: str) -> np.ndarray:
             f"Cannot batch {what}: sample 0 has shape {first} but sample {bad} of the batch has shape "
             f"{arrays[bad].shape}. Resize the samples to one shape (e.g. a Resize/CenterCrop transform) or use batch_size 1."
         )
-    return np.stack(arrays)
+    try:
+        return np.stack(arrays)
+    except (ValueError, TypeError) as exc:  # no common dtype (e.g. float32 beside datetime64)
+        dtypes = sorted({str(a.dtype) for a in arrays})
+        raise DataError(
+            f"Cannot batch {what}: the samples' dtypes {dtypes} have no common type ({paragraph(exc)[:120]}). "
+            "Give every sample's input the dtype the model expects."
+        ) from None
 
 
 def _collate_inputs(inputs: Sequence[Any]) -> Any:
@@ -62,14 +88,18 @@ def _collate_inputs(inputs: Sequence[Any]) -> Any:
         for item in inputs:
             if not isinstance(item, Mapping) or list(item) != keys:
                 raise DataError(
-                    f"Cannot batch inputs: every sample must be a dict with the keys {keys}, got {item!r:.80}."
+                    f"Cannot batch inputs: every sample must be a dict with the keys {keys[:8]} (as the first "
+                    f"one), got {_describe(item)}. Give every sample the same input names."
                 )
         return {k: _stack([item[k] for item in inputs], f"input '{k}'") for k in keys}
     if isinstance(first, (tuple, list)):
         n = len(first)
         for item in inputs:
             if not isinstance(item, (tuple, list)) or len(item) != n:
-                raise DataError(f"Cannot batch inputs: every sample must be a tuple of {n} arrays.")
+                raise DataError(
+                    f"Cannot batch inputs: every sample must be a tuple of {n} arrays (as the first one), got "
+                    f"{_describe(item)}. Give every sample the same number of inputs."
+                )
         return tuple(_stack([item[i] for item in inputs], f"input {i}") for i in range(n))
     return _stack(inputs, "inputs")
 
@@ -83,7 +113,10 @@ def _collate_labels(labels: Sequence[Any]) -> Any:
         return list(labels)
     if any(a.dtype == object for a in arrays) or len({a.shape for a in arrays}) > 1:
         return list(labels)
-    return np.stack(arrays)
+    try:
+        return np.stack(arrays)
+    except (ValueError, TypeError):  # no common dtype: the metric gets them as they are
+        return list(labels)
 
 
 def collate(samples: Sequence[Any]) -> tuple[Any, Any]:

@@ -89,11 +89,13 @@ class DummyDataset:
         label: bool = False,
         seed: int = 9527,
     ) -> None:
-        shapes: list[list[int]]
-        if shape and not isinstance(shape[0], (list, tuple)):
-            shapes = [list(cast("Sequence[int]", shape))]
-        else:
-            shapes = [list(s) for s in cast("Sequence[Sequence[int]]", shape)]
+        sequence = isinstance(shape, (list, tuple))
+        nested = sequence and bool(shape) and all(isinstance(s, (list, tuple)) for s in shape)
+        flat = sequence and not any(isinstance(s, (list, tuple)) for s in shape)
+        shapes: list[list[int]] = (
+            [list(s) for s in cast("Sequence[Sequence[int]]", shape)] if nested
+            else [list(cast("Sequence[int]", shape))] if flat and shape else []  # anything else is refused below
+        )
         if not shapes or any(
             not s or any(not isinstance(d, (int, np.integer)) or d <= 0 for d in s) for s in shapes
         ):

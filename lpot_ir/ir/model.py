@@ -14,19 +14,24 @@ temporary file in the destination folder and renamed into place, so no half-writ
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import os
+import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from lpot_ir.errors import ModelLoadError
+from lpot_ir.errors import ModelLoadError, paragraph
+from lpot_ir.fileio import atomic_paths, fsync_file, temporary_prefix
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -52,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 _TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
+EXTERNAL_DATA_ALIGNMENT = 65536
+"""Offsets of large tensors in external data files: page-aligned, so readers can memory-map them."""
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
 """Anything :func:`load_model` accepts."""
@@ -217,9 +224,9 @@ def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
         if _has_external_data(proto):
             try:
                 onnx.load_external_data_for_model(proto, str(path.parent))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, onnx.checker.ValidationError) as exc:
                 raise ModelLoadError(
-                    f"Model {label} stores weights in external data files that cannot be read ({exc}). "
+                    f"Model {label} stores weights in external data files that cannot be read ({paragraph(exc)}). "
                     "Keep the external data files beside the model file, with the names the model records."
                 ) from None
         return label, proto
@@ -466,34 +473,78 @@ def save_model(
     path: str | os.PathLike[str],
     *,
     external_data: bool | None = None,
+    companions: Mapping[str | os.PathLike[str], str | bytes] | None = None,
 ) -> Path:
     """Save ``model`` to ``path`` atomically and return the path.
 
     The model is written to a temporary file in the destination folder and renamed into place, so a
-    crash or a full disk never leaves a half-written model where the user's file was.
+    crash, a kill or a full disk never leaves a half-written model where the user's file was.
+
+    With external data the weights go to a new file ``<name>.<8 hex digits>.data`` beside the model, which
+    only the new model names: a kill before the model's rename leaves the old model with its old weights.
+    Once the new model is in place, the weight files an earlier save wrote for that path are removed.
 
     Args:
         model: an IR model or a ModelProto.
         path: destination ``.onnx`` path. Parent folders are created.
-        external_data: store weights in ``<name>.data`` beside the model. ``None`` (default) does so only
-            when the weights exceed protobuf's 2 GB limit.
+        external_data: store weights in ``<name>.<hex>.data`` beside the model. ``None`` (default) does so
+            only when the weights exceed protobuf's 2 GB limit.
+        companions: other files (path -> text or bytes) written with the model: all are written before any
+            is renamed into place (a model and its recipe stay a pair when the disk fills up).
+
+    Raises:
+        WriteError: the disk is full or the folder cannot be written; the earlier files are unchanged.
     """
     if isinstance(model, onnx.ModelProto):
         model = from_proto(model)
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    extra = {Path(p): data for p, data in (companions or {}).items()}
     if external_data is None:
         external_data = _initializer_bytes(model) >= _TWO_GB
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        tmp_model = Path(tmp) / dest.name
-        if external_data:
-            data_name = f"{dest.name}.data"
-            ir.save(model, tmp_model, external_data=data_name)
-            os.replace(Path(tmp) / data_name, dest.parent / data_name)
-        else:
-            tmp_model.write_bytes(to_proto(model).SerializeToString())  # faster than ir.save for < 2 GB
-        os.replace(tmp_model, dest)
+    data_name = f"{dest.name}.{secrets.token_hex(4)}.data" if external_data else None
+    try:
+        with atomic_paths([dest, *extra], suffixes=[".onnx", *[".tmp"] * len(extra)]) as (tmp, *others):
+            if data_name is None:
+                with open(tmp, "wb") as handle:
+                    handle.write(to_proto(model).SerializeToString())  # faster than ir.save for < 2 GB
+            else:
+                _write_with_external_data(model, dest, tmp, data_name)
+            for other, data in zip(others, extra.values(), strict=True):
+                with open(other, "wb") as handle:
+                    handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except BaseException:
+        if data_name is not None:
+            with contextlib.suppress(OSError):
+                (dest.parent / data_name).unlink()
+        raise
+    _remove_data_files(dest, keep=data_name)
     return dest
+
+
+def _write_with_external_data(model: ir.Model, dest: Path, tmp: Path, data_name: str) -> None:
+    """Write ``model`` to ``tmp`` and its weights to ``dest.parent / data_name`` (a name nothing refers to yet).
+
+    onnx_ir writes the model and the data file side by side, so both are written in a temporary folder of
+    this process (removed by the next save to ``dest`` if this one is killed) and moved out.
+    """
+    folder = Path(tempfile.mkdtemp(dir=dest.parent, prefix=temporary_prefix(dest)))
+    try:
+        ir.save(model, folder / dest.name, external_data=data_name, alignment=EXTERNAL_DATA_ALIGNMENT)
+        fsync_file(folder / data_name)
+        os.replace(folder / data_name, dest.parent / data_name)
+        os.replace(folder / dest.name, tmp)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_data_files(dest: Path, keep: str | None) -> None:
+    """Remove the external-data files earlier saves wrote for ``dest`` (``<name>.<8 hex>.data``) but ``keep``."""
+    pattern = re.compile(re.escape(dest.name) + r"\.[0-9a-f]{8}\.data")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(dest.parent):
+            if entry.name != keep and pattern.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def model_digest(model: ir.Model | onnx.ModelProto) -> str:

@@ -185,6 +185,13 @@ class ScopeKind(str, enum.Enum):
 _PRECEDENCE = {ScopeKind.OP_TYPE: 0, ScopeKind.NAME_REGEX: 1, ScopeKind.NODE_NAME: 2}
 
 
+def _mapping(data: Any, what: str) -> Mapping[str, Any]:
+    """``data`` as a mapping, else a ``TypeError`` naming ``what`` (these documents come from YAML and JSON)."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{what} must be a mapping, got {type(data).__name__} {str(data)[:40]!r}")
+    return data
+
+
 @dataclass(frozen=True)
 class QuantSpec:
     """How one tensor is quantized.
@@ -225,7 +232,7 @@ class QuantSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantSpec:
-        return cls(**dict(data))
+        return cls(**dict(_mapping(data, "a quantization spec (activation/weight)")))
 
     def merged(self, override: SpecOverride | None) -> QuantSpec:
         """Return this spec with the fields set in ``override`` replaced."""
@@ -266,7 +273,7 @@ class SpecOverride:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpecOverride:
-        return cls(**dict(data))
+        return cls(**dict(_mapping(data, "an activation/weight override")))
 
 
 @dataclass(frozen=True)
@@ -315,6 +322,7 @@ class OpQuantConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OpQuantConfig:
+        data = _mapping(data, "an op configuration ('global')")
         float_dtype = DType(data.get("float_dtype", DType.FP32.value))
         if data.get("fp32") or float_dtype is not DType.FP32:
             return cls(fp32=True, float_dtype=float_dtype)
@@ -378,6 +386,7 @@ class OpOverride:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OpOverride:
+        data = _mapping(data, "an override")
         return cls(
             fp32=data.get("fp32"),
             activation=SpecOverride.from_dict(data["activation"]) if data.get("activation") is not None else None,
@@ -427,7 +436,11 @@ class ScopedOverride:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScopedOverride:
-        return cls(ScopeKind(data["kind"]), data["key"], OpOverride.from_dict(data["override"]))
+        data = _mapping(data, "each entry of 'overrides'")
+        missing = [k for k in ("kind", "key", "override") if k not in data]
+        if missing:
+            raise ValueError(f"an entry of 'overrides' has no {', '.join(repr(k) for k in missing)}: {str(dict(data))[:60]}")
+        return cls(ScopeKind(data["kind"]), str(data["key"]), OpOverride.from_dict(data["override"]))
 
 
 class WeightRounding(str, enum.Enum):
@@ -488,6 +501,7 @@ class RecoveryConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RecoveryConfig:
+        data = _mapping(data, "'recovery'")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -548,6 +562,7 @@ class RecoveryOptions:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RecoveryOptions:
+        data = _mapping(data, "the recovery options")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -641,11 +656,15 @@ class TuningConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TuningConfig:
+        data = _mapping(data, "a tuning configuration")
+        overrides = data.get("overrides", ())
+        if not isinstance(overrides, (list, tuple)):
+            raise TypeError(f"'overrides' must be a list, got {type(overrides).__name__}")
         return cls(
             approach=Approach(data.get("approach", Approach.STATIC.value)),
             format=QuantFormat(data.get("format", QuantFormat.QDQ.value)),
             global_config=OpQuantConfig.from_dict(data.get("global", {})),
-            overrides=tuple(ScopedOverride.from_dict(o) for o in data.get("overrides", ())),
+            overrides=tuple(ScopedOverride.from_dict(o) for o in overrides),
             calib_sampling_size=int(data.get("calib_sampling_size", 100)),
             recovery=RecoveryConfig.from_dict(data.get("recovery") or {}),
             backend=Backend(data.get("backend", Backend.ONNXRUNTIME_CPU.value)),

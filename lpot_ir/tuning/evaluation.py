@@ -97,10 +97,13 @@ class Evaluator:
 
         Raises:
             Exception: whatever the user's ``eval_func`` or metric raises (the loop records it).
-            EvaluationError: the result is not a finite number.
+            EvaluationError: the result is None, not a number, NaN or infinite (a time limit is the
+                executor's: ``tuning.exit_policy.eval_timeout``, lpot_ir/tuning/executors.py).
         """
-        value = self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
-        return _as_number(value, self.description)
+        return _as_number(self._measure(model), self.description)
+
+    def _measure(self, model: onnx.ModelProto) -> Any:
+        return self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
 
     def _run_metric(self, model: onnx.ModelProto) -> float:
         # __init__ guarantees both when there is no eval_func (the only case that gets here)
@@ -250,12 +253,20 @@ def _as_number(value: Any, where: str) -> float:
         value = value[0]
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(()).item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+    if value is None:
+        raise EvaluationError(
+            f"The {where} returned None, not a number (a missing return statement?). It must return the "
+            "model's accuracy as one float."
+        )
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         raise EvaluationError(
             f"The {where} returned {type(value).__name__} {value!r:.60}, not a number. It must return the "
             "model's accuracy as one float."
         )
     number = float(value)
-    if math.isnan(number):
-        raise EvaluationError(f"The {where} returned NaN; it must return the model's accuracy as a finite number.")
+    if not math.isfinite(number):
+        raise EvaluationError(
+            f"The {where} returned {number}; it must return the model's accuracy as a finite number (a NaN or "
+            "an infinity usually means the model's outputs overflowed or the metric divided by zero)."
+        )
     return number

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lpot_ir.errors import ConfigError
-from lpot_ir.fileio import atomic_write
+from lpot_ir.fileio import append_line, atomic_write
 from lpot_ir.ir.quant import TuningConfig
 from lpot_ir.strategies.base import TrialResult
 
@@ -126,12 +126,9 @@ class TuningHistory:
         atomic_write(self.path, "\n".join(lines) + "\n")
 
     def append(self, result: TrialResult) -> None:
-        """Append one finished trial, flushed and fsynced before returning."""
-        line = json.dumps(trial_to_dict(result), sort_keys=True) + "\n"
-        with open(self.path, "a") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Append one finished trial, flushed and fsynced before returning (all or nothing: a full disk
+        raises :class:`~lpot_ir.errors.WriteError` and leaves the file as it was)."""
+        append_line(self.path, json.dumps(trial_to_dict(result), sort_keys=True))
 
     def read(self) -> tuple[HistoryHeader, list[TrialResult]]:
         """Read the header and the trials (in the order they were written).

@@ -24,8 +24,9 @@ the order of proposal); a positive ``timeout`` (seconds, counting the time of re
 No configuration is evaluated twice (the strategy base class never re-proposes a known key, and the
 loop checks again). ``eval_timeout`` bounds each evaluation.
 
-An ``eval_func`` (or metric) that raises on a candidate marks that trial failed with the exception's
-first line, and tuning goes on. If it raises on the FP32 model, :class:`EvaluationError` explains it.
+An ``eval_func`` (or metric) that raises on a candidate, returns None, NaN or an infinity, or runs longer
+than ``exit_policy.eval_timeout`` seconds marks that trial failed with the reason, and tuning goes on. If
+it fails on the FP32 model, :class:`EvaluationError` explains it.
 """
 
 from __future__ import annotations

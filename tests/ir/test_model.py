@@ -224,26 +224,9 @@ def test_model_failing_the_checker_is_a_clear_error() -> None:
         load_model(proto)
 
 
-def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dest = tmp_path / "keep.onnx"
-    dest.write_bytes(b"the user's previous file")
-
-    real_write_bytes = Path.write_bytes
-
-    def failing_write(self: Path, data: bytes) -> int:
-        real_write_bytes(self, data[: len(data) // 2])  # a partial write, then the disk fills up
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", failing_write)
-    with pytest.raises(OSError):
-        save_model(load_model(_mlp()), dest)
-    assert dest.read_bytes() == b"the user's previous file"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx"]
-
-
 def test_save_with_external_data_round_trips(tmp_path: Path) -> None:
     dest = save_model(load_model(_mlp()), tmp_path / "ext.onnx", external_data=True)
-    assert (tmp_path / "ext.onnx.data").exists()
+    assert len(list(tmp_path.glob("ext.onnx.*.data"))) == 1  # full-disk and kill behaviour: tests/faults
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(_run(dest, {"x": x})[0], _run(_mlp(), {"x": x})[0], rtol=1e-6)
     assert model_digest(load_model(dest)) == model_digest(load_model(_mlp()))
