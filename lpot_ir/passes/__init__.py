@@ -60,4 +60,5 @@ __all__ = [
 import lpot_ir.passes.cleanup  # noqa: E402,F401
 import lpot_ir.passes.fusion  # noqa: E402,F401
 import lpot_ir.passes.mixed_precision  # noqa: E402,F401
+import lpot_ir.passes.pruning  # noqa: E402,F401
 import lpot_ir.passes.quantization  # noqa: E402,F401

@@ -76,6 +76,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "fuse-batchnorm",
         "fuse-pad",
         "fuse-matmul-add",
+        "shrink-pruned-channels",
         "remove-unused",
         "deduplicate-initializers",
         "topological-sort",
