@@ -26,15 +26,17 @@ test of accuracy-driven tuning rather than a model that INT8 never hurts.
 ``TRAIN_SEED`` is chosen so that these properties hold with a margin on every CPU: with the 8-bit
 weights of VNNI/AMX/ARM CPUs and the 7-bit (``reduce_range``) weights of x86 CPUs without VNNI, the
 model with both ops in FP32 loses no held-out digit and changes the top-1 class of none of the 100
-calibration samples (the closest keeps its class by 0.111 logits with 8-bit weights, 0.456 with 7-bit; any
-CPU's INT8 rounding moves a lead by less than 0.074 logits, see ``tests/tuning/helpers.rounding_floor``), while quantizing every op changes over 20 of them and costs over 100
+calibration samples (the closest keeps its class by 0.111 logits with 8-bit weights, 0.456 with 7-bit;
+ten INT8 rounding steps of the classifier's input move a lead by 0.074 logits, see ``rounding_floor`` in
+``tests/tuning/helpers.py``), while quantizing every op changes over 20 of them and costs over 100
 held-out digits; the outlier tensor's quantization error is hundreds of times any other tensor's.
 Most seeds miss one of these (usually a calibration digit that 7-bit or 8-bit weights flip);
 ``tests/tuning/test_example_model.py`` checks them.
 
 Everything is cached on disk under ``$LPOT_IR_CACHE`` (default ``~/.cache/lpot_ir``) in a folder named
 by :data:`VERSION` and the installed torch's major.minor version (:func:`cache_name`; another torch may
-train other bits, so upgrading it rebuilds the example), written atomically under a file lock, so parallel test workers train it once.
+train other bits, so upgrading it rebuilds the example), written atomically under a file lock, so
+parallel test workers train it once.
 scikit-learn and torch are needed only to build the cache.
 
 Example:
