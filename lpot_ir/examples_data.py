@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import importlib.metadata
 import io
 import json
@@ -82,7 +83,14 @@ __all__ = [
     "cache_root",
     "cache_name",
     "model_accuracy",
+    "load_digits_splits",
+    "digits_torch_model",
+    "FASHION_MNIST_DIR",
+    "load_fashion_mnist",
 ]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST (``apt-get install dataset-fashion-mnist``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +111,9 @@ TRAIN_SEED = 12
 EPOCHS = 12
 WIDTH = 64
 LEARNING_RATE = 5e-3
+
+_TORCH_WEIGHTS = "torch_weights.pt"
+"""The trained module's state dict (with the outlier), written beside the model; not needed by the ONNX example."""
 
 _FILES = ("model.onnx", "eval_data.npy", "eval_labels.npy", "calib_data.npy", "calib_labels.npy", "info.json")
 
@@ -339,6 +350,27 @@ def _make_net() -> Any:
     return DepthwiseCNN()
 
 
+def digits_torch_model(cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The example's ``torch.nn.Module`` (trained, with the outlier channel; eval mode), for examples that
+    start from a PyTorch model (quantization-aware training).
+
+    Its weights are the ones the portable child process trained for the cached ONNX model
+    (``torch_weights.pt`` beside it), so every CPU gets the same module. An older cache folder without
+    that file is rebuilt once (about 15 s).
+    """
+    import torch
+
+    example = digits_example(cache_dir)
+    weights = example.folder / _TORCH_WEIGHTS
+    if not weights.is_file():
+        with _locked(example.folder / ".lock"):
+            if not weights.is_file():
+                build_digits_example(example.folder)
+    net = _make_net()
+    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    return net.eval()
+
+
 def _train(splits: dict[str, np.ndarray]) -> Any:
     import torch
     from torch import nn
@@ -468,8 +500,36 @@ def _build_here(folder: Path) -> None:
     atomic_write(folder / "calib_data.npy", _npy_bytes(splits["calib_x"]))
     atomic_write(folder / "calib_labels.npy", _npy_bytes(splits["calib_y"]))
     atomic_write(folder / "model.onnx", model_bytes)
+    weights = io.BytesIO()
+    torch.save(net.state_dict(), weights)
+    atomic_write(folder / _TORCH_WEIGHTS, weights.getvalue())
     atomic_write(folder / "info.json", json.dumps(info, indent=2).encode())  # last: marks the folder complete
     logger.info("built the digits example in %.1f s (FP32 accuracy %.4f) in %s", train_seconds, accuracy, folder)
+
+
+def load_fashion_mnist(split: str = "train", limit: int | None = None, folder: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fashion-MNIST images [N, 1, 28, 28] float32 in [0, 1] and labels [N] int64, or ``None`` when absent.
+
+    Args:
+        split: ``train`` (60000 images) or ``test`` (10000).
+        limit: keep the first ``limit`` images.
+        folder: where the ``*-idx?-ubyte.gz`` files are (default :data:`FASHION_MNIST_DIR`, from Debian's
+            ``dataset-fashion-mnist`` package).
+    """
+    root = Path(folder) if folder is not None else FASHION_MNIST_DIR
+    prefix = "train" if split == "train" else "t10k"
+    images_path = root / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = root / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images_path.is_file() or not labels_path.is_file():
+        return None
+    with gzip.open(images_path, "rb") as handle:
+        raw = handle.read()
+    count, rows, cols = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    n = count if limit is None else min(limit, count)
+    images = np.frombuffer(raw, dtype=np.uint8, count=n * rows * cols, offset=16).reshape(n, 1, rows, cols)
+    with gzip.open(labels_path, "rb") as handle:
+        labels = np.frombuffer(handle.read(), dtype=np.uint8, count=n, offset=8)
+    return (images.astype(np.float32) / 255.0), labels.astype(np.int64)
 
 
 if __name__ == "__main__":

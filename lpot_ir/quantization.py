@@ -27,6 +27,10 @@ PyTorch), so evaluation code written for the framework model works unchanged.
 ``onnx.ModelProto``, ``.save(path)`` writes it with its recipe); it never returns ``None``: if no
 configuration meets the accuracy criterion, the most accurate one is returned with a warning.
 Details of the run (trials, report files) are in :attr:`Quantization.outcome`.
+
+With ``approach: quant_aware_training`` the model is first trained with fake quantization where PTQ puts
+Q/DQ (``q_func``, or the built-in loop from ``quantization.train``); tuning then starts from the trained
+weights and the learned activation ranges (see docs/qat.md and :mod:`lpot_ir.qat`).
 """
 
 from __future__ import annotations
@@ -44,11 +48,18 @@ from lpot_ir.config.coerce import validate_section
 from lpot_ir.config.schema import DistributedSection, framework_target
 from lpot_ir.data import create_postprocess
 from lpot_ir.errors import ConfigError, LpotError
-from lpot_ir.frontends import detect_framework, resolve_model, unwrap_model, wrap_for_eval
+from lpot_ir.fileio import atomic_write
+from lpot_ir.frontends import detect_framework, first_batch_inputs, resolve_model, unwrap_model, wrap_for_eval
+from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import Approach
+from lpot_ir.pruning import Pruning
+from lpot_ir.pruning.stages import compare_stages, format_stages
+from lpot_ir.qat import finish_qat, prepare_qat
 from lpot_ir.quantizer import ModelQuantizer
+from lpot_ir.training import train_model
 from lpot_ir.tuning import Evaluator, tune
 from lpot_ir.tuning.checks import check_tuning_config
+from lpot_ir.tuning.space import build_space
 
 __all__ = ["Quantization"]
 
@@ -77,6 +88,10 @@ class Quantization:
         self._postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None
         self._eval_func: Callable[[Any], Any] | None = None
         self._q_func: Callable[[Any], Any] | None = None
+        self._train_dataloader: Iterable[Any] | None = None
+        self._pruning: Any = None
+        self.qat_model: Any = None
+        self.stages: list[Any] = []
         self.outcome: Any = None
         self.progress = True
 
@@ -90,7 +105,8 @@ class Quantization:
 
     @model.setter
     def model(self, value: Any) -> None:
-        self._model = unwrap_model(value)  # LPOT's common.Model wrapper, or a QuantizedModel
+        self._pruning = value if isinstance(value, Pruning) else None  # prune, then quantize: report the stages
+        self._model = unwrap_model(value)  # LPOT's common.Model wrapper, a QuantizedModel, or a Pruning
 
     @property
     def calib_dataloader(self) -> Iterable[Any] | None:
@@ -150,7 +166,8 @@ class Quantization:
 
     @property
     def q_func(self) -> Callable[[Any], Any] | None:
-        """The training function of quantization-aware training (framework models only; see docs/usage.md)."""
+        """``q_func(model)``: your training loop for quantization-aware training. ``model`` is the fake-quantized
+        ``torch.nn.Module`` lpot-ir builds (see docs/qat.md); train it in place."""
         return self._q_func
 
     @q_func.setter
@@ -158,6 +175,16 @@ class Quantization:
         if value is not None and not callable(value):
             raise ConfigError(f"q_func must be callable (model -> None), got {type(value).__name__}.")
         self._q_func = value
+
+    @property
+    def train_dataloader(self) -> Iterable[Any] | None:
+        """Training batches ``(inputs, labels)`` for the built-in QAT loop (default: ``quantization.train.dataloader``)."""
+        return self._train_dataloader
+
+    @train_dataloader.setter
+    def train_dataloader(self, value: Iterable[Any] | None) -> None:
+        _check_iterable(value, "train_dataloader")
+        self._train_dataloader = value
 
     # -- where evaluations run ---------------------------------------------------------------------
 
@@ -212,8 +239,8 @@ class Quantization:
         """Tune and return the best quantized model (a ``QuantizedModel``; never ``None``).
 
         Raises:
-            ConfigError: no model, quantization-aware training without ``q_func`` (or on an ONNX model),
-                or a configuration the run cannot use.
+            ConfigError: no model, quantization-aware training with neither ``q_func`` nor training data
+                (or without torch), or a configuration the run cannot use.
             EvaluationError: the evaluation raised on the FP32 model.
         """
 
@@ -231,11 +258,11 @@ class Quantization:
         assert approach is not None  # Config resolves it on construction
         target = framework_target(conf.model.framework)
         source_framework = target.source if target is not None else None
-        model, name_map, framework, original = self._convert(source_framework, calib)
         if approach is Approach.QAT:
-            self._run_q_func(framework, original)
-            if framework != "onnx":
-                model, name_map, framework, original = self._convert(source_framework, calib)
+            self._check_qat()
+            if calib is None:
+                calib = self._training_dataloader()  # example inputs for the export, starting ranges
+        model, name_map, framework, original = self._convert(source_framework, calib)
         evaluator = self._evaluator(framework, original)
         quantizer = ModelQuantizer(
             model,
@@ -250,9 +277,43 @@ class Quantization:
             files = _calibration_files(conf.quantization.calibration.dataloader, quantizer)
             if files is not None:
                 quantizer.calib_dataloader = files
-        original_proto = model if isinstance(model, onnx.ModelProto) else None
+        original_proto = model if isinstance(model, onnx.ModelProto) else to_proto(quantizer.fp32_model)
+        if approach is Approach.QAT:
+            quantizer = self._train_qat(quantizer)
+            conf = _qat_strategy(conf)
         self.outcome = tune(conf, quantizer, evaluator, original_model=original_proto, progress=self.progress)
+        if self._pruning is not None:
+            self._report_stages(quantizer, evaluator, calib)
         return self.outcome.model
+
+    def _report_stages(self, quantizer: Any, evaluator: Any, calib: Iterable[Any] | None) -> None:
+        """Dense FP32, pruned FP32 and INT8 side by side (sparsity, size, speed, accuracy), appended to the report."""
+        outcome = self.outcome
+        example = first_batch_inputs(calib)
+        try:
+            dense = self._pruning.dense_model(example)
+        except LpotError as exc:
+            logger.warning("no compression-stage report: %s", exc)
+            return
+        models = {"dense FP32": dense, "pruned FP32": to_proto(quantizer.fp32_model), "INT8": outcome.model.model}
+        dense_accuracy = None
+        if evaluator is not None and outcome.baseline_accuracy is not None:
+            try:
+                dense_accuracy = float(evaluator(dense))
+            except Exception as exc:  # the report must not lose the tuned model
+                logger.warning("could not evaluate the dense model: %s", exc)
+        accuracy = {
+            "dense FP32": dense_accuracy,
+            "pruned FP32": outcome.baseline_accuracy,
+            "INT8": outcome.best.accuracy if outcome.best is not None else None,
+        }
+        self.stages = compare_stages(models, accuracy=accuracy)
+        table = format_stages(self.stages)
+        logger.info("compression stages:\n%s", table)
+        report = outcome.files.get("report")
+        if report is not None:
+            text = report.read_text() + "\nCompression stages (speedup vs the dense FP32 model, 1 thread)\n" + "-" * 62 + "\n"
+            atomic_write(report, text + table + "\n")
 
     def _data_framework(self) -> str | None:
         """The framework whose transform flavours the YAML dataloaders use: ``model.framework``, else the
@@ -278,23 +339,51 @@ class Quantization:
         )
         return converted.model, converted.aliases_map, converted.framework, self._model
 
-    def _run_q_func(self, framework: str, original: Any) -> None:
-        if self._q_func is None:
+    def _check_qat(self) -> None:
+        conf = self.conf
+        train = conf.quantization.train
+        has_data = self._train_dataloader is not None or (train is not None and train.dataloader is not None)
+        if self._q_func is None and not has_data:
             raise ConfigError(
-                "quantization.approach is quant_aware_training, which needs q_func (your training loop); none was "
-                "given. Set quantizer.q_func = train(model), or use post_training_static_quant."
+                "quantization.approach is quant_aware_training, which needs a training loop: set quantizer.q_func = "
+                "train(model) (your loop), or give the built-in loop its data with quantization.train.dataloader in "
+                "the YAML or quantizer.train_dataloader in Python. Or use post_training_static_quant."
             )
-        if framework == "onnx":
+        try:
+            import torch  # noqa: F401  # optional framework: QAT trains with it
+        except ImportError:
             raise ConfigError(
-                "Quantization-aware training needs a trainable framework model (e.g. a torch.nn.Module); an ONNX "
-                "model cannot be trained by lpot-ir. Pass the framework model, or use post_training_static_quant."
+                "Quantization-aware training trains with PyTorch's fake-quantize ops, but torch is not installed. "
+                "Install it (pip install 'lpot-ir[torch]'), or use post_training_static_quant."
+            ) from None
+
+    def _training_dataloader(self) -> Iterable[Any] | None:
+        train = self.conf.quantization.train
+        if self._train_dataloader is not None:
+            return self._train_dataloader
+        if train is not None and train.dataloader is not None:
+            return create_dataloader(train.dataloader, framework=self._data_framework())
+        return None
+
+    def _train_qat(self, fp32_quantizer: Any) -> Any:
+        """Train the fake-quantized model (q_func or the built-in loop); return the trained model's quantizer."""
+        conf = self.conf
+        build = build_space(conf, fp32_quantizer.nodes, fp32_quantizer.fp32_model)
+        config = build.space.model_wise_configs()[0]  # the configuration the first trial quantizes with
+        module = prepare_qat(fp32_quantizer, config)
+        if self._q_func is not None:
+            logger.info("quant_aware_training: running q_func on the fake-quantized model (%s)", type(module).__name__)
+            self._q_func(module)
+        else:
+            train_model(module, conf.quantization.train, self._training_dataloader(), where="quantization.train")
+        self.qat_model = module
+        if not module.learned_ranges() and fp32_quantizer.calib_dataloader is None:
+            raise ConfigError(
+                "Quantization-aware training learned no activation range: without calibration data the ranges come "
+                "from the training batches, and the model never ran in training mode. Make q_func call model(x) "
+                "after model.train(), or give calib_dataloader."
             )
-        logger.warning(
-            "quant_aware_training: lpot-ir runs your q_func on the FP32 %s model, then quantizes the trained model "
-            "post-training with accuracy-driven tuning (no fake-quant modules are inserted during training).",
-            framework,
-        )
-        self._q_func(original)
+        return finish_qat(module, fp32_quantizer)
 
     def _evaluator(self, framework: str, original: Any) -> Any:
         conf = self.conf
@@ -330,6 +419,32 @@ class Quantization:
             )
         iteration = accuracy.iteration if accuracy is not None else -1
         return Evaluator(dataloader=dataloader, metric=metric, postprocess=postprocess, iteration=iteration)
+
+
+def _qat_strategy(conf: Any) -> Any:
+    """The configuration with the basic strategy's accuracy proxy and speed regions off, unless the user set them.
+
+    Both judge a candidate against the FP32 model it was quantized from, and after quantization-aware
+    training that is the trained one, which was trained to be good *quantized*, not in FP32:
+
+    * the proxy predicts accuracy from how far INT8 outputs are from that FP32 model's, so it would judge
+      the trained configuration by the wrong reference and skip it;
+    * speed regions revert, before any evaluation, the groups whose INT8 kernels profile slower, assuming
+      FP32 costs no accuracy. With QAT weights it does: on the QAT example (``examples/qat``) the regions
+      of a loaded machine reverted 10 of 14 ops, and accuracy fell from 0.980 (the trained configuration)
+      to 0.838.
+
+    Without them, the first trial is the configuration training simulated.
+    """
+    strategy = conf.tuning.strategy
+    if strategy.name != "basic":
+        return conf
+    off = {name: False for name in ("proxy", "speed") if name not in strategy.options}
+    if not off:
+        return conf
+    options = {**strategy.options, **off}
+    tuning = dataclasses.replace(conf.tuning, strategy=dataclasses.replace(strategy, options=options))
+    return dataclasses.replace(conf, tuning=tuning)
 
 
 def _calibration_files(section: Any, quantizer: Any) -> Any:

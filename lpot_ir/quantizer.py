@@ -378,6 +378,8 @@ class ModelQuantizer:
             calibration and by the tuning loop's sensitivity and accuracy proxy.
         recovery_options: samples and work budgets of the data-driven accuracy-recovery passes
             (:class:`~lpot_ir.ir.quant.RecoveryOptions`).
+        fixed_ranges: activation ranges that take precedence over calibration (the ranges learned by
+            quantization-aware training); calibration runs only for a tensor they do not cover.
 
     Attributes:
         fp32_model: the loaded, optimized FP32 model (do not modify).
@@ -398,6 +400,7 @@ class ModelQuantizer:
         progress: bool = False,
         batch_axes: Mapping[str, int | None] | None = None,
         recovery_options: RecoveryOptions | None = None,
+        fixed_ranges: Mapping[str, TensorRange] | None = None,
     ) -> None:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
@@ -409,6 +412,7 @@ class ModelQuantizer:
         self.name_map = name_map
         self.progress = progress
         self.batch_axes = dict(batch_axes) if batch_axes else None
+        self.fixed_ranges: dict[str, TensorRange] = dict(fixed_ranges or {})
         self._nodes: dict[tuple[object, Approach], tuple[list[QuantizableNode], dict[str, Fp32Reason]]] = {}
         self._calibrations: dict[tuple[object, frozenset[CalibAlgorithm], int], Any] = {}
         self._prepared: dict[tuple[object, ...], _Prepared] = {}
@@ -601,14 +605,19 @@ class ModelQuantizer:
         range_of: RangeLookup = no_ranges
         notes: Mapping[str, str] = {}
         if config.approach is not Approach.DYNAMIC:
-            result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
-            notes = result.skipped
+            # learned ranges (QAT) describe the optimized model; a prepare step that rewrites it needs calibration
+            fixed = self.fixed_ranges if prepared.key is None else {}
+            if fixed:
+                range_of = self._fixed_then_calibrated(config, prepared, fixed)
+            else:
+                result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
+                notes = result.skipped
 
-            def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
-                try:
-                    return result.range(name, algorithm)
-                except KeyError:
-                    return None
+                def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+                    try:
+                        return result.range(name, algorithm)
+                    except KeyError:
+                        return None
 
         if not reuse_recovery or not _recovers_from_data(config):
             return self._apply(config, prepared, range_of, record, notes=notes)
@@ -628,6 +637,24 @@ class ModelQuantizer:
             return ranges.get(name) or range_of(name, algorithm)
 
         return self._apply(config, prepared, reference_range, record, reference.records, partial=True, notes=notes)
+
+    def _fixed_then_calibrated(
+        self, config: TuningConfig, prepared: _Prepared, fixed: Mapping[str, TensorRange]
+    ) -> RangeLookup:
+        """Fixed ranges first; a tensor they miss is calibrated (lazily), or left without range without data."""
+
+        def range_of(name: str, algorithm: CalibAlgorithm) -> TensorRange | None:
+            if name in fixed:
+                return fixed[name]
+            if self.calib_dataloader is None:
+                return None  # learned ranges only: the node stays FP32 with reason no_range
+            result = self.calibration(_algorithms(config), config.calib_sampling_size, prepared)
+            try:
+                return result.range(name, algorithm)
+            except KeyError:
+                return None
+
+        return range_of
 
     def apply_ranges(
         self,

@@ -797,8 +797,9 @@ class Pruner(_Section):
 
     Attributes:
         names: weight tensors (parameter names) this pruner prunes; empty = all prunable weights.
-        prune_type: ``basic_magnitude`` (others may be registered by the pruning module).
-        method: ``per_tensor`` or ``per_channel`` sparsity.
+        prune_type: ``basic_magnitude`` or ``gradient_sensitivity``; ``None`` = weight_compression's.
+        method: ``per_tensor`` / ``per_channel`` (unstructured) or ``filter`` / ``channel`` (structured);
+            ``None`` = weight_compression's.
     """
 
     initial_sparsity: float | None = None
@@ -806,8 +807,8 @@ class Pruner(_Section):
     start_epoch: int | None = None
     end_epoch: int | None = None
     update_frequency: float | None = None
-    prune_type: str = "basic_magnitude"
-    method: str = "per_tensor"
+    prune_type: str | None = None
+    method: str | None = None
     names: tuple[str, ...] = ()
 
     def _check(self) -> None:
@@ -836,7 +837,9 @@ class WeightCompression(_Section):
         start_epoch: first pruning epoch.
         end_epoch: last pruning epoch.
         update_frequency: epochs between sparsity updates.
-        prune_type: the pruning algorithm.
+        prune_type: the pruning criterion: ``basic_magnitude`` or ``gradient_sensitivity``.
+        method: what is pruned: single weights (``per_tensor``, ``per_channel``) or whole channels
+            (``filter``: output channels; ``channel``: input channels).
         names: weights to prune (empty = every Conv/Gemm/MatMul weight).
         pruners: finer-grained pruners, each with its own names and schedule.
     """
@@ -847,6 +850,7 @@ class WeightCompression(_Section):
     end_epoch: int = 4
     update_frequency: float = 1.0
     prune_type: str = "basic_magnitude"
+    method: str = "per_tensor"
     names: tuple[str, ...] = ()
     pruners: tuple[Pruner, ...] = ()
 

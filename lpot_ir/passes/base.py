@@ -75,6 +75,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
         "fuse-batchnorm",
         "fuse-pad",
         "fuse-matmul-add",
+        "shrink-pruned-channels",
         "remove-unused",
         "deduplicate-initializers",
         "topological-sort",
@@ -128,7 +129,11 @@ changes the models it produces: recipes record (name, version, steps) and warn o
 
 # Modules that register the built-in steps; imported on first lookup (they import this module).
 _BUILTIN_MODULES = (
-    "lpot_ir.passes.cleanup", "lpot_ir.passes.fusion", "lpot_ir.passes.quantization", "lpot_ir.passes.mixed_precision",
+    "lpot_ir.passes.cleanup",
+    "lpot_ir.passes.fusion",
+    "lpot_ir.passes.pruning",
+    "lpot_ir.passes.quantization",
+    "lpot_ir.passes.mixed_precision",
 )
 
 

@@ -22,6 +22,8 @@ from lpot_ir.errors import ConfigError
 
 __all__ = [
     "SUPPORTED_PRUNE_TYPES",
+    "UNSTRUCTURED_METHODS",
+    "STRUCTURED_METHODS",
     "PruneSchedule",
     "resolve_schedules",
     "magnitude_mask",
@@ -32,8 +34,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_PRUNE_TYPES = ("basic_magnitude",)
-_METHODS = ("per_tensor", "per_channel")
+SUPPORTED_PRUNE_TYPES = ("basic_magnitude", "gradient_sensitivity")
+UNSTRUCTURED_METHODS = ("per_tensor", "per_channel")
+STRUCTURED_METHODS = ("filter", "channel")
+_METHODS = UNSTRUCTURED_METHODS + STRUCTURED_METHODS
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class PruneSchedule:
         start_epoch: the first epoch that prunes.
         end_epoch: the epoch at which ``target_sparsity`` is reached.
         update_frequency: epochs between sparsity steps.
-        method: ``per_tensor`` (one threshold per weight) or ``per_channel`` (per output channel).
+        method: ``per_tensor`` (one threshold per weight) or ``per_channel`` (per output channel): single
+            weights; ``filter`` (output channels) or ``channel`` (input channels): whole channels.
+        prune_type: ``basic_magnitude`` or ``gradient_sensitivity`` (structured methods only).
     """
 
     names: tuple[str, ...]
@@ -57,6 +63,12 @@ class PruneSchedule:
     end_epoch: int
     update_frequency: float
     method: str = "per_tensor"
+    prune_type: str = "basic_magnitude"
+
+    @property
+    def structured(self) -> bool:
+        """Whether whole channels are pruned (``filter`` / ``channel``)."""
+        return self.method in STRUCTURED_METHODS
 
     def sparsity_at(self, epoch: int) -> float:
         """The scheduled sparsity of ``epoch`` (0 before ``start_epoch``: nothing is pruned yet)."""
@@ -80,18 +92,26 @@ def resolve_schedules(weight_compression: WeightCompression) -> tuple[PruneSched
     schedules = []
     for index, pruner in enumerate(pruners):
         where = "pruning.approach.weight_compression" + (f".pruners[{index}]" if pruner is not None else "")
-        own = pruner or Pruner(prune_type=wc.prune_type)
-        for prune_type, at in (
-            (wc.prune_type, "pruning.approach.weight_compression"),
-            (own.prune_type, where),
-        ):
-            if prune_type not in SUPPORTED_PRUNE_TYPES:
-                raise ConfigError(
-                    f"{at}.prune_type is '{prune_type}', which lpot-ir does not implement. lpot-ir implements "
-                    f"LPOT's magnitude pruning only: use prune_type: {', '.join(SUPPORTED_PRUNE_TYPES)}."
-                )
-        if own.method not in _METHODS:
-            raise ConfigError(f"{where}.method is '{own.method}'; use one of {', '.join(_METHODS)}.")
+        own = pruner or Pruner()
+        prune_type = own.prune_type or wc.prune_type
+        method = own.method or wc.method
+        if prune_type not in SUPPORTED_PRUNE_TYPES:
+            at = where if own.prune_type else "pruning.approach.weight_compression"
+            raise ConfigError(
+                f"{at}.prune_type is '{prune_type}', which lpot-ir does not implement. Use prune_type: "
+                f"{' or '.join(SUPPORTED_PRUNE_TYPES)}."
+            )
+        if method not in _METHODS:
+            at = where if own.method else "pruning.approach.weight_compression"
+            raise ConfigError(
+                f"{at}.method is '{method}'; use one of {', '.join(_METHODS)} (per_tensor / per_channel prune single "
+                "weights; filter / channel prune whole output / input channels)."
+            )
+        if prune_type == "gradient_sensitivity" and method not in STRUCTURED_METHODS:
+            raise ConfigError(
+                f"{where}: prune_type gradient_sensitivity ranks whole channels by |weight x gradient|; use it with "
+                f"method filter or channel (method is '{method}'), or use basic_magnitude for single weights."
+            )
         schedule = PruneSchedule(
             names=tuple(own.names) or tuple(wc.names),
             initial_sparsity=float(_first(own.initial_sparsity, wc.initial_sparsity)),
@@ -99,7 +119,8 @@ def resolve_schedules(weight_compression: WeightCompression) -> tuple[PruneSched
             start_epoch=int(_first(own.start_epoch, wc.start_epoch)),
             end_epoch=int(_first(own.end_epoch, wc.end_epoch)),
             update_frequency=float(_first(own.update_frequency, wc.update_frequency)),
-            method=own.method,
+            method=method,
+            prune_type=prune_type,
         )
         _check_schedule(schedule, where)
         schedules.append(schedule)

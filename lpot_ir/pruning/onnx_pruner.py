@@ -3,6 +3,8 @@
 Every selected initializer is pruned to its pruner's ``target_sparsity`` at once; the epochs of the
 schedule do not apply. By default the weights are the initializers read as the weight of a Conv,
 ConvTranspose, Gemm or MatMul (input 1); ``names`` may name any floating-point initializer.
+Structured pruners (``method: filter`` / ``channel``) zero whole channels of the model's channel groups
+(:func:`prune_channels`), which the ``shrink-pruned-channels`` pass then removes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,19 @@ import onnx_ir as ir
 
 from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, output_channel_axis
 from lpot_ir.ir.model import all_graphs, all_nodes
+from lpot_ir.passes.pruning.channels import constant_array, find_channel_groups
 from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, magnitude_mask, select_weights
+from lpot_ir.pruning.structured import (
+    ChannelSparsity,
+    channel_scores,
+    choose_channels,
+    group_name,
+    mask_params,
+    structured_targets,
+    zero_channels,
+)
 
-__all__ = ["prune_initializers", "prunable_initializers"]
+__all__ = ["prune_initializers", "prunable_initializers", "prune_channels"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +59,7 @@ def prunable_initializers(model: ir.Model) -> dict[str, int]:
             continue
         weight = node.inputs[1]
         if weight is not None and weight.name in inits and inits[weight.name][1].ndim >= 2:
-            found.setdefault(weight.name, output_channel_axis(node) or 0)
+            found.setdefault(weight.name, (output_channel_axis(node) or 0) % inits[weight.name][1].ndim)
     return found
 
 
@@ -69,4 +81,34 @@ def prune_initializers(model: ir.Model, schedules: Sequence[PruneSchedule]) -> l
         pruned = np.where(keep, weight, np.zeros((), dtype=weight.dtype)).astype(weight.dtype)
         value.const_value = ir.tensor(pruned, name=name)
         report.append(LayerSparsity.measure(name, pruned, schedule.target_sparsity))
+    return report
+
+
+def prune_channels(model: ir.Model, schedules: Sequence[PruneSchedule]) -> list[ChannelSparsity]:
+    """Zero the lowest-magnitude channels of every channel group a structured pruner selects (in place).
+
+    ``filter`` zeroes the channels' sources and BatchNorm/depthwise parameters, ``channel`` their sinks'
+    input slices; the ``shrink-pruned-channels`` pass then removes them. Returns one row per group.
+
+    Raises:
+        ConfigError: a name matches no channel group's weight, or names a group that cannot shrink.
+    """
+    analysis = find_channel_groups(model)
+    nodes = {n.name or "": n for n in model.graph}
+    report: list[ChannelSparsity] = []
+    for group, schedule in structured_targets(analysis, schedules):
+        method = schedule.method
+        arrays = {}
+        for p in group.params:
+            data = constant_array(nodes[p.node].inputs[p.input])
+            if data is not None:
+                arrays[p.value] = data
+        chosen = choose_channels(channel_scores(group, method, arrays), schedule.target_sparsity)
+        for p in mask_params(group, method):
+            value = nodes[p.node].inputs[p.input]
+            data = constant_array(value)
+            if value is None or data is None:
+                continue
+            value.const_value = ir.tensor(zero_channels(data, p, chosen), name=value.name)
+        report.append(ChannelSparsity(group_name(group, method), group.channels, len(chosen), schedule.target_sparsity, method))
     return report
