@@ -1,78 +1,73 @@
-"""A real accuracy test: a small CNN trained on scikit-learn's digits, INT8 top-1 within 1% of FP32."""
+"""A real accuracy test: a CNN trained on scikit-learn's digits, every Conv and Gemm INT8, top-1 within 1% of FP32.
+
+The model is the bundled example (``lpot_ir.examples_data``: trained in a child process with
+``PORTABLE_TORCH_ENV``, so the same bits on every CPU) with its outlier channel scaled back, which leaves an
+ordinary trained CNN that INT8 does not hurt. What still differs between CPUs is ONNX Runtime's INT8 kernels
+and the default weight format, so both formats are checked, and only held-out digits the INT8 model gets
+right by more than any CPU's rounding could move (``rounding_floor``) are counted as right.
+"""
 
 from __future__ import annotations
 
-import io
-import warnings
+import dataclasses
 
 import numpy as np
 import onnx
 import pytest
-from qhelpers import check_valid, session
+from onnx import numpy_helper
+from qhelpers import check_valid
 
+from lpot_ir.config.schema import AccuracyCriterion
+from lpot_ir.examples_data import OUTLIER_SCALE, digits_example
 from lpot_ir.ir.quant import QuantFormat
-from lpot_ir.quantizer import ModelQuantizer, default_config
+from lpot_ir.quantizer import ModelQuantizer
+from tests.tuning.helpers import (
+    OUTLIER_OPS,
+    SAFETY,
+    WEIGHT_FORMATS,
+    default_config_for,
+    leads,
+    logits,
+    reference_logits,
+    rounding_floor,
+)
 
-torch = pytest.importorskip("torch")
-datasets = pytest.importorskip("sklearn.datasets")
-
-
-class _DigitsCNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
-        )
-        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
-
-    def forward(self, x):
-        return self.head(self.features(x))
+GOAL = AccuracyCriterion(relative=0.01)
 
 
-def _top1(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
-    logits = session(model).run(None, {"x": x})[0]
-    return float((logits.argmax(axis=1) == y).mean())
+def _without_outlier(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The example with channel 0 of the stem's output scaled back down (the same function, numpy arithmetic)."""
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    initializers = {i.name: i for i in plain.graph.initializer}
+    nodes = {n.name: n for n in plain.graph.node}
+    stem, depthwise = (nodes[name] for name in OUTLIER_OPS)
+    for name, factor in ((stem.input[1], 1 / OUTLIER_SCALE), (stem.input[2], 1 / OUTLIER_SCALE),
+                         (depthwise.input[1], OUTLIER_SCALE)):
+        values = numpy_helper.to_array(initializers[name]).copy()
+        values[0] *= np.float32(factor)
+        initializers[name].CopyFrom(numpy_helper.from_array(values, name))
+    return plain
 
 
 @pytest.mark.slow
-def test_digits_cnn_int8_accuracy_within_one_percent():
-    digits = datasets.load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:1400], order[1400:]
+@pytest.mark.parametrize("weights", sorted(WEIGHT_FORMATS))
+def test_digits_cnn_int8_accuracy_within_one_percent(weights):
+    digits = digits_example()
+    fp32 = _without_outlier(onnx.load(str(digits.model_path)))
+    data, labels = digits.eval_data, digits.eval_labels
+    baseline = float(np.mean(np.argmax(logits(fp32, data), axis=-1) == labels))
+    assert baseline > 0.95  # the network really learned (492 of 500)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: one thread is fastest, and the suite runs on 2 shared cores
-    try:
-        torch.manual_seed(0)
-        net = _DigitsCNN()
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-        xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-        for _epoch in range(15):
-            for idx in torch.randperm(len(train)).split(100):
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    net.eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (xt[:1],), buffer, dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
-    fp32 = onnx.load_from_string(buffer.getvalue())
-    fp32_top1 = _top1(fp32, x[test], y[test])
-    assert fp32_top1 > 0.9  # the network really learned
-
-    calib = [{"x": x[train][i: i + 50]} for i in range(0, 200, 50)]
-    quantizer = ModelQuantizer(fp32, calib)
+    quantizer = ModelQuantizer(fp32, digits.calib_dataloader(batch_size=10))
+    base = default_config_for(WEIGHT_FORMATS[weights])
+    qdq = quantizer.quantize(base).model
+    # ONNX Runtime against the reference evaluator, times SAFETY, but never below one rounding step's reach
+    margin = max(rounding_floor(qdq), SAFETY * float(np.max(np.abs(logits(qdq, data) - reference_logits(qdq, data)))))
     for fmt in (QuantFormat.QDQ, QuantFormat.QOPERATOR):
-        qm = quantizer.quantize(default_config(fmt=fmt))
+        qm = quantizer.quantize(dataclasses.replace(base, format=fmt))
         check_valid(qm.model, contrib=fmt is QuantFormat.QOPERATOR)
         assert all(d.quantized for d in qm.decisions.values() if d.op_type in ("Conv", "Gemm"))
-        int8_top1 = _top1(qm.model, x[test], y[test])
-        assert int8_top1 >= fp32_top1 * 0.99, (fp32_top1, int8_top1)
+        on_eval = leads(logits(qm.model, data), labels)
+        surely_right = float(np.mean(on_eval > margin))
+        assert GOAL.is_met(baseline, surely_right), (fmt, baseline, surely_right, np.sort(on_eval)[:12], margin)

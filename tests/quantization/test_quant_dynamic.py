@@ -66,6 +66,8 @@ def test_dynamic_transformer_encoder(encoder, tmp_path):
     hist = op_histogram(qm.model)
     assert hist.get("DynamicQuantizeLinear", 0) >= 4 and hist.get("MatMulInteger", 0) >= 4
     for seed, batch in ((1, 3), (2, 1)):  # other batch sizes than the export used
+        # measured 0.012-0.018 of max|y| here (AMX CPU); seeded weights (same on every CPU), and CPUs'
+        # INT8 kernels differ by single rounding steps (1/255 of a range)
         assert _relative_error(encoder, qm.model, _ids(seed, batch)) < 0.1
     ops = ort_optimized_ops(qm.model, str(tmp_path / "opt.onnx"))
     assert {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"} & set(ops), ops
@@ -76,6 +78,8 @@ def test_static_transformer_encoder(encoder):
     qm = quantize(encoder, TuningConfig(), calib_dataloader=feeds)
     check_valid(qm.model)
     assert len(qm.quantized_nodes) >= 8
+    # measured 0.011 of max|y| here (AMX CPU); seeded weights (same on every CPU), and CPUs'
+    # INT8 kernels differ by single rounding steps (1/255 of a range)
     assert _relative_error(encoder, qm.model, feeds[0]) < 0.15
 
 
@@ -94,6 +98,7 @@ def test_dynamic_lstm_weights_int8():
     assert inits["W_quantized"].data_type == onnx.TensorProto.INT8 and "W" not in inits
     feed = {"x": rng.normal(size=(5, 2, inp)).astype(np.float32)}
     for y0, y1 in zip(run(model, feed), run(qm.model, feed), strict=True):
+        # measured 0.008 (y) and 0.011 (h) of max|y| here (AMX CPU); numpy-seeded weights, 4x to spare
         assert np.abs(y0 - y1).max() < 0.05 * np.abs(y0).max()
 
 
@@ -116,4 +121,5 @@ def test_dynamic_conv_and_gemm():
     assert hist["ConvInteger"] == 1 and hist["MatMulInteger"] == 1 and "Gemm" not in hist
     feed = {"x": rng.normal(size=(3, 3, 4, 4)).astype(np.float32)}
     y0, y1 = run(model, feed)[0], run(qm.model, feed)[0]
+    # measured 0.0043 of max|y| here (AMX CPU); numpy-seeded weights, 11x to spare
     assert np.abs(y0 - y1).max() < 0.05 * np.abs(y0).max()

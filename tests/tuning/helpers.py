@@ -58,6 +58,34 @@ def reference_logits(model: onnx.ModelProto, data: np.ndarray) -> np.ndarray:
     return np.asarray(ReferenceEvaluator(reference).run(None, {"input": data})[0])
 
 
+def rounding_floor(model: onnx.ModelProto) -> float:
+    """SAFETY x how far one INT8 rounding step of one classifier input can move a top-1 lead.
+
+    Every correct INT8 kernel sums integers exactly; implementations (another CPU's VNNI/AMX/AVX2 kernels, the
+    reference evaluator) differ only in how they round a requantized value, by one step at a time. The model's
+    output is an FP32 ``Gemm`` reading a quantized tensor (step ``s``): one feature ``k`` one step off moves the
+    lead of class ``c`` over ``c'`` by at most ``s * |W[c, k] - W[c', k]|``. The floor allows SAFETY such steps
+    (earlier tensors' steps reach the classifier input averaged over the 8x8 pixels of the global average pool,
+    far below one of its steps), so a margin of at least this much holds for any CPU's kernels.
+    """
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    gemm = producers[model.graph.output[0].name]
+    feature_dq, weight_dq = producers[gemm.input[0]], producers[gemm.input[1]]
+    if gemm.op_type != "Gemm" or feature_dq.op_type != "DequantizeLinear" or weight_dq.op_type != "DequantizeLinear":
+        raise ValueError(f"expected an FP32 Gemm reading DequantizeLinear outputs, got {gemm.op_type}")
+    step = float(initializers[feature_dq.input[1]])
+    quantized = initializers[weight_dq.input[0]].astype(np.float64)
+    zero = initializers[weight_dq.input[2]].astype(np.float64) if len(weight_dq.input) > 2 else np.zeros(1)
+    scale = initializers[weight_dq.input[1]].astype(np.float64)
+    axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+    shape = [-1 if d == axis % quantized.ndim else 1 for d in range(quantized.ndim)] if scale.size > 1 else [1]
+    weights = (quantized - np.reshape(zero, shape)) * np.reshape(scale, shape)
+    trans_b = any(a.name == "transB" and a.i == 1 for a in gemm.attribute)
+    weights = weights if trans_b else weights.T  # [classes, features]
+    return SAFETY * step * float(np.max(weights.max(axis=0) - weights.min(axis=0)))
+
+
 def leads(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per sample: the logit of ``classes`` minus the largest other logit (negative: another class wins)."""
     rows = np.arange(len(values))

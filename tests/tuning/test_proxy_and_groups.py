@@ -43,6 +43,8 @@ def test_outlier_tensor_ranks_first_and_names_both_ends(quantizer, fp32, feeds):
     assert first.tensor == f"{STEM_RELU}_output_0"
     # its quantized producer (the stem's fused Relu) and its quantized reader (dw1) change together
     assert set(first.nodes) == {STEM_RELU, OUTLIER_OPS[1]}
+    # measured 1400x here (AMX CPU): the outlier tensor's INT8 step is ~120x the others' (OUTLIER_SCALE), and kernel
+    # rounding moves errors by fractions of a step, so 50x holds on any CPU
     assert first.error > 50 * second.error
     assert meter.measure(default_config()) is report and meter.calls == 1  # cached by configuration key
     # with dw1 alone in FP32 the tensor is still quantized (the stem asks for it): dw1 is no longer named
@@ -62,7 +64,7 @@ def test_output_distance_orders_candidates_like_the_evaluation(digits, quantizer
     assert digits.accuracy(quantizer.quantize(default_config().with_nodes_fp32(list(OUTLIER_FALLBACK))).model) > digits.accuracy(
         quantizer.quantize(default_config()).model
     )
-    assert fixed.distance * 5 < all_int8.distance
+    assert fixed.distance * 5 < all_int8.distance  # measured 91x here (AMX CPU): the outlier's step dominates
     assert fixed.top1_flips <= all_int8.top1_flips
     # the top-1 flip rate bounds the accuracy change on any labelled set: |acc_int8 - acc_fp32| <= flips there
     int8 = quantizer.quantize(default_config()).model
