@@ -19,11 +19,18 @@ __all__ = [
     "WriteError",
     "first_line",
     "paragraph",
+    "with_origin",
 ]
 
 
 class LpotError(Exception):
-    """Base class of every error caused by user input. ``str(err)`` is a complete paragraph."""
+    """Base class of every error caused by user input. ``str(err)`` is a complete paragraph.
+
+    Attributes:
+        origin: where it was raised, when a pass or rule added it (:func:`with_origin`), else ``None``.
+    """
+
+    origin: str | None = None
 
 
 class ModelLoadError(LpotError):
@@ -76,3 +83,18 @@ def paragraph(text: object) -> str:
     """``text`` on one line (runs of whitespace, newlines included, become one space), for quoting a library's
     multi-line message inside an error paragraph."""
     return " ".join(str(text).split())
+
+
+def with_origin(error: LpotError, origin: str) -> LpotError:
+    """Start ``error``'s paragraph with where it was raised (``"Pass 'annotate' on Conv node 'c1'"``).
+
+    The error keeps its class (and so its ``except`` clauses); only the innermost place is named, so an
+    error that crosses a rule, its rule set and the pipeline says the rule and the node once.
+
+    Returns:
+        ``error`` itself.
+    """
+    if error.origin is None:
+        error.origin = origin
+        error.args = (f"{origin}: {error}",)
+    return error

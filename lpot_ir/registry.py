@@ -9,11 +9,14 @@ twice) or the caller passes ``replace=True``.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from lpot_ir.errors import ConfigError
 
 __all__ = ["DuplicateNameError", "add_to_registry"]
+
+Name = TypeVar("Name", bound=str)  # a str, or a str enum (the annotators' op categories)
+
 
 class DuplicateNameError(ConfigError, ValueError):
     """A name that is already registered to something else (pass ``replace=True`` to replace it)."""
@@ -24,7 +27,7 @@ def _origin(obj: Any) -> tuple[str, str] | None:
     return (module, qualname) if module and qualname else None
 
 
-def add_to_registry(registry: MutableMapping[str, Any], name: str, obj: Any, *, kind: str, replace: bool = False) -> None:
+def add_to_registry(registry: MutableMapping[Name, Any], name: Name, obj: Any, *, kind: str, replace: bool = False) -> None:
     """Register ``obj`` as ``name`` in ``registry`` under the one duplicate-name policy.
 
     Args:
@@ -44,7 +47,7 @@ def add_to_registry(registry: MutableMapping[str, Any], name: str, obj: Any, *, 
         if _origin(existing) is None or _origin(existing) != _origin(obj):
             where = ".".join(_origin(existing) or ("", repr(existing))).strip(".")
             raise DuplicateNameError(
-                f"A {kind} named {name!r} is already registered ({where}). Pick another name, or pass "
+                f"A {kind} named {str(name)!r} is already registered ({where}). Pick another name, or pass "
                 "replace=True to replace it."
             )
     registry[name] = obj

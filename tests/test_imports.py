@@ -77,19 +77,55 @@ def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom) -> list
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
 
 
+def _is_import_module(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Attribute) and func.attr == "import_module") or (
+        isinstance(func, ast.Name) and func.id == "import_module"
+    )
+
+
+def _lazy_targets(module: str, tree: ast.AST) -> set[str]:
+    """Modules a module imports by name with ``importlib.import_module``: in a module that calls it, every
+    string literal naming a package module (``"lpot_ir.quantization"``), and every ``f"<prefix>.{...}"``
+    argument completed by a string literal of the module (``f"lpot_ir.commands.{name}"`` with ``"tune"``
+    in ``COMMANDS``; ``f"{__name__}.{module}"`` with ``"session"``). Strings are a superset of what runs."""
+    calls = [node for node in ast.walk(tree) if _is_import_module(node)]
+    if not calls:
+        return set()
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    found = {s for s in strings if s in MODULES}
+    for call in calls:
+        argument = call.args[0] if call.args else None
+        if not isinstance(argument, ast.JoinedStr):
+            continue
+        prefix = ""
+        for part in argument.values:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                prefix += part.value
+            elif not prefix and isinstance(part, ast.FormattedValue) and getattr(part.value, "id", None) == "__name__":
+                prefix = module
+            else:
+                break
+        found |= {prefix + s for s in strings if prefix + s in MODULES}
+    return found
+
+
 def _graph() -> dict[str, set[str]]:
     """Module -> modules it makes Python execute: the target and each package above it (its ``__init__``)
-    that is not already above the importer."""
+    that is not already above the importer. Lazy ``importlib.import_module`` edges count too."""
     graph: dict[str, set[str]] = {}
     for module, path in MODULES.items():
         edges = graph.setdefault(module, set())
-        for node, _local in _imports(ast.parse(path.read_text())):
-            for target in _targets(module, path, node):
-                parts = target.split(".")
-                for end in range(1, len(parts) + 1):
-                    name = ".".join(parts[:end])
-                    if name in MODULES and name != module and not module.startswith(name + "."):
-                        edges.add(name)
+        tree = ast.parse(path.read_text())
+        targets = [target for node, _local in _imports(tree) for target in _targets(module, path, node)]
+        for target in [*targets, *sorted(_lazy_targets(module, tree))]:
+            parts = target.split(".")
+            for end in range(1, len(parts) + 1):
+                name = ".".join(parts[:end])
+                if name in MODULES and name != module and not module.startswith(name + "."):
+                    edges.add(name)
     return graph
 
 
@@ -98,6 +134,13 @@ def test_no_import_cycles() -> None:
         graphlib.TopologicalSorter(_graph()).prepare()
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle (module-level and function-local imports alike): {exc.args[1]}") from None
+
+
+def test_lazy_imports_are_edges_of_the_cycle_check() -> None:
+    graph = _graph()
+    assert {"lpot_ir.quantization", "lpot_ir.benchmark", "lpot_ir.common"} <= graph["lpot_ir"]
+    assert "lpot_ir.commands.tune" in graph["lpot_ir.cli"]
+    assert "lpot_ir.backends.onnxruntime.session" in graph["lpot_ir.backends.onnxruntime"]
 
 
 def test_imports_sit_at_module_top_except_optional_frameworks() -> None:

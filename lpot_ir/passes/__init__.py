@@ -17,6 +17,7 @@ from lpot_ir.passes.base import (
     PipelineReport,
     RuleSetPass,
     StepReport,
+    at_node,
     available_passes,
     get_pass,
     insert_step,
@@ -43,6 +44,7 @@ __all__ = [
     "StepReport",
     "TraceEntry",
     "apply_rules",
+    "at_node",
     "available_passes",
     "get_pass",
     "insert_step",
@@ -54,6 +56,9 @@ __all__ = [
     "run_pipeline",
 ]
 
-# Register the built-in cleanup and fusion steps.
+# Register the built-in steps (importing any module under lpot_ir.passes runs this file first).
 import lpot_ir.passes.cleanup  # noqa: E402,F401
 import lpot_ir.passes.fusion  # noqa: E402,F401
+import lpot_ir.passes.mixed_precision  # noqa: E402,F401
+import lpot_ir.passes.pruning  # noqa: E402,F401
+import lpot_ir.passes.quantization  # noqa: E402,F401

@@ -28,9 +28,9 @@ every such step (``run_pipeline(model, name, context=...)``). The quantization p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,13 +38,14 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import onnx_ir as ir
 
-from lpot_ir.errors import ConfigError, LpotError, PassError, first_line
+from lpot_ir.errors import ConfigError, LpotError, PassError, first_line, with_origin
 from lpot_ir.ir.model import all_nodes
 from lpot_ir.ir.pattern import Rule, RuleSet
 from lpot_ir.passes.rewrite import RewriteDriver, RewriteReport, gc_paused
 from lpot_ir.registry import DuplicateNameError, add_to_registry
 
 __all__ = [
+    "at_node",
     "Pass",
     "PassResult",
     "ContextPass",
@@ -126,15 +127,6 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 _VERSIONS: dict[str, int] = {}
 """Pipeline name -> its version (default 1). Bump a built-in pipeline's version when one of its steps
 changes the models it produces: recipes record (name, version, steps) and warn on replay when it differs."""
-
-# Modules that register the built-in steps; imported on first lookup (they import this module).
-_BUILTIN_MODULES = (
-    "lpot_ir.passes.cleanup",
-    "lpot_ir.passes.fusion",
-    "lpot_ir.passes.pruning",
-    "lpot_ir.passes.quantization",
-    "lpot_ir.passes.mixed_precision",
-)
 
 
 @dataclasses.dataclass
@@ -346,14 +338,8 @@ def insert_step(pipeline: str, step: str, *, before: str | None = None, after: s
     PIPELINES[pipeline] = tuple(steps)
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def available_passes() -> dict[str, str]:
     """Every registered step name -> ``"pass"`` or ``"rule set"``."""
-    _load_builtins()
     names = {n: "pass" for n in _PASSES}
     names.update({n: "rule set" for n in _RULE_SETS})
     return dict(sorted(names.items()))
@@ -374,7 +360,6 @@ def get_pass(
         ConfigError: no pass or rule set has that name (the message lists the available ones), or the
             pass is a :class:`ContextPass` and ``context`` is missing or of the wrong type.
     """
-    _load_builtins()
     if name in _RULE_SETS:
         return RuleSetPass(_build_rule_set(name), trace=trace, max_steps=max_steps)
     if name in _PASSES:
@@ -489,6 +474,33 @@ class PipelineReport:
         return "\n".join(lines)
 
 
+_NODE_ATTR = "_lpot_node"
+"""The attribute :func:`at_node` sets on an exception: which node the pass was working on."""
+
+
+@contextlib.contextmanager
+def at_node(node: ir.Node) -> Iterator[None]:
+    """Inside a pass, mark an exception raised in the block with ``node``, so the error the pass manager
+    reports names the node as well as the pass (the innermost ``at_node`` wins)::
+
+        for node in model.graph:
+            with at_node(node):
+                ...
+    """
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, _NODE_ATTR, None) is None:
+            setattr(exc, _NODE_ATTR, f"{node.op_type} node '{node.name}'")
+        raise
+
+
+def _node_phrase(exc: BaseException) -> str:
+    """`` on Conv node 'c1'`` when :func:`at_node` marked ``exc``, else ``""``."""
+    node = getattr(exc, _NODE_ATTR, None)
+    return f" on {node}" if node else ""
+
+
 class PassManager(ir.passes.PassManager):
     """Runs a pipeline (a sequence of step names and/or pass objects) once, recording a report.
 
@@ -535,14 +547,17 @@ class PassManager(ir.passes.PassManager):
             start = time.perf_counter()
             try:
                 result = pass_(model)
-            except LpotError:
+            except LpotError as exc:  # bad input found by a pass: the same error, saying which pass and node
+                with_origin(exc, f"Pass '{name}'{_node_phrase(exc)}")
                 raise
             except Exception as exc:  # a bug in a pass: say which pass, keep the traceback chained
-                raise PassError(
-                    f"Pass '{name}' raised {first_line(exc)}. The model is left as the previous steps made it; "
-                    f"run with --debug (or look at the chained exception) for the traceback, and fix the pass or "
-                    f"leave it out of the pipeline."
-                ) from exc
+                error = PassError(
+                    f"Pass '{name}' raised {first_line(exc)}{_node_phrase(exc)}. The model is left as the previous "
+                    f"steps made it; run with --debug (or look at the chained exception) for the traceback, and "
+                    f"fix the pass or leave it out of the pipeline."
+                )
+                error.origin = f"Pass '{name}'"
+                raise error from exc
             seconds = time.perf_counter() - start
             model = result.model
             if isinstance(result, PassResult):

@@ -29,7 +29,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from lpot_ir.errors import LpotError, PassError, first_line
+from lpot_ir.errors import LpotError, PassError, first_line, with_origin
 from lpot_ir.ir.model import all_graphs
 from lpot_ir.ir.pattern import Builder, Decline, Match, NameScope, Rule, RuleSet
 
@@ -242,16 +242,20 @@ class RewriteDriver:
     @contextlib.contextmanager
     def _naming(self, rule: Rule, node: ir.Node, graph_name: str, part: str) -> Iterator[None]:
         """Turn an exception of a rule's own code into a :class:`PassError` naming the rule and the node."""
+        where = f"Rule {rule.name} of rule set '{self.name}'"
+        on = f"{node.op_type} node '{node.name}' (graph '{graph_name}')"
         try:
             yield
-        except LpotError:
+        except LpotError as exc:  # bad input found by a rule: the same error, saying which rule and node
+            with_origin(exc, f"{where}, in its {part} on {on}")
             raise
         except Exception as exc:
-            raise PassError(
-                f"Rule {rule.name} of rule set '{self.name}' raised {first_line(exc)} in its {part} on "
-                f"{node.op_type} node '{node.name}' (graph '{graph_name}'). Fix the rule (its check must return a "
+            error = PassError(
+                f"{where} raised {first_line(exc)} in its {part} on {on}. Fix the rule (its check must return a "
                 "reason instead of raising), or leave the rule set out of the pipeline."
-            ) from exc
+            )
+            error.origin = where
+            raise error from exc
 
     def _record(
         self, report: RewriteReport, rule: Rule, node: ir.Node, graph_name: str, result: Decline | None

@@ -9,13 +9,14 @@ from onnx import helper
 from onnx_ir.passes.common import IdentityEliminationPass
 from passes_testutil import RNG, build, histogram, run, vi
 
-from lpot_ir.errors import ConfigError, PassError
+from lpot_ir.errors import ConfigError, DataError, PassError
 from lpot_ir.ir import clone_model
 from lpot_ir.ir.pattern import Rule, op, var
 from lpot_ir.passes import (
     PIPELINES,
     Pass,
     PassResult,
+    at_node,
     available_passes,
     get_pass,
     register_pass,
@@ -169,6 +170,59 @@ def test_an_exception_in_a_rule_names_the_rule_and_the_node() -> None:
 def test_an_exception_in_a_pass_names_the_pass() -> None:
     with pytest.raises(PassError, match="Pass 'test-broken-pass' raised KeyError: 'missing'"):
         run_pipeline(_model(), ["test-broken-pass"])
+
+
+@register_pass("test-node-errors")
+class NodeErrorPass(Pass):
+    """Raises ``error`` while working on the second Neg node."""
+
+    in_place = True
+    error: Exception = KeyError("missing")
+
+    def call(self, model: ir.Model) -> PassResult:
+        for node in model.graph:
+            with at_node(node):
+                if node.name == "neg2":
+                    raise self.error
+        return PassResult(model, False)
+
+
+def _bad_data_check(m):
+    raise DataError("Input 'x' has rank 2 where 4 was expected. Give NCHW images.")
+
+
+@register_rule_set("test-bad-data-check")
+def _bad_data_rules():
+    return [Rule("BadDataSigmoid", op("Sigmoid", var("x")), lambda b, m: [m["x"]], check=_bad_data_check)]
+
+
+def test_a_bug_in_a_pass_names_the_pass_and_the_node() -> None:
+    NodeErrorPass.error = KeyError("missing")
+    with pytest.raises(PassError, match="Pass 'test-node-errors' raised KeyError: 'missing' on Neg node 'neg2'. "):
+        run_pipeline(_model(), ["test-node-errors"])
+
+
+def test_an_lpot_error_in_a_pass_keeps_its_class_and_names_the_pass_and_the_node() -> None:
+    NodeErrorPass.error = DataError("Input 'x' has rank 2 where 4 was expected. Give NCHW images.")
+    try:
+        with pytest.raises(DataError) as info:
+            run_pipeline(_model(), ["remove-identity", "test-node-errors"])
+    finally:
+        NodeErrorPass.error = KeyError("missing")
+    message = str(info.value)
+    assert message == (
+        "Pass 'test-node-errors' on Neg node 'neg2': Input 'x' has rank 2 where 4 was expected. Give NCHW images."
+    )
+    assert "\n" not in message
+
+
+def test_an_lpot_error_in_a_rule_names_the_rule_and_the_node_once() -> None:
+    with pytest.raises(DataError) as info:
+        run_pipeline(_model(), ["test-bad-data-check"])
+    assert str(info.value) == (
+        "Rule BadDataSigmoid of rule set 'test-bad-data-check', in its match or check on Sigmoid node 'sigmoid' "
+        "(graph 'g'): Input 'x' has rank 2 where 4 was expected. Give NCHW images."
+    )
 
 
 def test_a_broken_fp32_step_is_not_skipped_silently() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import helper
 from qhelpers import make_model
 
@@ -90,3 +91,19 @@ def test_every_category_of_the_table_has_one_annotator():
 
     assert {c.category for c in CAPABILITIES.values()} <= set(ANNOTATORS)
     assert set(ANNOTATORS) == set(OpCategory)
+
+
+def test_a_second_annotator_for_a_category_follows_the_registry_policy():
+    from lpot_ir.passes.quantization.annotate import ANNOTATORS, annotates
+    from lpot_ir.registry import DuplicateNameError
+
+    original = ANNOTATORS[OpCategory.POOL]
+    with pytest.raises(DuplicateNameError, match="quantization annotator named 'pool' is already registered"):
+        annotates(OpCategory.POOL)(lambda site: ([], []))
+    assert ANNOTATORS[OpCategory.POOL] is original
+    annotates(OpCategory.POOL)(original)  # the same definition again is not a duplicate
+    try:
+        replacement = annotates(OpCategory.POOL, replace=True)(lambda site: original(site))
+        assert ANNOTATORS[OpCategory.POOL] is replacement
+    finally:
+        ANNOTATORS[OpCategory.POOL] = original

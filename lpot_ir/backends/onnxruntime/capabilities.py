@@ -58,6 +58,7 @@ __all__ = [
     "quantizable_nodes",
     "constant_value",
     "output_channel_axis",
+    "op_types",
 ]
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,16 @@ CAPABILITIES: Mapping[str, OpCapability] = MappingProxyType(dict(
 ))
 """op_type -> what ONNX Runtime can do with it in INT8 (the one table: annotators, the Q/DQ and dynamic
 passes, the QOperator lowering and pruning read it)."""
+
+_OP_TYPES_BY_CATEGORY: Mapping[OpCategory, frozenset[str]] = MappingProxyType({
+    category: frozenset(op for op, cap in CAPABILITIES.items() if cap.category is category) for category in OpCategory
+})
+
+
+def op_types(category: OpCategory) -> frozenset[str]:
+    """The op types of the table in ``category`` (e.g. :attr:`OpCategory.COMPUTE`: the ops with a weight
+    input and an output-channel axis, which layer-wise recovery works on)."""
+    return _OP_TYPES_BY_CATEGORY.get(category, frozenset())
 
 
 def output_channel_axis(node: ir.Node) -> int | None:

@@ -60,8 +60,9 @@ from lpot_ir.ir.quant import (
     TensorQuantSpec,
     TuningConfig,
 )
-from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.base import at_node, register_pass
 from lpot_ir.passes.quantization.context import AnnotationResult, QuantizationPass, QuantPassResult
+from lpot_ir.registry import add_to_registry
 
 __all__ = ["ANNOTATORS", "AnnotatePass", "AnnotationResult", "Annotator", "annotates", "annotate", "fit_spec", "clear_annotations"]
 
@@ -203,7 +204,8 @@ def annotate(
         if name not in selected:
             continue
         _node, qnode, op_config = active[name]
-        annotation = _annotation(_Site(node, qnode, op_config, dynamic, fused_producers, selected))
+        with at_node(node):
+            annotation = _annotation(_Site(node, qnode, op_config, dynamic, fused_producers, selected))
         node.meta[ANNOTATION_KEY] = annotation
         result.quantized.append(name)
     return result
@@ -367,14 +369,16 @@ ANNOTATORS: dict[OpCategory, Annotator] = {}
 """One annotator per category of the capability table (``annotates`` registers them)."""
 
 
-def annotates(*categories: OpCategory) -> Callable[[Annotator], Annotator]:
-    """Register the decorated function as the annotator of ``categories`` (one annotator per category)."""
+def annotates(*categories: OpCategory, replace: bool = False) -> Callable[[Annotator], Annotator]:
+    """Register the decorated function as the annotator of ``categories`` (one annotator per category).
+
+    Registering a category again follows the one duplicate-name policy (:func:`lpot_ir.registry.add_to_registry`):
+    it raises :class:`~lpot_ir.registry.DuplicateNameError` unless ``replace`` is true.
+    """
 
     def decorator(annotator: Annotator) -> Annotator:
         for category in categories:
-            if category in ANNOTATORS:
-                raise ValueError(f"category {category} already has an annotator ({ANNOTATORS[category].__name__})")
-            ANNOTATORS[category] = annotator
+            add_to_registry(ANNOTATORS, category, annotator, kind="quantization annotator", replace=replace)
         return annotator
 
     return decorator

@@ -35,7 +35,7 @@ from lpot_ir.ir.quant import (
     QuantAnnotation,
     QuantSpec,
 )
-from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.base import at_node, register_pass
 from lpot_ir.passes.quantization.context import QuantizationPass, QuantPassResult
 from lpot_ir.passes.quantization.qparams import quantize_array, weight_qparams
 
@@ -66,12 +66,13 @@ class DynamicQuantizePass(QuantizationPass):
                 continue
             category = CAPABILITIES[node.op_type].category
             local = builder.for_graph(node.graph)
-            if category is OpCategory.COMPUTE:
-                reason = self._compute(local, node, annotation)
-            elif category is OpCategory.EMBEDDING:
-                reason = self._embedding(local, node, annotation)
-            else:
-                reason = self._weights_only(local, node, annotation)
+            with at_node(node):
+                if category is OpCategory.COMPUTE:
+                    reason = self._compute(local, node, annotation)
+                elif category is OpCategory.EMBEDDING:
+                    reason = self._embedding(local, node, annotation)
+                else:
+                    reason = self._weights_only(local, node, annotation)
             if reason is not None:
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = reason

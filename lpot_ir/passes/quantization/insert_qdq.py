@@ -60,7 +60,7 @@ from lpot_ir.ir.quant import (
     SharedQuantSpec,
     TensorRange,
 )
-from lpot_ir.passes.base import register_pass
+from lpot_ir.passes.base import at_node, register_pass
 from lpot_ir.passes.quantization.context import (
     QUANTIZED_WEIGHT_KEY,
     QuantizationPass,
@@ -133,9 +133,10 @@ class InsertQDQPass(QuantizationPass):
             annotation = node.meta.get(ANNOTATION_KEY)
             if not isinstance(annotation, QuantAnnotation) or annotation.dynamic:
                 continue
-            planned = self._plan_node(run, node, annotation, plans, weight_params)
-            if isinstance(planned, _Missing):
-                planned = self._no_range(run, model, planned.value)
+            with at_node(node):
+                planned = self._plan_node(run, node, annotation, plans, weight_params)
+                if isinstance(planned, _Missing):
+                    planned = self._no_range(run, model, planned.value)
             if isinstance(planned, Fp32Reason):
                 node.meta.pop(ANNOTATION_KEY, None)
                 node.meta[FP32_REASON_KEY] = planned

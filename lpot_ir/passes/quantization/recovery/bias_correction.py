@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES
 from lpot_ir.errors import QuantizationError
 from lpot_ir.ir.builder import GraphBuilder
 from lpot_ir.ir.quant import Approach
@@ -87,15 +88,23 @@ class BiasSlot:
     created: bool = False
 
 
+def _bias_input(node: ir.Node) -> int | None:
+    """The input index of ``node``'s int32 bias in the capability table (``None``: the op has none)."""
+    cap = CAPABILITIES.get(node.op_type)
+    return None if cap is None else cap.bias_input
+
+
 def bias_slot(target: Target) -> BiasSlot | None:
     """The bias slot of ``target``, or ``None`` when its correction has nowhere free to go."""
     node, fp_node, channels = target.node, target.fp_node, target.layer.out_channels
-    if node.op_type in ("Conv", "Gemm"):
+    index = _bias_input(node)
+    if index is not None:
         if node.op_type == "Gemm" and node.attributes.get_float("beta", 1.0) != 1.0:
             return None
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            dq = node.inputs[2].producer()
-            fp_bias = constant(fp_node.inputs[2]) if len(fp_node.inputs) > 2 else None
+        bias_value = node.inputs[index] if len(node.inputs) > index else None
+        if bias_value is not None:
+            dq = bias_value.producer()
+            fp_bias = constant(fp_node.inputs[index]) if len(fp_node.inputs) > index else None
             if dq is None or dq.op_type != "DequantizeLinear" or fp_bias is None or fp_bias.size != channels:
                 return None
             q_bias = dq.inputs[0]
@@ -174,19 +183,23 @@ def _create_bias(builder: GraphBuilder, target: Target, slot: BiasSlot) -> None:
         name=f"{base}_dequantized_DequantizeLinear",
     )
     builder.graph.insert_before(target.node, dq)
-    target.node.resize_inputs(3)
-    target.node.replace_input_with(2, dq.outputs[0])
+    index = _bias_input(target.node)
+    assert index is not None
+    target.node.resize_inputs(index + 1)
+    target.node.replace_input_with(index, dq.outputs[0])
     slot.value = q_init
     slot.created = True
 
 
 def _remove_created_bias(graph: ir.Graph, target: Target, slot: BiasSlot) -> None:
     """Undo :func:`_create_bias` (the bias stayed zero)."""
-    bias_value = target.node.inputs[2]
+    index = _bias_input(target.node)
+    assert index is not None
+    bias_value = target.node.inputs[index]
     assert bias_value is not None
     dq = bias_value.producer()
     assert dq is not None
-    target.node.resize_inputs(2)
+    target.node.resize_inputs(index)
     inputs = [v for v in dq.inputs if v is not None]
     graph.remove(dq, safe=True)
     for value in inputs:

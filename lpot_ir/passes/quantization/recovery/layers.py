@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["LinearLayer", "linear_layer", "output_channel_axis"]
+__all__ = ["LinearLayer", "linear_layer", "activation_channel_axis"]
 
 
-def output_channel_axis(op_type: str) -> int:
-    """The axis of a Conv/ConvTranspose (1) or Gemm/MatMul (-1) output that holds the output channels."""
+def activation_channel_axis(op_type: str) -> int:
+    """The axis of a Conv/ConvTranspose (1) or Gemm/MatMul (-1) output *activation* that holds the output
+    channels (the weight's output-channel axis is
+    :func:`lpot_ir.backends.onnxruntime.capabilities.output_channel_axis`)."""
     return 1 if op_type in ("Conv", "ConvTranspose") else -1
 
 
@@ -74,7 +76,7 @@ class LinearLayer:
     @property
     def output_axis(self) -> int:
         """The output axis holding output channels."""
-        return output_channel_axis(self.op_type)
+        return activation_channel_axis(self.op_type)
 
     def weight_matrix(self, weight: np.ndarray) -> np.ndarray:
         """ONNX layout -> ``[groups, out channels per group, K]``."""

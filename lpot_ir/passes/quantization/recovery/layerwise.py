@@ -28,7 +28,7 @@ import onnx
 import onnx_ir as ir
 from threadpoolctl import threadpool_limits
 
-from lpot_ir.backends.onnxruntime.capabilities import constant_value
+from lpot_ir.backends.onnxruntime.capabilities import OpCategory, constant_value, op_types
 from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import ANNOTATION_KEY, QuantAnnotation, QuantSpec
 from lpot_ir.passes.quantization.qparams import qrange
@@ -48,7 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TARGET_OPS = ("Conv", "Gemm", "MatMul")
+_TARGET_OPS = op_types(OpCategory.COMPUTE)
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
@@ -166,7 +166,7 @@ def find_targets(model: ir.Model, fp32_model: ir.Model) -> tuple[list[Target], d
             continue
         layer = linear_layer(node, weight.shape)
         if layer is None:
-            skipped[name] = "not a plain matrix product over its input (e.g. a batched-weight MatMul)"
+            skipped[name] = "not a plain matrix product over its input (a ConvTranspose, a batched-weight MatMul)"
             continue
         exclusive = len(q_weight.uses()) == 1 and len(w.uses()) == 1
         targets.append(Target(node, fp_node, layer, act_dq, weight_dq, weight.astype(np.float32), exclusive))

@@ -40,6 +40,7 @@ import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
 
+from lpot_ir.backends.onnxruntime.capabilities import CAPABILITIES, OpCategory, op_types
 from lpot_ir.ir.quant import Approach, QuantSpec, RecoveryOptions, WeightRounding
 from lpot_ir.passes.base import register_pass
 from lpot_ir.passes.quantization.context import (
@@ -85,7 +86,7 @@ __all__ = [
     "WeightRoundingPass",
 ]
 
-_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_COMPUTE = op_types(OpCategory.COMPUTE)
 
 logger = logging.getLogger(__name__)
 
@@ -376,17 +377,20 @@ def _requantize_bias(
     node: ir.Node, fp_node: onnx.NodeProto | None, fp32: Mapping[str, onnx.TensorProto], weight_scale: np.ndarray
 ) -> None:
     """Quantize ``node``'s int32 bias again for a new weight scale (scale = activation x weight)."""
-    if len(node.inputs) < 3 or node.inputs[2] is None or fp_node is None or len(fp_node.input) < 3:
+    cap = CAPABILITIES.get(node.op_type)
+    index = cap.bias_input if cap is not None else None
+    bias = node.inputs[index] if index is not None and len(node.inputs) > index else None
+    if index is None or bias is None or fp_node is None or len(fp_node.input) <= index:
         return
-    dq = node.inputs[2].producer()
+    dq = bias.producer()
     act = node.inputs[0].producer() if node.inputs[0] is not None else None
-    if dq is None or act is None or dq.op_type != "DequantizeLinear" or fp_node.input[2] not in fp32:
+    if dq is None or act is None or dq.op_type != "DequantizeLinear" or fp_node.input[index] not in fp32:
         return
     act_scale = constant(act.inputs[1])
     q_value, scale_value = dq.inputs[0], dq.inputs[1]
     if act_scale is None or q_value is None or scale_value is None:
         return
-    qbias, scale = quantize_bias(numpy_helper.to_array(fp32[fp_node.input[2]]), act_scale, weight_scale)
+    qbias, scale = quantize_bias(numpy_helper.to_array(fp32[fp_node.input[index]]), act_scale, weight_scale)
     set_constant(q_value, qbias)
     set_constant(scale_value, scale)
 
