@@ -74,7 +74,9 @@ def _module_class() -> type:
     return OnnxGraphModule
 
 
-def bind_graph_inputs(env: dict[str, Any], graph_inputs: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+def bind_graph_inputs(
+    env: dict[str, Any], graph_inputs: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
     """Put a forward call's inputs into ``env`` by graph-input name (positional first, then keywords).
 
     Raises:
