@@ -46,6 +46,10 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: also when loaded by file path (tests)
+
+from suite.peers.driver_common import all_nodes  # noqa: E402
+
 __all__ = [
     "FAMILIES",
     "Case",
@@ -359,22 +363,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:200]
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _all_nodes(sub)
-
-
 def _quantized_nodes(path: Path) -> int:
     """INT8 nodes of the model, If branches and loop bodies included."""
     model = onnx.load(str(path), load_external_data=False)
     return sum(
-        1 for n in _all_nodes(model.graph)
+        1 for n in all_nodes(model.graph)
         if n.op_type in ("DequantizeLinear",) or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
     )
 

@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import logging
+import os
 import statistics
 import time
 from typing import Any
@@ -128,6 +131,25 @@ def fine_tuned(data: dict[str, np.ndarray], log: Any = print) -> Any:
     torch.save(model.state_dict(), buffer)
     atomic_write(path, buffer.getvalue())
     return model.eval()
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--train`` / ``--test``: how many training and evaluation images (both benchmarks' defaults)."""
+    parser.add_argument("--train", type=int, default=4000, help="training images (default 4000)")
+    parser.add_argument("--test", type=int, default=1000, help="evaluation images (default 1000)")
+
+
+def start_run(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], Any]:
+    """A benchmark's common start: warnings-only logging, one torch thread, seed 0, the machine's load
+    printed, then (data, dense fine-tuned model) for ``args.train`` / ``args.test`` images."""
+    import torch
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"load: {os.getloadavg()[0]:.1f} (1-minute average)")
+    data = load_data(args.train, args.test)
+    return data, fine_tuned(data)
 
 
 def cpu_latency(models: dict[str, Any], x: np.ndarray, rounds: int, iterations: int = 5) -> dict[str, tuple[float, float]]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import tempfile
@@ -55,8 +54,7 @@ class Pairs:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=4000, help="training images (default 4000)")
-    parser.add_argument("--test", type=int, default=1000, help="evaluation images (default 1000)")
+    ef.add_data_arguments(parser)
     parser.add_argument("--sparsity", type=float, default=0.5, help="channel sparsity per group (default 0.5)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of pruning + fine-tuning (default 4)")
     parser.add_argument("--prune-type", default="basic_magnitude", choices=("basic_magnitude", "gradient_sensitivity"))
@@ -66,15 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the control: the dense model trained the same epochs without pruning (the fair accuracy baseline)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
     began = time.perf_counter()
-    print(f"load: {os.getloadavg()[0]:.1f} (1-minute average)")
-    data = ef.load_data(args.train, args.test)
-    net = ef.fine_tuned(data)
+    data, net = ef.start_run(args)
+    import torch
     dense_accuracy = ef.torch_accuracy(net, data["test_x"], data["test_y"])
     print(f"dense fine-tuned accuracy (torch): {dense_accuracy:.4f}")
 

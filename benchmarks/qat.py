@@ -24,7 +24,6 @@ Target (issue 10): where PTQ loses more than 1%, QAT within 1% at the same INT8 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -42,8 +41,7 @@ from lpot_ir.quantizer import ModelQuantizer, default_config  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=4000, help="training images (default 4000)")
-    parser.add_argument("--test", type=int, default=1000, help="evaluation images (default 1000)")
+    ef.add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, default=1, help="QAT epochs (default 1)")
     parser.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate (Adam; default 1e-4)")
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds (default 40)")
@@ -52,15 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         help="weight granularity of the configuration both PTQ and QAT use (default per_channel)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
     began = time.perf_counter()
-    print(f"load: {os.getloadavg()[0]:.1f} (1-minute average)")
-    data = ef.load_data(args.train, args.test)
-    net = ef.fine_tuned(data)
+    data, net = ef.start_run(args)
+    import torch
     calib = [(data["train_x"][i : i + 10], None) for i in range(0, 100, 10)]
     converted = resolve_model(net, calib_dataloader=calib)
     quantizer = ModelQuantizer(converted.model, calib, name_map=dict(converted.name_map))

@@ -1,4 +1,4 @@
-"""Shared fixtures: the ONNX model-zoo graphs that ship inside the onnx package."""
+"""Shared fixtures: the ONNX model-zoo graphs that ship inside the onnx package, the bundled digits example."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+from lpot_ir.examples_data import DigitsExample, digits_example
+from lpot_ir.quantizer import ModelQuantizer
 
 ZOO_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 ZOO_MODELS = sorted(ZOO_DIR.glob("light_*.onnx"))
@@ -19,6 +22,18 @@ def zoo_dir() -> Path:
     if not ZOO_MODELS:
         pytest.fail(f"the onnx package no longer ships {ZOO_DIR}; pick another offline corpus")
     return ZOO_DIR
+
+
+@pytest.fixture(scope="session")
+def digits() -> DigitsExample:
+    """The bundled digits example (built once, cached)."""
+    return digits_example()
+
+
+@pytest.fixture(scope="session")
+def quantizer(digits: DigitsExample) -> ModelQuantizer:
+    """A quantizer of the digits example, calibrated on batches of 10."""
+    return ModelQuantizer(digits.model_path, digits.calib_dataloader(batch_size=10))
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from lpot_ir.backends.export.graph import lower_graph
-from lpot_ir.backends.export.torch_lowering import TORCH_OPS
+from lpot_ir.backends.export.torch_lowering import bind_graph_inputs, run_torch_node
 from lpot_ir.errors import ConversionError
 from lpot_ir.ir.quant import QuantSpec, TensorRange
 from lpot_ir.passes.quantization.qparams import compute_qparams, numpy_dtype, weight_qparams
@@ -341,14 +341,7 @@ def qat_classes() -> tuple[type, type, type]:
 
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             env: dict[str, Any] = {name: self._constant(name) for name in self._constants}
-            if len(args) > len(self.graph_inputs):
-                raise TypeError(f"expected at most {len(self.graph_inputs)} inputs {self.graph_inputs}, got {len(args)}")
-            for name, value in zip(self.graph_inputs, args, strict=False):
-                env[name] = value
-            env.update(kwargs)
-            missing = [n for n in self.graph_inputs if n not in env]
-            if missing:
-                raise TypeError(f"missing model input(s) {missing}")
+            bind_graph_inputs(env, self.graph_inputs, args, kwargs)
             consumed: dict[str, torch.Tensor] = {}  # consumer-side fake quantization, once per forward
             for node in self.nodes:
                 ins: list[Any] = []
@@ -368,13 +361,7 @@ def qat_classes() -> tuple[type, type, type]:
                 for bsite in self._bias.get(node.name, ()):
                     if ins[bsite.input] is not None:
                         ins[bsite.input] = self._quantized_bias(node.name, bsite.activation, ins[bsite.input])
-                try:
-                    outs = TORCH_OPS[node.op_type](node, ins)
-                except Exception as exc:
-                    raise RuntimeError(f"{node.op_type} node {node.name!r}: {exc}") from exc
-                if not isinstance(outs, (list, tuple)):
-                    outs = (outs,)
-                for name, value in zip(node.outputs, outs, strict=False):
+                for name, value in zip(node.outputs, run_torch_node(node, ins), strict=False):
                     if name:
                         env[name] = self._fake_quant_activation(name, value) if name in self._producer else value
             result = [env[o] for o in self.graph_outputs]

@@ -123,6 +123,15 @@ def _timed_out(index: int, timeout: float, worker: str, seconds: float, how: str
     return EvalResult(index, None, f"evaluation timed out after {timeout:g} s ({how})", seconds, worker, timed_out=True)
 
 
+def _drop_finished(finished: collections.deque[EvalResult], index: int) -> bool:
+    """Remove trial ``index``'s result from ``finished`` (not yet collected); whether it was there."""
+    for result in list(finished):
+        if result.index == index:
+            finished.remove(result)
+            return True
+    return False
+
+
 class EvalExecutor(ABC):
     """Runs evaluations; see the module docstring.
 
@@ -575,11 +584,7 @@ class LocalProcessExecutor(EvalExecutor):
                 worker.job = None
                 self._replace(worker, kill=True)
                 return True
-        for result in list(self._finished):
-            if result.index == index:
-                self._finished.remove(result)
-                return True
-        return False
+        return _drop_finished(self._finished, index)
 
     def close(self) -> None:
         for worker in self._workers:
@@ -728,11 +733,7 @@ class RayExecutor(EvalExecutor):
                 self._ray.cancel(ref, force=True)
                 del self._running[ref]
                 return True
-        for result in list(self._finished):
-            if result.index == index:
-                self._finished.remove(result)
-                return True
-        return False
+        return _drop_finished(self._finished, index)
 
     def close(self) -> None:
         for ref in list(self._running):

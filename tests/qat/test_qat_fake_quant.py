@@ -7,22 +7,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from lpot_ir.examples_data import DigitsExample, digits_example
+from lpot_ir.examples_data import DigitsExample
 from lpot_ir.ir.model import to_proto
 from lpot_ir.qat import finish_qat, prepare_qat, qat_plan
 from lpot_ir.quantizer import ModelQuantizer, default_config
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def digits() -> DigitsExample:
-    return digits_example()
-
-
-@pytest.fixture(scope="module")
-def quantizer(digits: DigitsExample) -> ModelQuantizer:
-    return ModelQuantizer(digits.model_path, digits.calib_dataloader(batch_size=10))
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

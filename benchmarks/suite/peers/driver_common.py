@@ -46,6 +46,7 @@ __all__ = [
     "write_json_atomic",
     "op_histogram",
     "quantized_node_count",
+    "all_nodes",
     "describe_model",
     "driver_arguments",
     "run_driver",
@@ -242,7 +243,7 @@ def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     """Node count per op type, subgraphs (If/Loop/Scan bodies) included."""
-    return dict(sorted(Counter(node.op_type for node in _all_nodes(model.graph)).items()))
+    return dict(sorted(Counter(node.op_type for node in all_nodes(model.graph)).items()))
 
 
 _QUANTIZED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
@@ -252,20 +253,21 @@ def quantized_node_count(model: onnx.ModelProto) -> int:
     """Nodes that quantize (Q, dynamic Q, QLinear*, *Integer), subgraphs included: 0 = nothing was quantized."""
     return sum(
         1
-        for node in _all_nodes(model.graph)
+        for node in all_nodes(model.graph)
         if node.op_type in _QUANTIZED_OPS or node.op_type.startswith("QLinear")
     )
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph``, those of If branches and loop bodies (GRAPH/GRAPHS attributes) included."""
     for node in graph.node:
         yield node
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attribute.g)
+                yield from all_nodes(attribute.g)
             elif attribute.type == onnx.AttributeProto.GRAPHS:
                 for sub in attribute.graphs:
-                    yield from _all_nodes(sub)
+                    yield from all_nodes(sub)
 
 
 def describe_model(model: onnx.ModelProto, result: dict[str, Any]) -> None:

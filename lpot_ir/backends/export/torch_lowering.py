@@ -12,7 +12,7 @@ output one step differently).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import onnx
 from lpot_ir.backends.export.graph import LoweredGraph, LoweredNode, constant_value, lower_graph, spatial_pads
 from lpot_ir.errors import ConversionError
 
-__all__ = ["export_to_pytorch", "TORCH_OPS"]
+__all__ = ["export_to_pytorch", "TORCH_OPS", "bind_graph_inputs", "run_torch_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,31 +62,47 @@ def _module_class() -> type:
 
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             env: dict[str, Any] = {name: getattr(self, attr) for name, attr in self.constant_names.items()}
-            if len(args) > len(self.graph_inputs):
-                raise TypeError(
-                    f"expected at most {len(self.graph_inputs)} inputs {self.graph_inputs}, got {len(args)}"
-                )
-            for name, value in zip(self.graph_inputs, args, strict=False):
-                env[name] = value
-            env.update(kwargs)
-            missing = [n for n in self.graph_inputs if n not in env]
-            if missing:
-                raise TypeError(f"missing model input(s) {missing}")
+            bind_graph_inputs(env, self.graph_inputs, args, kwargs)
             for node in self.nodes:
                 ins = [env[i] if i else None for i in node.inputs]
-                try:
-                    outs = TORCH_OPS[node.op_type](node, ins)
-                except Exception as exc:
-                    raise RuntimeError(f"{node.op_type} node {node.name!r}: {exc}") from exc
-                if not isinstance(outs, (list, tuple)):
-                    outs = (outs,)
-                for name, value in zip(node.outputs, outs, strict=False):
+                for name, value in zip(node.outputs, run_torch_node(node, ins), strict=False):
                     if name:
                         env[name] = value
             result = [env[o] for o in self.graph_outputs]
             return result[0] if len(result) == 1 else tuple(result)
 
     return OnnxGraphModule
+
+
+def bind_graph_inputs(
+    env: dict[str, Any], graph_inputs: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
+    """Put a forward call's inputs into ``env`` by graph-input name (positional first, then keywords).
+
+    Raises:
+        TypeError: more positional inputs than the graph has, or a graph input left without a value.
+    """
+    if len(args) > len(graph_inputs):
+        raise TypeError(f"expected at most {len(graph_inputs)} inputs {list(graph_inputs)}, got {len(args)}")
+    for name, value in zip(graph_inputs, args, strict=False):
+        env[name] = value
+    env.update(kwargs)
+    missing = [n for n in graph_inputs if n not in env]
+    if missing:
+        raise TypeError(f"missing model input(s) {missing}")
+
+
+def run_torch_node(node: LoweredNode, ins: list[Any]) -> Sequence[Any]:
+    """Run one lowered node with its torch op; its outputs as a sequence (one per ONNX output).
+
+    Raises:
+        RuntimeError: the op failed (the message names the node).
+    """
+    try:
+        outs = TORCH_OPS[node.op_type](node, ins)
+    except Exception as exc:
+        raise RuntimeError(f"{node.op_type} node {node.name!r}: {exc}") from exc
+    return outs if isinstance(outs, (list, tuple)) else (outs,)
 
 
 # ---------------------------------------------------------------------------------------------- ops
