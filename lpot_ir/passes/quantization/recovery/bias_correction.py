@@ -54,10 +54,10 @@ from lpot_ir.passes.quantization.recovery.layerwise import (
     dq_params,
     find_targets,
     first_samples,
-    set_constant,
     single_threaded_blas,
 )
 from lpot_ir.passes.quantization.recovery.record import BiasChange
+from lpot_ir.passes.quantization.recovery.report import set_constant
 
 __all__ = ["SIGNIFICANCE", "BiasSlot", "BiasCorrectionReport", "BiasCorrectionPass", "bias_slot", "mean_shift"]
 

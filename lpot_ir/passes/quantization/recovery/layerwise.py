@@ -33,6 +33,7 @@ from lpot_ir.ir.model import to_proto
 from lpot_ir.ir.quant import ANNOTATION_KEY, QuantAnnotation, QuantSpec
 from lpot_ir.passes.quantization.qparams import qrange
 from lpot_ir.passes.quantization.recovery.layers import LinearLayer, linear_layer
+from lpot_ir.passes.quantization.recovery.report import set_constant
 from lpot_ir.passes.quantization.recovery.segments import SegmentRunner
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "first_samples",
     "constant",
     "dq_params",
-    "set_constant",
     "single_threaded_blas",
 ]
 
@@ -55,11 +55,6 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
     """The array behind an initializer or ``Constant`` output, else ``None``."""
     tensor = constant_value(value)
     return None if tensor is None else tensor.numpy()
-
-
-def set_constant(value: ir.Value, array: np.ndarray) -> None:
-    """Replace an initializer's tensor (the old tensor, possibly shared with a cache, is not modified)."""
-    value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
 
 
 def _is_dq(node: ir.Node | None) -> bool:

@@ -67,10 +67,10 @@ from lpot_ir.passes.quantization.recovery.layerwise import (
     dq_params,
     find_targets,
     first_samples,
-    set_constant,
     single_threaded_blas,
 )
 from lpot_ir.passes.quantization.recovery.record import decode_array, encode_array, pack_mask, unpack_mask
+from lpot_ir.passes.quantization.recovery.report import set_constant
 
 __all__ = [
     "ZETA",
