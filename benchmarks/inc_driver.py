@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +47,9 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "suite" / "peers"))
+from driver_common import save_model_atomic  # noqa: E402  (stdlib + numpy + onnx only: runs in INC's venv)
 
 __all__ = ["CountingEval", "NumpyCalibLoader", "top1_accuracy", "main"]
 
@@ -114,19 +116,6 @@ class NumpyCalibLoader:
 
     def __len__(self) -> int:
         return (len(self.inputs) + self.batch_size - 1) // self.batch_size
-
-
-def _save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -218,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         result["met_goal"] = False
         result["error"] = "quantization.fit returned None: no configuration met the accuracy criterion"
     else:
-        _save_atomic(q_model.model, args.output)
+        save_model_atomic(q_model.model, args.output)
         int8_accuracy = top1_accuracy(args.output, inputs, labels)
         fp32_accuracy = result["fp32_accuracy"]
         result.update(
