@@ -121,6 +121,19 @@ def test_loss_is_the_hand_computed_kd_loss_and_the_teacher_is_the_dense_model(di
     expected = _kd_numpy(pruned_out.numpy(), dense_out, y, 0.7, 4.0)
     assert float(loss) == pytest.approx(expected, rel=1e-5)  # float32 logits against a float64 reference
 
+    # a teacher you set replaces the dense copy (and survives setting the model)
+    other = _Net().eval()
+    prune = Pruning(_conf(0.7))
+    prune.teacher = other
+    prune.model = _copy(digits["net"])
+    prune.example_inputs = x
+    prune.on_epoch_begin(0)
+    assert prune.teacher is other
+    with torch.no_grad():
+        out = prune.model(torch.from_numpy(x))
+        expected = _kd_numpy(out.numpy(), other(torch.from_numpy(x)).numpy(), y, 0.7, 4.0)
+    assert float(prune.distillation_loss(out, y, x)) == pytest.approx(expected, rel=1e-5)
+
 
 @pytest.mark.slow
 def test_builtin_loop_distils_the_pruned_model_toward_the_dense_one(digits: dict) -> None:
@@ -176,3 +189,7 @@ def test_distillation_errors(digits: dict) -> None:
     prune.model = _copy(digits["net"])
     with pytest.raises(ConfigError, match="needs pruning.train.distillation"):
         prune.distillation_loss(torch.zeros(1, 10), torch.zeros(1), digits["train_x"][:1])
+    with pytest.raises(ConfigError, match="used by knowledge distillation only"):
+        prune.teacher = _copy(digits["net"])
+    with pytest.raises(ConfigError, match="must be a torch.nn.Module"):
+        Pruning(_conf(0.5)).teacher = "model.onnx"

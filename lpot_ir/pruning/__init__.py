@@ -119,6 +119,7 @@ class Pruning:
         self._shrunk: Any = None
         self._dense: Any = None  # the model before pruning: a torch state_dict copy, or the ONNX model
         self._teacher: Any = None  # pruning.train.distillation: a frozen copy of the torch model before pruning
+        self._teacher_given = False  # prune.teacher was set by the user
         self._criterion: Any = None
         self.score: Any = None
 
@@ -134,7 +135,8 @@ class Pruning:
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper
         self._pruner = None
         self._channel_pruner = None
-        self._teacher = None
+        if not self._teacher_given:
+            self._teacher = None
         self.sparsity_report = []
         self.channel_report = []
 
@@ -249,9 +251,23 @@ class Pruning:
 
     @property
     def teacher(self) -> Any:
-        """The frozen dense copy of the torch model that teaches the pruned one (``pruning.train.distillation``),
-        taken at the first callback or ``fit()``, before anything is pruned; ``None`` without distillation."""
+        """The model that teaches the pruned one (``pruning.train.distillation``): by default a frozen copy of
+        the torch model taken at the first callback or ``fit()``, before anything is pruned; ``None`` without
+        distillation. Set it to use another ``torch.nn.Module`` (e.g. a better-trained dense model) instead: it
+        runs in eval mode without gradients and must take the same inputs and give logits of the same shape."""
         return self._teacher
+
+    @teacher.setter
+    def teacher(self, value: Any) -> None:
+        if self._distillation() is None:
+            raise ConfigError(
+                "prune.teacher is used by knowledge distillation only, and the configuration has no "
+                "pruning.train.distillation. Add e.g. 'distillation: {weight: 0.5, temperature: 2.0}' to pruning.train."
+            )
+        if value is not None and not _is_torch_module(value):
+            raise ConfigError(f"prune.teacher must be a torch.nn.Module, got {type(value).__name__}.")
+        self._teacher = value
+        self._teacher_given = value is not None
 
     def distillation_loss(self, outputs: Any, labels: Any, inputs: Any) -> Any:
         """The training loss with knowledge distillation, for your own loop (the built-in loop uses it already).
