@@ -3,7 +3,8 @@
 Run from the repository root (about 30 minutes on 2 cores with the control; needs ``dataset-fashion-mnist``)::
 
     .venv/bin/python benchmarks/pruning.py [--train 4000] [--prune-train 4000] [--sparsity 0.5] [--epochs 6]
-        [--prune-epochs 2] [--lr-schedule cosine] [--distillation 0] [--no-control]
+        [--prune-epochs 2] [--lr-schedule cosine] [--distillation 0] [--teacher dense] [--start dense]
+        [--no-control]
 
 Stages, side by side in one run (see benchmarks/effnet_fashion.py for the model and data):
 
@@ -78,10 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     parser.add_argument(
         "--teacher", default="dense", choices=("dense", "control"),
-        help="the distillation teacher: the dense model pruning starts from (default) or the control",
+        help="the distillation teacher: the model pruning starts from (default) or the control",
     )
     parser.add_argument("--prune-type", default="basic_magnitude", choices=("basic_magnitude", "gradient_sensitivity"))
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds (default 40)")
+    parser.add_argument(
+        "--start", default="dense", choices=("dense", "control"),
+        help="the model pruning starts from: the dense model fine-tuned one epoch (default), or the control "
+        "(trained --epochs more): then the dense stage is the control, a converged baseline",
+    )
     parser.add_argument(
         "--no-control", action="store_true",
         help="skip the control: the dense model trained the same epochs without pruning (the stricter baseline)",
@@ -118,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
     if args.teacher == "control" and (args.no_control or args.distillation <= 0):
         parser.error("--teacher control needs the control (no --no-control) and --distillation > 0")
+    if args.start == "control":
+        if args.no_control or args.teacher == "control":
+            parser.error("--start control needs the control (no --no-control) and is its own teacher (--teacher dense)")
+        net, control_accuracy = control, None  # the control is now the dense model itself
+        print("pruning starts from the control: the dense stage below is the control")
 
     if args.distillation > 0:
         train["distillation"] = {"weight": args.distillation, "temperature": args.temperature}
