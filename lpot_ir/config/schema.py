@@ -449,12 +449,13 @@ class LrScheduleType(str, enum.Enum):
 
 @dataclass(frozen=True)
 class LrSchedule(_Section):
-    """``train.lr_schedule``: the learning rate of each epoch (the optimizer's ``learning_rate`` is the first).
+    """``train.lr_schedule``: how the learning rate decays from the optimizer's ``learning_rate``.
 
     Attributes:
-        type: ``cosine`` (from the optimizer's rate at the first epoch down to ``min_learning_rate`` at the
-            last, half a cosine), ``step`` (multiplied by ``gamma`` every ``step_epochs``) or ``constant``.
-        min_learning_rate: cosine: the rate of the last epoch.
+        type: ``cosine`` (half a cosine from the optimizer's rate down to ``min_learning_rate`` at the end of
+            the last epoch, updated every batch), ``step`` (multiplied by ``gamma`` every ``step_epochs``) or
+            ``constant``.
+        min_learning_rate: cosine: the rate at the end of training.
         step_epochs: step: epochs between decays.
         gamma: step: the factor of each decay.
     """

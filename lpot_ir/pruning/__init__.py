@@ -283,7 +283,7 @@ class Pruning:
             inputs: the batch's inputs (a tensor, tuple or dict, as the model takes them).
 
         Raises:
-            ConfigError: no ``pruning.train.distillation`` in the configuration, or called before the first callback.
+            ConfigError: no ``pruning.train.distillation`` in the configuration, or prune.model is not a torch module.
         """
         import torch
 
