@@ -108,3 +108,157 @@ def calibration_batches(width: int, *, batches: int = 2, batch_size: int = 4, se
     """Inputs for the model: standard normal rows."""
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((batch_size, width), dtype=np.float32) for _ in range(batches)]
+
+
+def agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean cosine similarity of output rows with the FP32 model's: the benchmark's and the test's metric."""
+    dots = np.sum(outputs * reference, axis=1)
+    norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.mean(dots / np.maximum(norms, 1e-12)))
+
+
+class _PeakSampler:
+    """Peak anonymous memory of this process (RssAnon), sampled every 20 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _status_kib("RssAnon") * 1024)
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _run_stage(stage: str, model: Path, width: int, workdir: Path) -> dict[str, object]:
+    """One stage in this process; returns its time, peak memory and result."""
+    import onnxruntime as ort
+
+    sampler = _PeakSampler()
+    began = time.perf_counter()
+    result: dict[str, object] = {}
+    calib = calibration_batches(width)
+    probe = calibration_batches(width, batches=1, batch_size=8, seed=5)[0]
+    if stage == "load":
+        from lpot_ir.ir.model import load_model
+
+        loaded = load_model(model)
+        result["nodes"] = len(list(loaded.graph))
+    elif stage in ("quantize", "tune"):
+        from lpot_ir import Quantization, common
+
+        reference: list[np.ndarray] = []
+
+        def eval_func(candidate: object) -> float:
+            source = candidate if isinstance(candidate, str) else candidate.SerializeToString()  # type: ignore[attr-defined]
+            out = ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {"input": probe})[0]
+            if not reference:
+                reference.append(out)
+            return agreement(out, reference[0])
+
+        conf: dict[str, object] = {
+            "model": {"name": "big_mlp"},
+            "quantization": {"calibration": {"sampling_size": 8}},
+            "tuning": {"accuracy_criterion": {"relative": 0.01}, "exit_policy": {"timeout": 0, "max_trials": 3},
+                       "workspace": {"path": str(workdir / f"ws-{stage}")}},
+        }  # fmt: skip
+        quantizer = Quantization(conf)
+        quantizer.model = str(model)
+        quantizer.calib_dataloader = common.DataLoader([(row, None) for batch in calib for row in batch], batch_size=4)
+        if stage == "tune":
+            quantizer.eval_func = eval_func
+        quantizer.fit()
+        best = quantizer.outcome.files["model"]
+        result["output_bytes"] = best.stat().st_size
+        if quantizer.outcome.best is not None and quantizer.outcome.best.accuracy is not None:
+            result["agreement"] = quantizer.outcome.best.accuracy
+    elif stage == "ort":
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter([{"input": batch} for batch in calib])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.batches, None)
+
+        out = workdir / "ort" / "big_int8.onnx"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        use_external_data_format=True)  # fmt: skip
+        result["output_bytes"] = sum(p.stat().st_size for p in out.parent.iterdir())
+    else:
+        raise SystemExit(f"unknown stage {stage!r}")
+    result["seconds"] = time.perf_counter() - began
+    result["peak_anon"] = sampler.stop()
+    result["peak_rss"] = _status_kib("VmHWM") * 1024
+    return result
+
+
+STAGES = ("load", "quantize", "tune", "ort")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gib", type=float, default=2.1, help="FP32 weights in GiB (default 2.1: over protobuf's 2 GB)")
+    parser.add_argument("--width", type=int, default=8192, help="layer width (default 8192: 256 MiB per layer)")
+    parser.add_argument("--workdir", help="where the model and outputs go (default: a temporary folder, removed)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)  # a child process runs one stage
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        print(json.dumps(_run_stage(args.stage, Path(args.model), args.width, Path(args.workdir))))
+        return 0
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lpot_big_model_"))
+    try:
+        spec = build_big_model(workdir / "model", gib=args.gib, width=args.width)
+        size = spec.weight_bytes
+        print(f"model: {spec.layers} layers of {args.width}x{args.width}, {size / 2**30:.2f} GiB of FP32 weights "
+              f"in {spec.path.name}.data")  # fmt: skip
+        rows = {}
+        for stage in args.stages.split(","):
+            command = [sys.executable, __file__, "--stage", stage, "--model", str(spec.path), "--width",
+                       str(args.width), "--workdir", str(workdir)]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(f"{stage}: failed\n{done.stderr[-3000:]}")
+                continue
+            rows[stage] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"\n{'stage':<10} {'seconds':>8} {'peak RSS GiB':>13} {'x model':>8} {'peak anon GiB':>14} {'x model':>8}")
+        for stage, row in rows.items():
+            rss, anon = float(row["peak_rss"]), float(row["peak_anon"])
+            print(f"{stage:<10} {row['seconds']:>8.1f} {rss / 2**30:>13.2f} {rss / size:>8.2f} "
+                  f"{anon / 2**30:>14.2f} {anon / size:>8.2f}")  # fmt: skip
+        for stage, row in rows.items():
+            extra = {k: v for k, v in row.items() if k not in ("seconds", "peak_rss", "peak_anon")}
+            if extra:
+                print(f"{stage}: {extra}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model_bytes": size, "stages": rows}, indent=2))
+    finally:
+        if not args.workdir:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -128,7 +128,7 @@ _LARGE_TENSOR_BYTES = 4096
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         length = _external_entry(tensor, "length")
-        return int(length) if length is not None else _LARGE_TENSOR_BYTES + 1  # never in the checker's copy
+        return int(length) if length is not None else (_declared_nbytes(tensor) or 0)
     if tensor.HasField("raw_data"):
         return len(tensor.raw_data)
     count = 1
@@ -142,7 +142,10 @@ def _split_large_initializers(
 ) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """Return a copy of ``proto`` whose large main-graph initializers are graph inputs, and those tensors."""
     _lift_large_constants(proto)
-    large = [t for t in proto.graph.initializer if _tensor_nbytes(t) > _LARGE_TENSOR_BYTES]
+    large = [
+        t for t in proto.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL or _tensor_nbytes(t) > _LARGE_TENSOR_BYTES
+    ]  # fmt: skip
     if not large:
         return proto, []
     large_names = {t.name for t in large}

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"_token_\d+$")
 _KERNEL = "_kernel_time"
+_FUSED = "fused "
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ class NodeProfile:
 
 
 def _attribute(kernel_node: str, nodes: set[str], producers: Mapping[str, str]) -> str | None:
-    candidates = [kernel_node, _TOKEN.sub("", kernel_node)]
+    # ONNX Runtime names a fused node after the first node it fuses: "fused fc0" for Gemm + Relu
+    unfused = kernel_node.removeprefix(_FUSED)
+    candidates = list(dict.fromkeys([kernel_node, _TOKEN.sub("", kernel_node), unfused, _TOKEN.sub("", unfused)]))
     for name in candidates:
         if name in nodes:
             return name
