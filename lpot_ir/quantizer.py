@@ -42,6 +42,7 @@ from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
 from lpot_ir.ir.model import (
     all_nodes,
+    drop_weights,
     load_model,
     model_digest,
     release_external_tensors,
@@ -707,7 +708,7 @@ class ModelQuantizer:
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
-        release_external_tensors(model)
+        drop_weights(model)
         decisions: dict[str, NodeDecision] = {}
         quantized = set(result.quantized) - set(dropped)
         floats = report.float_dtypes

@@ -66,6 +66,7 @@ __all__ = [
     "weight_bytes",
     "external_data_bytes",
     "release_external_tensors",
+    "drop_weights",
     "portable_proto",
     "SessionParts",
     "session_parts",
@@ -341,8 +342,11 @@ def _bind_external_data(proto: onnx.ModelProto, folder: Path) -> None:
 
 
 _MEMORY_INITIALIZER_BYTES = 1 << 20
-"""In-memory initializers at least this large go to ONNX Runtime as arrays when the model is too large to
-be one message."""
+"""In-memory initializers at least this large go to ONNX Runtime as arrays when the weights held in memory
+reach :data:`_ARRAYS_FROM_BYTES`."""
+_ARRAYS_FROM_BYTES = 1 << 28
+"""From 256 MiB of in-memory weights on, serializing them into the message (and ONNX Runtime parsing it)
+costs two extra copies at once; as arrays, ONNX Runtime copies them once."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,7 @@ class SessionParts:
         folder: the folder of the external data files (ONNX Runtime's session option
             ``session.model_external_initializers_file_folder_path``), ``None`` when nothing is external.
         arrays: initializers handed over as arrays (``SessionOptions.add_external_initializers``): external
-            tensors of another folder, and large in-memory ones when all in-memory weights exceed the limit.
+            tensors of another folder, and large in-memory ones when the in-memory weights are large.
     """
 
     data: bytes
@@ -365,14 +369,15 @@ class SessionParts:
 def session_parts(model: ir.Model | onnx.ModelProto) -> SessionParts:
     """Split ``model`` for an ONNX Runtime session (see :class:`SessionParts`).
 
-    A model without external tensors whose weights fit one message is just serialized. Otherwise its
-    external tensors stay in their files (ONNX Runtime maps them into memory itself), and when the
-    in-memory weights alone exceed the limit the large ones are passed as arrays.
+    A model without external tensors and with less than 256 MiB of weights is just serialized. Otherwise
+    its external tensors stay in their files (ONNX Runtime maps them into memory itself), and from 256 MiB
+    of in-memory weights on the large ones are passed as arrays (read in place, not serialized).
     """
     proto = model if isinstance(model, onnx.ModelProto) else to_proto(model)
     external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     inline_bytes = sum(_tensor_nbytes(t) for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL)
-    if not external and inline_bytes < PROTOBUF_LIMIT:
+    as_arrays = inline_bytes >= min(_ARRAYS_FROM_BYTES, PROTOBUF_LIMIT)
+    if not external and not as_arrays:
         return SessionParts(proto.SerializeToString())
     folders: dict[Path, int] = {}
     for tensor in external:
@@ -390,7 +395,7 @@ def session_parts(model: ir.Model | onnx.ModelProto) -> SessionParts:
                 _set_external_entry(reference, "location", path.name)
                 continue
             arrays[tensor.name] = _mapped_array(tensor)
-        elif inline_bytes >= PROTOBUF_LIMIT and _tensor_nbytes(tensor) >= _MEMORY_INITIALIZER_BYTES and tensor.raw_data:
+        elif as_arrays and _tensor_nbytes(tensor) >= _MEMORY_INITIALIZER_BYTES and tensor.raw_data:
             arrays[tensor.name] = _raw_array(tensor)
         else:
             light.graph.initializer.append(tensor)
@@ -468,6 +473,20 @@ def release_external_tensors(model: ir.Model) -> None:
             if isinstance(tensor, ir.ExternalTensor):
                 with contextlib.suppress(BufferError):
                     tensor.release()
+
+
+def drop_weights(model: ir.Model) -> None:
+    """Drop ``model``'s initializer tensors (unmapping external ones) once nothing will read the model again.
+
+    An IR graph holds reference cycles (nodes and values point at each other), so a discarded model's
+    tensors would stay in memory until the garbage collector runs, which counts objects, not bytes: on a
+    model of several GB, a few discarded copies double the peak memory. Tensors are shared, not copied,
+    with the protos they came from, which keep theirs.
+    """
+    release_external_tensors(model)
+    for graph in all_graphs(model):
+        for value in graph.initializers.values():
+            value.const_value = None
 
 
 def portable_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
