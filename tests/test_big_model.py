@@ -8,7 +8,9 @@ that of every test it ran.
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,15 @@ def _run(source: str | bytes, feed: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {"input": feed})[0]
 
 
-def test_model_over_2gb_quantizes_tunes_and_saves(tmp_path: Path) -> None:
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied afterwards: pytest keeps the last runs' folders, 5.5 GB each here."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_model_over_2gb_quantizes_tunes_and_saves(workdir: Path) -> None:
+    tmp_path = workdir
     spec = build_big_model(tmp_path / "model", gib=2.05, width=8192)
     assert spec.weight_bytes > PROTOBUF_LIMIT
     probe = calibration_batches(spec.width, batches=1, batch_size=8, seed=5)[0]
