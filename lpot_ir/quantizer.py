@@ -40,7 +40,15 @@ from lpot_ir.calibration import calibrate
 from lpot_ir.errors import LpotError, QuantizationError
 from lpot_ir.fileio import atomic_write
 from lpot_ir.frontends import resolve_model
-from lpot_ir.ir.model import all_nodes, load_model, model_digest, save_model, to_proto
+from lpot_ir.ir.model import (
+    all_nodes,
+    drop_weights,
+    load_model,
+    model_digest,
+    release_external_tensors,
+    save_model,
+    to_proto,
+)
 from lpot_ir.ir.quant import (
     FP32,
     Approach,
@@ -405,6 +413,7 @@ class ModelQuantizer:
         loaded = load_model(model)
         self.fp32_digest = model_digest(loaded)
         self.fp32_model = _optimize(loaded) if optimize else loaded
+        release_external_tensors(self.fp32_model)
         self._base = _Prepared(None, to_proto(self.fp32_model))
         self.approach = Approach(approach)
         self.calib_dataloader = calib_dataloader
@@ -699,6 +708,7 @@ class ModelQuantizer:
         report = quantize_model(model, context, pipeline=record.steps)
         result, dropped, used = report.annotations, report.dropped, report.used_ranges
         proto = to_proto(model)
+        drop_weights(model)
         decisions: dict[str, NodeDecision] = {}
         quantized = set(result.quantized) - set(dropped)
         floats = report.float_dtypes

@@ -216,10 +216,8 @@ def collect(
     }
     outputs = [name for name in selection.outputs if name in stats]
     session = None
-    if outputs:  # serialized at once, so the instrumented proto is freed before ONNX Runtime parses it
-        payload = instrument(model, outputs).SerializeToString()
-        session = make_session(payload, intra_op_threads=intra_op_threads)
-        del payload
+    if outputs:
+        session = make_session(instrument(model, outputs), intra_op_threads=intra_op_threads)
     layout = layout if layout is not None else BatchLayout(model)
     kept: list[tuple[dict[str, np.ndarray], int]] | None = [] if selection.nested else None
     bar = _progress_bar(sampling_size, progress)

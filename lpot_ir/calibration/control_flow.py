@@ -160,7 +160,7 @@ def _run(
     if not exposed:
         return
     prune_to(graph, [out for out, _value, _loop in exposed])
-    session = make_session(model.SerializeToString(), intra_op_threads=intra_op_threads)
+    session = make_session(model, intra_op_threads=intra_op_threads)
     inputs = {i.name for i in session.get_inputs()}
     for member in group.members:
         feed, samples = feeds[member]

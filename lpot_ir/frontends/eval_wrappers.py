@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx_ir as ir
 import onnxruntime as ort
 
+from lpot_ir.backends.onnxruntime.session import new_session
 from lpot_ir.errors import DataError
 from lpot_ir.frontends.detect import normalize_framework_name
 from lpot_ir.optional import import_tensorflow
@@ -58,17 +58,11 @@ def make_inference_session(model: Any) -> Any:
 
     if isinstance(model, ort.InferenceSession):
         return model
-    if hasattr(model, "graph") and type(model).__module__.startswith("onnx_ir"):
-        model = ir.serde.serialize_model(model)
-    if isinstance(model, onnx.ModelProto):
-        data: bytes | str = model.SerializeToString()
-    elif isinstance(model, (bytes, bytearray)):
-        data = bytes(model)
-    else:
-        data = os.fspath(model)
+    if isinstance(model, bytearray):
+        model = bytes(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return new_session(model, options)
 
 
 class OnnxRuntimeRunner:

@@ -8,6 +8,12 @@ Every model that enters lpot-ir goes through :func:`load_model`, so later passes
   survives a save/load round trip;
 * shapes and types are inferred.
 
+Weights in external data files stay there: their tensors are memory-mapped when first read (a model of
+several GB is not copied into memory on load). Inside lpot-ir such tensors refer to their file by an
+absolute path (:func:`external_tensor_folders`), which ONNX Runtime and the checker refuse, so a model
+leaves lpot-ir only through :func:`save_model`, :func:`portable_proto` or
+:func:`lpot_ir.backends.onnxruntime.make_session`, which resolve them.
+
 :func:`save_model` is atomic: the model (and its external data, for models over 2 GB) is written to a
 temporary file in the destination folder and renamed into place, so no half-written model is ever seen.
 """
@@ -24,8 +30,11 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -51,12 +60,23 @@ __all__ = [
     "all_nodes",
     "model_digest",
     "opset_version",
+    "PROTOBUF_LIMIT",
+    "external_tensor_folders",
+    "has_external_tensors",
+    "weight_bytes",
+    "external_data_bytes",
+    "release_external_tensors",
+    "drop_weights",
+    "portable_proto",
+    "SessionParts",
+    "session_parts",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-_TWO_GB = 2**31 - 1  # protobuf's hard limit on one serialized message
+PROTOBUF_LIMIT = 2**31 - 1
+"""Protobuf's hard limit on one serialized message: a model whose weights exceed it needs external data."""
 EXTERNAL_DATA_ALIGNMENT = 65536
 """Offsets of large tensors in external data files: page-aligned, so readers can memory-map them."""
 
@@ -107,6 +127,9 @@ _LARGE_TENSOR_BYTES = 4096
 
 
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        length = _external_entry(tensor, "length")
+        return int(length) if length is not None else (_declared_nbytes(tensor) or 0)
     if tensor.HasField("raw_data"):
         return len(tensor.raw_data)
     count = 1
@@ -120,33 +143,49 @@ def _split_large_initializers(
 ) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
     """Return a copy of ``proto`` whose large main-graph initializers are graph inputs, and those tensors."""
     _lift_large_constants(proto)
-    large = [t for t in proto.graph.initializer if _tensor_nbytes(t) > _LARGE_TENSOR_BYTES]
+    large = [
+        t for t in proto.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL or _tensor_nbytes(t) > _LARGE_TENSOR_BYTES
+    ]  # fmt: skip
     if not large:
         return proto, []
-    light = onnx.ModelProto()
-    graph = proto.graph
-    proto.ClearField("graph")
-    light.CopyFrom(proto)  # everything but the graph: cheap
-    proto.graph.CopyFrom(graph)  # restore the caller-visible proto (it is our own copy anyway)
     large_names = {t.name for t in large}
+    light = _without_initializers(proto)
+    light.graph.initializer.extend(t for t in proto.graph.initializer if t.name not in large_names)
+    input_names = {i.name for i in proto.graph.input}
+    light.graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in large
+        if t.name not in input_names
+    )
+    return light, large
+
+
+def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose main graph has no initializers (copying them is what costs)."""
+    light = onnx.ModelProto()
+    for descriptor, value in proto.ListFields():
+        if descriptor.name == "graph":
+            continue
+        repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 5.29; older ones have only label
+        if repeated if repeated is not None else descriptor.label == descriptor.LABEL_REPEATED:
+            getattr(light, descriptor.name).extend(value)
+        elif descriptor.message_type is not None:
+            getattr(light, descriptor.name).CopyFrom(value)
+        else:
+            setattr(light, descriptor.name, value)
+    graph = proto.graph
     light_graph = light.graph
     light_graph.name = graph.name
     light_graph.doc_string = graph.doc_string
     light_graph.node.extend(graph.node)
     light_graph.input.extend(graph.input)
-    input_names = {i.name for i in graph.input}
-    light_graph.input.extend(
-        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-        for t in large
-        if t.name not in input_names
-    )
-    light_graph.initializer.extend(t for t in graph.initializer if t.name not in large_names)
     light_graph.sparse_initializer.extend(graph.sparse_initializer)
     light_graph.output.extend(graph.output)
     light_graph.value_info.extend(graph.value_info)
     light_graph.quantization_annotation.extend(graph.quantization_annotation)
     light_graph.metadata_props.extend(graph.metadata_props)
-    return light, large
+    return light
 
 
 def _lift_large_constants(proto: onnx.ModelProto) -> None:
@@ -221,14 +260,13 @@ def _read_proto(source: object) -> tuple[str, onnx.ModelProto]:
                 "SavedModel folder needs the TensorFlow frontend (install lpot-ir[tensorflow])."
             )
         proto = _parse(path.read_bytes(), label)
-        if _has_external_data(proto):
-            try:
-                onnx.load_external_data_for_model(proto, str(path.parent))
-            except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-                raise ModelLoadError(
-                    f"Model {label} stores weights in external data files that cannot be read ({paragraph(exc)}). "
-                    "Keep the external data files beside the model file, with the names the model records."
-                ) from None
+        try:
+            _bind_external_data(proto, path.parent)
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+            raise ModelLoadError(
+                f"Model {label} stores weights in external data files that cannot be read ({paragraph(exc)}). "
+                "Keep the external data files beside the model file, with the names the model records."
+            ) from None
         return label, proto
     raise ModelLoadError(
         f"Cannot load a model from an object of type {type(source).__name__}. Pass a path to an .onnx file, "
@@ -253,10 +291,234 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
     return proto
 
 
-def _has_external_data(proto: onnx.ModelProto) -> bool:
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
+def _external_entry(tensor: onnx.TensorProto, key: str) -> str | None:
+    for entry in tensor.external_data:
+        if entry.key == key:
+            return entry.value
+    return None
+
+
+def _set_external_entry(tensor: onnx.TensorProto, key: str, value: str) -> None:
+    for entry in tensor.external_data:
+        if entry.key == key:
+            entry.value = value
+            return
+    entry = tensor.external_data.add()
+    entry.key, entry.value = key, value
+
+
+def _bind_external_data(proto: onnx.ModelProto, folder: Path) -> None:
+    """Check the external data ``proto`` refers to (files inside ``folder``, ranges inside the files) and make
+    the main graph's initializers refer to it by absolute path; tensors elsewhere (subgraphs, attributes:
+    small in practice) are read into the proto."""
+    main = len(proto.graph.initializer)  # every tensor, the main graph's initializers first
+    root = folder.resolve()
+    for index, tensor in enumerate(onnx.external_data_helper._get_all_tensors(proto)):  # noqa: SLF001
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = _external_entry(tensor, "location") or ""
+        if not location or os.path.isabs(location):
+            raise ValueError(f"tensor '{tensor.name}' has external data location {location!r}, not a relative path")
+        target = (root / location).resolve()
+        if root not in target.parents:
+            raise ValueError(f"tensor '{tensor.name}' refers to '{location}', outside the model's folder")
+        size = target.stat().st_size  # raises FileNotFoundError with the path
+        offset = int(_external_entry(tensor, "offset") or 0)
+        length = _external_entry(tensor, "length")
+        expected = _declared_nbytes(tensor)
+        if length is None and expected is not None:
+            _set_external_entry(tensor, "length", str(expected))
+            length = str(expected)
+        if length is not None and offset + int(length) > size:
+            raise ValueError(
+                f"tensor '{tensor.name}' needs bytes {offset}..{offset + int(length)} of '{location}', which has {size}"
+            )
+        if index < main:
+            _set_external_entry(tensor, "location", str(target))
+        else:
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(root))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+
+
+_MEMORY_INITIALIZER_BYTES = 1 << 20
+"""In-memory initializers at least this large go to ONNX Runtime as arrays when the weights held in memory
+reach :data:`_ARRAYS_FROM_BYTES`."""
+_ARRAYS_FROM_BYTES = 1 << 28
+"""From 256 MiB of in-memory weights on, serializing them into the message (and ONNX Runtime parsing it)
+costs two extra copies at once; as arrays, ONNX Runtime copies them once."""
+
+
+@dataclass(frozen=True)
+class SessionParts:
+    """A model in the pieces ONNX Runtime loads without one message over :data:`PROTOBUF_LIMIT`.
+
+    Attributes:
+        data: the serialized model (external tensors as references relative to ``folder``).
+        folder: the folder of the external data files (ONNX Runtime's session option
+            ``session.model_external_initializers_file_folder_path``), ``None`` when nothing is external.
+        arrays: initializers handed over as arrays (``SessionOptions.add_external_initializers``): external
+            tensors of another folder, and large in-memory ones when the in-memory weights are large.
+    """
+
+    data: bytes
+    folder: Path | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def session_parts(model: ir.Model | onnx.ModelProto) -> SessionParts:
+    """Split ``model`` for an ONNX Runtime session (see :class:`SessionParts`).
+
+    A model without external tensors and with less than 256 MiB of weights is just serialized. Otherwise
+    its external tensors stay in their files (ONNX Runtime maps them into memory itself), and from 256 MiB
+    of in-memory weights on the large ones are passed as arrays (read in place, not serialized).
+    """
+    proto = model if isinstance(model, onnx.ModelProto) else to_proto(model)
+    external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    inline_bytes = sum(_tensor_nbytes(t) for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL)
+    as_arrays = inline_bytes >= min(_ARRAYS_FROM_BYTES, PROTOBUF_LIMIT)
+    if not external and not as_arrays:
+        return SessionParts(proto.SerializeToString())
+    folders: dict[Path, int] = {}
+    for tensor in external:
+        parent = Path(_external_entry(tensor, "location") or "").parent
+        folders[parent] = folders.get(parent, 0) + _tensor_nbytes(tensor)
+    folder = max(folders, key=folders.__getitem__) if folders else None
+    arrays: dict[str, np.ndarray] = {}
+    light = _without_initializers(proto)
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            path = Path(_external_entry(tensor, "location") or "")
+            if path.parent == folder:
+                reference = light.graph.initializer.add()
+                reference.CopyFrom(tensor)
+                _set_external_entry(reference, "location", path.name)
+                continue
+            arrays[tensor.name] = _mapped_array(tensor)
+        elif as_arrays and _tensor_nbytes(tensor) >= _MEMORY_INITIALIZER_BYTES and tensor.raw_data:
+            arrays[tensor.name] = _raw_array(tensor)
+        else:
+            light.graph.initializer.append(tensor)
+            continue
+        placeholder = light.graph.initializer.add()  # ONNX Runtime replaces it by name with the array
+        placeholder.name, placeholder.data_type = tensor.name, tensor.data_type
+        placeholder.dims.extend(tensor.dims)
+        placeholder.data_location = onnx.TensorProto.EXTERNAL
+        _set_external_entry(placeholder, "location", "lpot-ir-array")
+    return SessionParts(light.SerializeToString(), folder, arrays)
+
+
+def _mapped_array(tensor: onnx.TensorProto) -> np.ndarray:
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    return np.memmap(
+        _external_entry(tensor, "location") or "", dtype=dtype, mode="r",
+        offset=int(_external_entry(tensor, "offset") or 0), shape=tuple(tensor.dims),
+    )  # fmt: skip
+
+
+def _raw_array(tensor: onnx.TensorProto) -> np.ndarray:
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+
+
+def _declared_nbytes(tensor: onnx.TensorProto) -> int | None:
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count * itemsize
+
+
+def has_external_tensors(model: ir.Model | onnx.ModelProto) -> bool:
+    """Whether some main-graph initializer of ``model`` still lives in an external data file."""
+    if isinstance(model, onnx.ModelProto):
+        return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
+def external_tensor_folders(proto: onnx.ModelProto) -> set[Path]:
+    """The folders of the external data files the main graph's initializers refer to (absolute paths)."""
+    return {
+        Path(_external_entry(t, "location") or "").parent
+        for t in proto.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+
+
+def weight_bytes(model: ir.Model | onnx.ModelProto) -> int:
+    """Bytes of the main graph's initializers, wherever they are stored (in the model or external)."""
+    if isinstance(model, onnx.ModelProto):
+        return sum(_tensor_nbytes(t) for t in model.graph.initializer)
+    return _initializer_bytes(model)
+
+
+def external_data_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the main graph's initializers stored in external data files (not counted by ``ByteSize``)."""
+    return sum(_tensor_nbytes(t) for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+
+
+def release_external_tensors(model: ir.Model) -> None:
+    """Unmap the external data files ``model``'s tensors have read (they map again when read next).
+
+    Pages of a memory-mapped weight file count in the process's resident memory for as long as the map
+    is open; the IR graph holds reference cycles, so without this they stay until the garbage collector
+    runs. A map that numpy arrays still view stays open until those arrays are gone.
+    """
+    for graph in all_graphs(model):
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                with contextlib.suppress(BufferError):
+                    tensor.release()
+
+
+def drop_weights(model: ir.Model) -> None:
+    """Drop ``model``'s initializer tensors (unmapping external ones) once nothing will read the model again.
+
+    An IR graph holds reference cycles (nodes and values point at each other), so a discarded model's
+    tensors would stay in memory until the garbage collector runs, which counts objects, not bytes: on a
+    model of several GB, a few discarded copies double the peak memory. Tensors are shared, not copied,
+    with the protos they came from, which keep theirs.
+    """
+    release_external_tensors(model)
+    for graph in all_graphs(model):
+        for value in graph.initializers.values():
+            value.const_value = None
+
+
+def portable_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with its external tensors read into it: a model any tool can run or serialize.
+
+    Returns ``proto`` itself when nothing is external. The caller checks the size: a model whose weights
+    exceed :data:`PROTOBUF_LIMIT` cannot be one message (save it with :func:`save_model` instead).
+    """
+    if not has_external_tensors(proto):
+        return proto
+    portable = _without_initializers(proto)
+    portable.graph.initializer.extend(
+        _read_external(t) if t.data_location == onnx.TensorProto.EXTERNAL else t for t in proto.graph.initializer
     )
+    return portable
+
+
+def _read_external(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """A copy of the external ``tensor`` with its bytes (read from its absolute location) as raw data."""
+    location = _external_entry(tensor, "location") or ""
+    offset = int(_external_entry(tensor, "offset") or 0)
+    length = int(_external_entry(tensor, "length") or -1)
+    with open(location, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(length) if length >= 0 else handle.read()
+    copy = onnx.TensorProto()
+    copy.name = tensor.name
+    copy.data_type = tensor.data_type
+    copy.dims.extend(tensor.dims)
+    copy.doc_string = tensor.doc_string
+    copy.raw_data = data
+    return copy
 
 
 def _check(proto: onnx.ModelProto, label: str) -> None:
@@ -500,13 +762,13 @@ def save_model(
     dest = Path(path)
     extra = {Path(p): data for p, data in (companions or {}).items()}
     if external_data is None:
-        external_data = _initializer_bytes(model) >= _TWO_GB
+        external_data = _initializer_bytes(model) >= PROTOBUF_LIMIT
     data_name = f"{dest.name}.{secrets.token_hex(4)}.data" if external_data else None
     try:
         with atomic_paths([dest, *extra], suffixes=[".onnx", *[".tmp"] * len(extra)]) as (tmp, *others):
             if data_name is None:
-                with open(tmp, "wb") as handle:
-                    handle.write(to_proto(model).SerializeToString())  # faster than ir.save for < 2 GB
+                with open(tmp, "wb") as handle:  # faster than ir.save for < 2 GB
+                    handle.write(portable_proto(to_proto(model)).SerializeToString())
             else:
                 _write_with_external_data(model, dest, tmp, data_name)
             for other, data in zip(others, extra.values(), strict=True):
@@ -518,6 +780,7 @@ def save_model(
                 (dest.parent / data_name).unlink()
         raise
     _remove_data_files(dest, keep=data_name)
+    release_external_tensors(model)
     return dest
 
 
@@ -548,6 +811,42 @@ def _remove_data_files(dest: Path, keep: str | None) -> None:
 
 
 def model_digest(model: ir.Model | onnx.ModelProto) -> str:
-    """Return a content hash of the model (sha256 of its deterministic serialization), for caches."""
+    """Return a content hash of the model, for caches and recipes.
+
+    The sha256 of its deterministic serialization; with external tensors, of the serialization without
+    their file locations followed by their bytes (read in chunks), so the hash depends on the content only.
+    """
     proto = model if isinstance(model, onnx.ModelProto) else to_proto(model)
-    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+    if not has_external_tensors(proto):
+        return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+    digest = hashlib.sha256()
+    light = _without_initializers(proto)
+    external = []
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            reference = light.graph.initializer.add()
+            reference.name, reference.data_type = tensor.name, tensor.data_type
+            reference.dims.extend(tensor.dims)
+            reference.data_location = onnx.TensorProto.EXTERNAL
+            external.append(tensor)
+        else:
+            light.graph.initializer.append(tensor)
+    digest.update(light.SerializeToString(deterministic=True))
+    for tensor in external:
+        _hash_external(digest, tensor)
+    return digest.hexdigest()
+
+
+_READ_CHUNK = 64 << 20
+
+
+def _hash_external(digest: Any, tensor: onnx.TensorProto) -> None:
+    remaining = int(_external_entry(tensor, "length") or 0)
+    with open(_external_entry(tensor, "location") or "", "rb") as handle:
+        handle.seek(int(_external_entry(tensor, "offset") or 0))
+        while remaining > 0:
+            chunk = handle.read(min(_READ_CHUNK, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)

@@ -14,12 +14,15 @@ definition for the loop, the strategies, the outcome, the reports and the demo).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +31,10 @@ import onnx
 from lpot_ir.backends.onnxruntime.session import input_specs, make_feed, make_session, run_feed
 from lpot_ir.common import Metric
 from lpot_ir.errors import ConfigError, DataError, EvaluationError, first_line
+from lpot_ir.ir.model import PROTOBUF_LIMIT, has_external_tensors, portable_proto, save_model, weight_bytes
 from lpot_ir.metrics import create_metric
 
-__all__ = ["Evaluator", "MetricRun", "first_line", "run_metric", "split_batch"]
+__all__ = ["Evaluator", "MetricRun", "first_line", "model_for_user", "run_metric", "split_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,8 @@ class Evaluator:
     """Measures a model's accuracy one way: ``eval_func`` or ``dataloader`` + ``metric``.
 
     Args:
-        eval_func: ``f(onnx.ModelProto) -> float``.
+        eval_func: ``f(onnx.ModelProto) -> float`` (for a model over 2 GB: ``f(path) -> float``, see
+            :func:`model_for_user`).
         dataloader: evaluation batches of ``(inputs, labels)``.
         metric: a built-in metric instance (``update/reset/result``), a ``common.Metric`` wrapper, or a
             YAML metric spec such as ``{"topk": 1}``.
@@ -53,7 +58,7 @@ class Evaluator:
 
     def __init__(
         self,
-        eval_func: Callable[[onnx.ModelProto], Any] | None = None,
+        eval_func: Callable[[Any], Any] | None = None,
         dataloader: Iterable[Any] | None = None,
         metric: Any = None,
         postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None,
@@ -103,7 +108,10 @@ class Evaluator:
         return _as_number(self._measure(model), self.description)
 
     def _measure(self, model: onnx.ModelProto) -> Any:
-        return self.eval_func(model) if self.eval_func is not None else self._run_metric(model)
+        if self.eval_func is None:
+            return self._run_metric(model)
+        with model_for_user(model) as given:
+            return self.eval_func(given)
 
     def _run_metric(self, model: onnx.ModelProto) -> float:
         # __init__ guarantees both when there is no eval_func (the only case that gets here)
@@ -270,3 +278,22 @@ def _as_number(value: Any, where: str) -> float:
             "an infinity usually means the model's outputs overflowed or the metric divided by zero)."
         )
     return number
+
+
+@contextlib.contextmanager
+def model_for_user(model: onnx.ModelProto) -> Iterator[onnx.ModelProto | str]:
+    """``model`` as the user's ``eval_func`` receives it: a self-contained ``onnx.ModelProto``.
+
+    Inside lpot-ir, weights of a large model stay in their external data files, referred to by absolute
+    paths that ONNX Runtime refuses; they are read into the proto here. A model whose weights exceed
+    protobuf's 2 GB limit cannot be one proto: it is saved with external data in a temporary folder
+    (removed afterwards) and the ``eval_func`` receives the path of its ``.onnx`` file, which
+    ``onnxruntime.InferenceSession(path)`` loads (docs/usage.md, "Models over 2 GB").
+    """
+    if not has_external_tensors(model):
+        yield model
+    elif weight_bytes(model) < PROTOBUF_LIMIT:
+        yield portable_proto(model)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lpot_ir_candidate_") as folder:
+            yield str(save_model(model, Path(folder) / "model.onnx", external_data=True))

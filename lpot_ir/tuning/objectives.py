@@ -31,6 +31,7 @@ import onnx
 
 from lpot_ir.backends.onnxruntime.benchmarking import time_feeds
 from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.ir.model import external_data_bytes
 from lpot_ir.strategies.base import TrialResult
 
 __all__ = [
@@ -58,14 +59,14 @@ TIE_TOLERANCE = 0.02
 
 
 def model_size(model: onnx.ModelProto | bytes) -> float:
-    """Serialized size in bytes."""
+    """Serialized size in bytes (weights in external data files included)."""
     if isinstance(model, (bytes, bytearray)):
         return float(len(model))
-    return float(model.ByteSize())
+    return float(model.ByteSize() + external_data_bytes(model))
 
 
 def measure_latency(
-    model: bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20, seconds: float | None = 2.0
+    model: onnx.ModelProto | bytes, feed: Mapping[str, np.ndarray], *, warmup: int = 3, iterations: int = 20, seconds: float | None = 2.0
 ) -> float:
     """Median seconds per run of ``model`` on ``feed`` (one intra-op thread).
 
@@ -86,7 +87,7 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def measure_footprint(model: bytes, feed: Mapping[str, np.ndarray]) -> float:
+def measure_footprint(model: onnx.ModelProto | bytes, feed: Mapping[str, np.ndarray]) -> float:
     """Resident-memory growth (bytes) while a session for ``model`` is created and run once."""
     import psutil
 
@@ -119,17 +120,16 @@ class ObjectiveMeter:
     iterations: int = 20
 
     def __call__(self, model: onnx.ModelProto) -> dict[str, float]:
-        data = model.SerializeToString()
         out: dict[str, float] = {}
         for name in self.names:
             if name == "modelsize":
-                out[name] = model_size(data)
+                out[name] = model_size(model)
             elif self.feed is None:
                 continue  # nothing to run it on (no calibration or evaluation batch)
             elif name == "performance":
-                out[name] = measure_latency(data, self.feed, warmup=self.warmup, iterations=self.iterations)
+                out[name] = measure_latency(model, self.feed, warmup=self.warmup, iterations=self.iterations)
             elif name == "footprint":
-                out[name] = measure_footprint(data, self.feed)
+                out[name] = measure_footprint(model, self.feed)
         return out
 
 

@@ -192,7 +192,7 @@ class OutputDistance:
             index = names.index(output)
         self.output_index = index
         self.output_name = names[index]
-        session = make_session(fp32_model.SerializeToString(), intra_op_threads=1)
+        session = make_session(fp32_model, intra_op_threads=1)
         began = time.perf_counter()
         self._reference = [session.run([self.output_name], f)[0] for f in self.feeds]
         self.reference_seconds = time.perf_counter() - began
@@ -236,7 +236,7 @@ class OutputDistance:
         began = time.perf_counter()
         result = self.quantize(config)
         model = result if isinstance(result, onnx.ModelProto) else result.model
-        session = make_session(model.SerializeToString(), intra_op_threads=1)
+        session = make_session(model, intra_op_threads=1)
         distances: list[float] = []
         flips: list[float] = []
         weights: list[float] = []

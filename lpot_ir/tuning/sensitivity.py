@@ -210,10 +210,9 @@ class SensitivityMeter:
         self.output_share = float(output_share)
         self.layout = _layout(fp32_model, batch_axes)
         self.units = _sample_units(feeds, max_samples, self.layout)
-        self._fp32_bytes = fp32_model.SerializeToString()
         self._fp32_outputs: list[list[np.ndarray]] | None = None
         # the instrumented FP32 model and its graph per set of inlined If branches (() : the model itself)
-        self._fp32_instrumented: dict[tuple[tuple[str, str], ...], tuple[bytes, ir.Graph]] = {}
+        self._fp32_instrumented: dict[tuple[tuple[str, str], ...], tuple[onnx.ModelProto, ir.Graph]] = {}
         self._fp32_graph = ir.serde.deserialize_model(fp32_model).graph
         self._has_if = any(node.op_type == "If" for node in fp32_model.graph.node)
         self._cache: OrderedDict[str, SensitivityReport] = OrderedDict()
@@ -238,7 +237,7 @@ class SensitivityMeter:
         # QOperator is a lowering of the same Q/DQ numerics; measure on the Q/DQ form, whose float
         # tensors can be compared with the FP32 model's
         int8, quantized = _model_and_quantized(self.quantize(dataclasses.replace(config, format=QuantFormat.QDQ)))
-        chosen = self._disagreeing_units(int8.SerializeToString())
+        chosen = self._disagreeing_units(int8)
         reports = [
             self._measure_group(int8_group, fp32_group, [chosen[i] for i in members], quantized)
             for int8_group, fp32_group, members in self._groups(int8, chosen)
@@ -263,8 +262,8 @@ class SensitivityMeter:
         for fp32_group in specialize(self.fp32_model, chosen):
             key = fp32_group.taken
             if key not in self._fp32_instrumented:  # as many as the paths the samples take: few
-                fp32_bytes, _, fp32_ir = instrumented_model(fp32_group.model)
-                self._fp32_instrumented[key] = (fp32_bytes, fp32_ir.graph)
+                fp32_instrumented, _, fp32_ir = instrumented_model(fp32_group.model)
+                self._fp32_instrumented[key] = (fp32_instrumented, fp32_ir.graph)
             members = fp32_group.members
             # one INT8 group per FP32 group, unless a quantized If condition goes the other way on a sample
             for int8_group in specialize(int8, [chosen[i] for i in members]):
@@ -279,15 +278,15 @@ class SensitivityMeter:
         quantized: set[str] | None,
     ) -> SensitivityReport:
         """Steps 2-4 on samples that take the same If branches (``int8`` and the FP32 copy ``fp32_key`` specialized to them)."""
-        int8_bytes, _, int8_ir = instrumented_model(int8)
+        int8_instrumented, _, int8_ir = instrumented_model(int8)
         if fp32_key not in self._fp32_instrumented:  # () : the model without If, or before any specialization
-            fp32_bytes, _, fp32_ir = instrumented_model(self.fp32_model)
-            self._fp32_instrumented[fp32_key] = (fp32_bytes, fp32_ir.graph)
-        fp32_bytes, fp32_graph = self._fp32_instrumented[fp32_key]
+            fp32_instrumented, _, fp32_ir = instrumented_model(self.fp32_model)
+            self._fp32_instrumented[fp32_key] = (fp32_instrumented, fp32_ir.graph)
+        fp32_instrumented, fp32_graph = self._fp32_instrumented[fp32_key]
         pairs = self._pairs(int8_ir, fp32_graph)
         stats = {key: ErrorStatistics() for key in pairs}
-        int8_session = make_session(int8_bytes, intra_op_threads=1)
-        fp32_session = make_session(fp32_bytes, intra_op_threads=1)
+        int8_session = make_session(int8_instrumented, intra_op_threads=1)
+        fp32_session = make_session(fp32_instrumented, intra_op_threads=1)
         int8_names = [o.name for o in int8_session.get_outputs()]
         fp32_names = [o.name for o in fp32_session.get_outputs()]
         for unit in units:  # one sample at a time: memory is one run's tensors, not top_k runs'
@@ -304,11 +303,11 @@ class SensitivityMeter:
 
     # -- step 1: the samples where FP32 and INT8 disagree most ------------------------------------
 
-    def _disagreeing_units(self, int8_bytes: bytes) -> list[dict[str, np.ndarray]]:
+    def _disagreeing_units(self, int8: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
         """The ``top_k`` samples whose final outputs differ most between FP32 and INT8, in their order."""
         if self._fp32_outputs is None:
-            self._fp32_outputs = _run_units(make_session(self._fp32_bytes, intra_op_threads=1), self.units, self.layout)
-        outputs = _run_units(make_session(int8_bytes, intra_op_threads=1), self.units, self.layout)
+            self._fp32_outputs = _run_units(make_session(self.fp32_model, intra_op_threads=1), self.units, self.layout)
+        outputs = _run_units(make_session(int8, intra_op_threads=1), self.units, self.layout)
         scores = [
             sum(normalized_error(o, r, axis=None) for o, r in zip(out, reference, strict=True))
             for out, reference in zip(outputs, self._fp32_outputs, strict=True)

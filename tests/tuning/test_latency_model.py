@@ -33,6 +33,26 @@ def test_profiles_attribute_kernels_to_the_models_own_nodes(digits, quantizer):
     assert sizes["logits"] == 10 * 10  # every float value of the run, by name
 
 
+def test_fused_gemm_activation_is_timed_under_the_gemm():
+    # ONNX Runtime fuses Gemm + Relu into one kernel named "fused fc0": its time belongs to fc0, not to
+    # "other" (which once made every FP32 Gemm + Relu cost 0 ms, and speed regions kept them FP32)
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), f"w{i}") for i in range(2)]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w0"], ["h"], name="fc0", transB=1),
+        helper.make_node("Relu", ["h"], ["r"], name="relu0"),
+        helper.make_node("Gemm", ["r", "w1"], ["y"], name="fc1", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    profile = profile_nodes(model, {"x": np.ones((4, 64), np.float32)}, iterations=3)
+    assert profile.node_ops.get("fc0") == ("FusedGemm",)
+    assert profile.node_seconds["fc0"] > 0 and not profile.other_seconds
+
+
 def _toy(kappa: float = 1e-6) -> LatencyModel:
     """A chain a -> b -> c -> d of groups, each edge carrying 100 elements; b is cheap in INT8."""
     groups = [("a",), ("b",), ("c",), ("d",)]

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from lpot_ir import errors
 from lpot_ir.backends.onnxruntime.instance_worker import InstanceJob, read_frame, start_instance
@@ -40,6 +41,7 @@ from lpot_ir.backends.onnxruntime.session import (
 from lpot_ir.backends.onnxruntime.synthetic import synthetic_inputs
 from lpot_ir.backends.onnxruntime.timing import count_samples, time_feeds
 from lpot_ir.errors import ConfigError, DataError, EvaluationError, LpotError
+from lpot_ir.ir.model import weight_bytes
 
 __all__ = [
     "DEFAULT_SYNTHETIC_ITERATIONS",
@@ -479,7 +481,9 @@ def compare_latency(
     """Compare the latency of several models on the same input, side by side in one run.
 
     Each round times ``iterations`` runs of every model, in an order rotated by one each round, and takes
-    each model's median; the result is the median of the per-round ratios to the first model.
+    each model's median; the result is the median of the per-round ratios to the first model. Models whose
+    weights together exceed :data:`SIDE_BY_SIDE_BYTES` (1 GiB) are not held in memory together: each is
+    timed in its own session, one after the other, in two rounds (in order, then reversed).
 
     Args:
         models: name -> model (path, bytes, ``onnx.ModelProto``, ``onnx_ir.Model``); the first is the
@@ -502,6 +506,11 @@ def compare_latency(
     if rounds < 1 or iterations < 1:
         raise ConfigError(f"rounds and iterations must be at least 1, got {rounds} and {iterations}.")
     names = tuple(models)
+    if sum(weight_bytes(m) for m in models.values() if isinstance(m, (onnx.ModelProto, ir.Model))) > SIDE_BY_SIDE_BYTES:
+        return _compare_one_at_a_time(
+            models, inputs, rounds=rounds, iterations=iterations, warmup=warmup, intra_op_threads=intra_op_threads,
+            batch_size=batch_size, seed=seed, optimization_level=optimization_level, budget_seconds=budget_seconds,
+        )  # fmt: skip
     sessions = {
         n: make_session(m, intra_op_threads=intra_op_threads, inter_op_threads=1,
                         optimization_level=optimization_level)
@@ -518,6 +527,54 @@ def compare_latency(
         iterations = max(1, int(budget_seconds / max(one_run * rounds, 1e-9)))
     runners = {n: functools.partial(sessions[n].run, None, feeds[n]) for n in names}
     return compare_runners(runners, rounds=rounds, iterations=iterations, warmup=0)
+
+
+SIDE_BY_SIDE_BYTES = 2**30
+"""Models whose weights together exceed this are timed one session at a time (see :func:`compare_latency`)."""
+
+
+def _compare_one_at_a_time(
+    models: Mapping[str, SessionSource],
+    inputs: Any,
+    *,
+    rounds: int,
+    iterations: int,
+    warmup: int,
+    intra_op_threads: int,
+    batch_size: int,
+    seed: int,
+    optimization_level: str,
+    budget_seconds: float | None,
+) -> LatencyComparison:
+    """:func:`compare_latency` for models too large to hold in memory together: two rounds (in order, then
+    reversed), each timing one model at a time in its own session, which is freed before the next is made.
+    Each block runs ``rounds // 2`` times ``iterations`` runs (fewer within ``budget_seconds``)."""
+    names = tuple(models)
+    runs = max(1, iterations * max(1, rounds // 2))
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    for order in (names, names[::-1]):
+        for n in order:
+            session = make_session(models[n], intra_op_threads=intra_op_threads, inter_op_threads=1,
+                                   optimization_level=optimization_level)
+            if inputs is None:
+                inputs = synthetic_inputs(session, batch_size=batch_size, seed=seed)
+            feed = make_feed(session, inputs)
+            first, _ = time_feeds(session, [feed], warmup=warmup, iterations=1)
+            count = runs
+            if budget_seconds is not None:
+                count = max(1, min(runs, int(budget_seconds / (2 * len(names)) / max(float(first[0]), 1e-9))))
+            seconds, _ = time_feeds(session, [feed], warmup=0, iterations=count)
+            per_round[n].append(float(np.median(seconds)) * 1e3)
+            del session
+    ratios = {n: [a / b for a, b in zip(per_round[n], per_round[names[0]], strict=True)] for n in names}
+    return LatencyComparison(
+        names=names,
+        rounds=2,
+        iterations=runs,
+        latency_ms={n: float(np.median(per_round[n])) for n in names},
+        ratio={n: float(np.median(ratios[n])) for n in names},
+        per_round_ms={n: tuple(v) for n, v in per_round.items()},
+    )
 
 
 def compare_runners(

@@ -26,7 +26,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from lpot_ir.backends.onnxruntime.session import make_session
+from lpot_ir.backends.onnxruntime.session import make_session, new_session
 
 __all__ = ["NodeProfile", "profile_nodes", "instrumented_model", "run_all_values", "value_elements"]
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"_token_\d+$")
 _KERNEL = "_kernel_time"
+_FUSED = "fused "
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ class NodeProfile:
 
 
 def _attribute(kernel_node: str, nodes: set[str], producers: Mapping[str, str]) -> str | None:
-    candidates = [kernel_node, _TOKEN.sub("", kernel_node)]
+    # ONNX Runtime names a fused node after the first node it fuses: "fused fc0" for Gemm + Relu
+    unfused = kernel_node.removeprefix(_FUSED)
+    candidates = list(dict.fromkeys([kernel_node, _TOKEN.sub("", kernel_node), unfused, _TOKEN.sub("", unfused)]))
     for name in candidates:
         if name in nodes:
             return name
@@ -98,7 +101,7 @@ def profile_nodes(
     options.enable_profiling = True
     with tempfile.TemporaryDirectory(prefix="lpot-profile-") as folder:
         options.profile_file_prefix = os.path.join(folder, "profile")
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = new_session(model, options)
         runs = max(1, int(iterations))
         began = time.perf_counter()
         session.run(None, dict(feed))
@@ -137,11 +140,11 @@ def profile_nodes(
     return NodeProfile(dict(node_seconds), {k: tuple(v) for k, v in node_ops.items()}, dict(other))
 
 
-def instrumented_model(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Model]:
+def instrumented_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], ir.Model]:
     """The model with every float node output of its main graph exposed as a graph output.
 
     Returns:
-        ``(serialized model, names of all its outputs, its IR)``.
+        ``(the model, names of all its outputs, its IR)``.
     """
     graph_model = ir.serde.deserialize_model(model)
     graph = graph_model.graph
@@ -156,17 +159,17 @@ def instrumented_model(model: onnx.ModelProto) -> tuple[bytes, list[str], ir.Mod
     for value in graph.outputs:
         if value.name and value.name not in names:  # graph outputs are always named
             names.append(value.name)
-    return ir.serde.serialize_model(graph_model).SerializeToString(), names, graph_model
+    return ir.serde.serialize_model(graph_model), names, graph_model
 
 
-def run_all_values(model_bytes: bytes, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_all_values(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a model (e.g. from :func:`instrumented_model`) once and return every output by name."""
-    session = make_session(model_bytes, intra_op_threads=1)
+    session = make_session(model, intra_op_threads=1)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, dict(feed)), strict=True))
 
 
 def value_elements(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, int]:
     """Elements of every float value of the main graph in one run on ``feed``."""
-    model_bytes, _, _ = instrumented_model(model)
-    return {name: int(np.size(v)) for name, v in run_all_values(model_bytes, feed).items()}
+    instrumented, _, _ = instrumented_model(model)
+    return {name: int(np.size(v)) for name, v in run_all_values(instrumented, feed).items()}

@@ -34,7 +34,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from lpot_ir.errors import DataError, ModelLoadError
+from lpot_ir.errors import DataError, LpotError, ModelLoadError
+from lpot_ir.ir.model import session_parts
 
 if TYPE_CHECKING:
     import onnx
@@ -51,6 +52,7 @@ __all__ = [
     "input_specs",
     "output_names",
     "make_session",
+    "new_session",
     "make_feed",
     "run_feed",
     "run_batches",
@@ -270,22 +272,44 @@ def make_session(
         options.execution_mode = (
             ort.ExecutionMode.ORT_PARALLEL if inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
         )
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            model_bytes(path)  # raises the missing-file error
-        payload: str | bytes = str(path)
-        label = f"'{path}'"
-    else:
-        payload = model_bytes(model)
-        label = f"the given {type(model).__name__}"
+    label = f"'{model}'" if isinstance(model, (str, os.PathLike)) else f"the given {type(model).__name__}"
     try:
-        return ort.InferenceSession(payload, options, providers=list(providers))
+        return new_session(model, options, providers)
+    except LpotError:
+        raise
     except Exception as exc:  # ORT raises its own exception types from C++
         raise ModelLoadError(
             f"ONNX Runtime cannot create a session for {label}: {_first_line(exc)}. The model may use an op or "
             "type ONNX Runtime does not support, or be invalid; check it with `lpot inspect`."
         ) from None
+
+
+def new_session(
+    model: SessionSource, options: ort.SessionOptions, providers: Sequence[str] = ("CPUExecutionProvider",)
+) -> ort.InferenceSession:
+    """``onnxruntime.InferenceSession(model, options, providers)`` for any :data:`SessionSource`.
+
+    An ``onnx.ModelProto`` or ``onnx_ir.Model`` whose weights live in external data files, or exceed
+    protobuf's 2 GB limit, is handed over in pieces (:func:`lpot_ir.ir.model.session_parts`): ONNX Runtime
+    maps the external files itself and takes the largest in-memory weights as arrays, which the session
+    keeps alive. ``options`` is changed accordingly. ONNX Runtime's own exceptions pass through.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            model_bytes(path)  # raises the missing-file error
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    if not (_is_proto(model) or _is_ir_model(model)):
+        return ort.InferenceSession(model_bytes(model), options, providers=list(providers))
+    parts = session_parts(model)
+    if parts.folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(parts.folder))
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in parts.arrays.values()]
+    if values:
+        options.add_external_initializers(list(parts.arrays), values)
+    session = ort.InferenceSession(parts.data, options, providers=list(providers))
+    session._lpot_ir_arrays = (parts.arrays, values)  # ONNX Runtime reads them while it runs
+    return session
 
 
 def _shape_text(shape: Sequence[int]) -> str:

@@ -77,7 +77,7 @@ def _conditions(
         probe.graph.node.append(helper.make_node("Identity", [node.input[0]], [name], name=name))
         outputs.append(name)
     prune_to(probe.graph, outputs)
-    session = make_session(probe.SerializeToString(), intra_op_threads=intra_op_threads)
+    session = make_session(probe, intra_op_threads=intra_op_threads)
     inputs = {i.name for i in session.get_inputs()}
     result = []
     for index, feed in enumerate(feeds):

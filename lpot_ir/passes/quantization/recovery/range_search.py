@@ -187,12 +187,12 @@ def _qdq_error(rows: np.ndarray, params: QParams) -> np.ndarray:
     return np.einsum("ij,ij->j", diff, diff, dtype=np.float64)
 
 
-def _instrumented(model: ir.Model, names: Sequence[str]) -> bytes:
-    """``model`` serialized with exactly ``names`` as its graph outputs."""
+def _instrumented(model: ir.Model, names: Sequence[str]) -> onnx.ModelProto:
+    """``model`` with exactly ``names`` as its graph outputs."""
     proto = to_proto(model)
     del proto.graph.output[:]
     proto.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    return proto.SerializeToString()
+    return proto
 
 
 def search_ranges(

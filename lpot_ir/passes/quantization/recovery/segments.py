@@ -182,7 +182,7 @@ class SegmentRunner:
         )
         model = helper.make_model(graph, opset_imports=self._opsets, functions=self._functions)
         model.ir_version = self._ir_version
-        session = make_session(model.SerializeToString(), intra_op_threads=self.threads)
+        session = make_session(model, intra_op_threads=self.threads)
         results: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for batch in range(self._batches):
             feed = {name: self._store[name][batch] for name in inputs}
