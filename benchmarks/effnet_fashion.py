@@ -139,17 +139,19 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=int, default=1000, help="evaluation images (default 1000)")
 
 
-def start_run(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], Any]:
+def start_run(args: argparse.Namespace, train_images: int | None = None) -> tuple[dict[str, np.ndarray], Any]:
     """A benchmark's common start: warnings-only logging, one torch thread, seed 0, the machine's load
-    printed, then (data, dense fine-tuned model) for ``args.train`` / ``args.test`` images."""
+    printed, then (data, dense fine-tuned model): the model is fine-tuned on the first ``args.train``
+    training images, the data holds ``train_images`` (default ``args.train``) and ``args.test`` images."""
     import torch
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"load: {os.getloadavg()[0]:.1f} (1-minute average)")
-    data = load_data(args.train, args.test)
-    return data, fine_tuned(data)
+    data = load_data(max(train_images or args.train, args.train), args.test)
+    dense_data = {**data, "train_x": data["train_x"][: args.train], "train_y": data["train_y"][: args.train]}
+    return data, fine_tuned(dense_data)
 
 
 def cpu_latency(models: dict[str, Any], x: np.ndarray, rounds: int, iterations: int = 5) -> dict[str, tuple[float, float]]:

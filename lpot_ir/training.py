@@ -9,17 +9,22 @@ torch model itself from the YAML's ``quantization.train`` / ``pruning.train`` se
       dataloader: {batch_size: 32, shuffle: true, seed: 1978, dataset: {...}}
       criterion: {CrossEntropyLoss: {reduction: mean}}
       optimizer: {SGD: {learning_rate: 0.01, momentum: 0.9, weight_decay: 0.0001}}
+      lr_schedule: {type: cosine, min_learning_rate: 0.0}   # or {type: step, step_epochs: 2, gamma: 0.1}
+      distillation: {weight: 0.5, temperature: 2.0}        # pruning.train: the dense model teaches
 
 The dataloader may also be given in Python (``train_dataloader``); it yields ``(inputs, labels)``
 batches of numpy arrays or torch tensors. Callbacks (an object with LPOT's ``on_epoch_begin(epoch)``,
 ``on_batch_begin(batch_id)``, ``on_post_grad()``, ``on_batch_end()``, ``on_epoch_end()``) are called in
-LPOT's order, so pruning schedules run inside the built-in loop exactly as in a user's loop.
+LPOT's order, so pruning schedules run inside the built-in loop exactly as in a user's loop. With a
+``teacher`` (pruning passes the dense model) and ``train.distillation`` the loss is
+:func:`distillation_loss`.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -28,7 +33,19 @@ import numpy as np
 from lpot_ir.config import create_dataloader
 from lpot_ir.errors import ConfigError, DataError
 
-__all__ = ["TrainingCallbacks", "OPTIMIZERS", "CRITERIA", "make_optimizer", "make_criterion", "train_model", "epochs_of"]
+__all__ = [
+    "TrainingCallbacks",
+    "OPTIMIZERS",
+    "CRITERIA",
+    "make_optimizer",
+    "make_criterion",
+    "train_model",
+    "epochs_of",
+    "distillation_loss",
+    "learning_rate_factor",
+    "to_torch",
+    "call_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +157,57 @@ def epochs_of(train: Any) -> range:
     return range(start, int(end))
 
 
-def _to_torch(x: Any) -> Any:
+def learning_rate_factor(schedule: Any, progress: float, epoch_index: int) -> float:
+    """The factor of the optimizer's learning rate under ``schedule`` (an ``LrSchedule`` or ``None``).
+
+    Args:
+        schedule: the ``train.lr_schedule`` section.
+        progress: the fraction of the training done, in [0, 1) (cosine).
+        epoch_index: epochs done since the first (step).
+
+    Returns:
+        ``lr / base_lr``; for cosine, ``min_learning_rate`` is applied by :func:`train_model` (it needs the base rate).
+    """
+    if schedule is None or str(schedule.type) == "constant":
+        return 1.0
+    if str(schedule.type) == "step":
+        return float(schedule.gamma) ** (epoch_index // int(schedule.step_epochs))
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def distillation_loss(
+    student: Any, teacher: Any, labels: Any, criterion: Any, *, weight: float, temperature: float
+) -> Any:
+    """Knowledge distillation: ``(1 - weight) * criterion(student, labels) + weight * T^2 * KL(teacher || student)``.
+
+    Both distributions are the softmax of the logits divided by ``T = temperature``; the ``T^2`` keeps the
+    distillation term's gradients on the task loss's scale (Hinton et al., 2015). The KL divergence is
+    averaged over the batch (``batchmean``), over the last axis (the classes).
+
+    Args:
+        student: the trained model's logits ``(batch, classes)``.
+        teacher: the teacher's logits, same shape (no gradient flows into them).
+        labels: the task labels for ``criterion``.
+        criterion: the task loss (e.g. ``torch.nn.CrossEntropyLoss()``).
+        weight: the distillation share, in [0, 1].
+        temperature: > 0.
+
+    Returns:
+        The scalar loss tensor.
+    """
+    import torch
+
+    soft_student = torch.nn.functional.log_softmax(student / temperature, dim=-1)
+    soft_teacher = torch.nn.functional.log_softmax(teacher.detach() / temperature, dim=-1)
+    kd = torch.nn.functional.kl_div(soft_student, soft_teacher, reduction="batchmean", log_target=True)
+    kd = kd * (temperature * temperature)
+    if weight >= 1.0:
+        return kd
+    return (1.0 - weight) * criterion(student, labels) + weight * kd
+
+
+def to_torch(x: Any) -> Any:
+    """``x`` with numpy arrays turned into torch tensors (inside tuples, lists and dicts too)."""
     import torch
 
     if isinstance(x, torch.Tensor):
@@ -148,13 +215,14 @@ def _to_torch(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x))
     if isinstance(x, (tuple, list)):
-        return type(x)(_to_torch(v) for v in x)
+        return type(x)(to_torch(v) for v in x)
     if isinstance(x, Mapping):
-        return {k: _to_torch(v) for k, v in x.items()}
+        return {k: to_torch(v) for k, v in x.items()}
     return x
 
 
-def _call(model: Any, inputs: Any) -> Any:
+def call_model(model: Any, inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple, else ``model(inputs)``."""
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, tuple):
@@ -168,6 +236,7 @@ def train_model(
     dataloader: Iterable[Any] | None = None,
     *,
     callbacks: TrainingCallbacks | None = None,
+    teacher: Any = None,
     where: str = "train",
 ) -> dict[str, float]:
     """Train ``model`` in place with the built-in loop.
@@ -177,13 +246,14 @@ def train_model(
         train: the ``TrainSection`` (``None``: one epoch, SGD, cross-entropy).
         dataloader: the training batches; default: ``train.dataloader`` built from the YAML.
         callbacks: LPOT's hooks, called around every epoch and batch.
+        teacher: the model that teaches when ``train.distillation`` is set (run in eval mode, no gradients).
         where: the YAML path of the section, for messages.
 
     Returns:
         ``{"loss": mean loss of the last epoch, "batches": batches run}``.
 
     Raises:
-        ConfigError: no training data, or an unknown optimizer / criterion.
+        ConfigError: no training data, an unknown optimizer / criterion, or ``distillation`` without a teacher.
         DataError: a batch is not ``(inputs, labels)``.
     """
     import torch
@@ -197,10 +267,35 @@ def train_model(
         )
     optimizer = make_optimizer(train.optimizer if train is not None else None, model.parameters(), where=f"{where}.optimizer")
     criterion = make_criterion(train.criterion if train is not None else None, where=f"{where}.criterion")
+    distillation = train.distillation if train is not None else None
+    if distillation is not None and teacher is None:
+        raise ConfigError(
+            f"{where}.distillation needs a teacher model, and this training loop has none: distillation is "
+            "available in pruning.train (the dense model teaches the pruned one). Remove the distillation key here."
+        )
+    if teacher is not None:
+        teacher.eval()
     iterations = train.iteration if train is not None else None
+    schedule = train.lr_schedule if train is not None else None
+    epochs = epochs_of(train)
+    per_epoch = iterations
+    if per_epoch is None and hasattr(dataloader, "__len__"):
+        per_epoch = len(dataloader)  # type: ignore[arg-type]
+    base_rates = [group["lr"] for group in optimizer.param_groups]
+    minimum = float(schedule.min_learning_rate) if schedule is not None and str(schedule.type) == "cosine" else 0.0
+
+    def set_rate(epoch_index: int, batch_id: int) -> None:
+        if schedule is None:
+            return
+        steps = per_epoch if per_epoch else 1
+        progress = (epoch_index * steps + (min(batch_id, steps - 1) if per_epoch else 0)) / max(len(epochs) * steps, 1)
+        factor = learning_rate_factor(schedule, progress, epoch_index)
+        for group, base in zip(optimizer.param_groups, base_rates, strict=True):
+            group["lr"] = minimum + (base - minimum) * factor if str(schedule.type) == "cosine" else base * factor
+
     last_loss = float("nan")
     batches = 0
-    for epoch in epochs_of(train):
+    for epoch_index, epoch in enumerate(epochs):
         model.train()
         if callbacks is not None:
             callbacks.on_epoch_begin(epoch)
@@ -208,21 +303,29 @@ def train_model(
         for batch_id, batch in enumerate(dataloader):
             if iterations is not None and batch_id >= iterations:
                 break
+            set_rate(epoch_index, batch_id)
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 raise DataError(
                     f"The training dataloader must yield (inputs, labels) batches; batch {batch_id} is a "
                     f"{type(batch).__name__}{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}."
                 )
-            inputs, labels = _to_torch(batch[0]), _to_torch(batch[1])
+            inputs, labels = to_torch(batch[0]), to_torch(batch[1])
             if callbacks is not None:
                 callbacks.on_batch_begin(batch_id)
             optimizer.zero_grad()
-            output = _call(model, inputs)
+            output = call_model(model, inputs)
             if isinstance(criterion, torch.nn.CrossEntropyLoss) and isinstance(labels, torch.Tensor):
                 labels = labels.long()
             elif isinstance(labels, torch.Tensor):
                 labels = labels.to(output.dtype)
-            loss = criterion(output, labels)
+            if distillation is not None:
+                with torch.no_grad():
+                    target = call_model(teacher, inputs)
+                loss = distillation_loss(
+                    output, target, labels, criterion, weight=distillation.weight, temperature=distillation.temperature
+                )
+            else:
+                loss = criterion(output, labels)
             loss.backward()
             if callbacks is not None:
                 callbacks.on_post_grad()
@@ -235,6 +338,9 @@ def train_model(
         if callbacks is not None:
             callbacks.on_epoch_end()
         last_loss = total / max(count, 1)
-        logger.info("%s: epoch %d, mean loss %.4f over %d batch(es)", where, epoch, last_loss, count)
+        logger.info(
+            "%s: epoch %d, mean loss %.4f over %d batch(es), learning rate %.3g",
+            where, epoch, last_loss, count, optimizer.param_groups[0]["lr"],
+        )  # fmt: skip
     model.eval()
     return {"loss": last_loss, "batches": float(batches)}

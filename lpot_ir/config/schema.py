@@ -60,6 +60,9 @@ __all__ = [
     "TensorWise",
     "ModelWise",
     "OpWiseEntry",
+    "Distillation",
+    "LrSchedule",
+    "LrScheduleType",
     "TrainSection",
     "QuantizationSection",
     "MixedPrecisionSection",
@@ -411,6 +414,67 @@ class OpWiseEntry(_Section):
 
 
 @dataclass(frozen=True)
+class Distillation(_Section):
+    """``pruning.train.distillation``: knowledge distillation from the dense model (the teacher).
+
+    The loss becomes ``(1 - weight) * task loss + weight * temperature**2 * KL(teacher || student)``, both
+    sides' logits divided by ``temperature`` (Hinton et al.); the teacher is a frozen copy of the model taken
+    before pruning starts.
+
+    Attributes:
+        weight: the distillation term's share of the loss, in [0, 1] (1: distillation only).
+        temperature: softens both distributions (> 0; 1: none).
+    """
+
+    weight: float = 0.5
+    temperature: float = 2.0
+
+    def _check(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            _invalid(self, f"weight must be in [0, 1] (the distillation term's share of the loss), got {self.weight}.")
+        if not (self.temperature > 0.0 and math.isfinite(self.temperature)):
+            _invalid(self, f"temperature must be a positive number (1: no softening), got {self.temperature}.")
+
+
+class LrScheduleType(str, enum.Enum):
+    """``train.lr_schedule.type``: how the learning rate decays over the training epochs."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    STEP = "step"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LrSchedule(_Section):
+    """``train.lr_schedule``: how the learning rate decays from the optimizer's ``learning_rate``.
+
+    Attributes:
+        type: ``cosine`` (half a cosine from the optimizer's rate down to ``min_learning_rate`` at the end of
+            the last epoch, updated every batch), ``step`` (multiplied by ``gamma`` every ``step_epochs``) or
+            ``constant``.
+        min_learning_rate: cosine: the rate at the end of training.
+        step_epochs: step: epochs between decays.
+        gamma: step: the factor of each decay.
+    """
+
+    type: LrScheduleType = LrScheduleType.COSINE
+    min_learning_rate: float = 0.0
+    step_epochs: int = 1
+    gamma: float = 0.1
+
+    def _check(self) -> None:
+        if self.min_learning_rate < 0.0:
+            _invalid(self, f"min_learning_rate must be >= 0, got {self.min_learning_rate}.")
+        if self.step_epochs < 1:
+            _invalid(self, f"step_epochs must be at least 1, got {self.step_epochs}.")
+        if not 0.0 < self.gamma <= 1.0:
+            _invalid(self, f"gamma must be in (0, 1], got {self.gamma}.")
+
+
+@dataclass(frozen=True)
 class TrainSection(_Section):
     """``quantization.train`` (QAT) or ``pruning.train``: the training loop the built-in trainer runs.
 
@@ -423,6 +487,8 @@ class TrainSection(_Section):
         dataloader: the training data.
         criterion: ``{name: parameters}``, e.g. ``{CrossEntropyLoss: {reduction: mean}}``.
         optimizer: ``{name: parameters}``, e.g. ``{SGD: {learning_rate: 0.1}}``.
+        lr_schedule: the learning rate per epoch; ``None`` = the optimizer's, constant.
+        distillation: knowledge distillation from the dense model (``pruning.train`` only).
     """
 
     epoch: int = 1
@@ -433,6 +499,8 @@ class TrainSection(_Section):
     dataloader: DataLoaderSection | None = None
     criterion: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] = field(default_factory=dict)
+    lr_schedule: LrSchedule | None = None
+    distillation: Distillation | None = None
 
     def _check(self) -> None:
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:

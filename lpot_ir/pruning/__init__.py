@@ -42,7 +42,7 @@ from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, format_spars
 from lpot_ir.pruning.onnx_pruner import prune_channels, prune_initializers
 from lpot_ir.pruning.structured import ChannelSparsity, format_channel_table
 from lpot_ir.pruning.torch_pruner import TorchChannelPruner, TorchMagnitudePruner
-from lpot_ir.training import train_model
+from lpot_ir.training import call_model, distillation_loss, make_criterion, to_torch, train_model
 
 __all__ = [
     "Pruning",
@@ -67,6 +67,15 @@ def _optimize_and_shrink(model: Any) -> tuple[Any, Any]:
     if steps[at + 1 :]:
         model = run_pipeline(model, steps[at + 1 :]).model
     return result, model
+
+
+def _frozen_copy(module: Any) -> Any:
+    """A deep copy of ``module`` in eval mode with no trainable parameters (the distillation teacher)."""
+    teacher = copy.deepcopy(module)
+    teacher.eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
 
 
 def _is_torch_module(model: Any) -> bool:
@@ -109,6 +118,9 @@ class Pruning:
         self.shrink_report: Any = None
         self._shrunk: Any = None
         self._dense: Any = None  # the model before pruning: a torch state_dict copy, or the ONNX model
+        self._teacher: Any = None  # pruning.train.distillation: a frozen copy of the torch model before pruning
+        self._teacher_given = False  # prune.teacher was set by the user
+        self._criterion: Any = None
         self.score: Any = None
 
     # -- LPOT's properties -----------------------------------------------------------------------
@@ -123,6 +135,8 @@ class Pruning:
         self._model = unwrap_model(value)  # LPOT's common.Model wrapper
         self._pruner = None
         self._channel_pruner = None
+        if not self._teacher_given:
+            self._teacher = None
         self.sparsity_report = []
         self.channel_report = []
 
@@ -221,11 +235,76 @@ class Pruning:
                     f"{type(self._model).__name__}. Set prune.model to the torch model before training; ONNX models "
                     "are pruned one-shot by prune.fit() without callbacks."
                 )
+            if self._distillation() is not None and self._teacher is None:
+                self._teacher = _frozen_copy(self._model)  # before the first mask and the pruners' hooks
             if any(not s.structured for s in self.schedules):
                 self._pruner = TorchMagnitudePruner(self._model, self.schedules)
             if any(s.structured for s in self.schedules):
                 self._channel_pruner = TorchChannelPruner(self._model, self.schedules, self._example())
         return [p for p in (self._pruner, self._channel_pruner) if p is not None]
+
+    # -- knowledge distillation (pruning.train.distillation) --------------------------------------
+
+    def _distillation(self) -> Any:
+        train = self.conf.pruning.train if self.conf.pruning is not None else None
+        return train.distillation if train is not None else None
+
+    @property
+    def teacher(self) -> Any:
+        """The model that teaches the pruned one (``pruning.train.distillation``): by default a frozen copy of
+        the torch model taken at the first callback or ``fit()``, before anything is pruned; ``None`` without
+        distillation. Set it to use another ``torch.nn.Module`` (e.g. a better-trained dense model) instead: it
+        runs in eval mode without gradients and must take the same inputs and give logits of the same shape."""
+        return self._teacher
+
+    @teacher.setter
+    def teacher(self, value: Any) -> None:
+        if self._distillation() is None:
+            raise ConfigError(
+                "prune.teacher is used by knowledge distillation only, and the configuration has no "
+                "pruning.train.distillation. Add e.g. 'distillation: {weight: 0.5, temperature: 2.0}' to pruning.train."
+            )
+        if value is not None and not _is_torch_module(value):
+            raise ConfigError(f"prune.teacher must be a torch.nn.Module, got {type(value).__name__}.")
+        self._teacher = value
+        self._teacher_given = value is not None
+
+    def distillation_loss(self, outputs: Any, labels: Any, inputs: Any) -> Any:
+        """The training loss with knowledge distillation, for your own loop (the built-in loop uses it already).
+
+        ``(1 - weight) * criterion(outputs, labels) + weight * T^2 * KL(teacher || student)`` with the YAML's
+        ``pruning.train.distillation`` weight and temperature and ``pruning.train.criterion`` (default
+        cross-entropy); the teacher runs on ``inputs`` without gradients. See
+        :func:`lpot_ir.training.distillation_loss`.
+
+        Args:
+            outputs: the model's logits for ``inputs``.
+            labels: the batch's labels.
+            inputs: the batch's inputs (a tensor, tuple or dict, as the model takes them).
+
+        Raises:
+            ConfigError: no ``pruning.train.distillation`` in the configuration, or prune.model is not a torch module.
+        """
+        import torch
+
+        settings = self._distillation()
+        if settings is None:
+            raise ConfigError(
+                "prune.distillation_loss() needs pruning.train.distillation in the configuration (e.g. "
+                "'distillation: {weight: 0.5, temperature: 2.0}'); without it use your own loss."
+            )
+        if self._teacher is None:
+            self._torch_pruners("distillation_loss")
+        if self._criterion is None:
+            self._criterion = make_criterion(self.conf.pruning.train.criterion, where="pruning.train.criterion")  # type: ignore[union-attr]
+        labels = to_torch(labels)
+        if isinstance(labels, torch.Tensor) and isinstance(self._criterion, torch.nn.CrossEntropyLoss):
+            labels = labels.long()
+        with torch.no_grad():
+            target = call_model(self._teacher, to_torch(inputs))
+        return distillation_loss(
+            outputs, target, labels, self._criterion, weight=settings.weight, temperature=settings.temperature
+        )
 
     def _example(self) -> Any:
         if self._example_inputs is not None:
@@ -300,7 +379,7 @@ class Pruning:
         if self._train_func is not None:
             self._train_func(model)
         else:
-            train_model(model, train, self._train_dataloader, callbacks=self, where="pruning.train")
+            train_model(model, train, self._train_dataloader, callbacks=self, teacher=self._teacher, where="pruning.train")
         if all(p.epochs_seen == 0 for p in pruners):
             raise ConfigError(
                 "train_func returned without calling prune.on_epoch_begin(epoch), so nothing was pruned. Call "

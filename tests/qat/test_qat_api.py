@@ -147,3 +147,69 @@ def test_qat_example_recovers_what_ptq_loses(tmp_path: Path) -> None:
     assert qat >= ptq + 0.03
     assert fp32 - qat <= 0.03
     assert "meets the 2% criterion: True" in done.stdout
+
+
+@pytest.mark.slow
+def test_qat_candidate_is_tuned_with_fallback_and_keeps_the_learned_scales(tmp_path: Path) -> None:
+    """A QAT model that still loses accuracy in INT8 goes through accuracy-driven tuning like any candidate:
+    the strategy falls back the sensitive ops to FP32 and the other ops keep the learned ranges."""
+    import onnx
+    from onnx import numpy_helper
+
+    from lpot_ir.common import DataLoader
+    from lpot_ir.examples_data import digits_torch_model, load_digits_splits, model_accuracy
+    from lpot_ir.ir.quant import Fp32Category
+
+    torch.manual_seed(0)
+    splits = load_digits_splits()
+
+    def pairs(x: np.ndarray, y: np.ndarray, batch: int) -> DataLoader:
+        return DataLoader(list(zip(x, y, strict=True)), batch_size=batch)
+
+    # the bundled digits CNN: one stem channel is 120x the others, so per-tensor INT8 activations lose the
+    # others' resolution. Four batches of QAT are too few to fix that (the example trains two epochs).
+    quantizer = Quantization({
+        "model": {"framework": "pytorch"},
+        "quantization": {"approach": "quant_aware_training",
+                         "train": {"epoch": 1, "iteration": 4, "optimizer": {"Adam": {"learning_rate": 1e-4}}}},
+        "evaluation": {"accuracy": {"metric": {"topk": 1}}},
+        "tuning": {"accuracy_criterion": {"relative": 0.02}, "exit_policy": {"timeout": 0, "max_trials": 20},
+                   "random_seed": 1978, "workspace": {"path": str(tmp_path / "ws")}},
+    })  # fmt: skip
+    quantizer.model = digits_torch_model()
+    quantizer.train_dataloader = pairs(splits["train_x"], splits["train_y"], 32)
+    quantizer.calib_dataloader = pairs(splits["calib_x"], splits["calib_y"], 10)
+    quantizer.eval_dataloader = pairs(splits["eval_x"], splits["eval_y"], 100)
+    quantizer.metric = "topk"
+    quantizer.progress = False
+    result = quantizer.fit()
+    outcome = quantizer.outcome
+    first, best = outcome.trials[0], outcome.best
+    assert first.config.approach is Approach.QAT
+    # the trained configuration, every op INT8, loses about 18% (0.81 against 0.984 in our runs): far from 2%
+    assert not first.meets_goal and first.accuracy < outcome.baseline_accuracy * 0.9
+    assert outcome.met_goal and best is not None and best.index >= 1
+    stem = "/stem/stem.0/Conv"
+    assert result.fp32_nodes[stem].category is Fp32Category.TUNING_FALLBACK
+
+    model = result.model
+    onnx.checker.check_model(model, full_check=True)
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            dequantized = [producer.get(name) == "DequantizeLinear" for name in node.input]
+            assert not any(dequantized) if node.name in result.fp32_nodes else all(dequantized), node.name
+    # it runs in ONNX Runtime and scores what the tuning measured
+    assert model_accuracy(model, splits["eval_x"], splits["eval_y"]) == pytest.approx(best.accuracy, abs=1e-9)
+    # every activation still quantized uses the range QAT learned: uint8 asymmetric, scale = (hi - lo) / 255
+    learned = quantizer.qat_model.learned_ranges()
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    checked = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in learned:
+            lo, hi = min(learned[node.input[0]].lo, 0.0), max(learned[node.input[0]].hi, 0.0)
+            assert float(initializers[node.input[1]]) == pytest.approx((hi - lo) / 255, rel=1e-5), node.input[0]
+            checked += 1
+    assert checked >= 3
+    # the fallen-back stem's output (the 120x channel) is not quantized
+    assert "/stem/stem.2/Relu_output_0" not in {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
