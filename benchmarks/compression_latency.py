@@ -2,7 +2,7 @@
 
 Run from the repository root (a few minutes; needs ``dataset-fashion-mnist``)::
 
-    .venv/bin/python benchmarks/compression_latency.py [--rounds 40] [--iterations 5]
+    .venv/bin/python benchmarks/compression_latency.py [--rounds 40] [--iterations 5] [--resolution 64]
 
 benchmarks/pruning.py and benchmarks/qat.py time their stages in wall-clock time (``compare_latency``).
 On a shared machine with several runnable processes per core a run is often preempted, and wall-clock
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (default 40)")
     parser.add_argument("--iterations", type=int, default=5, help="runs per model per round (default 5)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="channel sparsity per group (default 0.5)")
+    parser.add_argument(
+        "--resolution", type=int, default=ef.RESOLUTION,
+        help=f"input height and width (default {ef.RESOLUTION}, the fine-tuning resolution; EfficientNet-Lite0's own is "
+             "224): the images are resized bilinearly, the weights are the same",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     import torch
 
@@ -54,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: {os.getloadavg()[0]:.1f} (1-minute average)")
     data = ef.load_data(4000, 10)
     net = ef.fine_tuned(data)
+    if args.resolution != ef.RESOLUTION:  # the network is convolutional up to a global pool: any size runs
+        for split in ("train_x", "test_x"):
+            resized = torch.nn.functional.interpolate(
+                torch.from_numpy(data[split][:100]), size=(args.resolution, args.resolution), mode="bilinear"
+            )
+            data[split] = resized.numpy()
+    print(f"input: {args.resolution}x{args.resolution}")
     calib = [(data["train_x"][i : i + 10], None) for i in range(0, 100, 10)]
     exported = resolve_model(net, calib_dataloader=calib).model
     dense = to_proto(run_pipeline(load_model(exported), "fp32-optimize").model)
