@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,35 @@ def _order_independent_rng(request: pytest.FixtureRequest) -> None:
     if isinstance(rng, np.random.Generator):
         seed = zlib.crc32(request.node.nodeid.encode())
         rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+
+
+def train_classifier(net: object, x: np.ndarray, y: np.ndarray, *, epochs: int = 3, lr: float = 3e-3) -> None:
+    """Train a torch classifier in place with Adam and cross-entropy, batches of 64 in order (deterministic
+    with a fixed torch seed and one thread), and leave it in eval mode."""
+    import torch
+
+    assert isinstance(net, torch.nn.Module)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        net.train()
+        for start in range(0, len(inputs), 64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(inputs[start : start + 64]), labels[start : start + 64]).backward()
+            optimizer.step()
+    net.eval()
+
+
+@contextlib.contextmanager
+def deterministic_torch(seed: int = 0) -> Iterator[None]:
+    """One torch thread and a fixed seed inside the block (torch's thread count restored after it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+

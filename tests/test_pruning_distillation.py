@@ -15,6 +15,7 @@ from lpot_ir.config import load_config
 from lpot_ir.errors import ConfigError
 from lpot_ir.examples_data import load_digits_splits
 from lpot_ir.training import distillation_loss, train_model
+from tests.conftest import deterministic_torch, train_classifier
 
 torch = pytest.importorskip("torch")
 
@@ -36,23 +37,13 @@ class _Net(torch.nn.Module):
 @pytest.fixture(scope="module")
 def digits() -> dict:
     """8x8 digits and a dense model trained on them (one thread, fixed seed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    splits = load_digits_splits()
-    pool = torch.nn.functional.avg_pool2d  # 16x16 -> 8x8: a smaller model, same images
-    d = {k: (pool(torch.from_numpy(v), 2).numpy() if k.endswith("_x") else v) for k, v in splits.items()}
-    net = _Net()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(d["train_x"]), torch.from_numpy(d["train_y"])
-    for _ in range(3):
-        for start in range(0, len(x), 64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[start : start + 64]), y[start : start + 64]).backward()
-            optimizer.step()
-    net.eval()
-    yield {"net": net, **d}
-    torch.set_num_threads(threads)
+    with deterministic_torch():
+        splits = load_digits_splits()
+        pool = torch.nn.functional.avg_pool2d  # 16x16 -> 8x8: a smaller model, same images
+        d = {k: (pool(torch.from_numpy(v), 2).numpy() if k.endswith("_x") else v) for k, v in splits.items()}
+        net = _Net()
+        train_classifier(net, d["train_x"], d["train_y"])
+        yield {"net": net, **d}  # inside the block: the module's tests run with one thread too
 
 
 def _conf(weight: float | None, temperature: float = 4.0, **train: object) -> dict:

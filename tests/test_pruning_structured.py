@@ -17,6 +17,7 @@ from lpot_ir import Pruning
 from lpot_ir.errors import ConfigError
 from lpot_ir.examples_data import load_digits_splits
 from lpot_ir.pruning.stages import weight_sparsity
+from tests.conftest import deterministic_torch, train_classifier
 
 torch = pytest.importorskip("torch")
 
@@ -45,22 +46,11 @@ class _Net(torch.nn.Module):
 @pytest.fixture(scope="module")
 def digits() -> dict:
     """The digits splits and a dense model trained on them (one thread, fixed seed; about 3 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    splits = load_digits_splits()
-    net = _Net()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(splits["train_x"]), torch.from_numpy(splits["train_y"])
-    for _ in range(3):
-        net.train()
-        for start in range(0, len(x), 64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[start : start + 64]), y[start : start + 64]).backward()
-            optimizer.step()
-    net.eval()
-    yield {"net": net, **splits}
-    torch.set_num_threads(threads)
+    with deterministic_torch():
+        splits = load_digits_splits()
+        net = _Net()
+        train_classifier(net, splits["train_x"], splits["train_y"])
+        yield {"net": net, **splits}  # inside the block: the module's tests run with one thread too
 
 
 def _copy(net: torch.nn.Module) -> torch.nn.Module:
