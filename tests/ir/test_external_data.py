@@ -161,3 +161,46 @@ def test_external_data_that_points_wrong_is_a_clear_error(tmp_path: Path, locati
     path.write_bytes(proto.SerializeToString())
     with pytest.raises(ModelLoadError, match=says):
         load_model(path)
+
+
+def test_external_tensors_from_two_folders_run(tmp_path: Path) -> None:
+    # a model whose weights live in two folders: ONNX Runtime maps one folder itself, the other's tensors
+    # are handed over as memory-mapped arrays
+    first = to_proto(load_model(_external(tmp_path / "a")))
+    second = to_proto(load_model(_external(tmp_path / "b")))
+    mixed = onnx.ModelProto()
+    mixed.CopyFrom(first)
+    moved = next(t for t in second.graph.initializer if t.name == "w1")
+    target = next(t for t in mixed.graph.initializer if t.name == "w1")
+    target.CopyFrom(moved)
+    parts = session_parts(mixed)
+    assert list(parts.arrays) == ["w1"] and parts.folder == (tmp_path / "a").resolve()
+    np.testing.assert_allclose(make_session(mixed).run(None, FEED)[0], _reference(), rtol=1e-6, atol=1e-6)
+
+
+def agreement_with_fp32(model: object) -> float:
+    """An eval_func for worker processes: the candidate must arrive self-contained (a plain proto)."""
+    assert isinstance(model, onnx.ModelProto) and not has_external_tensors(model)
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, FEED)[0]
+    reference = _reference()
+    return float(np.mean(np.sum(out * reference, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)))
+
+
+@pytest.mark.slow
+def test_external_weights_reach_worker_processes(tmp_path: Path) -> None:
+    from lpot_ir import Quantization, common
+
+    quantizer = Quantization({
+        "model": {"name": "mlp"},
+        "tuning": {"accuracy_criterion": {"relative": 0.01}, "exit_policy": {"timeout": 0, "max_trials": 3},
+                   "workers": 2, "workspace": {"path": str(tmp_path / "ws")}},
+    })  # fmt: skip
+    quantizer.model = str(_external(tmp_path / "m"))
+    rows = np.random.default_rng(1).standard_normal((16, WIDTH)).astype(np.float32)
+    quantizer.calib_dataloader = common.DataLoader([(r, None) for r in rows], batch_size=4)
+    quantizer.eval_func = agreement_with_fp32
+    quantizer.fit()
+    outcome = quantizer.outcome
+    assert outcome.baseline_accuracy == pytest.approx(1.0, abs=1e-5)  # the FP32 model, evaluated in a worker
+    assert outcome.met_goal and all(t.failed is None for t in outcome.trials)
+    assert all((t.worker or "").startswith("process:") for t in outcome.trials)
