@@ -10,7 +10,7 @@ Every model that enters lpot-ir goes through :func:`load_model`, so later passes
 
 Weights in external data files stay there: their tensors are memory-mapped when first read (a model of
 several GB is not copied into memory on load). Inside lpot-ir such tensors refer to their file by an
-absolute path (:func:`external_tensor_folders`), which ONNX Runtime and the checker refuse, so a model
+absolute path, which ONNX Runtime and the checker refuse, so a model
 leaves lpot-ir only through :func:`save_model`, :func:`portable_proto` or
 :func:`lpot_ir.backends.onnxruntime.make_session`, which resolve them.
 
@@ -32,7 +32,6 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -61,7 +60,6 @@ __all__ = [
     "model_digest",
     "opset_version",
     "PROTOBUF_LIMIT",
-    "external_tensor_folders",
     "has_external_tensors",
     "weight_bytes",
     "external_data_bytes",
@@ -307,6 +305,46 @@ def _set_external_entry(tensor: onnx.TensorProto, key: str, value: str) -> None:
     entry.key, entry.value = key, value
 
 
+def _external_span(tensor: onnx.TensorProto) -> tuple[str, int, int | None]:
+    """Where an external tensor's bytes are: (file, offset, length or ``None`` for the rest of the file)."""
+    length = _external_entry(tensor, "length")
+    return (
+        _external_entry(tensor, "location") or "",
+        int(_external_entry(tensor, "offset") or 0),
+        int(length) if length is not None else None,
+    )
+
+
+_READ_CHUNK = 64 << 20
+
+
+def _external_chunks(tensor: onnx.TensorProto) -> Iterator[bytes]:
+    """The bytes of an external tensor (absolute location), read in chunks of at most 64 MiB."""
+    location, offset, length = _external_span(tensor)
+    with open(location, "rb") as handle:
+        handle.seek(offset)
+        remaining = length if length is not None else os.fstat(handle.fileno()).st_size - offset
+        while remaining > 0:
+            chunk = handle.read(min(_READ_CHUNK, remaining))
+            if not chunk:
+                break
+            yield chunk
+            remaining -= len(chunk)
+
+
+def _external_header(tensor: onnx.TensorProto, location: str | None = None) -> onnx.TensorProto:
+    """A data-less copy of ``tensor`` (name, type, shape) marked external, at ``location`` if given."""
+    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(tensor.dims))
+    header.data_location = onnx.TensorProto.EXTERNAL
+    if location is not None:
+        _set_external_entry(header, "location", location)
+    return header
+
+
+def _numpy_dtype(tensor: onnx.TensorProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+
+
 def _bind_external_data(proto: onnx.ModelProto, folder: Path) -> None:
     """Check the external data ``proto`` refers to (files inside ``folder``, ranges inside the files) and make
     the main graph's initializers refer to it by absolute path; tensors elsewhere (subgraphs, attributes:
@@ -400,25 +438,18 @@ def session_parts(model: ir.Model | onnx.ModelProto) -> SessionParts:
         else:
             light.graph.initializer.append(tensor)
             continue
-        placeholder = light.graph.initializer.add()  # ONNX Runtime replaces it by name with the array
-        placeholder.name, placeholder.data_type = tensor.name, tensor.data_type
-        placeholder.dims.extend(tensor.dims)
-        placeholder.data_location = onnx.TensorProto.EXTERNAL
-        _set_external_entry(placeholder, "location", "lpot-ir-array")
+        # a placeholder: ONNX Runtime replaces it by name with the array
+        light.graph.initializer.append(_external_header(tensor, "lpot-ir-array"))
     return SessionParts(light.SerializeToString(), folder, arrays)
 
 
 def _mapped_array(tensor: onnx.TensorProto) -> np.ndarray:
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-    return np.memmap(
-        _external_entry(tensor, "location") or "", dtype=dtype, mode="r",
-        offset=int(_external_entry(tensor, "offset") or 0), shape=tuple(tensor.dims),
-    )  # fmt: skip
+    location, offset, _length = _external_span(tensor)
+    return np.memmap(location, dtype=_numpy_dtype(tensor), mode="r", offset=offset, shape=tuple(tensor.dims))
 
 
 def _raw_array(tensor: onnx.TensorProto) -> np.ndarray:
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-    return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+    return np.frombuffer(tensor.raw_data, dtype=_numpy_dtype(tensor)).reshape(tuple(tensor.dims))
 
 
 def _declared_nbytes(tensor: onnx.TensorProto) -> int | None:
@@ -437,15 +468,6 @@ def has_external_tensors(model: ir.Model | onnx.ModelProto) -> bool:
     if isinstance(model, onnx.ModelProto):
         return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
-
-
-def external_tensor_folders(proto: onnx.ModelProto) -> set[Path]:
-    """The folders of the external data files the main graph's initializers refer to (absolute paths)."""
-    return {
-        Path(_external_entry(t, "location") or "").parent
-        for t in proto.graph.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    }
 
 
 def weight_bytes(model: ir.Model | onnx.ModelProto) -> int:
@@ -469,10 +491,13 @@ def release_external_tensors(model: ir.Model) -> None:
     """
     for graph in all_graphs(model):
         for value in graph.initializers.values():
-            tensor = value.const_value
-            if isinstance(tensor, ir.ExternalTensor):
-                with contextlib.suppress(BufferError):
-                    tensor.release()
+            _unmap(value.const_value)
+
+
+def _unmap(tensor: object) -> None:
+    if isinstance(tensor, ir.ExternalTensor):
+        with contextlib.suppress(BufferError):  # numpy arrays still view it: it closes when they are gone
+            tensor.release()
 
 
 def drop_weights(model: ir.Model) -> None:
@@ -483,9 +508,9 @@ def drop_weights(model: ir.Model) -> None:
     model of several GB, a few discarded copies double the peak memory. Tensors are shared, not copied,
     with the protos they came from, which keep theirs.
     """
-    release_external_tensors(model)
     for graph in all_graphs(model):
         for value in graph.initializers.values():
+            _unmap(value.const_value)
             value.const_value = None
 
 
@@ -506,18 +531,9 @@ def portable_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _read_external(tensor: onnx.TensorProto) -> onnx.TensorProto:
     """A copy of the external ``tensor`` with its bytes (read from its absolute location) as raw data."""
-    location = _external_entry(tensor, "location") or ""
-    offset = int(_external_entry(tensor, "offset") or 0)
-    length = int(_external_entry(tensor, "length") or -1)
-    with open(location, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length) if length >= 0 else handle.read()
-    copy = onnx.TensorProto()
-    copy.name = tensor.name
-    copy.data_type = tensor.data_type
-    copy.dims.extend(tensor.dims)
+    copy = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(tensor.dims))
     copy.doc_string = tensor.doc_string
-    copy.raw_data = data
+    copy.raw_data = b"".join(_external_chunks(tensor))
     return copy
 
 
@@ -824,29 +840,12 @@ def model_digest(model: ir.Model | onnx.ModelProto) -> str:
     external = []
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            reference = light.graph.initializer.add()
-            reference.name, reference.data_type = tensor.name, tensor.data_type
-            reference.dims.extend(tensor.dims)
-            reference.data_location = onnx.TensorProto.EXTERNAL
+            light.graph.initializer.append(_external_header(tensor))  # where the file is does not count
             external.append(tensor)
         else:
             light.graph.initializer.append(tensor)
     digest.update(light.SerializeToString(deterministic=True))
     for tensor in external:
-        _hash_external(digest, tensor)
-    return digest.hexdigest()
-
-
-_READ_CHUNK = 64 << 20
-
-
-def _hash_external(digest: Any, tensor: onnx.TensorProto) -> None:
-    remaining = int(_external_entry(tensor, "length") or 0)
-    with open(_external_entry(tensor, "location") or "", "rb") as handle:
-        handle.seek(int(_external_entry(tensor, "offset") or 0))
-        while remaining > 0:
-            chunk = handle.read(min(_READ_CHUNK, remaining))
-            if not chunk:
-                break
+        for chunk in _external_chunks(tensor):
             digest.update(chunk)
-            remaining -= len(chunk)
+    return digest.hexdigest()
