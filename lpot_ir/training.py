@@ -42,6 +42,7 @@ __all__ = [
     "train_model",
     "epochs_of",
     "distillation_loss",
+    "batch_loss",
     "learning_rate_factor",
     "to_torch",
     "call_model",
@@ -206,6 +207,30 @@ def distillation_loss(
     return (1.0 - weight) * criterion(student, labels) + weight * kd
 
 
+def batch_loss(
+    output: Any, labels: Any, inputs: Any, criterion: Any, *, teacher: Any = None, distillation: Any = None
+) -> Any:
+    """The training loss of one batch: ``criterion(output, labels)``, or with ``distillation`` (the
+    ``train.distillation`` section) :func:`distillation_loss` against ``teacher``'s logits for ``inputs``.
+
+    Labels are cast as the criterion needs them: class indices (``long``) for cross-entropy, the output's
+    dtype otherwise.
+    """
+    import torch
+
+    if isinstance(criterion, torch.nn.CrossEntropyLoss) and isinstance(labels, torch.Tensor):
+        labels = labels.long()
+    elif isinstance(labels, torch.Tensor):
+        labels = labels.to(output.dtype)
+    if distillation is None:
+        return criterion(output, labels)
+    with torch.no_grad():
+        target = call_model(teacher, inputs)
+    return distillation_loss(
+        output, target, labels, criterion, weight=distillation.weight, temperature=distillation.temperature
+    )
+
+
 def to_torch(x: Any) -> Any:
     """``x`` with numpy arrays turned into torch tensors (inside tuples, lists and dicts too)."""
     import torch
@@ -256,8 +281,6 @@ def train_model(
         ConfigError: no training data, an unknown optimizer / criterion, or ``distillation`` without a teacher.
         DataError: a batch is not ``(inputs, labels)``.
     """
-    import torch
-
     if dataloader is None and train is not None and train.dataloader is not None:
         dataloader = create_dataloader(train.dataloader)
     if dataloader is None:
@@ -314,18 +337,7 @@ def train_model(
                 callbacks.on_batch_begin(batch_id)
             optimizer.zero_grad()
             output = call_model(model, inputs)
-            if isinstance(criterion, torch.nn.CrossEntropyLoss) and isinstance(labels, torch.Tensor):
-                labels = labels.long()
-            elif isinstance(labels, torch.Tensor):
-                labels = labels.to(output.dtype)
-            if distillation is not None:
-                with torch.no_grad():
-                    target = call_model(teacher, inputs)
-                loss = distillation_loss(
-                    output, target, labels, criterion, weight=distillation.weight, temperature=distillation.temperature
-                )
-            else:
-                loss = criterion(output, labels)
+            loss = batch_loss(output, labels, inputs, criterion, teacher=teacher, distillation=distillation)
             loss.backward()
             if callbacks is not None:
                 callbacks.on_post_grad()

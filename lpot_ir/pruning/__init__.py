@@ -42,7 +42,7 @@ from lpot_ir.pruning.magnitude import LayerSparsity, PruneSchedule, format_spars
 from lpot_ir.pruning.onnx_pruner import prune_channels, prune_initializers
 from lpot_ir.pruning.structured import ChannelSparsity, format_channel_table
 from lpot_ir.pruning.torch_pruner import TorchChannelPruner, TorchMagnitudePruner
-from lpot_ir.training import call_model, distillation_loss, make_criterion, to_torch, train_model
+from lpot_ir.training import batch_loss, make_criterion, to_torch, train_model
 
 __all__ = [
     "Pruning",
@@ -285,8 +285,6 @@ class Pruning:
         Raises:
             ConfigError: no ``pruning.train.distillation`` in the configuration, or prune.model is not a torch module.
         """
-        import torch
-
         settings = self._distillation()
         if settings is None:
             raise ConfigError(
@@ -297,13 +295,8 @@ class Pruning:
             self._torch_pruners("distillation_loss")
         if self._criterion is None:
             self._criterion = make_criterion(self.conf.pruning.train.criterion, where="pruning.train.criterion")  # type: ignore[union-attr]
-        labels = to_torch(labels)
-        if isinstance(labels, torch.Tensor) and isinstance(self._criterion, torch.nn.CrossEntropyLoss):
-            labels = labels.long()
-        with torch.no_grad():
-            target = call_model(self._teacher, to_torch(inputs))
-        return distillation_loss(
-            outputs, target, labels, self._criterion, weight=settings.weight, temperature=settings.temperature
+        return batch_loss(
+            outputs, to_torch(labels), to_torch(inputs), self._criterion, teacher=self._teacher, distillation=settings
         )
 
     def _example(self) -> Any:
